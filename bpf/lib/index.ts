@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: Apache-2.0
+// @skein/bpf: the kernel side of Skein as seen from TypeScript.
+export { native, constants } from './native.ts';
+export type { NativeAddress } from './addon.d.ts';
+export { openNetns, withNetnsFd, type NetnsRef } from './netns.ts';
+export {
+  connectTcp,
+  fdOf,
+  getSocketOption,
+  listenTcp,
+  netnsCookie,
+  originalDst,
+  setSocketOptions,
+  type ConnectOptions,
+  type CreateOptions,
+  type ListenOptions,
+  type SocketAddress,
+  type SocketOptions,
+} from './sockets.ts';
+export { SeqpacketServer, SeqpacketSocket, type SeqpacketOptions } from './seqpacket.ts';
+
+import { native } from './native.ts';
+/** The libbpf version the addon links (Debian's libbpf-dev). */
+export const libbpfVersion = (): string => native.libbpfVersion();

@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "netns.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "errors.h"
+
+namespace skein {
+
+namespace {
+
+// Enters a namespace on the current thread and always returns to the one it
+// came from. Node's main thread runs everything else, so a failed return is
+// not survivable: every later socket would land in a pod. We abort instead.
+class NetnsSwitch {
+ public:
+  NetnsSwitch(Napi::Env env, int target) {
+    home_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home_ < 0) ThrowErrno(env, "open", "/proc/thread-self/ns/net");
+    if (setns(target, CLONE_NEWNET) < 0) {
+      int err = errno;
+      close(home_);
+      throw ErrnoError(env, "setns", err,
+                       err == EINVAL ? "fd is not a network namespace" : "");
+    }
+  }
+  ~NetnsSwitch() {
+    if (setns(home_, CLONE_NEWNET) < 0) {
+      std::fprintf(stderr, "skein: cannot return to own netns: %s\n",
+                   std::strerror(errno));
+      std::abort();
+    }
+    close(home_);
+  }
+  NetnsSwitch(const NetnsSwitch&) = delete;
+  NetnsSwitch& operator=(const NetnsSwitch&) = delete;
+
+ private:
+  int home_;
+};
+
+}  // namespace
+
+Napi::Value OpenNetns(const Napi::CallbackInfo& info) {
+  std::string path = ArgString(info, 0, "openNetns(path: string)");
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(info.Env(), "open", path);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value CreateSocket(const Napi::CallbackInfo& info) {
+  static const char* usage =
+      "createSocket(family: 4 | 6, kind: 'stream' | 'dgram', netnsFd: number)";
+  Napi::Env env = info.Env();
+  int family = ArgInt(info, 0, usage);
+  std::string kind = ArgString(info, 1, usage);
+  int nsfd = ArgInt(info, 2, usage);
+  if ((family != 4 && family != 6) || (kind != "stream" && kind != "dgram") ||
+      nsfd < -1)
+    ThrowUsage(env, usage);
+
+  int domain = family == 4 ? AF_INET : AF_INET6;
+  int type = (kind == "stream" ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK |
+             SOCK_CLOEXEC;
+  int fd;
+  int err = 0;
+  if (nsfd == -1) {
+    fd = socket(domain, type, 0);
+    err = errno;
+  } else {
+    NetnsSwitch in(env, nsfd);
+    fd = socket(domain, type, 0);
+    err = errno;
+  }
+  if (fd < 0) throw ErrnoError(env, "socket", err);
+  return Napi::Number::New(env, fd);
+}
+
+void InitNetns(Napi::Env env, Napi::Object exports) {
+  exports.Set("openNetns", Napi::Function::New(env, OpenNetns, "openNetns"));
+  exports.Set("createSocket",
+              Napi::Function::New(env, CreateSocket, "createSocket"));
+}
+
+}  // namespace skein

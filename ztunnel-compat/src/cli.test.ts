@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: Apache-2.0
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import { parseArgs, UsageError } from './cli.ts';
+
+const bin = fileURLToPath(new URL('../bin/skein', import.meta.url));
+
+test('parseArgs knows help and version and refuses the rest', () => {
+  assert.deepEqual(parseArgs([]), { kind: 'help' });
+  assert.deepEqual(parseArgs(['--help']), { kind: 'help' });
+  assert.deepEqual(parseArgs(['version']), { kind: 'version', json: false });
+  assert.deepEqual(parseArgs(['version', '--json']), { kind: 'version', json: true });
+  assert.throws(() => parseArgs(['frobnicate']), (e: Error) => e instanceof UsageError && /unknown command 'frobnicate'/.test(e.message));
+  assert.throws(() => parseArgs(['version', '--yaml']), /version: unexpected argument '--yaml'/);
+});
+
+test('the skein binary runs on Node 24 with the addon loaded', () => {
+  const out = JSON.parse(execFileSync(bin, ['version', '--json'], { encoding: 'utf8' })) as Record<string, string>;
+  assert.match(out.node ?? '', /^24\./);
+  assert.match(out.libbpf ?? '', /^1\.\d+$/);
+  const bad = spawnSync(bin, ['nope'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /^skein: unknown command 'nope'/);
+});

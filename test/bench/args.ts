@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+// The bench CLI's arguments: `[scenario] [--json] [--reps N] [--duration S]`.
+// Anything else is a usage error (exit 2), never silently ignored.
+import { parseArgs } from 'node:util';
+
+export interface BenchArgs {
+  scenario: string;
+  json: boolean;
+  reps: number;
+  durationS: number;
+  help: boolean;
+}
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export const DEFAULTS = { scenario: 'reference', reps: 3, durationS: 2 } as const;
+const MAX_REPS = 20;
+const MAX_DURATION_S = 60;
+
+export function usage(scenarios: readonly string[]): string {
+  return `usage: npm run bench -- [scenario] [--json] [--reps N] [--duration S]
+  scenario      one of: ${scenarios.join(', ')} (default ${DEFAULTS.scenario})
+  --json        print one JSON object (medians, with min/max) on stdout; progress goes to stderr
+  --reps N      repetitions per path, 1-${MAX_REPS} (default ${DEFAULTS.reps})
+  --duration S  seconds per load run, whole, 1-${MAX_DURATION_S} (default ${DEFAULTS.durationS})
+`;
+}
+
+function count(raw: string | undefined, name: string, fallback: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < 1 || n > max) throw new UsageError(`--${name} must be a whole number from 1 to ${max}, got '${raw}'`);
+  return n;
+}
+
+export function parseBenchArgs(argv: readonly string[], scenarios: readonly string[]): BenchArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        json: { type: 'boolean', default: false },
+        reps: { type: 'string' },
+        duration: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    // Node's own message suggests '--' tricks that do not apply here.
+    const unknown = /Unknown option '([^']+)'/.exec((e as Error).message)?.[1];
+    throw new UsageError(unknown === undefined ? (e as Error).message : `unknown flag '${unknown}'`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length > 1) throw new UsageError(`one scenario at a time, got: ${positionals.join(' ')}`);
+  const scenario = positionals[0] ?? DEFAULTS.scenario;
+  if (!values.help && !scenarios.includes(scenario)) throw new UsageError(`unknown scenario '${scenario}' (known: ${scenarios.join(', ')})`);
+  return {
+    scenario,
+    json: values.json,
+    reps: count(values.reps, 'reps', DEFAULTS.reps, MAX_REPS),
+    durationS: count(values.duration, 'duration', DEFAULTS.durationS, MAX_DURATION_S),
+    help: values.help,
+  };
+}

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// A long-running process in a lab host (nginx, iperf3 -s, haproxy): started,
+// known to be listening before anyone dials it, and stopped by its PID. The
+// lab also kills it at teardown, so a crashed benchmark leaves nothing.
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { LabNode, LabPod } from '../lab/index.ts';
+
+export interface Daemon {
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export interface DaemonSpec {
+  cmd: string;
+  args: readonly string[];
+  /** TCP ports it must listen on (in its host's netns) before it counts as started. */
+  ports: readonly number[];
+  timeoutMs?: number;
+}
+
+export class DaemonError extends Error {
+  override name = 'DaemonError';
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function startDaemon(host: LabPod | LabNode, spec: DaemonSpec): Promise<Daemon> {
+  const child = host.spawn(spec.cmd, spec.args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Keep the last few KB of stderr for error messages; draining it also keeps
+  // a chatty daemon from blocking on a full pipe.
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
+  const what = `${spec.cmd} in ${host.netns}`;
+  const deadline = Date.now() + (spec.timeoutMs ?? 5000);
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new DaemonError(`${what} exited (${child.exitCode ?? child.signalCode}) before listening: ${stderr.trim()}`);
+    }
+    if (spec.ports.every((p) => listening(host, p))) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new DaemonError(`${what} is not listening on ${spec.ports.join(', ')} after ${spec.timeoutMs ?? 5000} ms: ${stderr.trim()}`);
+    }
+    await sleep(25);
+  }
+  const pid = child.pid;
+  // The spawn wrapper execs into the command, so the PID is the daemon's own
+  // (what its CPU and memory are read from); check rather than trust that.
+  const comm = pid === undefined ? '' : readComm(pid);
+  if (pid === undefined || comm !== path.basename(spec.cmd).slice(0, 15)) {
+    child.kill('SIGKILL');
+    throw new DaemonError(`${what}: pid ${pid} is '${comm}', not the daemon`);
+  }
+  return { pid, stop: () => stop(child) };
+}
+
+function listening(host: LabPod | LabNode, port: number): boolean {
+  // ss reads the kernel's socket table: no connection is made to find out.
+  return host.run('ss', '-Hltn', 'sport', '=', `:${port}`).trim() !== '';
+}
+
+function readComm(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(t);
+}

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: Apache-2.0
+// `npm run bench -- [scenario] [--json] [--reps N] [--duration S]`: runs a
+// scenario on a fresh lab and prints a table, or with --json exactly one JSON
+// object on stdout. Progress and errors go to stderr. Exit 2 on bad usage.
+import { parseBenchArgs, usage, UsageError, type BenchArgs } from './args.ts';
+import { toReport, toTable } from './report.ts';
+import { runScenario } from './run.ts';
+import { findScenario, scenarios } from './scenarios/index.ts';
+
+const names = scenarios.map((s) => s.name);
+const log = (line: string): void => { process.stderr.write(`bench: ${line}\n`); };
+
+let args: BenchArgs;
+try {
+  args = parseBenchArgs(process.argv.slice(2), names);
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  process.stderr.write(`bench: ${e.message}\n${usage(names)}`);
+  process.exit(2);
+}
+if (args.help) {
+  process.stdout.write(usage(names));
+  process.exit(0);
+}
+const scenario = findScenario(args.scenario);
+if (scenario === undefined) throw new Error(`unreachable: '${args.scenario}' was validated`);
+if (process.getuid?.() !== 0) {
+  log('needs root: the lab creates network namespaces and cgroups');
+  process.exit(1);
+}
+// On Ctrl-C exit through process.exit, whose 'exit' event makes the lab tear
+// itself down (kill its processes by PID, delete its namespaces).
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    log(`${sig}: tearing the lab down`);
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  });
+}
+
+const t0 = performance.now();
+let code = 0;
+try {
+  const result = await runScenario(scenario, { reps: args.reps, durationS: args.durationS, warmupS: 1, log });
+  process.stdout.write(args.json ? `${JSON.stringify(toReport(result))}\n` : toTable(result));
+  log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+} catch (e) {
+  log(`failed: ${(e as Error).stack ?? String(e)}`);
+  code = 1;
+}
+// The lab is down by now; exit even if some handle of a failed run lingers
+// (stdout to a pipe or file is written synchronously on Linux, nothing is lost).
+process.exit(code);

@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: Apache-2.0
+// Every scenario `npm run bench -- <name>` knows. A new scenario is one file
+// in this folder and one line here.
+import type { Scenario } from '../scenario.ts';
+import { reference } from './reference.ts';
+
+export const scenarios: readonly Scenario[] = [reference];
+
+export function findScenario(name: string): Scenario | undefined {
+  return scenarios.find((s) => s.name === name);
+}

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, parseConfig } from './config.ts';
+import { parseDurationMs } from './config/duration.ts';
+
+test('defaults match ztunnel outside a cluster', () => {
+  const c = parseConfig({});
+  assert.equal(c.xdsAddress, 'https://localhost:15012');
+  assert.equal(c.caAddress, 'https://localhost:15012');
+  assert.deepEqual(c.xdsRootCa, { kind: 'file', path: './var/run/secrets/istio/root-cert.pem' });
+  assert.deepEqual(c.authToken, { kind: 'file', path: './var/run/secrets/tokens/istio-token' });
+  assert.equal(c.clusterId, 'Kubernetes');
+  assert.equal(c.proxyMode, 'shared');
+  assert.equal(c.packetMark, 1337);
+  assert.equal(c.inpodUds, '/var/run/ztunnel/ztunnel.sock');
+  assert.equal(c.secretTtlSeconds, 86400);
+  assert.equal(c.adminPort, 15000);
+  assert.equal(c.statsPort, 15020);
+  assert.equal(c.readinessPort, 15021);
+  assert.equal(c.localCa, false);
+});
+
+test('in a cluster istiod is the default, and a schemeless address gets https', () => {
+  assert.equal(parseConfig({ KUBERNETES_SERVICE_HOST: '10.0.0.1' }).xdsAddress, 'https://istiod.istio-system.svc:15012');
+  assert.equal(parseConfig({ XDS_ADDRESS: 'istiod-rev.istio-system.svc:15012' }).xdsAddress, 'https://istiod-rev.istio-system.svc:15012');
+});
+
+test('ISTIO_META_CLUSTER_ID wins over CLUSTER_ID; metadata and headers are collected', () => {
+  const c = parseConfig({
+    CLUSTER_ID: 'c1', ISTIO_META_CLUSTER_ID: 'c2', ISTIO_META_DNS_CAPTURE: 'true', ISTIO_METAJSON_LABELS: '{"a":"b"}',
+    XDS_HEADER_X_TENANT: 't1', CA_HEADER_FOO: 'bar',
+  });
+  assert.equal(c.clusterId, 'c2');
+  assert.equal(c.istioMeta.CLUSTER_ID, 'c2');
+  assert.equal(c.istioMeta.DNS_CAPTURE, 'true');
+  assert.deepEqual(c.istioMetaJson.LABELS, { a: 'b' });
+  assert.deepEqual(c.xdsHeaders, { x_tenant: 't1' });
+  assert.deepEqual(c.caHeaders, { foo: 'bar' });
+});
+
+test('static mode: XDS_ADDRESS="" with LOCAL_XDS_PATH and the local CA', () => {
+  const c = parseConfig({ XDS_ADDRESS: '', LOCAL_XDS_PATH: '/etc/skein/local.yaml', FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: '/tmp/ca' });
+  assert.equal(c.xdsAddress, undefined);
+  assert.equal(c.localXdsPath, '/etc/skein/local.yaml');
+  assert.equal(c.localCa, true);
+  assert.equal(c.caAddress, undefined);
+  assert.equal(c.localCaDir, '/tmp/ca');
+});
+
+test('roots and tokens: path, SYSTEM, inline PEM, literal token', () => {
+  const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+  const c = parseConfig({ XDS_ROOT_CA: 'SYSTEM', CA_ROOT_CA: pem, AUTH_TOKEN: 'eyJhbGciOi.literal.token' });
+  assert.deepEqual(c.xdsRootCa, { kind: 'system' });
+  assert.deepEqual(c.caRootCa, { kind: 'pem', pem });
+  assert.deepEqual(c.authToken, { kind: 'literal', token: 'eyJhbGciOi.literal.token' });
+});
+
+test('PROXY_CONFIG YAML sets ports and discovery address', () => {
+  const c = parseConfig({ PROXY_CONFIG: 'discoveryAddress: istiod.x.svc:15012\nproxyAdminPort: 16000\nstatsPort: 16020\n' });
+  assert.equal(c.xdsAddress, 'https://istiod.x.svc:15012');
+  assert.equal(c.adminPort, 16000);
+  assert.equal(c.statsPort, 16020);
+});
+
+test('every bad value is reported at once, by variable name', () => {
+  try {
+    parseConfig({
+      PROXY_MODE: 'sidecar', INPOD_PORT_REUSE: 'maybe', PACKET_MARK: 'x', SECRET_TTL: 'forever', SKEIN_FASTPATH: '1',
+      LOCAL_XDS: 'a', LOCAL_XDS_PATH: 'b', PROXY_WORKLOAD_INFO: 'onlyns', ISTIO_METAJSON_X: '{', RUST_LOG: 'loud', LOG_FORMAT: 'xml',
+    });
+    assert.fail('should have thrown');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    const text = err.problems.join('\n');
+    for (const name of ['PROXY_MODE', 'INPOD_PORT_REUSE', 'PACKET_MARK', 'SECRET_TTL', 'SKEIN_FASTPATH: unknown SKEIN_ variable', 'LOCAL_XDS_PATH and LOCAL_XDS', 'PROXY_WORKLOAD_INFO', 'ISTIO_METAJSON_X', 'RUST_LOG', 'LOG_FORMAT']) {
+      assert.ok(text.includes(name), `missing problem for ${name}:\n${text}`);
+    }
+  }
+  assert.throws(() => parseConfig({ XDS_ADDRESS: '' }), /neither LOCAL_XDS_PATH nor LOCAL_XDS/);
+  assert.throws(() => parseConfig({ PROXY_MODE: 'dedicated' }), /PROXY_WORKLOAD_INFO: required/);
+});
+
+test('durations', () => {
+  assert.equal(parseDurationMs('24h'), 86_400_000);
+  assert.equal(parseDurationMs('1h30m'), 5_400_000);
+  assert.equal(parseDurationMs('500ms'), 500);
+  assert.equal(parseDurationMs('90'), 90_000);
+  assert.equal(parseDurationMs('5 minutes'), undefined);
+  assert.equal(parseDurationMs('h'), undefined);
+});

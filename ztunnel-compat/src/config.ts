@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: Apache-2.0
+// Configuration from the environment variables ztunnel reads (reference §9.1),
+// plus a few SKEIN_* ones. Pure: parseConfig(env) validates everything at once
+// and reports every bad value with the variable's name.
+import { parse as parseYaml } from 'yaml';
+import { parseDurationMs } from './config/duration.ts';
+
+export type RootCaSource = { kind: 'file'; path: string } | { kind: 'pem'; pem: string } | { kind: 'system' };
+export type TokenSource = { kind: 'file'; path: string } | { kind: 'literal'; token: string };
+export type ProxyMode = 'shared' | 'dedicated';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+
+export interface WorkloadInfo { namespace: string; name: string; serviceAccount: string }
+
+export interface Config {
+  /** undefined: xDS disabled (XDS_ADDRESS=""); static config must then come from LOCAL_XDS*. */
+  xdsAddress: string | undefined;
+  caAddress: string | undefined;
+  xdsRootCa: RootCaSource;
+  caRootCa: RootCaSource;
+  altXdsHostname: string | undefined;
+  altCaHostname: string | undefined;
+  authToken: TokenSource;
+  xdsHeaders: Record<string, string>;
+  caHeaders: Record<string, string>;
+  clusterId: string;
+  clusterDomain: string;
+  network: string;
+  nodeName: string;
+  podName: string;
+  podNamespace: string;
+  instanceIp: string;
+  serviceAccount: string;
+  trustDomain: string;
+  /** ISTIO_META_<K> → K (node metadata). */
+  istioMeta: Record<string, string>;
+  /** ISTIO_METAJSON_<K> → parsed JSON. */
+  istioMetaJson: Record<string, unknown>;
+  proxyMode: ProxyMode;
+  proxyWorkloadInfo: WorkloadInfo | undefined;
+  inpodUds: string;
+  inpodPortReuse: boolean;
+  /** SO_MARK for pod-side sockets; required (1337) in shared mode. */
+  packetMark: number | undefined;
+  localXdsPath: string | undefined;
+  localXds: string | undefined;
+  xdsOnDemand: boolean;
+  /** Use the built-in local CA instead of istiod's (FAKE_CA=true, or CA_ADDRESS=""). */
+  localCa: boolean;
+  localCaDir: string;
+  localCaCert: string | undefined;
+  localCaKey: string | undefined;
+  secretTtlSeconds: number;
+  ipv6Enabled: boolean;
+  tls12Enabled: boolean;
+  adminAddress: string;
+  adminPort: number;
+  statsPort: number;
+  readinessPort: number;
+  logLevel: LogLevel;
+  logFormat: 'plain' | 'json';
+  kernelFastpath: 'auto' | 'off';
+  poolMaxStreamsPerConnection: number;
+  poolUnusedReleaseTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  readonly code = 'SKEIN_CONFIG';
+  readonly problems: readonly string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.problems = problems;
+  }
+}
+
+/** The SKEIN_* variables Skein knows; any other is a typo, and an error. */
+export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_ADMIN_ADDRESS'] as const;
+
+const DEFAULT_ROOT = './var/run/secrets/istio/root-cert.pem';
+const DEFAULT_TOKEN = './var/run/secrets/tokens/istio-token';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export function parseConfig(env: Env): Config {
+  const problems: string[] = [];
+  const p = new Reader(env, problems);
+
+  for (const k of Object.keys(env)) {
+    if (k.startsWith('SKEIN_') && !(SKEIN_VARS as readonly string[]).includes(k)) {
+      problems.push(`${k}: unknown SKEIN_ variable (known: ${SKEIN_VARS.join(', ')})`);
+    }
+  }
+
+  const inCluster = env.KUBERNETES_SERVICE_HOST !== undefined;
+  const defaultAddr = inCluster ? 'https://istiod.istio-system.svc:15012' : 'https://localhost:15012';
+  const proxyConfig = p.proxyConfig();
+
+  const localXdsPath = p.str('LOCAL_XDS_PATH');
+  const localXds = p.str('LOCAL_XDS');
+  if (localXdsPath !== undefined && localXds !== undefined) problems.push('LOCAL_XDS_PATH and LOCAL_XDS: set only one');
+
+  const xdsAddress = p.address('XDS_ADDRESS', proxyConfig.discoveryAddress ?? defaultAddr);
+  const fakeCa = p.bool('FAKE_CA', false);
+  const caAddress = p.address('CA_ADDRESS', defaultAddr);
+  const proxyMode = p.oneOf('PROXY_MODE', ['shared', 'dedicated'] as const, 'shared');
+  const workloadInfo = p.workloadInfo('PROXY_WORKLOAD_INFO');
+  if (proxyMode === 'dedicated' && workloadInfo === undefined) problems.push('PROXY_WORKLOAD_INFO: required with PROXY_MODE=dedicated (ns/name/sa)');
+  if (xdsAddress === undefined && localXdsPath === undefined && localXds === undefined) {
+    problems.push('XDS_ADDRESS is empty but neither LOCAL_XDS_PATH nor LOCAL_XDS is set: there would be no configuration source');
+  }
+
+  const meta: Record<string, string> = {};
+  const metaJson: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) continue;
+    if (k.startsWith('ISTIO_METAJSON_')) {
+      try { metaJson[k.slice('ISTIO_METAJSON_'.length)] = JSON.parse(v); } catch { problems.push(`${k}: not valid JSON`); }
+    } else if (k.startsWith('ISTIO_META_')) {
+      meta[k.slice('ISTIO_META_'.length)] = v;
+    }
+  }
+  for (const [k, v] of Object.entries(proxyConfig.proxyMetadata ?? {})) {
+    if (k.startsWith('ISTIO_META_') && !(k.slice(11) in meta)) meta[k.slice(11)] = v;
+  }
+
+  const config: Config = {
+    xdsAddress,
+    caAddress: fakeCa ? undefined : caAddress,
+    xdsRootCa: p.rootCa('XDS_ROOT_CA'),
+    caRootCa: p.rootCa('CA_ROOT_CA'),
+    altXdsHostname: p.str('ALT_XDS_HOSTNAME'),
+    altCaHostname: p.str('ALT_CA_HOSTNAME'),
+    authToken: p.token('AUTH_TOKEN'),
+    xdsHeaders: p.prefixed('XDS_HEADER_'),
+    caHeaders: p.prefixed('CA_HEADER_'),
+    clusterId: env.ISTIO_META_CLUSTER_ID ?? env.CLUSTER_ID ?? 'Kubernetes',
+    clusterDomain: p.str('CLUSTER_DOMAIN') ?? 'cluster.local',
+    network: env.NETWORK ?? '',
+    nodeName: env.NODE_NAME ?? '',
+    podName: env.POD_NAME ?? '',
+    podNamespace: env.POD_NAMESPACE ?? '',
+    instanceIp: p.ip('INSTANCE_IP') ?? '',
+    serviceAccount: env.SERVICE_ACCOUNT ?? '',
+    trustDomain: p.str('TRUST_DOMAIN') ?? 'cluster.local',
+    istioMeta: meta,
+    istioMetaJson: metaJson,
+    proxyMode,
+    proxyWorkloadInfo: workloadInfo,
+    inpodUds: p.str('INPOD_UDS') ?? '/var/run/ztunnel/ztunnel.sock',
+    inpodPortReuse: p.bool('INPOD_PORT_REUSE', true),
+    packetMark: p.int('PACKET_MARK', 0, 0xffffffff) ?? (proxyMode === 'shared' ? 1337 : undefined),
+    localXdsPath,
+    localXds,
+    xdsOnDemand: p.bool('XDS_ON_DEMAND', false),
+    localCa: fakeCa || caAddress === undefined,
+    localCaDir: p.str('SKEIN_LOCAL_CA_DIR') ?? '/var/run/skein/ca',
+    localCaCert: p.str('SKEIN_LOCAL_CA_CERT'),
+    localCaKey: p.str('SKEIN_LOCAL_CA_KEY'),
+    secretTtlSeconds: Math.round((p.duration('SECRET_TTL') ?? 86_400_000) / 1000),
+    ipv6Enabled: p.bool('IPV6_ENABLED', true),
+    tls12Enabled: p.bool('TLS12_ENABLED', false),
+    adminAddress: p.ip('SKEIN_ADMIN_ADDRESS') ?? '127.0.0.1',
+    adminPort: proxyConfig.proxyAdminPort ?? 15000,
+    statsPort: proxyConfig.statsPort ?? 15020,
+    readinessPort: 15021,
+    logLevel: p.logLevel('RUST_LOG'),
+    logFormat: p.oneOf('LOG_FORMAT', ['plain', 'json'] as const, 'plain'),
+    kernelFastpath: p.oneOf('SKEIN_KERNEL_FASTPATH', ['auto', 'off'] as const, 'auto'),
+    poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
+    poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
+  };
+  if ((config.localCaCert === undefined) !== (config.localCaKey === undefined)) {
+    problems.push('SKEIN_LOCAL_CA_CERT and SKEIN_LOCAL_CA_KEY: set both or neither');
+  }
+  if (config.secretTtlSeconds <= 0) problems.push('SECRET_TTL: must be positive');
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+interface ProxyConfigYaml { discoveryAddress?: string; proxyAdminPort?: number; statsPort?: number; proxyMetadata?: Record<string, string> }
+
+/** Reads and validates single variables, collecting problems instead of throwing. */
+class Reader {
+  readonly #env: Env;
+  readonly #problems: string[];
+
+  constructor(env: Env, problems: string[]) {
+    this.#env = env;
+    this.#problems = problems;
+  }
+
+  str(name: string): string | undefined {
+    const v = this.#env[name];
+    return v === undefined || v === '' ? undefined : v;
+  }
+
+  bool(name: string, dflt: boolean): boolean {
+    const v = this.#env[name];
+    if (v === undefined || v === '') return dflt;
+    const l = v.toLowerCase();
+    if (['true', '1', 'yes', 'on'].includes(l)) return true;
+    if (['false', '0', 'no', 'off'].includes(l)) return false;
+    this.#problems.push(`${name}: '${v}' is not a boolean (true/false)`);
+    return dflt;
+  }
+
+  int(name: string, min: number, max: number): number | undefined {
+    const v = this.str(name);
+    if (v === undefined) return undefined;
+    const n = /^0x[0-9a-f]+$/i.test(v) ? Number.parseInt(v, 16) : /^\d+$/.test(v) ? Number(v) : Number.NaN;
+    if (!Number.isInteger(n) || n < min || n > max) {
+      this.#problems.push(`${name}: '${v}' is not an integer in ${min}..${max}`);
+      return undefined;
+    }
+    return n;
+  }
+
+  duration(name: string): number | undefined {
+    const v = this.str(name);
+    if (v === undefined) return undefined;
+    const ms = parseDurationMs(v);
+    if (ms === undefined) this.#problems.push(`${name}: '${v}' is not a duration (e.g. 24h, 5m, 30s)`);
+    return ms;
+  }
+
+  oneOf<T extends string>(name: string, values: readonly T[], dflt: T): T {
+    const v = this.str(name);
+    if (v === undefined) return dflt;
+    if ((values as readonly string[]).includes(v)) return v as T;
+    this.#problems.push(`${name}: '${v}' must be one of ${values.join(', ')}`);
+    return dflt;
+  }
+
+  ip(name: string): string | undefined {
+    const v = this.str(name);
+    if (v === undefined) return undefined;
+    if (!/^[\d.]+$/.test(v) && !v.includes(':')) {
+      this.#problems.push(`${name}: '${v}' is not an IP address`);
+      return undefined;
+    }
+    return v;
+  }
+
+  /** A URI; "" explicitly disables; no scheme gets https://. */
+  address(name: string, dflt: string): string | undefined {
+    const v = this.#env[name];
+    if (v === '') return undefined;
+    const raw = v ?? dflt;
+    const uri = /^[a-z]+:\/\//i.test(raw) ? raw : `https://${raw}`;
+    try {
+      const u = new URL(uri);
+      if (u.hostname === '' || u.port === '' && !uri.startsWith('https://')) throw new Error('no host');
+    } catch {
+      this.#problems.push(`${name}: '${raw}' is not an address (host:port or https://host:port)`);
+    }
+    return uri;
+  }
+
+  /** A file path, SYSTEM, or inline PEM (a value that is not a path). */
+  rootCa(name: string): RootCaSource {
+    const v = this.str(name) ?? DEFAULT_ROOT;
+    if (v === 'SYSTEM') return { kind: 'system' };
+    if (v.includes('-----BEGIN')) return { kind: 'pem', pem: v };
+    return { kind: 'file', path: v };
+  }
+
+  /** A file path, or the literal token when the value does not look like a path. */
+  token(name: string): TokenSource {
+    const v = this.str(name) ?? DEFAULT_TOKEN;
+    return v.includes('/') ? { kind: 'file', path: v } : { kind: 'literal', token: v };
+  }
+
+  prefixed(prefix: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(this.#env)) {
+      if (k.startsWith(prefix) && v !== undefined) out[k.slice(prefix.length).toLowerCase()] = v;
+    }
+    return out;
+  }
+
+  workloadInfo(name: string): WorkloadInfo | undefined {
+    const v = this.str(name);
+    if (v === undefined) return undefined;
+    const [namespace, wname, serviceAccount, ...rest] = v.split('/');
+    if (namespace === undefined || wname === undefined || serviceAccount === undefined || rest.length > 0 || !namespace || !wname || !serviceAccount) {
+      this.#problems.push(`${name}: '${v}' must be namespace/name/serviceAccount`);
+      return undefined;
+    }
+    return { namespace, name: wname, serviceAccount };
+  }
+
+  /** RUST_LOG's default level (directives like "hickory=off" are ignored). */
+  logLevel(name: string): LogLevel {
+    const v = this.str(name) ?? 'info';
+    const first = v.split(',').find((d) => !d.includes('=')) ?? 'info';
+    const l = first.toLowerCase();
+    if (l === 'trace' || l === 'debug' || l === 'info' || l === 'warn' || l === 'error') return l;
+    if (l === 'off') return 'error';
+    this.#problems.push(`${name}: '${v}' has no level (trace, debug, info, warn, error)`);
+    return 'info';
+  }
+
+  proxyConfig(): ProxyConfigYaml {
+    const v = this.str('PROXY_CONFIG');
+    if (v === undefined) return {};
+    try {
+      const parsed: unknown = parseYaml(v);
+      if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed;
+    } catch { /* reported below */ }
+    this.#problems.push('PROXY_CONFIG: not a YAML mapping');
+    return {};
+  }
+}

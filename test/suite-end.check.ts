@@ -3,31 +3,33 @@
 // one test file at a time): nothing a suite created may outlive it.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import { test } from 'node:test';
-import { cgroup2Root } from './lab/cgroup.ts';
-import { LAB_PREFIX } from './lab/plan.ts';
+import { findLeftovers, liveRunIds } from './lab/registry.ts';
 import { listNetns } from './lab/sh.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces)';
 
-test('no lab namespaces are left', { skip: needsRoot }, () => {
-  assert.deepEqual(listNetns().filter((n) => n.startsWith(LAB_PREFIX)), []);
+// Runs of a concurrent process (another suite on the same machine) are alive
+// and not counted; anything whose owner is gone is a leak.
+test('no lab namespaces, runs, scratch directories or cgroups are left', { skip: needsRoot }, () => {
+  assert.deepEqual(findLeftovers(), { runs: [], netns: [], cgroups: [], dirs: [] });
 });
 
-test('no lab runs, scratch directories or cgroups are left', { skip: needsRoot }, () => {
-  const runs = fs.existsSync('/run/skein-lab') ? fs.readdirSync('/run/skein-lab') : [];
-  assert.deepEqual(runs, []);
-  assert.equal(fs.existsSync(path.join(cgroup2Root(), 'skein-lab')), false);
+test('no test namespaces outside the lab are left', { skip: needsRoot }, () => {
+  const mine = listNetns().filter((n) => n.startsWith('skein-t') && !fs.existsSync(`/proc/${n.slice(7).split('-')[0] ?? ''}`));
+  assert.deepEqual(mine, []);
 });
 
 test('no process started in the lab is still running', () => {
   const stray: string[] = [];
+  const live = liveRunIds();
+  // The run a process belongs to, from its cgroup or the lab paths it names.
+  const runOf = /(?:\/skein-lab\/|\/run\/netns\/skl-)([a-z0-9]+)/;
   for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
-      const cg = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (cg.includes('/skein-lab/') || cmd.includes('/run/skein-lab/') || cmd.includes(`/run/netns/${LAB_PREFIX}`)) stray.push(`${pid}: ${cmd}`);
+      const text = `${fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8')} ${fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')}`;
+      const run = runOf.exec(text)?.[1];
+      if (run !== undefined && !live.has(run)) stray.push(`${pid}: ${text.replaceAll('\n', ' ')}`);
     } catch { /* exited while we looked */ }
   }
   assert.deepEqual(stray, []);

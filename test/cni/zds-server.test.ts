@@ -20,7 +20,7 @@ before(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-zds-'));
   if (needsRoot) return;
   for (const n of ['a', 'b']) {
-    const name = `skl-zds${process.pid}-${n}`;
+    const name = `skein-t${process.pid}-zds${n}`;
     execFileSync('ip', ['netns', 'add', name]);
     nsNames.push(name);
   }

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { listenTcp } from '@skein/bpf';
-import { Lab, LAB_PREFIX, LabSpecError, type ExecResult } from './index.ts';
+import { findLeftovers, Lab, LabSpecError, type ExecResult } from './index.ts';
 import { listNetns } from './sh.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (network namespaces, cgroups)';
@@ -126,5 +126,5 @@ test('a crashed run is cleaned up by the next one', { skip: needsRoot }, async (
   assert.deepEqual(crashed.names.filter((n) => left.includes(n)), []);
   assert.equal(fs.existsSync(crashed.cg), false, 'its cgroup (and the sleep in it) is gone');
   assert.equal(fs.existsSync(crashed.dir), false);
-  assert.deepEqual(left.filter((n) => n.startsWith(LAB_PREFIX) && !theLab().netnsNames.includes(n)), []);
+  assert.deepEqual(findLeftovers().netns, [], 'no namespace of a dead run is left');
 });

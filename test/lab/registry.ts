@@ -41,50 +41,66 @@ export function unregister(runId: string): void {
   fs.rmSync(path.join(DIR, `${runId}.json`), { force: true });
 }
 
-function liveRuns(): Map<string, Entry> {
-  const live = new Map<string, Entry>();
+interface Runs {
+  live: Set<string>;
+  /** Registry files whose owner process is gone (or unreadable). */
+  dead: Map<string, Entry | undefined>;
+  /** Scratch directories with no registry file. */
+  orphanDirs: string[];
+}
+
+function readRuns(): Runs {
+  const runs: Runs = { live: new Set(), dead: new Map(), orphanDirs: [] };
   let files: string[] = [];
-  try { files = fs.readdirSync(DIR); } catch { return live; }
+  try { files = fs.readdirSync(DIR); } catch { return runs; }
   for (const f of files) {
     if (!f.endsWith('.json')) {
-      // A scratch directory whose run has no registry file any more.
-      if (!fs.existsSync(path.join(DIR, `${f}.json`))) fs.rmSync(path.join(DIR, f), { recursive: true, force: true });
+      if (!files.includes(`${f}.json`)) runs.orphanDirs.push(f);
       continue;
     }
     const runId = f.slice(0, -5);
-    let entry: Entry;
-    try {
-      entry = JSON.parse(fs.readFileSync(path.join(DIR, f), 'utf8')) as Entry;
-    } catch {
-      fs.rmSync(path.join(DIR, f), { force: true });
-      continue;
-    }
-    if (procStart(entry.pid) === entry.start) {
-      live.set(runId, entry);
-    } else {
-      // Owner is gone: remove its cgroups now, its namespaces below.
-      removeCgroup(entry.cgroup);
-      unregister(runId);
-    }
+    let entry: Entry | undefined;
+    try { entry = JSON.parse(fs.readFileSync(path.join(DIR, f), 'utf8')) as Entry; } catch { entry = undefined; }
+    if (entry !== undefined && procStart(entry.pid) === entry.start) runs.live.add(runId);
+    else runs.dead.set(runId, entry);
   }
-  return live;
+  return runs;
+}
+
+/** Runs whose owner process is alive (this one or a concurrent one). */
+export function liveRunIds(): Set<string> {
+  return readRuns().live;
+}
+
+export interface Leftovers {
+  /** Runs whose owner died without tearing down. */
+  runs: string[];
+  netns: string[];
+  cgroups: string[];
+  dirs: string[];
+}
+
+/**
+ * What lab runs left behind: anything whose owning process is gone. Live
+ * runs (a concurrent test process) are not leftovers. Reads only.
+ */
+export function findLeftovers(): Leftovers {
+  const { live, dead, orphanDirs } = readRuns();
+  const netns = listNetns().filter((n) => n.startsWith(LAB_PREFIX) && !live.has(n.slice(LAB_PREFIX.length).split('-')[0] ?? ''));
+  let cgroups: string[] = [];
+  try {
+    const base = labCgroupBase();
+    cgroups = fs.readdirSync(base, { withFileTypes: true }).filter((d) => d.isDirectory() && !live.has(d.name)).map((d) => path.join(base, d.name));
+  } catch { /* no base yet */ }
+  return { runs: [...dead.keys()], netns, cgroups, dirs: orphanDirs.map((d) => path.join(DIR, d)) };
 }
 
 /** Removes everything of lab runs whose owner process no longer exists. */
-export function sweepLeftovers(): string[] {
-  const live = liveRuns();
-  const stale = listNetns().filter((n) => {
-    if (!n.startsWith(LAB_PREFIX)) return false;
-    const runId = n.slice(LAB_PREFIX.length).split('-')[0] ?? '';
-    return !live.has(runId);
-  });
-  ipBatch(null, stale.map((n) => `netns del ${n}`));
-  // Cgroups of runs that are gone, also those whose registry was lost.
-  const base = labCgroupBase();
-  let cgroups: string[] = [];
-  try { cgroups = fs.readdirSync(base, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name); } catch { /* no base yet */ }
-  for (const runId of cgroups) {
-    if (!live.has(runId)) removeCgroup(path.join(base, runId));
-  }
-  return stale;
+export function sweepLeftovers(): Leftovers {
+  const left = findLeftovers();
+  for (const cg of left.cgroups) removeCgroup(cg);
+  ipBatch(null, left.netns.map((n) => `netns del ${n}`));
+  for (const runId of left.runs) unregister(runId);
+  for (const d of left.dirs) fs.rmSync(d, { recursive: true, force: true });
+  return left;
 }

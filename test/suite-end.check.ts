@@ -27,6 +27,10 @@ test('no process started in the lab is still running', () => {
   const runOf = /(?:\/skein-lab\/|\/run\/netns\/skl-)([a-z0-9]+)/;
   for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
+      // A zombie is not running; it waits for a parent that may never reap it
+      // (this machine's init does not), so it is not a leak of ours.
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
       const text = `${fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8')} ${fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')}`;
       const run = runOf.exec(text)?.[1];
       if (run !== undefined && !live.has(run)) stray.push(`${pid}: ${text.replaceAll('\n', ' ')}`);

@@ -6,8 +6,10 @@ import { parseBenchArgs, usage, UsageError, type BenchArgs } from './args.ts';
 import { toReport, toTable } from './report.ts';
 import { runScenario } from './run.ts';
 import { findScenario, scenarios } from './scenarios/index.ts';
+import { runXdsBench, xdsTable } from './xds/run.ts';
 
-const names = scenarios.map((s) => s.name);
+// `xds` measures the control-plane client and needs no lab.
+const names = [...scenarios.map((s) => s.name), 'xds'];
 const log = (line: string): void => { process.stderr.write(`bench: ${line}\n`); };
 
 let args: BenchArgs;
@@ -20,6 +22,11 @@ try {
 }
 if (args.help) {
   process.stdout.write(usage(names));
+  process.exit(0);
+}
+if (args.scenario === 'xds') {
+  const report = await runXdsBench({ reps: args.reps, size: { workloads: 10_000, services: 2_000, policies: 1_000 }, updates: 100, log });
+  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : xdsTable(report));
   process.exit(0);
 }
 const scenario = findScenario(args.scenario);

@@ -22,6 +22,13 @@ export function spread(values: readonly number[]): Spread {
   return { min: s[0] ?? NaN, median: median(s), max: s[s.length - 1] ?? NaN };
 }
 
+/** The p-th percentile (nearest rank) of a non-empty list. */
+export function percentile(values: readonly number[], p: number): number {
+  const s = sorted(values);
+  const rank = Math.min(s.length, Math.max(1, Math.ceil((p / 100) * s.length)));
+  return s[rank - 1] ?? NaN;
+}
+
 function sorted(values: readonly number[]): number[] {
   if (values.length === 0) throw new RangeError('no values to summarise');
   if (values.some((v) => !Number.isFinite(v))) throw new RangeError(`not a finite number among ${values.join(', ')}`);

@@ -2,7 +2,8 @@
 // Argument parsing for `skein`: pure, so that tests can pin every message.
 export type Command =
   | { kind: 'help' }
-  | { kind: 'version'; json: boolean };
+  | { kind: 'version'; json: boolean }
+  | { kind: 'proxy' };
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -12,6 +13,7 @@ export class UsageError extends Error {
 export const usage = `Usage: skein <command> [options]
 
 Commands:
+  proxy              run the node proxy (configured by environment variables, as ztunnel)
   version [--json]   print the version of skein and of its kernel addon
   help               print this help
 `;
@@ -31,6 +33,9 @@ export function parseArgs(argv: readonly string[]): Command {
       noExtra(cmd, rest.filter((a) => a !== '--json'));
       return { kind: 'version', json };
     }
+    case 'proxy':
+      // Like ztunnel (`ztunnel proxy ztunnel` in its chart), later arguments are ignored.
+      return { kind: 'proxy' };
     default:
       throw new UsageError(`unknown command '${cmd}'\n\n${usage}`);
   }

@@ -1,10 +1,46 @@
 // SPDX-License-Identifier: Apache-2.0
 // Entry point of the `skein` command.
 import { libbpfVersion } from '@skein/bpf';
+import { startApp, StartupError } from './app.ts';
 import { parseArgs, usage, UsageError } from './cli.ts';
+import { ConfigError, parseConfig } from './config.ts';
+import { createLogger } from './log.ts';
 import { version } from './version.ts';
 
-function main(argv: readonly string[]): number {
+async function proxy(): Promise<number> {
+  let config;
+  try {
+    config = parseConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`skein: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel, config.logFormat);
+  let app;
+  try {
+    app = await startApp(config, log, { onShutdownRequest: () => { void stop('quitquitquit'); } });
+  } catch (err) {
+    if (err instanceof StartupError || (err as { code?: string }).code?.startsWith('SKEIN_') === true) {
+      process.stderr.write(`skein: cannot start: ${(err as Error).message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const done = Promise.withResolvers<number>();
+  const stop = async (why: string): Promise<void> => {
+    log.info({ scope: 'app', why }, 'shutting down');
+    await app.shutdown();
+    done.resolve(0);
+  };
+  process.once('SIGTERM', () => { void stop('SIGTERM'); });
+  process.once('SIGINT', () => { void stop('SIGINT'); });
+  return done.promise;
+}
+
+function main(argv: readonly string[]): number | Promise<number> {
   let cmd;
   try {
     cmd = parseArgs(argv);
@@ -19,6 +55,8 @@ function main(argv: readonly string[]): number {
     case 'help':
       process.stdout.write(usage);
       return 0;
+    case 'proxy':
+      return proxy();
     case 'version': {
       const facts = { skein: version, node: process.versions.node, libbpf: libbpfVersion() };
       process.stdout.write(cmd.json ? `${JSON.stringify(facts)}\n` : `skein ${facts.skein} (node ${facts.node}, libbpf ${facts.libbpf})\n`);
@@ -27,4 +65,4 @@ function main(argv: readonly string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0
+// Wires the daemon together (ztunnel's app.rs): configuration → state and its
+// one updater → configuration sources (istiod over delta ADS, or a static
+// file) → certificates → admin, metrics and readiness. Everything is passed
+// in; nothing reaches for globals, so tests can run a whole daemon in-process.
+import type { Config } from './config.ts';
+import { startAdminServers, type AdminServers } from './admin/servers.ts';
+import { Readiness } from './admin/readiness.ts';
+import { CaClient } from './identity/ca-client.ts';
+import type { CertificateProvider } from './identity/certificate.ts';
+import { LocalCa } from './identity/local-ca.ts';
+import { Priority, SecretManager } from './identity/manager.ts';
+import { scoped, type Logger } from './log.ts';
+import { Metrics } from './metrics.ts';
+import { ProxyState } from './state/store.ts';
+import { ProxyStateUpdater } from './state/updater.ts';
+import { identityOf } from './state/workload.ts';
+import { readRoot, readToken } from './xds/channel.ts';
+import { AdsClient } from './xds/client.ts';
+import { applyLocalConfig, readLocalConfig } from './xds/local.ts';
+import { buildNode } from './xds/node.ts';
+import { version } from './version.ts';
+
+export class StartupError extends Error {
+  override name = 'StartupError';
+  readonly code = 'SKEIN_STARTUP';
+}
+
+export interface App {
+  readonly config: Config;
+  readonly state: ProxyState;
+  readonly secrets: SecretManager;
+  readonly readiness: Readiness;
+  readonly metrics: Metrics;
+  readonly admin: AdminServers;
+  readonly xds: AdsClient | undefined;
+  configDump(): Record<string, unknown>;
+  /** Stops everything; idempotent. */
+  shutdown(): Promise<void>;
+}
+
+export interface AppOptions {
+  /** Overrides for the admin/stats/readiness bind addresses (tests use port 0). */
+  ports?: { admin?: number; stats?: number; readiness?: number };
+  onShutdownRequest?: () => void;
+}
+
+/** Fails early, naming the file, when a token or root cannot be read. */
+function checkReadable(config: Config): void {
+  const problems: string[] = [];
+  const tryRead = (what: () => unknown): void => {
+    try { what(); } catch (err) { problems.push((err as Error).message); }
+  };
+  if (config.xdsAddress !== undefined) {
+    tryRead(() => readRoot(config.xdsRootCa));
+    tryRead(() => readToken(config.authToken));
+  }
+  if (!config.localCa) {
+    tryRead(() => readRoot(config.caRootCa));
+    if (config.xdsAddress === undefined) tryRead(() => readToken(config.authToken));
+  }
+  if (problems.length > 0) throw new StartupError([...new Set(problems)].join('; '));
+}
+
+async function certificateProvider(config: Config, log: Logger): Promise<CertificateProvider> {
+  if (config.localCa) {
+    return LocalCa.open({
+      dir: config.localCaDir,
+      ...(config.localCaCert === undefined ? {} : { certPath: config.localCaCert }),
+      ...(config.localCaKey === undefined ? {} : { keyPath: config.localCaKey }),
+      ttlSeconds: config.secretTtlSeconds,
+      logger: scoped(log, 'ca'),
+    });
+  }
+  return new CaClient({
+    address: config.caAddress ?? '',
+    rootCa: config.caRootCa,
+    token: config.authToken,
+    ...(config.altCaHostname === undefined ? {} : { altHostname: config.altCaHostname }),
+    clusterId: config.clusterId,
+    headers: config.caHeaders,
+    impersonate: config.proxyMode === 'shared',
+    ttlSeconds: config.secretTtlSeconds,
+    tls12: config.tls12Enabled,
+    logger: scoped(log, 'ca'),
+  });
+}
+
+export async function startApp(config: Config, log: Logger, options: AppOptions = {}): Promise<App> {
+  checkReadable(config);
+  const metrics = new Metrics(process.env.ISTIO_VERSION ?? `skein-${version}`);
+  const readiness = new Readiness();
+  const state = new ProxyState({ onListenerError: (err) => { log.error({ scope: 'state', err }, 'state listener failed'); } });
+  const updater = new ProxyStateUpdater(state);
+
+  // Certificates: prefetched for HBONE workloads on this node, dropped when
+  // the last workload of an identity leaves (reference §3).
+  const provider = await certificateProvider(config, log);
+  const secrets = new SecretManager({ provider, logger: scoped(log, 'ca') });
+  state.onChange((change) => {
+    for (const uid of change.workloads.removed) secrets.untrackWorkload(uid);
+    for (const uid of change.workloads.added) {
+      const w = state.workloads.byUid(uid);
+      if (w === undefined) continue;
+      const local = config.nodeName !== '' && w.node === config.nodeName;
+      if (local && (w.protocol === 'HBONE' || w.nativeTunnel)) {
+        secrets.trackWorkload(uid, identityOf(w));
+      } else {
+        secrets.untrackWorkload(uid);
+      }
+    }
+  });
+
+  let staticConfig = false;
+  if (config.localXdsPath !== undefined || config.localXds !== undefined) {
+    const cfg = readLocalConfig(config.localXdsPath !== undefined ? { path: config.localXdsPath } : { inline: config.localXds ?? '' });
+    applyLocalConfig(cfg, { address: updater.addressHandler, authorization: updater.authorizationHandler });
+    staticConfig = true;
+    log.info({ scope: 'xds', workloads: state.workloads.count, services: state.services.count, policies: state.policies.size }, 'static config loaded');
+  }
+
+  let xds: AdsClient | undefined;
+  if (config.xdsAddress !== undefined) {
+    const done = readiness.register('state manager');
+    const xlog = scoped(log, 'xds');
+    xds = new AdsClient({
+      channel: {
+        address: config.xdsAddress, root: config.xdsRootCa, altHostname: config.altXdsHostname, token: config.authToken,
+        clusterId: config.clusterId, headers: config.xdsHeaders, tls12: config.tls12Enabled,
+      },
+      node: buildNode(config),
+      handlers: [updater.addressHandler, updater.authorizationHandler],
+      metrics: metrics.xds,
+    });
+    xds.on('ready', () => { done(); xlog.info({}, 'initial xDS configuration received'); });
+    xds.on('nack', (typeUrl: string, nonce: string, message: string) => { xlog.warn({ typeUrl, nonce, message }, 'rejected xDS resources (NACK)'); });
+    xds.on('disconnected', (err: Error) => { xlog.warn({ err: err.message }, 'xDS stream closed; reconnecting'); });
+    xds.start();
+  }
+
+  const configDump = (): Record<string, unknown> => {
+    const s = state.configDump();
+    return {
+      workloads: s.workloads,
+      services: s.services,
+      policies: s.policies,
+      stagedServices: s.stagedServices,
+      staticConfig: staticConfig ? { workloads: state.workloads.count, services: state.services.count, policies: state.policies.size } : {},
+      version: { version, component: 'skein', node: process.versions.node },
+      config: configView(config),
+      certificates: secrets.certificates(),
+      workloadState: {},
+    };
+  };
+
+  let closing: Promise<void> | undefined;
+  const admin = await startAdminServers({
+    log,
+    metrics,
+    readiness,
+    configDump,
+    shutdown: () => { options.onShutdownRequest?.(); },
+  }, {
+    admin: { host: config.adminAddress, port: options.ports?.admin ?? config.adminPort },
+    stats: { host: '::', port: options.ports?.stats ?? config.statsPort },
+    readiness: { host: '::', port: options.ports?.readiness ?? config.readinessPort },
+  });
+  log.info({ scope: 'app', admin: admin.ports.admin, stats: admin.ports.stats, readiness: admin.ports.readiness, mode: staticConfig ? 'static' : 'xds' }, 'skein started');
+
+  // The node's own identity, when it has one, is wanted from the start.
+  if (config.podNamespace !== '' && config.serviceAccount !== '') {
+    secrets.fetch({ trustDomain: config.trustDomain, namespace: config.podNamespace, serviceAccount: config.serviceAccount }, Priority.Warmup)
+      .catch((err: unknown) => { log.warn({ scope: 'ca', err: (err as Error).message }, 'own certificate not available yet'); });
+  }
+
+  return {
+    config, state, secrets, readiness, metrics, admin, xds, configDump,
+    shutdown: () => {
+      closing ??= (async () => {
+        xds?.stop();
+        secrets.close();
+        await admin.close();
+        log.info({ scope: 'app' }, 'skein stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The config section of config_dump: what Skein runs with, secrets left out. */
+function configView(c: Config): Record<string, unknown> {
+  return {
+    proxyMode: c.proxyMode, xdsAddress: c.xdsAddress ?? null, caAddress: c.caAddress ?? null, localCa: c.localCa,
+    clusterId: c.clusterId, network: c.network, nodeName: c.nodeName, trustDomain: c.trustDomain,
+    inpodUds: c.inpodUds, packetMark: c.packetMark ?? null, secretTtl: `${c.secretTtlSeconds}s`,
+    adminPort: c.adminPort, statsPort: c.statsPort, readinessPort: c.readinessPort,
+    localXdsPath: c.localXdsPath ?? null, kernelFastpath: c.kernelFastpath,
+  };
+}

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CA client against the istiod double (real gRPC over TLS on 127.0.0.1):
+// its own identity, impersonation of a workload on its node and the refusal
+// of one elsewhere, the token re-read per call, the clusterid header, root CA
+// file reloads, and connect failures.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { createServer as createTlsServer } from 'node:tls';
+import type { PeerCertificate } from 'node:tls';
+import { status } from '@grpc/grpc-js';
+import { IstiodDouble } from '../../../test/doubles/istiod/istiod-double.ts';
+import { TestCa } from '../../../test/doubles/istiod/test-ca.ts';
+import { TunnelProtocol } from '../xds/proto.ts';
+import { CaClient, grpcStatus, parseCaAddress, serverIdentityCheck } from './ca-client.ts';
+import type { CaClientOptions } from './ca-client.ts';
+import { IdentityError, IdentityErrorCode } from './error.ts';
+
+const ZTUNNEL_TOKEN = 'ztunnel-token';
+const SLEEP_TOKEN = 'sleep-token';
+const SLEEP = { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' };
+const WEB = { trustDomain: 'cluster.local', namespace: 'other', serviceAccount: 'web' };
+
+let istiod: IstiodDouble;
+let tmp: string;
+const clients: CaClient[] = [];
+
+before(async () => {
+  tmp = await mkdtemp(path.join(tmpdir(), 'skein-ca-client-'));
+  istiod = await IstiodDouble.start({
+    tokens: {
+      [ZTUNNEL_TOKEN]: { namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-abc', nodeName: 'node-a' },
+      [SLEEP_TOKEN]: { namespace: 'default', serviceAccount: 'sleep', podName: 'sleep-1', nodeName: 'node-a' },
+    },
+  });
+  // sleep runs on this ztunnel's node; web runs elsewhere.
+  istiod.pushWorkload({
+    uid: 'Kubernetes//Pod/default/sleep-1', name: 'sleep-1', namespace: 'default', serviceAccount: 'sleep',
+    node: 'node-a', addresses: [Buffer.from([10, 0, 0, 7])], tunnelProtocol: TunnelProtocol.HBONE,
+  });
+  istiod.pushWorkload({
+    uid: 'Kubernetes//Pod/other/web-1', name: 'web-1', namespace: 'other', serviceAccount: 'web',
+    node: 'node-b', addresses: [Buffer.from([10, 0, 1, 9])], tunnelProtocol: TunnelProtocol.HBONE,
+  });
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  await istiod.stop();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function tokenFile(name: string, token: string): Promise<string> {
+  const file = path.join(tmp, name);
+  await writeFile(file, token);
+  return file;
+}
+
+function client(opts: Partial<CaClientOptions> & Pick<CaClientOptions, 'token'>): CaClient {
+  const c = new CaClient({ address: istiod.address, rootCa: { kind: 'pem', pem: istiod.rootPem }, ...opts });
+  clients.push(c);
+  return c;
+}
+
+async function failure(p: Promise<unknown>): Promise<IdentityError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof IdentityError, `expected an IdentityError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected the fetch to fail');
+}
+
+test('without impersonation, the caller gets its own identity for SECRET_TTL', async () => {
+  const ca = client({ token: { kind: 'file', path: await tokenFile('sleep', SLEEP_TOKEN) }, ttlSeconds: 3600 });
+  const cert = await ca.fetch(SLEEP);
+  const leaf = new X509Certificate(cert.leafPem);
+  const root = new X509Certificate(istiod.rootPem);
+  assert.equal(leaf.subjectAltName, 'URI:spiffe://cluster.local/ns/default/sa/sleep');
+  assert.ok(leaf.checkIssued(root) && leaf.verify(root.publicKey));
+  assert.deepEqual(cert.rootPems, [istiod.rootPem]);
+  assert.deepEqual(cert.chainPems, [cert.leafPem]);
+  const lifetime = (cert.notAfter.getTime() - Date.now()) / 1000;
+  assert.ok(lifetime > 3500 && lifetime <= 3600, `lifetime ${lifetime}`);
+  assert.equal(istiod.issued.at(-1)?.impersonated, false);
+  assert.equal(istiod.issued.at(-1)?.caller.serviceAccount, 'sleep');
+});
+
+test('ztunnel may impersonate a workload on its node', async () => {
+  const ca = client({ token: { kind: 'literal', token: ZTUNNEL_TOKEN }, impersonate: true });
+  const cert = await ca.fetch(SLEEP);
+  assert.equal(new X509Certificate(cert.leafPem).subjectAltName, 'URI:spiffe://cluster.local/ns/default/sa/sleep');
+  assert.equal(istiod.issued.at(-1)?.impersonated, true);
+  assert.equal(istiod.issued.at(-1)?.caller.serviceAccount, 'ztunnel');
+});
+
+test('impersonating a workload on another node is refused with UNAUTHENTICATED', async () => {
+  const ca = client({ token: { kind: 'literal', token: ZTUNNEL_TOKEN }, impersonate: true });
+  const err = await failure(ca.fetch(WEB));
+  assert.equal(err.code, IdentityErrorCode.CA_RPC);
+  assert.deepEqual(grpcStatus(err), { code: status.UNAUTHENTICATED, details: 'request impersonation authentication failure' });
+  assert.match(err.message, /UNAUTHENTICATED: request impersonation authentication failure/);
+  // Without impersonation the same token asks for its own identity, so a
+  // per-call override cannot smuggle another identity past the CA.
+  const own = await failure(ca.fetch(WEB, { impersonate: false }));
+  assert.equal(grpcStatus(own)?.code, status.INVALID_ARGUMENT);
+});
+
+test('the token file is read again on every call', async () => {
+  const file = await tokenFile('rotating', SLEEP_TOKEN);
+  const ca = client({ token: { kind: 'file', path: file } });
+  await ca.fetch(SLEEP);
+  await writeFile(file, 'stolen\n');
+  const err = await failure(ca.fetch(SLEEP));
+  assert.deepEqual(grpcStatus(err), { code: status.UNAUTHENTICATED, details: 'unknown bearer token' });
+  // A trailing newline is tolerated (trimmed), as `echo token > file` leaves one.
+  await writeFile(file, SLEEP_TOKEN + '\n');
+  await ca.fetch(SLEEP);
+  await writeFile(file, '');
+  assert.equal((await failure(ca.fetch(SLEEP))).code, IdentityErrorCode.TOKEN);
+  await rm(file);
+  assert.equal((await failure(ca.fetch(SLEEP))).code, IdentityErrorCode.TOKEN);
+});
+
+test('the clusterid header must name istiod\'s cluster', async () => {
+  const wrong = client({ token: { kind: 'literal', token: SLEEP_TOKEN }, clusterId: 'Elsewhere' });
+  const err = await failure(wrong.fetch(SLEEP));
+  assert.equal(grpcStatus(err)?.code, status.UNAUTHENTICATED);
+  assert.match(err.message, /clusterid "Elsewhere", expected "Kubernetes"/);
+  const right = client({ token: { kind: 'literal', token: SLEEP_TOKEN }, clusterId: 'Kubernetes', headers: { 'X-Extra': 'yes' } });
+  await right.fetch(SLEEP);
+});
+
+test('a changed root CA file rebuilds the channel', async () => {
+  const rootFile = path.join(tmp, 'root-cert.pem');
+  const other = await TestCa.create();
+  await writeFile(rootFile, istiod.rootPem);
+  const ca = client({ token: { kind: 'literal', token: SLEEP_TOKEN }, rootCa: { kind: 'file', path: rootFile }, connectTimeoutMs: 2000 });
+  await ca.fetch(SLEEP);
+  await writeFile(rootFile, other.rootPem);
+  const err = await failure(ca.fetch(SLEEP));
+  assert.equal(err.code, IdentityErrorCode.CA_RPC);
+  assert.equal(grpcStatus(err)?.code, status.UNAVAILABLE);
+  assert.match(err.message, /unable to verify the first certificate/);
+  await writeFile(rootFile, istiod.rootPem);
+  await ca.fetch(SLEEP);
+});
+
+test('a server that never completes the handshake fails within the connect timeout', async () => {
+  const sockets = new Set<Socket>();
+  const silent: Server = createServer((s) => { sockets.add(s); });
+  await new Promise<void>((resolve) => { silent.listen(0, '127.0.0.1', resolve); });
+  const addr = silent.address();
+  assert.ok(addr && typeof addr === 'object');
+  try {
+    const ca = client({ address: `127.0.0.1:${addr.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 200 });
+    const started = Date.now();
+    const err = await failure(ca.fetch(SLEEP));
+    assert.equal(err.code, IdentityErrorCode.CA_CONNECT);
+    assert.ok(Date.now() - started < 2000);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => { silent.close(resolve); });
+  }
+});
+
+test('TLS 1.3 only: a TLS 1.2 server is refused unless tls12 is set', async () => {
+  const { certPem, keyPem } = await istiod.ca.issueServerCert();
+  const seen = { handshakes: 0 };
+  const old = createTlsServer({ cert: certPem, key: keyPem, maxVersion: 'TLSv1.2', ALPNProtocols: ['h2'] }, (s) => {
+    seen.handshakes++;
+    s.destroy();
+  });
+  await new Promise<void>((resolve) => { old.listen(0, '127.0.0.1', resolve); });
+  const addr = old.address();
+  assert.ok(addr && typeof addr === 'object');
+  try {
+    const strict = client({ address: `127.0.0.1:${addr.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000 });
+    const err = await failure(strict.fetch(SLEEP));
+    assert.equal(grpcStatus(err)?.code, status.UNAVAILABLE);
+    assert.match(err.message, /protocol version|unsupported protocol/i);
+    assert.equal(seen.handshakes, 0);
+    // With TLS12_ENABLED the handshake completes (the server then hangs up).
+    const lax = client({ address: `127.0.0.1:${addr.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000, tls12: true });
+    await failure(lax.fetch(SLEEP));
+    assert.notEqual(seen.handshakes, 0, 'the TLS 1.2 handshake completed');
+  } finally {
+    await new Promise((resolve) => { old.close(resolve); });
+  }
+});
+
+test('CA addresses: https is assumed, the port defaults to 443, IPv6 keeps its brackets', () => {
+  assert.deepEqual(parseCaAddress('istiod.istio-system.svc:15012'), { target: 'istiod.istio-system.svc:15012', host: 'istiod.istio-system.svc', port: 15012 });
+  assert.deepEqual(parseCaAddress('https://istiod-rev.istio-system.svc:15012'), { target: 'istiod-rev.istio-system.svc:15012', host: 'istiod-rev.istio-system.svc', port: 15012 });
+  assert.deepEqual(parseCaAddress('https://istiod'), { target: 'istiod:443', host: 'istiod', port: 443 });
+  assert.deepEqual(parseCaAddress('[::1]:15012'), { target: '[::1]:15012', host: '::1', port: 15012 });
+  assert.throws(() => parseCaAddress('http://istiod:15012'), (e: unknown) => e instanceof IdentityError && e.code === IdentityErrorCode.CONFIG);
+  assert.throws(() => new CaClient({ address: 'istiod:15012', rootCa: { kind: 'system' }, token: { kind: 'literal', token: 't' }, headers: { 'bad header': 'x' } }),
+    (e: unknown) => e instanceof IdentityError && e.code === IdentityErrorCode.CONFIG);
+});
+
+test('the server certificate may name either the address host or ALT_CA_HOSTNAME', () => {
+  const cert = { subject: {}, subjectaltname: 'DNS:istiod.istio-system.svc, IP Address:127.0.0.1' } as unknown as PeerCertificate;
+  assert.equal(serverIdentityCheck(['istiod.example', 'istiod.istio-system.svc'])('ignored', cert), undefined);
+  assert.equal(serverIdentityCheck(['127.0.0.1'])('ignored', cert), undefined);
+  assert.ok(serverIdentityCheck(['istiod.example'])('ignored', cert) instanceof Error);
+});

@@ -6,8 +6,9 @@
 // `clusterid`, and the CA_HEADER_* extras. In shared mode the request asks
 // to impersonate the workload identity, and the issued leaf must name it.
 import { readFile } from 'node:fs/promises';
-import { createSecureContext, checkServerIdentity, getCACertificates } from 'node:tls';
-import type { PeerCertificate } from 'node:tls';
+import { createSecureContext, getCACertificates } from 'node:tls';
+import type { RootCaSource, TokenSource } from '../config.ts';
+import { serverIdentityCheck } from '../xds/channel.ts';
 import { Client, connectivityState, credentials, Metadata, status } from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
 import { createCertificate, toStruct } from '../xds/proto.ts';
@@ -21,10 +22,7 @@ import type { IdentityLogger } from './log.ts';
 import { spiffeUri } from './spiffe.ts';
 import type { Identity } from './spiffe.ts';
 
-/** CA_ROOT_CA: a file (re-read before each call), inline PEM, or the OS trust store. */
-export type RootCaSource = { kind: 'file'; path: string } | { kind: 'pem'; pem: string } | { kind: 'system' };
-/** AUTH_TOKEN: a file (re-read on every call) or the literal token. */
-export type TokenSource = { kind: 'file'; path: string } | { kind: 'literal'; token: string };
+export type { RootCaSource, TokenSource } from '../config.ts';
 
 export interface CaClientOptions {
   /** CA_ADDRESS: an https URI or host:port (https is assumed). */
@@ -94,13 +92,7 @@ export function grpcStatus(err: unknown): { code: number; details: string } | un
   return { code: cause.code, details: 'details' in cause && typeof cause.details === 'string' ? cause.details : '' };
 }
 
-/** Accepts a server certificate that names any of `names` (the address host, then ALT_CA_HOSTNAME). */
-export function serverIdentityCheck(names: readonly string[]): (host: string, cert: PeerCertificate) => Error | undefined {
-  return (_host, cert) => {
-    const errors = names.map((n) => checkServerIdentity(n, cert));
-    return errors.some((e) => e === undefined) ? undefined : errors[0];
-  };
-}
+export { serverIdentityCheck };
 
 interface Channel {
   client: Client;

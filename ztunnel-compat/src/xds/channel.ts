@@ -49,21 +49,20 @@ export function grpcTarget(address: string): { target: string; host: string } {
   return { target: `${u.hostname}:${u.port || '443'}`, host: u.hostname.replace(/^\[(.*)\]$/, '$1') };
 }
 
+/** Accepts a server certificate that names any of `names` (the address host, then the ALT_*_HOSTNAME). */
+export function serverIdentityCheck(names: readonly string[]): (host: string, cert: tls.PeerCertificate) => Error | undefined {
+  return (_host, cert) => {
+    const errors = names.map((n) => tls.checkServerIdentity(n, cert));
+    return errors.some((e) => e === undefined) ? undefined : errors[0];
+  };
+}
+
 export function channelCredentials(o: ControlChannelOptions): ChannelCredentials {
   const { host } = grpcTarget(o.address);
   const ca = readRoot(o.root);
   const context = tls.createSecureContext({ ...(ca === undefined ? {} : { ca }), minVersion: o.tls12 === true ? 'TLSv1.2' : 'TLSv1.3' });
   const names = [host, ...(o.altHostname === undefined ? [] : [o.altHostname])];
-  const secure = credentials.createFromSecureContext(context, {
-    checkServerIdentity: (_name, cert) => {
-      let last: Error | undefined;
-      for (const n of names) {
-        last = tls.checkServerIdentity(n, cert);
-        if (last === undefined) return undefined;
-      }
-      return last;
-    },
-  });
+  const secure = credentials.createFromSecureContext(context, { checkServerIdentity: serverIdentityCheck(names) });
   const perCall = credentials.createFromMetadataGenerator((_params, callback) => {
     try {
       const md = new Metadata();

@@ -80,8 +80,12 @@ export function inpodRouting(family: 4 | 6): string[][] {
   ];
 }
 
-/** Installs the rules in a pod's netns with the real iptables tools. */
+/**
+ * Installs the rules in a pod's netns with the real iptables tools. Like
+ * istio-cni, it first removes any earlier set, so a re-add is idempotent.
+ */
 export function installInpodRules(netns: string, o: InpodOptions = {}): void {
+  removeInpodRules(netns);
   for (const family of [4, 6] as const) {
     inNetns(netns, family === 4 ? 'iptables-restore' : 'ip6tables-restore', ['--noflush'], inpodRules(family, o));
     for (const args of inpodRouting(family)) inNetns(netns, 'ip', args);

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// A pod's capture listeners (reference §4.3), created inside the pod's netns
+// through the addon: 15001 outbound, 15006 inbound plaintext, 15008 inbound
+// HBONE; marked 0x539 so istio-cni's rules let their traffic through, with
+// SO_REUSEPORT so an old and a new node proxy can both hold them. IPv4
+// always; IPv6 when enabled and the pod has it.
+import type net from 'node:net';
+import { listenTcp } from '@skein/bpf';
+import type { PodProxy, ProxyFactory } from './manager.ts';
+import type { WorkloadInfo } from './protocol.ts';
+
+export const CAPTURE_PORTS = { outbound: 15001, inbound: 15006, hbone: 15008 } as const;
+export type CaptureKind = keyof typeof CAPTURE_PORTS;
+
+export interface PodContext {
+  uid: string;
+  info: WorkloadInfo;
+  netnsFd: number;
+}
+
+/** What the data path does with a captured connection. */
+export type ConnectionHandler = (kind: CaptureKind, socket: net.Socket, pod: PodContext) => void;
+
+export interface ListenerOptions {
+  mark: number | undefined;
+  reusePort: boolean;
+  ipv6: boolean;
+  onConnection: ConnectionHandler;
+}
+
+class PodListeners implements PodProxy {
+  readonly #servers: net.Server[];
+  readonly #sockets = new Set<net.Socket>();
+
+  constructor(servers: net.Server[]) {
+    this.#servers = servers;
+  }
+
+  track(s: net.Socket): void {
+    this.#sockets.add(s);
+    s.once('close', () => this.#sockets.delete(s));
+  }
+
+  async stop(): Promise<void> {
+    const closed = this.#servers.map((srv) => new Promise<void>((r) => { srv.close(() => { r(); }); }));
+    // Draining a pod ends its connections; ztunnel waits up to its drain
+    // deadline, here the pod is gone or leaving the mesh already.
+    for (const s of this.#sockets) s.destroy();
+    await Promise.all(closed);
+  }
+}
+
+export function listenerFactory(o: ListenerOptions): ProxyFactory {
+  return {
+    async start(uid, info, netnsFd) {
+      const pod: PodContext = { uid, info, netnsFd };
+      const servers: net.Server[] = [];
+      const proxy = new PodListeners(servers);
+      const families: string[] = o.ipv6 ? ['0.0.0.0', '::'] : ['0.0.0.0'];
+      try {
+        for (const [kind, port] of Object.entries(CAPTURE_PORTS) as [CaptureKind, number][]) {
+          for (const address of families) {
+            let server: net.Server;
+            try {
+              server = await listenTcp({ address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort }, (s) => {
+                proxy.track(s);
+                o.onConnection(kind, s, pod);
+              });
+            } catch (err) {
+              // A pod without IPv6 on its interfaces still gets its IPv4 listeners.
+              if (address === '::' && ((err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL' || (err as NodeJS.ErrnoException).code === 'EAFNOSUPPORT')) continue;
+              throw err;
+            }
+            servers.push(server);
+          }
+        }
+      } catch (err) {
+        await proxy.stop();
+        throw err;
+      }
+      return proxy;
+    },
+  };
+}

@@ -12,14 +12,26 @@ import { startApp, type App } from '@skein/ztunnel-compat/app';
 import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, TunnelProtocol } from '@skein/ztunnel-compat/xds/proto';
+import { ZdsServer } from '../cni/zds-server.ts';
 import { IstiodDouble } from '../doubles/istiod/istiod-double.ts';
 
 const TOKEN = 'ztunnel-sa-token';
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
 let dir: string;
+// In shared mode readiness also waits for istio-cni's first snapshot: an
+// istio-cni double with no pods answers it.
+let cni: ZdsServer;
+let INPOD_UDS: string;
 
-before(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-cp-')); });
-after(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+before(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-cp-'));
+  INPOD_UDS = path.join(dir, 'ztunnel.sock');
+  cni = new ZdsServer(INPOD_UDS);
+});
+after(() => {
+  cni.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 async function get(port: number, p: string): Promise<{ status: number; body: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${p}`);
@@ -55,7 +67,7 @@ describe('against the istiod double', () => {
     const config = parseConfig({
       XDS_ADDRESS: `127.0.0.1:${istiod.port}`, CA_ADDRESS: `127.0.0.1:${istiod.port}`,
       XDS_ROOT_CA: istiod.rootPem, CA_ROOT_CA: istiod.rootPem, AUTH_TOKEN: TOKEN,
-      NODE_NAME: 'node-a', POD_NAME: 'ztunnel-x', POD_NAMESPACE: 'istio-system', INSTANCE_IP: '172.31.0.10',
+      NODE_NAME: 'node-a', POD_NAME: 'ztunnel-x', POD_NAMESPACE: 'istio-system', INSTANCE_IP: '172.31.0.10', INPOD_UDS,
     });
     app = await startApp(config, quiet, { ports: { admin: 0, stats: 0, readiness: 0 } });
   });
@@ -66,6 +78,7 @@ describe('against the istiod double', () => {
 
   test('readiness waits for the first configuration, then config_dump shows it', async () => {
     await app.xds?.whenReady();
+    await until('ZDS snapshot', () => app.zds?.snapshotReceived === true);
     const ready = await get(app.admin.ports.readiness, '/healthz/ready');
     assert.deepEqual(ready, { status: 200, body: 'ready\n' });
     const d = await dump();
@@ -148,7 +161,7 @@ test('impersonation is refused for an identity istiod has on no pod of this node
   istiod.pushWorkload({ uid: 'Kubernetes//Pod/default/b', name: 'b', namespace: 'default', serviceAccount: 'bee', node: 'node-b', addresses: [ip(10, 0, 0, 2)], tunnelProtocol: TunnelProtocol.HBONE });
   const app = await startApp(parseConfig({
     XDS_ADDRESS: `127.0.0.1:${istiod.port}`, CA_ADDRESS: `127.0.0.1:${istiod.port}`, XDS_ROOT_CA: istiod.rootPem, CA_ROOT_CA: istiod.rootPem,
-    AUTH_TOKEN: TOKEN, NODE_NAME: 'node-b', POD_NAME: 'z', POD_NAMESPACE: 'istio-system',
+    AUTH_TOKEN: TOKEN, NODE_NAME: 'node-b', POD_NAME: 'z', POD_NAMESPACE: 'istio-system', INPOD_UDS,
   }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } });
   try {
     await until('refused certificate', () => app.secrets.certificates().some((c) => c.identity.endsWith('/sa/bee') && /^Unavailable: .*impersonation/.test(c.state)));
@@ -174,8 +187,9 @@ services:
 policies:
 - {name: deny-all, namespace: default, scope: Namespace, action: Deny, rules: [[[{notPrincipals: [{Presence: null}]}]]]}
 `);
-  const app = await startApp(parseConfig({ XDS_ADDRESS: '', LOCAL_XDS_PATH: file, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'), NODE_NAME: 'node0' }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } });
+  const app = await startApp(parseConfig({ XDS_ADDRESS: '', LOCAL_XDS_PATH: file, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'), NODE_NAME: 'node0', INPOD_UDS }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } });
   try {
+    await until('ZDS snapshot', () => app.zds?.snapshotReceived === true);
     assert.equal((await get(app.admin.ports.readiness, '/healthz/ready')).status, 200);
     const d = JSON.parse((await get(app.admin.ports.admin, '/config_dump')).body) as Record<string, { uid?: string; hostname?: string; name?: string }[]>;
     assert.deepEqual(d.workloads?.map((w) => w.uid), ['cluster1//Pod/default/local']);

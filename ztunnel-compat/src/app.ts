@@ -20,6 +20,12 @@ import { AdsClient } from './xds/client.ts';
 import { applyLocalConfig, readLocalConfig } from './xds/local.ts';
 import { buildNode } from './xds/node.ts';
 import { version } from './version.ts';
+import { WorkloadProxyManager } from './inpod/manager.ts';
+import { ZdsClient } from './inpod/zds-client.ts';
+import { ConnectionManager } from './proxy/connection-manager.ts';
+import { HboneClient } from './proxy/hbone/client.ts';
+import { TcpMetrics } from './proxy/metrics.ts';
+import { podProxyFactory } from './proxy/pod-proxy.ts';
 
 export class StartupError extends Error {
   override name = 'StartupError';
@@ -34,6 +40,10 @@ export interface App {
   readonly metrics: Metrics;
   readonly admin: AdminServers;
   readonly xds: AdsClient | undefined;
+  /** In shared mode: the ZDS client and the pods it enrolled. */
+  readonly zds: ZdsClient | undefined;
+  readonly pods: WorkloadProxyManager | undefined;
+  readonly connections: ConnectionManager;
   configDump(): Record<string, unknown>;
   /** Stops everything; idempotent. */
   shutdown(): Promise<void>;
@@ -138,6 +148,31 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     xds.start();
   }
 
+  // The data path (shared mode): istio-cni hands pods over ZDS; each gets its
+  // listeners, certificate and HBONE server (proxy/pod-proxy.ts).
+  const connections = new ConnectionManager(state);
+  state.onChange((change) => {
+    if (change.policies.added.length + change.policies.removed.length + change.workloads.added.length > 0) {
+      const closed = connections.recheck();
+      if (closed > 0) log.info({ scope: 'proxy', closed }, 'closed connections no longer allowed by policy');
+    }
+  });
+  let zds: ZdsClient | undefined;
+  let pods: WorkloadProxyManager | undefined;
+  let hbone: HboneClient | undefined;
+  if (config.proxyMode === 'shared') {
+    const done = readiness.register('workload proxy manager');
+    hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
+    const deps = {
+      state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
+      metrics: new TcpMetrics(metrics.registry), network: config.network, nodeName: config.nodeName, mark: config.packetMark,
+    };
+    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config) });
+    zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
+    zds.once('snapshot', done);
+    zds.start();
+  }
+
   const configDump = (): Record<string, unknown> => {
     const s = state.configDump();
     return {
@@ -149,7 +184,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       version: { version, component: 'skein', node: process.versions.node },
       config: configView(config),
       certificates: secrets.certificates(),
-      workloadState: {},
+      workloadState: Object.fromEntries((pods?.status() ?? []).map((p) => [p.uid, { state: p.state === 'running' ? 'Up' : 'Pending', info: p.info, ...(p.lastError === undefined ? {} : { error: p.lastError }) }])),
     };
   };
 
@@ -174,10 +209,13 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   }
 
   return {
-    config, state, secrets, readiness, metrics, admin, xds, configDump,
+    config, state, secrets, readiness, metrics, admin, xds, zds, pods, connections, configDump,
     shutdown: () => {
       closing ??= (async () => {
         xds?.stop();
+        zds?.stop();
+        await pods?.close();
+        await hbone?.close(1000);
         secrets.close();
         await admin.close();
         log.info({ scope: 'app' }, 'skein stopped');

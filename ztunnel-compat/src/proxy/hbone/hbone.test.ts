@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: Apache-2.0
+// End-to-end HBONE: a real client and server over TLS 1.3 + HTTP/2 on
+// 127.0.0.1, an echo upstream, and the server's §5.6 CONNECT checks.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect as h2connect } from 'node:http2';
+import { createServer as createNetServer } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
+import { HboneClient } from './client.ts';
+import { HboneError, HboneErrorCode } from './error.ts';
+import { baggageHeader, forwardedHeader, traceparent } from './headers.ts';
+import type { TunnelEnd } from './server.ts';
+import { clientOptions } from './tls.ts';
+import { certs, connectUpstream, startServer } from './testing.ts';
+import type { Certs, Harness } from './testing.ts';
+
+let c: Certs;
+let h: Harness;
+const ends: TunnelEnd[] = [];
+const client = new HboneClient();
+
+before(async () => {
+  c = await certs();
+  h = await startServer(c.server, { onTunnelEnd: (e) => ends.push(e) });
+});
+
+after(async () => {
+  await client.close();
+  await h.close();
+  assert.equal(client.sessionCount, 0);
+  assert.equal(h.server.sessionCount, 0);
+});
+
+function req(authority = `127.0.0.1:${h.echo.port}`) {
+  return { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port: h.port }, authority };
+}
+
+/** Writes `data` with backpressure, ends, and resolves with the SHA-256 of everything read. */
+async function roundTrip(t: Duplex, data: Buffer): Promise<{ hash: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const read = new Promise<void>((resolve, reject) => {
+    t.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length; });
+    t.once('end', resolve);
+    t.once('error', reject);
+  });
+  const CHUNK = 64 * 1024;
+  for (let off = 0; off < data.length; off += CHUNK) {
+    if (!t.write(data.subarray(off, off + CHUNK))) await new Promise((r) => t.once('drain', r));
+  }
+  t.end();
+  await read;
+  return { hash: hash.digest('hex'), bytes };
+}
+
+test('a tunnel moves 8 MiB both ways intact and the server sees the client identity', async () => {
+  const data = randomBytes(8 * 1024 * 1024);
+  const want = createHash('sha256').update(data).digest('hex');
+  const started = process.hrtime.bigint();
+  const { tunnel, responseHeaders } = await client.open({
+    ...req(),
+    headers: {
+      baggage: baggageHeader({ clusterId: 'Kubernetes', namespace: 'client-ns', workloadType: 'Deployment', workloadName: 'cli' }),
+      forwarded: forwardedHeader('10.0.0.1', 4242),
+      traceparent: traceparent(),
+    },
+  });
+  assert.equal(responseHeaders[':status'], 200);
+  const got = await roundTrip(tunnel, data);
+  const secs = Number(process.hrtime.bigint() - started) / 1e9;
+  assert.equal(got.bytes, data.length);
+  assert.equal(got.hash, want);
+  // Informative: 8 MiB each way.
+  process.stdout.write(`# hbone 8 MiB echo: ${((2 * data.length) / 1e6 / secs).toFixed(1)} MB/s (both directions, ${(secs * 1000).toFixed(0)} ms)\n`);
+
+  const r = h.requests.at(-1);
+  assert.ok(r);
+  assert.deepEqual(r.peer, c.clientId);
+  assert.deepEqual(r.authority, { kind: 'ip', host: '127.0.0.1', port: h.echo.port });
+  assert.equal(r.peerAddress.ip, '127.0.0.1');
+  assert.equal(r.localAddress.port, h.port);
+  assert.equal(r.headers.baggage, 'k8s.cluster.name=Kubernetes,k8s.namespace.name=client-ns,k8s.deployment.name=cli');
+  assert.equal(r.headers.forwarded, 'for="10.0.0.1:4242"');
+  assert.match(String(r.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+
+  await waitFor(() => ends.length > 0);
+  const end = ends.at(-1);
+  assert.ok(end);
+  assert.equal(end.bytesIn, data.length);
+  assert.equal(end.bytesOut, data.length);
+  assert.equal(end.reason, 'closed');
+  assert.deepEqual(end.peer, c.clientId);
+});
+
+test('the 200 goes out only after the handler has an upstream', async () => {
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => { release = r; });
+  const slow = await startServer(c.server, {
+    handler: async () => {
+      await gate;
+      const d = await connectUpstream(slow.echo.port);
+      return d.status === 200 ? { ...d, baggage: 'k8s.namespace.name=server-ns,service.name=srv' } : d;
+    },
+  });
+  const local = new HboneClient();
+  try {
+    let resolved = false;
+    const p = local.open({ ...req(`127.0.0.1:${slow.echo.port}`), upstream: { ip: '127.0.0.1', port: slow.port } })
+      .then((o) => { resolved = true; return o; });
+    await waitFor(() => slow.requests.length === 1);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(resolved, false, 'the client must not see 200 before the upstream exists');
+    release();
+    const { tunnel: t, responseHeaders } = await p;
+    assert.equal(resolved, true);
+    assert.equal(responseHeaders.baggage, 'k8s.namespace.name=server-ns,service.name=srv');
+    const got = await roundTrip(t, Buffer.from('hello'));
+    assert.equal(got.bytes, 5);
+  } finally {
+    await local.close();
+    await slow.close();
+  }
+});
+
+test('a client reset while the handler connects aborts its signal and drops the upstream', async () => {
+  let signal: AbortSignal | undefined;
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => { release = r; });
+  let upstreamDestroyed = false;
+  const slow = await startServer(c.server, {
+    handler: async (r) => {
+      signal = r.signal;
+      await gate;
+      const d = await connectUpstream(slow.echo.port);
+      if (d.status === 200) d.upstream.once('close', () => { upstreamDestroyed = true; });
+      return d;
+    },
+  });
+  const local = new HboneClient({ connectTimeoutMs: 2000 });
+  try {
+    const p = local.connect({ ...req(), upstream: { ip: '127.0.0.1', port: slow.port } });
+    const settled = p.then(() => 'resolved', () => 'rejected');
+    await waitFor(() => signal !== undefined);
+    local.destroy(); // resets the stream and the session
+    assert.equal(await settled, 'rejected');
+    await waitFor(() => signal?.aborted === true);
+    release();
+    await waitFor(() => upstreamDestroyed);
+  } finally {
+    release();
+    await slow.close();
+  }
+});
+
+test('a refused TCP connect is flagged CONNECT, not a TLS failure', async () => {
+  const dead = await startServer(c.server);
+  const port = dead.port;
+  await dead.close();
+  const local = new HboneClient();
+  try {
+    await assert.rejects(local.connect({ ...req(), upstream: { ip: '127.0.0.1', port } }),
+      (err: unknown) => err instanceof HboneError && err.flag === 'CONNECT' && err.code === HboneErrorCode.TCP);
+  } finally {
+    await local.close();
+  }
+});
+
+test('accept() serves a TCP connection accepted by another listener', async () => {
+  const own = await startServer(c.server);
+  const outer = createNetServer((sock) => { own.server.accept(sock); });
+  await new Promise<void>((r) => { outer.listen(0, '127.0.0.1', r); });
+  const addr = outer.address();
+  assert.ok(addr !== null && typeof addr === 'object');
+  const local = new HboneClient();
+  try {
+    const t = await local.connect({ ...req(`127.0.0.1:${own.echo.port}`), upstream: { ip: '127.0.0.1', port: addr.port } });
+    const got = await roundTrip(t, Buffer.from('via accept'));
+    assert.equal(got.bytes, 10);
+    assert.deepEqual(own.requests.at(-1)?.peer, c.clientId);
+  } finally {
+    await local.close();
+    await new Promise<void>((r) => { outer.close(() => { r(); }); });
+    await own.close();
+  }
+});
+
+test('handler statuses 401 and 503 reach the client as HboneError with that status', async () => {
+  const deny = await startServer(c.server, {
+    handler: (r) => Promise.resolve(r.authority.port === 1 ? { status: 401, reason: 'denied' } : { status: 503, reason: 'no upstream' }),
+  });
+  const local = new HboneClient();
+  try {
+    for (const [port, status] of [[1, 401], [2, 503]] as const) {
+      await assert.rejects(
+        local.connect({ ...req(`127.0.0.1:${port}`), upstream: { ip: '127.0.0.1', port: deny.port } }),
+        (err: unknown) => err instanceof HboneError && err.status === status && err.flag === 'CONNECT',
+      );
+    }
+    // The rejected streams released their pool slots; one session served both.
+    assert.equal(local.sessionCount, 1);
+  } finally {
+    await local.close();
+    await deny.close();
+  }
+});
+
+test('a handler that throws is a 503', async () => {
+  const bad = await startServer(c.server, { handler: () => Promise.reject(new Error('boom')) });
+  const local = new HboneClient();
+  try {
+    await assert.rejects(local.connect({ ...req(), upstream: { ip: '127.0.0.1', port: bad.port } }),
+      (err: unknown) => err instanceof HboneError && err.status === 503);
+  } finally {
+    await local.close();
+    await bad.close();
+  }
+});
+
+test('an unparseable authority is a 400 and never reaches the handler', async () => {
+  const before = h.requests.length;
+  for (const authority of ['not-an-authority', '127.0.0.1:99999', '::1:80', '300.1.1.1:80', 'host:0']) {
+    await assert.rejects(client.connect(req(authority)),
+      (err: unknown) => err instanceof HboneError && err.status === 400, authority);
+  }
+  assert.equal(h.requests.length, before);
+});
+
+test('hostname and [v6] authorities are accepted and parsed', async () => {
+  const seen = await startServer(c.server, { handler: () => Promise.resolve({ status: 503, reason: 'test' }) });
+  const local = new HboneClient();
+  try {
+    for (const authority of ['reviews.default.svc.cluster.local:9080', '[fd00::1]:8080']) {
+      await assert.rejects(local.connect({ ...req(authority), upstream: { ip: '127.0.0.1', port: seen.port } }),
+        (err: unknown) => err instanceof HboneError && err.status === 503);
+    }
+    assert.deepEqual(seen.requests.map((r) => r.authority), [
+      { kind: 'hostname', host: 'reviews.default.svc.cluster.local', port: 9080 },
+      { kind: 'ip', host: 'fd00::1', port: 8080 },
+    ]);
+  } finally {
+    await local.close();
+    await seen.close();
+  }
+});
+
+test('a method other than CONNECT is a 400', async () => {
+  const before = h.requests.length;
+  const tls = tlsConnect({ ...clientOptions(c.client, [c.serverId]), host: '127.0.0.1', port: h.port });
+  const session = h2connect(`https://127.0.0.1:${h.port}`, { createConnection: () => tls });
+  try {
+    const status = await new Promise<unknown>((resolve, reject) => {
+      const s = session.request({ ':method': 'GET', ':path': '/' });
+      s.once('response', (hd) => { resolve(hd[':status']); });
+      s.once('error', reject);
+      s.resume();
+      s.end();
+    });
+    assert.equal(status, 400);
+    assert.equal(h.requests.length, before);
+  } finally {
+    await new Promise<void>((r) => { session.close(() => { r(); }); });
+  }
+});
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// The request headers ztunnel puts on an HBONE CONNECT (create_hbone_request,
+// src/baggage.rs): baggage, forwarded and a random W3C traceparent.
+import { randomFillSync } from 'node:crypto';
+import { isIPv6 } from 'node:net';
+
+/** What the baggage header describes; empty or missing parts are left out. */
+export interface BaggageFields {
+  clusterId?: string;
+  namespace?: string;
+  /** deployment, cronjob, pod or job (lower-cased here). */
+  workloadType?: string;
+  workloadName?: string;
+  canonicalName?: string;
+  canonicalRevision?: string;
+  region?: string;
+  zone?: string;
+}
+
+/** `k8s.cluster.name=..,k8s.namespace.name=..,k8s.<type>.name=..,service.name=..,service.version=..,cloud.region=..,cloud.availability_zone=..` */
+export function baggageHeader(f: BaggageFields): string {
+  const parts: string[] = [];
+  const add = (k: string, v: string | undefined): void => {
+    if (v !== undefined && v !== '') parts.push(`${k}=${v}`);
+  };
+  add('k8s.cluster.name', f.clusterId);
+  add('k8s.namespace.name', f.namespace);
+  if (f.workloadType !== undefined && f.workloadType !== '') add(`k8s.${f.workloadType.toLowerCase()}.name`, f.workloadName);
+  add('service.name', f.canonicalName);
+  add('service.version', f.canonicalRevision);
+  add('cloud.region', f.region);
+  add('cloud.availability_zone', f.zone);
+  return parts.join(',');
+}
+
+/** `for="ip:port"` (IPv6 bracketed, as a Rust SocketAddr prints), plus `;host=<service>` when service-addressed. */
+export function forwardedHeader(clientIp: string, clientPort: number, host?: string): string {
+  const addr = isIPv6(clientIp) ? `[${clientIp}]:${clientPort}` : `${clientIp}:${clientPort}`;
+  return host === undefined || host === '' ? `for="${addr}"` : `for="${addr}";host=${host}`;
+}
+
+// One scratch buffer for all traceparents: 16 bytes trace id + 8 bytes span id.
+const traceScratch = Buffer.alloc(24);
+
+function allZero(b: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** `00-<32 hex trace id>-<16 hex span id>-00`, random per connection (never the all-zero ids). */
+export function traceparent(): string {
+  do randomFillSync(traceScratch); while (allZero(traceScratch, 0, 16) || allZero(traceScratch, 16, 24));
+  return `00-${traceScratch.toString('hex', 0, 16)}-${traceScratch.toString('hex', 16, 24)}-00`;
+}

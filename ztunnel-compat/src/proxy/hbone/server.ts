@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: Apache-2.0
+// The HBONE server (ztunnel inbound :15008, src/proxy/inbound.rs): mTLS with
+// the destination pod's certificate, then HTTP/2 CONNECT streams. Each stream
+// runs §5.6's checks in order (CONNECT, :authority, then the injected handler
+// for destination validation, RBAC and the upstream connect); the 200 goes out
+// only once the handler has an upstream, then bytes are copied both ways with
+// backpressure and half-close.
+import { createServer as createH2Server, constants as h2c } from 'node:http2';
+import type { Http2Server, Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { AddressInfo, ListenOptions, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer } from 'node:tls';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import type { Identity } from '../../identity/spiffe.ts';
+import { HboneError, HboneErrorCode } from './error.ts';
+import {
+  CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, SERVER_MAX_CONCURRENT_STREAMS,
+  SERVER_MAX_HEADER_LIST, STREAM_WINDOW,
+} from './h2.ts';
+import type { Authority, KeepaliveOptions } from './h2.ts';
+import { serverContext } from './tls.ts';
+import type { HboneTlsOptions, ServerTls } from './tls.ts';
+
+export interface SocketAddress {
+  ip: string;
+  port: number;
+}
+
+/** What the handler learns about one CONNECT. */
+export interface ConnectRequest {
+  /** The client's identity: the first SPIFFE URI SAN of its leaf. */
+  peer: Identity;
+  /** The TCP peer of the HBONE connection. */
+  peerAddress: SocketAddress;
+  /** The address the HBONE connection was made to (the pod IP, :15008). */
+  localAddress: SocketAddress;
+  authority: Authority;
+  headers: IncomingHttpHeaders;
+  /** Aborted when the client resets or the session closes before the handler answered. */
+  signal: AbortSignal;
+}
+
+export type ConnectDecision =
+  | { status: 400 | 401 | 503; reason: string }
+  | { status: 200; upstream: Duplex; baggage?: string };
+
+/** Destination validation, RBAC and the upstream connect (§5.6 steps 3–7). */
+export type ConnectHandler = (req: ConnectRequest) => Promise<ConnectDecision>;
+
+export interface TunnelEnd {
+  peer: Identity;
+  authority: Authority;
+  /** Client → upstream. */
+  bytesIn: number;
+  /** Upstream → client. */
+  bytesOut: number;
+  /** 'closed' for a clean close both ways, else the first error's message. */
+  reason: string;
+}
+
+/** A connection refused before any stream: TLS failure, no h2, bad identity. */
+export interface HandshakeRejection {
+  error: Error;
+  peerAddress: SocketAddress | undefined;
+}
+
+export interface HboneServerOptions extends HboneTlsOptions {
+  handler: ConnectHandler;
+  onTunnelEnd?: (end: TunnelEnd) => void;
+  /** A CONNECT answered with an error status (400/401/503). */
+  onReject?: (status: number, reason: string, authority: string | undefined) => void;
+  onHandshakeReject?: (r: HandshakeRejection) => void;
+  /** Every TLS connection that completed a handshake, before our checks (for tests and metrics). */
+  onSecureConnection?: (socket: TLSSocket) => void;
+  keepalive?: KeepaliveOptions;
+}
+
+interface SessionInfo {
+  peer: Identity;
+  peerAddress: SocketAddress;
+  localAddress: SocketAddress;
+}
+
+function addressOf(ip: string | undefined, port: number | undefined): SocketAddress {
+  return { ip: ip ?? '', port: port ?? 0 };
+}
+
+function stripV4Mapped(ip: string | undefined): string | undefined {
+  return ip?.startsWith('::ffff:') === true && ip.includes('.') ? ip.slice(7) : ip;
+}
+
+export class HboneServer {
+  readonly #tlsServer: TlsServer;
+  readonly #h2: Http2Server;
+  readonly #opts: HboneServerOptions;
+  #tls: ServerTls;
+  readonly #sessions = new Map<Http2Session, SessionInfo>();
+  /** Set just before handing a verified socket to the h2 server, which emits 'session' synchronously. */
+  #pending: SessionInfo | undefined;
+  #activeTunnels = 0;
+
+  constructor(cert: WorkloadCertificate, opts: HboneServerOptions) {
+    this.#opts = opts;
+    this.#tls = serverContext(cert, opts);
+    this.#h2 = createH2Server({
+      settings: {
+        initialWindowSize: STREAM_WINDOW,
+        maxFrameSize: MAX_FRAME,
+        maxConcurrentStreams: SERVER_MAX_CONCURRENT_STREAMS,
+        maxHeaderListSize: SERVER_MAX_HEADER_LIST,
+        enablePush: false,
+      },
+      maxSessionMemory: MAX_SESSION_MEMORY_MB,
+    });
+    this.#h2.on('session', (session: Http2Session) => { this.#onSession(session); });
+    this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      void this.#onStream(stream, headers);
+    });
+    this.#tlsServer = createTlsServer({ ...this.#tls.options });
+    this.#tlsServer.on('secureConnection', (socket: TLSSocket) => { this.#onSecureConnection(socket); });
+    this.#tlsServer.on('tlsClientError', (error: Error, socket: TLSSocket) => {
+      this.#opts.onHandshakeReject?.({ error, peerAddress: addressOf(socket.remoteAddress, socket.remotePort) });
+    });
+  }
+
+  /** Rotation: new connections use `cert`; existing ones keep theirs. */
+  updateCertificate(cert: WorkloadCertificate): void {
+    this.#tls = serverContext(cert, this.#opts);
+    this.#tlsServer.setSecureContext(this.#tls.options);
+  }
+
+  listen(opts: ListenOptions = { port: 15008 }): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => { reject(err); };
+      this.#tlsServer.once('error', onError);
+      this.#tlsServer.listen(opts, () => {
+        this.#tlsServer.off('error', onError);
+        resolve(this.#tlsServer.address() as AddressInfo);
+      });
+    });
+  }
+
+  /**
+   * Serves a TCP connection accepted elsewhere (in-pod mode: the pod's
+   * :15008 listener lives in the pod netns). TLS and everything after it
+   * proceeds as for a connection on our own listener.
+   */
+  accept(socket: Socket): void {
+    this.#tlsServer.emit('connection', socket);
+  }
+
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  get activeTunnels(): number {
+    return this.#activeTunnels;
+  }
+
+  /**
+   * Stops accepting, sends GOAWAY to every session and waits for their
+   * tunnels to finish; after `graceMs`, if given, destroys what is left.
+   */
+  async close(graceMs?: number): Promise<void> {
+    const timer = graceMs === undefined ? undefined : setTimeout(() => { this.destroy(); }, graceMs);
+    timer?.unref();
+    const closed = new Promise<void>((resolve) => { this.#tlsServer.close(() => { resolve(); }); });
+    const sessions = [...this.#sessions.keys()].map((s) => new Promise<void>((resolve) => {
+      if (s.destroyed) {
+        resolve();
+        return;
+      }
+      s.once('close', () => { resolve(); });
+      s.close();
+    }));
+    await Promise.all([closed, ...sessions]);
+    clearTimeout(timer);
+  }
+
+  /** Closes every session abruptly. */
+  destroy(): void {
+    if (this.#tlsServer.listening) this.#tlsServer.close();
+    for (const s of this.#sessions.keys()) s.destroy();
+  }
+
+  #onSecureConnection(socket: TLSSocket): void {
+    this.#opts.onSecureConnection?.(socket);
+    let peer: Identity;
+    try {
+      peer = this.#tls.verifyPeer(socket);
+    } catch (err) {
+      // Fail closed: nothing is read from a peer we could not verify.
+      socket.destroy();
+      this.#opts.onHandshakeReject?.({ error: err as Error, peerAddress: addressOf(socket.remoteAddress, socket.remotePort) });
+      return;
+    }
+    socket.setNoDelay(true);
+    this.#pending = {
+      peer,
+      peerAddress: addressOf(stripV4Mapped(socket.remoteAddress), socket.remotePort),
+      localAddress: addressOf(stripV4Mapped(socket.localAddress), socket.localPort),
+    };
+    try {
+      this.#h2.emit('connection', socket);
+    } finally {
+      this.#pending = undefined;
+    }
+  }
+
+  #onSession(session: Http2Session): void {
+    const info = this.#pending;
+    if (info === undefined) {
+      session.destroy();
+      return;
+    }
+    this.#sessions.set(session, info);
+    session.on('error', () => { /* reported through 'close'; streams see their own errors */ });
+    session.once('close', () => { this.#sessions.delete(session); });
+    session.setLocalWindowSize(CONNECTION_WINDOW);
+    keepalive(session, this.#opts.keepalive);
+  }
+
+  #reject(stream: ServerHttp2Stream, status: 400 | 401 | 503, reason: string, authority: string | undefined): void {
+    this.#opts.onReject?.(status, reason, authority);
+    if (stream.destroyed || stream.closed) return;
+    stream.respond({ ':status': status }, { endStream: true });
+  }
+
+  async #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
+    stream.on('error', () => { /* handled by the tunnel or ignored before it */ });
+    const info = this.#sessions.get(stream.session as Http2Session);
+    const rawAuthority = headers[':authority'];
+    if (info === undefined) {
+      stream.close(h2c.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    if (headers[':method'] !== 'CONNECT') {
+      this.#reject(stream, 400, `method ${String(headers[':method'])} is not CONNECT`, rawAuthority);
+      return;
+    }
+    const authority = parseAuthority(rawAuthority);
+    if (authority === undefined) {
+      this.#reject(stream, 400, `cannot parse authority ${JSON.stringify(rawAuthority)}`, rawAuthority);
+      return;
+    }
+    const abort = new AbortController();
+    const onGone = (): void => { abort.abort(new Error('the client went away')); };
+    stream.once('close', onGone);
+    let decision: ConnectDecision;
+    try {
+      decision = await this.#opts.handler({
+        peer: info.peer, peerAddress: info.peerAddress, localAddress: info.localAddress, authority, headers, signal: abort.signal,
+      });
+    } catch (err) {
+      this.#reject(stream, 503, `handler failed: ${(err as Error).message}`, rawAuthority);
+      return;
+    } finally {
+      stream.off('close', onGone);
+    }
+    if (decision.status !== 200) {
+      this.#reject(stream, decision.status, decision.reason, rawAuthority);
+      return;
+    }
+    const upstream = decision.upstream;
+    if (stream.destroyed || stream.closed) {
+      // The client went away while we connected.
+      upstream.destroy();
+      return;
+    }
+    const resp: Record<string, string | number> = { ':status': 200 };
+    if (decision.baggage !== undefined) resp.baggage = decision.baggage;
+    stream.respond(resp);
+    this.#tunnel(stream, upstream, info.peer, authority);
+  }
+
+  #tunnel(stream: ServerHttp2Stream, upstream: Duplex, peer: Identity, authority: Authority): void {
+    this.#activeTunnels++;
+    const t = new Tunnel(stream, upstream, peer, authority, (end) => {
+      this.#activeTunnels--;
+      this.#opts.onTunnelEnd?.(end);
+    });
+    t.start();
+  }
+}
+
+/**
+ * One copy loop: `pipe` both ways (it honours backpressure with pause/drain
+ * and ends the other side on 'end', which is HTTP/2 END_STREAM ⇄ TCP FIN).
+ * Byte counts come from the 'data' events pipe already produces.
+ */
+class Tunnel {
+  readonly stream: ServerHttp2Stream;
+  readonly upstream: Duplex;
+  readonly peer: Identity;
+  readonly authority: Authority;
+  readonly onEnd: (end: TunnelEnd) => void;
+  bytesIn = 0;
+  bytesOut = 0;
+  error: Error | undefined = undefined;
+  open = 2;
+  done = false;
+
+  constructor(stream: ServerHttp2Stream, upstream: Duplex, peer: Identity, authority: Authority, onEnd: (end: TunnelEnd) => void) {
+    this.stream = stream;
+    this.upstream = upstream;
+    this.peer = peer;
+    this.authority = authority;
+    this.onEnd = onEnd;
+  }
+
+  start(): void {
+    const { stream, upstream } = this;
+    stream.on('data', (chunk: Buffer) => { this.bytesIn += chunk.length; });
+    upstream.on('data', (chunk: Buffer) => { this.bytesOut += chunk.length; });
+    stream.on('error', (err: Error) => { this.#fail(err); });
+    upstream.on('error', (err: Error) => { this.#fail(err); });
+    stream.on('aborted', () => { this.#fail(new Error('the client reset the stream')); });
+    stream.once('close', () => {
+      // A clean close ended both directions, and pipe has already ended the
+      // upstream's write side, which flushes on its own. Anything else (a
+      // reset, a session gone) leaves nobody to read the rest: drop it.
+      if (!upstream.destroyed && !(stream.readableEnded && stream.writableFinished)) upstream.destroy();
+      this.#closed();
+    });
+    upstream.once('close', () => {
+      if (!stream.destroyed && !(stream.writableFinished && stream.readableEnded)) {
+        // Upstream gone: finish what was written, then close the stream.
+        if (this.error !== undefined) stream.close(h2c.NGHTTP2_CANCEL);
+        else if (!stream.writableEnded) stream.end();
+      }
+      this.#closed();
+    });
+    stream.pipe(upstream);
+    upstream.pipe(stream);
+  }
+
+  #fail(err: Error): void {
+    if (this.error !== undefined) return;
+    this.error = err;
+    if (!this.upstream.destroyed) this.upstream.destroy();
+    if (!this.stream.destroyed) this.stream.close(h2c.NGHTTP2_CANCEL);
+  }
+
+  #closed(): void {
+    if (--this.open > 0 || this.done) return;
+    this.done = true;
+    this.onEnd({
+      peer: this.peer, authority: this.authority, bytesIn: this.bytesIn, bytesOut: this.bytesOut,
+      reason: this.error === undefined ? 'closed' : this.error.message,
+    });
+  }
+}
+
+export { HboneError, HboneErrorCode };

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test fixtures for the HBONE tests: real certificates from two local CAs
+// (one trusted, one foreign), an echo TCP upstream, and an HboneServer on
+// 127.0.0.1 port 0 whose default handler connects to that upstream.
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
+import { LocalCa } from '../../identity/local-ca.ts';
+import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import type { Identity } from '../../identity/spiffe.ts';
+import { HboneServer } from './server.ts';
+import type { ConnectDecision, ConnectHandler, ConnectRequest, HboneServerOptions } from './server.ts';
+
+export interface Certs {
+  serverId: Identity;
+  clientId: Identity;
+  server: WorkloadCertificate;
+  client: WorkloadCertificate;
+  /** Same root, trust domain other.td. */
+  otherTrustDomain: WorkloadCertificate;
+  /** The client's identity, signed by a root nobody trusts. */
+  foreignRoot: WorkloadCertificate;
+  /** Another identity in the trusted root, for "unexpected server" tests. */
+  stranger: WorkloadCertificate;
+}
+
+let cached: Promise<Certs> | undefined;
+
+export function certs(): Promise<Certs> {
+  cached ??= (async () => {
+    const [ca, foreign] = await Promise.all([LocalCa.generate(), LocalCa.generate()]);
+    const serverId = { trustDomain: 'cluster.local', namespace: 'server-ns', serviceAccount: 'server-sa' };
+    const clientId = { trustDomain: 'cluster.local', namespace: 'client-ns', serviceAccount: 'client-sa' };
+    const [server, client, otherTrustDomain, foreignRoot, stranger] = await Promise.all([
+      ca.fetch(serverId),
+      ca.fetch(clientId),
+      ca.fetch({ trustDomain: 'other.td', namespace: 'client-ns', serviceAccount: 'client-sa' }),
+      foreign.fetch(clientId),
+      ca.fetch({ trustDomain: 'cluster.local', namespace: 'evil', serviceAccount: 'mallory' }),
+    ]);
+    return { serverId, clientId, server, client, otherTrustDomain, foreignRoot, stranger };
+  })();
+  return cached;
+}
+
+export interface Echo {
+  port: number;
+  server: NetServer;
+  close(): Promise<void>;
+}
+
+/** A TCP echo server on 127.0.0.1:0 that honours half-close (FIN after echoing everything). */
+export async function echoServer(): Promise<Echo> {
+  const sockets = new Set<Socket>();
+  const server = createNetServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => { /* the client may reset */ });
+    s.pipe(s);
+  });
+  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve); });
+  const addr = server.address();
+  if (addr === null || typeof addr === 'string') throw new Error('no address');
+  return {
+    port: addr.port,
+    server,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => { resolve(); });
+    }),
+  };
+}
+
+/** Connects to 127.0.0.1:port and resolves once connected; a failure is a 503, as ztunnel. */
+export function connectUpstream(port: number): Promise<ConnectDecision> {
+  return new Promise((resolve) => {
+    const s = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    s.once('connect', () => { resolve({ status: 200, upstream: s }); });
+    s.once('error', (err) => { resolve({ status: 503, reason: err.message }); });
+  });
+}
+
+export interface Harness {
+  server: HboneServer;
+  port: number;
+  echo: Echo;
+  requests: ConnectRequest[];
+  close(): Promise<void>;
+}
+
+export async function startServer(cert: WorkloadCertificate, opts: Partial<HboneServerOptions> & { handler?: ConnectHandler } = {}): Promise<Harness> {
+  const echo = await echoServer();
+  const requests: ConnectRequest[] = [];
+  const handler: ConnectHandler = opts.handler ?? (() => connectUpstream(echo.port));
+  const server = new HboneServer(cert, {
+    ...opts,
+    handler: (req) => {
+      requests.push(req);
+      return handler(req);
+    },
+  });
+  const { port } = await server.listen({ port: 0, host: '127.0.0.1' });
+  return {
+    server,
+    port,
+    echo,
+    requests,
+    close: async () => {
+      await server.close();
+      await echo.close();
+    },
+  };
+}

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: Apache-2.0
+// HBONE mTLS as ztunnel configures rustls (src/tls/*): TLS 1.3 with the two
+// AES-GCM suites only, ALPN h2, a mandatory client certificate, no SNI, no
+// session resumption, and SPIFFE URI SAN checks instead of hostname checks:
+// inbound the client must share the server's trust domain, outbound the
+// server must be one of the expected identities.
+import { X509Certificate } from 'node:crypto';
+import type { ConnectionOptions, PeerCertificate, TLSSocket, TlsOptions } from 'node:tls';
+import { parseSpiffe, sameIdentity, spiffeUri } from '../../identity/spiffe.ts';
+import type { Identity } from '../../identity/spiffe.ts';
+import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import { HboneError, HboneErrorCode } from './error.ts';
+
+/** TLS 1.3 suites, ztunnel's order; there is no ChaCha20. */
+export const TLS13_CIPHERSUITES = 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256';
+/** The ECDHE AES-GCM suites ztunnel allows when TLS12_ENABLED=true. */
+export const TLS12_CIPHERS = 'ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256';
+export const ALPN_H2 = 'h2';
+
+export interface HboneTlsOptions {
+  /** Also allow TLS 1.2 (ztunnel TLS12_ENABLED). Default false: TLS 1.3 only. */
+  tls12?: boolean;
+}
+
+function versionOptions(opts: HboneTlsOptions): Pick<TlsOptions, 'minVersion' | 'maxVersion' | 'ciphers'> {
+  return opts.tls12 === true
+    ? { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3', ciphers: `${TLS13_CIPHERSUITES}:${TLS12_CIPHERS}` }
+    : { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ciphers: TLS13_CIPHERSUITES };
+}
+
+// One `URI:value` entry of X509Certificate.subjectAltName. Node JSON-quotes
+// values holding commas or quotes, so an unquoted value never holds a comma.
+const SAN_ENTRY = /(?:^|, )([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)/g;
+
+/**
+ * The SPIFFE identities among a certificate's URI SANs, in order. Only URIs
+ * of the exact form spiffe://td/ns/X/sa/Y count; other SANs are ignored.
+ */
+export function spiffeIdentities(cert: X509Certificate): Identity[] {
+  const text = cert.subjectAltName;
+  const out: Identity[] = [];
+  if (text === undefined) return out;
+  for (const m of text.matchAll(SAN_ENTRY)) {
+    if (m[1] !== 'URI') continue;
+    let value = m[2] ?? '';
+    if (value.startsWith('"')) {
+      try {
+        value = JSON.parse(value) as string;
+      } catch {
+        continue;
+      }
+    }
+    try {
+      out.push(parseSpiffe(value));
+    } catch {
+      // Not a SPIFFE workload identity: not an identity for HBONE.
+    }
+  }
+  return out;
+}
+
+/** The parts of the server's TLS setup that depend on its certificate (for setSecureContext). */
+export interface ServerTls {
+  /** Options for tls.createServer / server.setSecureContext. */
+  options: TlsOptions;
+  /** The server's own trust domain: a client needs a SPIFFE SAN in it. */
+  trustDomain: string;
+  /**
+   * The post-handshake check (ztunnel TrustDomainVerifier). Returns the peer's
+   * identity, its first SPIFFE URI SAN; throws HboneError when ALPN is not h2,
+   * the chain was not verified, or no SPIFFE SAN is in our trust domain. The
+   * caller must destroy the socket on a throw (fail closed).
+   */
+  verifyPeer(socket: TLSSocket): Identity;
+}
+
+export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions = {}): ServerTls {
+  const trustDomain = cert.identity.trustDomain;
+  return {
+    trustDomain,
+    options: {
+      key: cert.keyPem,
+      cert: cert.chainPems.join(''),
+      ca: [...cert.rootPems],
+      ...versionOptions(opts),
+      ALPNProtocols: [ALPN_H2],
+      requestCert: true,
+      rejectUnauthorized: true,
+    },
+    verifyPeer(socket: TLSSocket): Identity {
+      if (socket.alpnProtocol !== ALPN_H2) {
+        throw new HboneError(HboneErrorCode.ALPN, 'TLS_FAILURE', `the client did not negotiate ALPN h2 (got ${String(socket.alpnProtocol)})`);
+      }
+      if (!socket.authorized) {
+        throw new HboneError(HboneErrorCode.TLS, 'TLS_FAILURE', `the client certificate is not trusted: ${String(socket.authorizationError)}`);
+      }
+      const peer = socket.getPeerX509Certificate();
+      if (peer === undefined) throw new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE', 'the client presented no certificate');
+      const ids = spiffeIdentities(peer);
+      const [first] = ids;
+      if (first === undefined) throw new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE', 'the client certificate has no SPIFFE URI SAN');
+      if (!ids.some((id) => id.trustDomain === trustDomain)) {
+        throw new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE',
+          `the client identity ${ids.map(spiffeUri).join(', ')} is not in trust domain ${trustDomain}`);
+      }
+      return first;
+    },
+  };
+}
+
+/**
+ * Options for tls.connect to a peer's :15008. Connect by IP (host/port or a
+ * caller-made socket); these options never send SNI and never resume.
+ */
+export function clientOptions(cert: WorkloadCertificate, expected: readonly Identity[], opts: HboneTlsOptions = {}): ConnectionOptions {
+  const want = [...expected];
+  return {
+    key: cert.keyPem,
+    cert: cert.chainPems.join(''),
+    ca: [...cert.rootPems],
+    ...versionOptions(opts),
+    ALPNProtocols: [ALPN_H2],
+    // An empty servername is falsy: Node then sends no server_name extension.
+    servername: '',
+    rejectUnauthorized: true,
+    // Runs only after the chain verified against our roots; replaces the
+    // DNS/IP hostname check with ztunnel's identity check.
+    checkServerIdentity: (_host: string, peer: PeerCertificate): Error | undefined => verifyServer(peer, want),
+  };
+}
+
+function verifyServer(peer: PeerCertificate, expected: readonly Identity[]): Error | undefined {
+  let ids: Identity[];
+  try {
+    ids = spiffeIdentities(new X509Certificate(peer.raw));
+  } catch (err) {
+    return new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE', `the server certificate does not parse: ${(err as Error).message}`, { cause: err });
+  }
+  for (const id of ids) {
+    for (const e of expected) if (sameIdentity(id, e)) return undefined;
+  }
+  const got = ids.length === 0 ? 'no SPIFFE identity' : ids.map(spiffeUri).join(', ');
+  return new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE',
+    `the server presented ${got}, expected one of ${expected.length === 0 ? '(none)' : expected.map(spiffeUri).join(', ')}`);
+}

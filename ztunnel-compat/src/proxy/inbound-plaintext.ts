@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// Port 15006: plaintext inbound captured by istio-cni's PREROUTING rule.
+// Authorization runs with no peer identity (so PeerAuthentication STRICT,
+// which arrives as a DENY of plaintext, refuses it); an allowed connection is
+// made to the app from the client's own address (IP_TRANSPARENT) so the app
+// sees the real client, and tracked for policy re-checks.
+import type net from 'node:net';
+import { connectTcp, originalDst } from '@skein/bpf';
+import { authorize, type AuthzRequest } from '../decide/authz.ts';
+import type { PodContext } from '../inpod/listeners.ts';
+import type { ProxyInputs } from './inputs.ts';
+import { tcpLabels } from './metrics.ts';
+import { relay } from './relay.ts';
+
+const CAPTURE = new Set([15001, 15006, 15008]);
+
+export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: PodContext): void {
+  const started = Date.now();
+  const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+  let dst;
+  try {
+    dst = originalDst(socket);
+  } catch (err) {
+    p.log.warn({ scope: 'inbound', err: (err as Error).message }, 'no original destination; closing');
+    socket.destroy();
+    return;
+  }
+  const destination = p.state.workloads.byAddress(p.network, dst.address);
+  const request: AuthzRequest = { source: undefined, sourceIp: src.ip, destinationIp: dst.address, destinationPort: dst.port };
+  const source = p.state.workloads.byAddress(p.network, src.ip);
+  const base = { reporter: 'destination' as const, source, sourceIdentity: undefined, destination, destinationService: undefined, mtls: false };
+  const fields = { 'src.addr': `${src.ip}:${src.port}`, 'src.workload': source?.name, 'dst.addr': `${dst.address}:${dst.port}`, 'dst.workload': destination?.name, 'dst.namespace': destination?.namespace, direction: 'inbound' };
+
+  const refuse = (reason: string): void => {
+    const labels = tcpLabels({ ...base, flag: 'DENY' });
+    p.metrics.opened(labels);
+    p.metrics.closed(labels, 0, 0);
+    p.access.warn({ ...fields, error: reason }, 'connection failed');
+    socket.destroy();
+  };
+  if (destination === undefined || destination.namespace !== pod.info.namespace) { refuse('unknown destination workload'); return; }
+  if (CAPTURE.has(dst.port)) { refuse(`port ${dst.port} is a proxy port`); return; }
+  const verdict = authorize(p.state.policies.forWorkload(destination.namespace, destination.authorizationPolicies).policies, request);
+  if (!verdict.allowed) { refuse(`RBAC: ${verdict.reason}`); return; }
+
+  const labels = tcpLabels({ ...base, flag: '-' });
+  p.metrics.opened(labels);
+  // From the client's address: the reply gets connmark 0x111 and comes back
+  // to this socket through route table 100 (istio-cni's rules).
+  const upstream = connectTcp({
+    address: dst.address, port: dst.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true,
+    ...(src.ip === '' ? {} : { localAddress: src.ip, transparent: true }),
+  });
+  const untrack = p.connections.register({
+    destinationUid: destination.uid,
+    request,
+    close: (reason) => {
+      p.access.info({ ...fields, reason }, 'connection closed by policy change');
+      socket.destroy();
+      upstream.destroy();
+    },
+  });
+  upstream.once('connect', () => {
+    void relay(socket, upstream).then((r) => {
+      untrack();
+      p.metrics.closed(labels, r.aToB, r.bToA);
+      p.access.info({ ...fields, bytes_sent: r.bToA, bytes_recv: r.aToB, duration: `${Date.now() - started}ms`, ...(r.error ? { error: r.error.message } : {}) }, 'connection complete');
+    });
+  });
+  upstream.once('error', (err: Error) => {
+    if (upstream.connecting) {
+      untrack();
+      p.metrics.closed(labels, 0, 0);
+      p.access.error({ ...fields, error: err.message }, 'connection complete');
+      socket.destroy();
+    }
+  });
+}

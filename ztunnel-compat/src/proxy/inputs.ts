@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: Apache-2.0
+// Everything a pod's proxy needs, passed in once (ztunnel's ProxyInputs).
+import type { Logger } from '../log.ts';
+import type { SecretManager } from '../identity/manager.ts';
+import type { ProxyState } from '../state/store.ts';
+import type { ConnectionManager } from './connection-manager.ts';
+import type { TcpMetrics } from './metrics.ts';
+
+export interface ProxyInputs {
+  state: ProxyState;
+  secrets: SecretManager;
+  connections: ConnectionManager;
+  metrics: TcpMetrics;
+  log: Logger;
+  /** Access log (scope "access"). */
+  access: Logger;
+  network: string;
+  nodeName: string;
+  /** SO_MARK of pod-side sockets (1337 in shared mode). */
+  mark: number | undefined;
+}

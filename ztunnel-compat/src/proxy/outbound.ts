@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// Port 15001: a pod's outbound TCP, captured by istio-cni's OUTPUT rule.
+// Decide first (decide/outbound.ts, pure), then act: drop, plain TCP
+// (passthrough or a TunnelProtocol NONE destination), or HBONE with the pod's
+// own certificate. Every upstream socket is made in the pod's netns with
+// SO_MARK 0x539, so it leaves from the pod's IP and is not captured again.
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { connectTcp, originalDst } from '@skein/bpf';
+import { decideOutbound, type OutboundDecision } from '../decide/outbound.ts';
+import type { PodContext } from '../inpod/listeners.ts';
+import { identityOf, type Workload } from '../state/workload.ts';
+import type { HboneClient } from './hbone/client.ts';
+import { baggageHeader, forwardedHeader, traceparent } from './hbone/headers.ts';
+import type { ProxyInputs } from './inputs.ts';
+import { tcpLabels, type ResponseFlag } from './metrics.ts';
+import { relay } from './relay.ts';
+import { waitForSourceWorkload } from './source-workload.ts';
+
+export interface OutboundDeps extends ProxyInputs {
+  hbone: HboneClient;
+}
+
+export function handleOutbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): void {
+  socket.on('error', () => undefined);
+  void outbound(p, socket, pod).catch((err: unknown) => {
+    p.log.error({ scope: 'outbound', err: (err as Error).message }, 'outbound connection failed unexpectedly');
+    socket.destroy();
+  });
+}
+
+async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): Promise<void> {
+  const started = Date.now();
+  const dst = originalDst(socket);
+  const srcIp = socket.remoteAddress ?? '';
+  const fields: Record<string, unknown> = { 'src.addr': `${srcIp}:${socket.remotePort ?? 0}`, 'src.workload': pod.info.name, 'src.namespace': pod.info.namespace, 'dst.addr': `${dst.address}:${dst.port}`, direction: 'outbound' };
+  const source = await waitForSourceWorkload(p.state, p.nodeName, pod.info);
+  if (source === undefined) {
+    p.access.warn({ ...fields, error: `unknown source workload ${pod.info.namespace}/${pod.info.name} on ${p.nodeName}` }, 'connection failed');
+    socket.destroy();
+    return;
+  }
+  const decision = decideOutbound(p.state, { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random });
+  switch (decision.kind) {
+    case 'drop':
+    case 'no-upstream':
+    case 'unsupported':
+      p.access.warn({ ...fields, error: decision.reason }, 'connection failed');
+      socket.destroy();
+      return;
+    case 'passthrough':
+    case 'tcp':
+      await viaTcp(p, socket, pod, source, decision, fields, started);
+      return;
+    case 'hbone':
+      await viaHbone(p, socket, pod, source, decision, fields, started);
+      return;
+  }
+}
+
+type TcpDecision = Extract<OutboundDecision, { kind: 'passthrough' | 'tcp' }>;
+type HboneDecision = Extract<OutboundDecision, { kind: 'hbone' }>;
+
+async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Record<string, unknown>, started: number): Promise<void> {
+  const destination = d.kind === 'tcp' ? d.destination : undefined;
+  const service = d.kind === 'tcp' ? d.service : undefined;
+  const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination, destinationService: service, mtls: false, flag });
+  const upstream = connectTcp({ address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true });
+  const connected = await new Promise<Error | undefined>((resolve) => {
+    upstream.once('connect', () => { resolve(undefined); });
+    upstream.once('error', resolve);
+  });
+  const f = { ...fields, 'dst.workload': destination?.name, 'dst.service': service?.hostname };
+  if (connected !== undefined) {
+    p.metrics.failed(labels('CONNECT'));
+    p.access.warn({ ...f, error: connected.message }, 'connection failed');
+    socket.destroy();
+    return;
+  }
+  const l = labels('-');
+  p.metrics.opened(l);
+  const r = await relay(socket, upstream);
+  p.metrics.closed(l, r.aToB, r.bToA);
+  p.access.info({ ...f, bytes_sent: r.aToB, bytes_recv: r.bToA, duration: `${Date.now() - started}ms` }, 'connection complete');
+}
+
+async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: HboneDecision, fields: Record<string, unknown>, started: number): Promise<void> {
+  const identity = identityOf(source);
+  const f = { ...fields, 'dst.hbone_addr': `${d.upstream.ip}:${d.upstream.port}`, 'dst.workload': d.destination?.name ?? d.waypoint?.name, 'dst.service': d.service?.hostname, 'src.identity': `spiffe://${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}` };
+  const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identity, destination: d.destination ?? d.waypoint, destinationService: d.service, mtls: true, flag });
+  let tunnel: Duplex;
+  try {
+    const cert = await p.secrets.fetch(identity);
+    tunnel = await p.hbone.connect({
+      cert,
+      expected: d.expectedIdentities,
+      upstream: d.upstream,
+      authority: d.authority,
+      poolKey: d.poolKey,
+      headers: {
+        baggage: baggageHeader({ clusterId: source.clusterId, namespace: source.namespace, workloadType: source.workloadType, workloadName: source.workloadName || source.name, canonicalName: source.canonicalName, canonicalRevision: source.canonicalRevision }),
+        forwarded: forwardedHeader(socket.remoteAddress ?? '', socket.remotePort ?? 0, d.service?.hostname),
+        traceparent: traceparent(),
+      },
+      createSocket: () => connectTcp({ address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, noDelay: true }),
+    });
+  } catch (err) {
+    const e = err as Error & { flag?: ResponseFlag; status?: number };
+    p.metrics.failed(labels(e.flag ?? 'CONNECT'));
+    p.access.warn({ ...f, error: e.message }, 'connection failed');
+    socket.destroy();
+    return;
+  }
+  const l = labels('-');
+  p.metrics.opened(l);
+  const r = await relay(socket, tunnel);
+  p.metrics.closed(l, r.aToB, r.bToA);
+  p.access.info({ ...f, bytes_sent: r.aToB, bytes_recv: r.bToA, duration: `${Date.now() - started}ms` }, 'connection complete');
+}

@@ -244,6 +244,8 @@ export class Lab {
           `route add ${LAB_CIDRS.node4} via ${n.gateway4} dev eth0 src ${p.ip4}`,
           `route add ${LAB_CIDRS.pod6} via ${n.gateway6} dev eth0 src ${p.ip6}`,
           `route add ${LAB_CIDRS.node6} via ${n.gateway6} dev eth0 src ${p.ip6}`,
+          `route add ${LAB_CIDRS.service4} via ${n.gateway4} dev eth0 src ${p.ip4}`,
+          `route add ${LAB_CIDRS.service6} via ${n.gateway6} dev eth0 src ${p.ip6}`,
         ]);
         createCgroup(path.join(this.cgroupDir, p.netns));
       }

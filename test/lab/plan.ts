@@ -7,6 +7,7 @@
 //   pods of i   10.244.i.0/24           fd00:244:i::/64        routed via node i
 //   pod j       10.244.i.(10+j)/32      fd00:244:i::(10+j)/128 ptp veth to its node
 //   gateway     10.244.i.1              fd00:244:i::1          on every node-side pod veth
+//   services    10.96.0.0/16            fd00:96::/64           VIPs, routed to the node (never answered there)
 
 export interface PodSpec {
   name?: string;
@@ -64,7 +65,12 @@ export interface LabPlan {
 export const LAB_PREFIX = 'skl-';
 export const MAX_NODES = 50;
 export const MAX_PODS_PER_NODE = 240;
-export const LAB_CIDRS = { node4: '172.31.0.0/24', node6: 'fd00:31::/64', pod4: '10.244.0.0/16', pod6: 'fd00:244::/32' } as const;
+/**
+ * The lab's address ranges; `service*` is the service VIP range (like a
+ * cluster's service CIDR): pods route it to their node, where nothing answers
+ * unless a node proxy captured the connection first.
+ */
+export const LAB_CIDRS = { node4: '172.31.0.0/24', node6: 'fd00:31::/64', pod4: '10.244.0.0/16', pod6: 'fd00:244::/32', service4: '10.96.0.0/16', service6: 'fd00:96::/64' } as const;
 
 export class LabSpecError extends Error {
   override name = 'LabSpecError';

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: Apache-2.0
+// The drop-in data path end to end on the lab: two nodes, a Skein daemon per
+// node (in-process, static config, one shared local CA), istio-cni's double
+// enrolling pods over ZDS with its real in-pod rules. Traffic is sent by real
+// processes inside pods.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import type net from 'node:net';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { listenTcp } from '@skein/bpf';
+import { startApp, type App } from '@skein/ztunnel-compat/app';
+import { parseConfig } from '@skein/ztunnel-compat/config';
+import { createLogger } from '@skein/ztunnel-compat/log';
+import { CniDouble } from '../cni/cni-double.ts';
+import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+
+const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
+const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
+
+let lab: Lab | undefined;
+const apps: App[] = [];
+const cnis: CniDouble[] = [];
+const servers: net.Server[] = [];
+/** What the app in the server pod saw: the client address of each connection. */
+const seenBy = new Map<string, string[]>();
+
+function must<T>(x: T | undefined, what: string): T {
+  if (x === undefined) throw new Error(`${what} missing`);
+  return x;
+}
+const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
+const node = (i: number): LabNode => must(must(lab, 'lab').nodes[i], `node${i}`);
+
+function staticConfig(): string {
+  const w = (p: LabPod, nodeName: string, extra = ''): string => `- uid: Kubernetes//Pod/${p.namespace}/${p.name}
+  name: ${p.name}
+  namespace: ${p.namespace}
+  serviceAccount: ${p.serviceAccount}
+  workloadIps: ["${p.ip4}"]
+  protocol: HBONE
+  node: ${nodeName}
+${extra}`;
+  return `workloads:
+${w(pod('client'), 'node0')}${w(pod('blocked'), 'node0')}${w(pod('server'), 'node1', '  services:\n    default/echo.default.svc.cluster.local: {80: 8080}\n')}${w(pod('local'), 'node0')}
+services:
+- {name: echo, namespace: default, hostname: echo.default.svc.cluster.local, vips: ["/10.96.0.10"], ports: {80: 8080}}
+policies:
+- name: deny-blocked
+  namespace: default
+  scope: Namespace
+  action: Deny
+  rules: [[[{principals: [{Exact: cluster.local/ns/default/sa/blocked}]}]]]
+`;
+}
+
+/** A one-line request from a process in `from`; returns the reply (or the error). */
+async function ask(from: LabPod, ip: string, port: number): Promise<{ ok: boolean; out: string }> {
+  const r = await from.exec('bash', ['-c', `exec 3<>/dev/tcp/${ip}/${port} || exit 7; echo ping >&3; head -n1 <&3`], { timeoutMs: 8000 });
+  return { ok: r.code === 0 && r.stdout.startsWith('pong'), out: r.stdout + r.stderr };
+}
+
+/** iptables counters in a node's FORWARD path for traffic to a pod port. */
+function forwarded(n: LabNode, ip: string, port: number): number {
+  const out = n.run('iptables', '-t', 'mangle', '-L', 'FORWARD', '-v', '-n', '-x');
+  const line = out.split('\n').find((l) => l.includes(ip) && l.includes(`dpt:${port}`));
+  return line === undefined ? -1 : Number(line.trim().split(/\s+/)[0]);
+}
+
+before(async () => {
+  if (needsRoot) return;
+  lab = Lab.create({ nodes: [
+    { pods: [{ name: 'client' }, { name: 'blocked', serviceAccount: 'blocked' }, { name: 'local' }] },
+    { pods: [{ name: 'server' }, { name: 'outside' }] },
+  ] });
+  fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), staticConfig());
+  // Count what crosses node1 towards the server pod, by port.
+  for (const port of [8080, 15008]) node(1).run('iptables', '-t', 'mangle', '-A', 'FORWARD', '-d', pod('server').ip4, '-p', 'tcp', '--dport', String(port));
+  // The apps: an echo server in the server pod and in the non-mesh pod.
+  for (const name of ['server', 'outside', 'local']) {
+    const p = pod(name);
+    seenBy.set(name, []);
+    servers.push(await listenTcp({ address: p.ip4, port: 8080, netns: p.netnsPath }, (s) => {
+      seenBy.get(name)?.push(s.remoteAddress ?? '');
+      s.once('data', () => { s.end(`pong from ${name}\n`); });
+      s.on('error', () => undefined);
+    }));
+  }
+  for (const [i, n] of [node(0), node(1)].entries()) {
+    const cni = new CniDouble(n, CniDouble.socketPathFor(lab.dir, n));
+    cnis.push(cni);
+    apps.push(await startApp(parseConfig({
+      XDS_ADDRESS: '', LOCAL_XDS_PATH: path.join(lab.dir, 'mesh.yaml'), FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(lab.dir, 'ca'),
+      NODE_NAME: `node${i}`, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false',
+    }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } }));
+    await cni.zds.waitReady();
+  }
+  await must(cnis[0], 'cni0').enroll(pod('client'));
+  await must(cnis[0], 'cni0').enroll(pod('blocked'));
+  await must(cnis[0], 'cni0').enroll(pod('local'));
+  await must(cnis[1], 'cni1').enroll(pod('server'));
+});
+
+after(async () => {
+  for (const a of apps) await a.shutdown();
+  for (const c of cnis) c.close();
+  for (const s of servers) s.close();
+  lab?.teardown();
+});
+
+test('pod → pod IP on another node goes over HBONE; the server sees the client pod IP', { skip: needsRoot }, async () => {
+  const before = { plain: forwarded(node(1), pod('server').ip4, 8080), hbone: forwarded(node(1), pod('server').ip4, 15008) };
+  const r = await ask(pod('client'), pod('server').ip4, 8080);
+  assert.ok(r.ok, r.out);
+  assert.equal(r.out.trim(), 'pong from server');
+  assert.equal(seenBy.get('server')?.at(-1), pod('client').ip4, 'the app sees the original client IP');
+  assert.equal(forwarded(node(1), pod('server').ip4, 8080), before.plain, 'nothing crossed the node to port 8080 in plaintext');
+  assert.ok(forwarded(node(1), pod('server').ip4, 15008) > before.hbone, 'the bytes crossed as HBONE to 15008');
+});
+
+test('pod → service VIP reaches the endpoint over HBONE', { skip: needsRoot }, async () => {
+  const r = await ask(pod('client'), '10.96.0.10', 80);
+  assert.ok(r.ok, r.out);
+  assert.equal(r.out.trim(), 'pong from server');
+});
+
+test('pod → pod on the same node works', { skip: needsRoot }, async () => {
+  const r = await ask(pod('client'), pod('local').ip4, 8080);
+  assert.ok(r.ok, r.out);
+  assert.equal(seenBy.get('local')?.at(-1), pod('client').ip4);
+});
+
+test('pod → a non-mesh address is passed through as plain TCP', { skip: needsRoot }, async () => {
+  const r = await ask(pod('client'), pod('outside').ip4, 8080);
+  assert.ok(r.ok, r.out);
+  assert.equal(seenBy.get('outside')?.at(-1), pod('client').ip4);
+});
+
+test('a DENY by principal at the destination fails the connection and is counted', { skip: needsRoot }, async () => {
+  const r = await ask(pod('blocked'), pod('server').ip4, 8080);
+  assert.equal(r.ok, false);
+  const metrics = await (await fetch(`http://127.0.0.1:${must(apps[0], 'app0').admin.ports.stats}/metrics`)).text();
+  assert.match(metrics, /istio_tcp_connections_failed_total\{[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/blocked"[^}]*response_flags="CONNECT"/);
+  const server = await (await fetch(`http://127.0.0.1:${must(apps[1], 'app1').admin.ports.stats}/metrics`)).text();
+  assert.match(server, /istio_tcp_connections_opened_total\{reporter="destination"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/default"[^}]*connection_security_policy="mutual_tls"\} [1-9]/);
+});
+
+test('a plaintext client on 15008 cannot open a stream', { skip: needsRoot }, async () => {
+  const r = await pod('outside').exec('bash', ['-c', `exec 3<>/dev/tcp/${pod('server').ip4}/15008; printf 'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n' >&3; timeout 2 cat <&3 | head -c 64 | od -c | head -3`], { timeoutMs: 8000 });
+  assert.doesNotMatch(r.stdout, /HTTP\/2|\\0 004/, 'no HTTP/2 SETTINGS came back to a plaintext client');
+});
+
+test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot }, async () => {
+  const app0 = must(apps[0], 'app0');
+  const d = JSON.parse(await (await fetch(`http://127.0.0.1:${app0.admin.ports.admin}/config_dump`)).text()) as { workloadState: Record<string, { state: string; info: { name: string } }> };
+  assert.deepEqual(Object.values(d.workloadState).map((s) => [s.info.name, s.state]).sort(), [['blocked', 'Up'], ['client', 'Up'], ['local', 'Up']]);
+  await must(cnis[0], 'cni0').unenroll(pod('local'));
+  assert.doesNotMatch(pod('local').run('ss', '-Hltn'), /:15008\b/);
+});

@@ -26,6 +26,8 @@ export interface SocketOptions {
 export interface CreateOptions extends SocketOptions {
   /** Create the socket inside this network namespace (default: our own). */
   netns?: NetnsRef;
+  /** Keep writing after the peer's FIN (a proxy relays half-closes). */
+  allowHalfOpen?: boolean;
 }
 
 export interface ListenOptions extends CreateOptions {
@@ -124,7 +126,7 @@ export async function listenTcp(o: ListenOptions, onConnection?: (socket: net.So
     native.bind(fd, o.address, port);
     native.listen(fd, backlog);
   });
-  const server = net.createServer({ noDelay: o.noDelay ?? false }, onConnection);
+  const server = net.createServer({ noDelay: o.noDelay ?? false, allowHalfOpen: o.allowHalfOpen ?? false }, onConnection);
   // From here Node owns the fd and closes it with the server.
   return await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -151,7 +153,7 @@ export function connectTcp(o: ConnectOptions): net.Socket {
       native.bind(fd, o.localAddress ?? (family === 4 ? '0.0.0.0' : '::'), checkPort(o.localPort ?? 0, 'connectTcp'));
     }
   });
-  const socket = new net.Socket({ fd, readable: true, writable: true });
+  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: o.allowHalfOpen ?? false });
   return socket.connect({ port, host: o.address });
 }
 

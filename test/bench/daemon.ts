@@ -18,6 +18,10 @@ export interface DaemonSpec {
   /** TCP ports it must listen on (in its host's netns) before it counts as started. */
   ports: readonly number[];
   timeoutMs?: number;
+  /** Environment of the daemon (default: ours). */
+  env?: NodeJS.ProcessEnv;
+  /** Its /proc/<pid>/comm when not the command's name (Node names its main thread "MainThread"). */
+  comm?: string;
 }
 
 export class DaemonError extends Error {
@@ -27,7 +31,7 @@ export class DaemonError extends Error {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function startDaemon(host: LabPod | LabNode, spec: DaemonSpec): Promise<Daemon> {
-  const child = host.spawn(spec.cmd, spec.args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = host.spawn(spec.cmd, spec.args, { stdio: ['ignore', 'ignore', 'pipe'], env: spec.env ?? process.env });
   // Keep the last few KB of stderr for error messages; draining it also keeps
   // a chatty daemon from blocking on a full pipe.
   let stderr = '';
@@ -49,7 +53,7 @@ export async function startDaemon(host: LabPod | LabNode, spec: DaemonSpec): Pro
   // The spawn wrapper execs into the command, so the PID is the daemon's own
   // (what its CPU and memory are read from); check rather than trust that.
   const comm = pid === undefined ? '' : readComm(pid);
-  if (pid === undefined || comm !== path.basename(spec.cmd).slice(0, 15)) {
+  if (pid === undefined || comm !== (spec.comm ?? path.basename(spec.cmd).slice(0, 15))) {
     child.kill('SIGKILL');
     throw new DaemonError(`${what}: pid ${pid} is '${comm}', not the daemon`);
   }

@@ -6,7 +6,7 @@ import { Lab } from '../lab/index.ts';
 import { runIperf } from './measure/iperf.ts';
 import { sampleDuring } from './measure/proc.ts';
 import { runWrk } from './measure/wrk.ts';
-import { hostPort, type ActivePath, type BenchEnv, type BenchPath, type Scenario } from './scenario.ts';
+import { hostPort, type ActivePath, type BenchEnv, type Scenario } from './scenario.ts';
 import { startServers, type Servers } from './servers.ts';
 
 export interface RunOptions {
@@ -68,25 +68,25 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
     const env: BenchEnv = { lab, client, server: { pod: server, ...servers.targets } };
     if (scenario.prepare !== undefined) cleanups.push(await scenario.prepare(env));
 
-    const active: { path: BenchPath; on: ActivePath; result: PathResult }[] = [];
-    for (const path of scenario.paths) {
-      log(`${path.name}: setting up`);
-      const on = await path.setup(env);
-      cleanups.push(on.teardown);
-      await probe(env, path.name, on);
-      active.push({ path, on, result: { path: path.name, description: path.description, reps: [] } });
-    }
-    if (opts.warmupS > 0) {
-      for (const a of active) {
-        log(`${a.path.name}: warming up ${opts.warmupS} s`);
-        await runWrk(client, { url: url(a.on), connections: C_HIGH, durationS: opts.warmupS });
-      }
-    }
+    // One path at a time: a path may change the pods themselves (Skein's
+    // enrollment installs istio-cni's capture rules in the client pod), so
+    // it is set up just before its measurement and torn down right after.
+    // Repetitions alternate between paths, so a slow spell of the machine
+    // hits all of them alike.
+    const results = scenario.paths.map((path): PathResult => ({ path: path.name, description: path.description, reps: [] }));
     for (let rep = 1; rep <= opts.reps; rep++) {
-      for (const a of active) {
-        const f = await measure(env, a.on, opts.durationS);
-        a.result.reps.push(f);
-        log(`[rep ${rep}/${opts.reps}] ${a.path.name}: c1 p50 ${f.p50MsC1.toFixed(3)} ms, c16 p99 ${f.p99Ms.toFixed(3)} ms, ${Math.round(f.rps)} req/s, ${f.gbps.toFixed(2)} Gbit/s`);
+      for (const [i, path] of scenario.paths.entries()) {
+        log(`${path.name}: setting up`);
+        const on = await path.setup(env);
+        try {
+          await probe(env, path.name, on);
+          if (opts.warmupS > 0) await runWrk(client, { url: url(on), connections: C_HIGH, durationS: opts.warmupS });
+          const f = await measure(env, on, opts.durationS);
+          results[i]?.reps.push(f);
+          log(`[rep ${rep}/${opts.reps}] ${path.name}: c1 p50 ${f.p50MsC1.toFixed(3)} ms, c16 p99 ${f.p99Ms.toFixed(3)} ms, ${Math.round(f.rps)} req/s, ${f.gbps.toFixed(2)} Gbit/s`);
+        } finally {
+          await on.teardown();
+        }
       }
     }
     return {
@@ -96,7 +96,7 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
       server: `${server.name} (${server.node.name})`,
       reps: opts.reps,
       durationS: opts.durationS,
-      paths: active.map((a) => a.result),
+      paths: results,
     };
   } finally {
     // Orderly stops first (reverse order of set-up); the lab then kills

@@ -2,9 +2,10 @@
 // Every scenario `npm run bench -- <name>` knows. A new scenario is one file
 // in this folder and one line here.
 import type { Scenario } from '../scenario.ts';
+import { hbone } from './hbone.ts';
 import { reference } from './reference.ts';
 
-export const scenarios: readonly Scenario[] = [reference];
+export const scenarios: readonly Scenario[] = [reference, hbone];
 
 export function findScenario(name: string): Scenario | undefined {
   return scenarios.find((s) => s.name === name);

@@ -62,7 +62,7 @@ export function listenerFactory(o: ListenerOptions): ProxyFactory {
           for (const address of families) {
             let server: net.Server;
             try {
-              server = await listenTcp({ address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort }, (s) => {
+              server = await listenTcp({ address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true }, (s) => {
                 proxy.track(s);
                 o.onConnection(kind, s, pod);
               });

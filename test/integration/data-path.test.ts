@@ -77,6 +77,13 @@ before(async () => {
   // Count what crosses node1 towards the server pod, by port.
   for (const port of [8080, 15008]) node(1).run('iptables', '-t', 'mangle', '-A', 'FORWARD', '-d', pod('server').ip4, '-p', 'tcp', '--dport', String(port));
   // The apps: an echo server in the server pod and in the non-mesh pod.
+  // A server that answers only once the client has finished sending (FIN).
+  servers.push(await listenTcp({ address: pod('server').ip4, port: 8081, netns: pod('server').netnsPath, allowHalfOpen: true }, (s) => {
+    let n = 0;
+    s.on('data', (d: Buffer) => { n += d.length; });
+    s.once('end', () => { s.end(`got ${n} bytes\n`); });
+    s.on('error', () => undefined);
+  }));
   for (const name of ['server', 'outside', 'local']) {
     const p = pod(name);
     seenBy.set(name, []);
@@ -116,6 +123,12 @@ test('pod → pod IP on another node goes over HBONE; the server sees the client
   assert.equal(seenBy.get('server')?.at(-1), pod('client').ip4, 'the app sees the original client IP');
   assert.equal(forwarded(node(1), pod('server').ip4, 8080), before.plain, 'nothing crossed the node to port 8080 in plaintext');
   assert.ok(forwarded(node(1), pod('server').ip4, 15008) > before.hbone, 'the bytes crossed as HBONE to 15008');
+});
+
+test('a client that half-closes still gets the reply through both proxies', { skip: needsRoot }, async () => {
+  const script = `import socket; s=socket.create_connection(("${pod('server').ip4}", 8081)); s.sendall(b"x"*100000); s.shutdown(socket.SHUT_WR); print(s.makefile().readline().strip())`;
+  const r = await pod('client').exec('python3', ['-c', script], { timeoutMs: 10_000 });
+  assert.equal(r.stdout.trim(), 'got 100000 bytes', r.stderr);
 });
 
 test('pod → service VIP reaches the endpoint over HBONE', { skip: needsRoot }, async () => {

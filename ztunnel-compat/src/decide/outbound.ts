@@ -62,7 +62,8 @@ export type OutboundDecision =
   | { kind: 'no-upstream'; reason: string; service?: Service }
   | { kind: 'unsupported'; reason: string };
 
-const SELF_PORTS: ReadonlySet<number> = new Set([15001, 15006, 15008, 15080]);
+/** The node proxy's own ports in a pod (and SOCKS5): never a destination. */
+export const SELF_PORTS: ReadonlySet<number> = new Set([15001, 15006, 15008, 15080]);
 const HBONE_PORT = 15008;
 
 export function decideOutbound(state: ProxyState, f: OutboundFacts): OutboundDecision {

@@ -8,27 +8,17 @@
 import type net from 'node:net';
 import { connectTcp } from '@skein/bpf';
 import { authorize, type AuthzRequest } from '../decide/authz.ts';
+import { SELF_PORTS } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import type { Workload } from '../state/workload.ts';
 import type { ConnectDecision, ConnectRequest } from './hbone/server.ts';
 import type { ProxyInputs } from './inputs.ts';
+import { findSourceWorkload } from './source-workload.ts';
 
-const PROXY_PORTS = new Set([15001, 15006, 15008, 15080]);
-
-/** The workload behind this pod: by ZDS info among this node's workloads. */
-function podWorkload(p: ProxyInputs, pod: PodContext): Workload | undefined {
-  return p.state.workloads.onNode(p.nodeName).find((w) => w.name === pod.info.name && w.namespace === pod.info.namespace);
-}
-
-export interface InboundOutcome {
-  /** Set when the tunnel was accepted: what the connection manager re-checks. */
-  request?: AuthzRequest;
-  destination?: Workload;
-}
 
 export function inboundHboneHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: ConnectRequest, destination: Workload, authz: AuthzRequest, upstream: net.Socket) => void) {
   return async (req: ConnectRequest): Promise<ConnectDecision> => {
-    const destination = podWorkload(p, pod);
+    const destination = findSourceWorkload(p.state, p.nodeName, pod.info);
     if (destination === undefined) return { status: 503, reason: `no workload for pod ${pod.info.namespace}/${pod.info.name}` };
     const a = req.authority;
     if (a.kind === 'hostname') return { status: 503, reason: 'hostname authorities (double HBONE) are not supported yet' };
@@ -37,7 +27,7 @@ export function inboundHboneHandler(p: ProxyInputs, pod: PodContext, onAccepted:
     if (destination.applicationTunnel === undefined && a.host !== req.localAddress.ip && !destination.workloadIps.includes(a.host)) {
       return { status: 400, reason: `authority ${a.host} is not this pod (connected to ${req.localAddress.ip})` };
     }
-    if (PROXY_PORTS.has(a.port)) return { status: 503, reason: `port ${a.port} is a proxy port` };
+    if (SELF_PORTS.has(a.port)) return { status: 503, reason: `port ${a.port} is a proxy port` };
     const authz: AuthzRequest = { source: req.peer, sourceIp: req.peerAddress.ip, destinationIp: a.host, destinationPort: a.port };
     const verdict = authorize(p.state.policies.forWorkload(destination.namespace, destination.authorizationPolicies).policies, authz);
     if (!verdict.allowed) return { status: 401, reason: `RBAC: ${verdict.reason}` };

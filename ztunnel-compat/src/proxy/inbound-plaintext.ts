@@ -7,12 +7,11 @@
 import type net from 'node:net';
 import { connectTcp, originalDst } from '@skein/bpf';
 import { authorize, type AuthzRequest } from '../decide/authz.ts';
+import { SELF_PORTS } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels } from './metrics.ts';
 import { relay } from './relay.ts';
-
-const CAPTURE = new Set([15001, 15006, 15008]);
 
 export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: PodContext): void {
   const started = Date.now();
@@ -39,7 +38,7 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
     socket.destroy();
   };
   if (destination === undefined || destination.namespace !== pod.info.namespace) { refuse('unknown destination workload'); return; }
-  if (CAPTURE.has(dst.port)) { refuse(`port ${dst.port} is a proxy port`); return; }
+  if (SELF_PORTS.has(dst.port)) { refuse(`port ${dst.port} is a proxy port`); return; }
   const verdict = authorize(p.state.policies.forWorkload(destination.namespace, destination.authorizationPolicies).policies, request);
   if (!verdict.allowed) { refuse(`RBAC: ${verdict.reason}`); return; }
 

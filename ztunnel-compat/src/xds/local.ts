@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { parse as parseYaml } from 'yaml';
+import { ipToBytes } from '../state/ip.ts';
 import {
   ADDRESS_TYPE_URL,
   AUTHORIZATION_TYPE_URL,
@@ -238,30 +239,9 @@ function cidr(text: string, where: string): { address: Buffer; length: number } 
 
 export function ipBytes(x: unknown, where: string): Buffer {
   const ip = reqStr(x, where);
-  const f = net.isIP(ip);
-  if (f === 4) return Buffer.from(ip.split('.').map(Number));
-  if (f === 6) {
-    const sl = new net.SocketAddress({ address: ip, family: 'ipv6' });
-    const groups = expand6(sl.address);
-    const b = Buffer.alloc(16);
-    groups.forEach((g, i) => b.writeUInt16BE(g, i * 2));
-    return b;
-  }
-  throw new LocalConfigError(`${where}: '${ip}' is not an IP address`);
-}
-
-function expand6(ip: string): number[] {
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(ip);
-  let s = ip;
-  if (v4?.[1] !== undefined) {
-    const o = v4[1].split('.').map(Number);
-    s = ip.slice(0, -v4[1].length) + `${(((o[0] ?? 0) << 8) | (o[1] ?? 0)).toString(16)}:${(((o[2] ?? 0) << 8) | (o[3] ?? 0)).toString(16)}`;
-  }
-  const [head = '', tail] = s.split('::');
-  const h = head === '' ? [] : head.split(':');
-  const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const fill = tail === undefined ? [] : Array<string>(8 - h.length - t.length).fill('0');
-  return [...h, ...fill, ...t].map((g) => Number.parseInt(g, 16));
+  const bytes = ipToBytes(ip);
+  if (bytes === undefined) throw new LocalConfigError(`${where}: '${ip}' is not an IP address`);
+  return Buffer.from(bytes);
 }
 
 function obj(x: unknown, where: string): Obj {

@@ -14,6 +14,7 @@ import { createLogger } from '@skein/ztunnel-compat/log';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, TunnelProtocol } from '@skein/ztunnel-compat/xds/proto';
 import { ZdsServer } from '../cni/zds-server.ts';
 import { IstiodDouble } from '../doubles/istiod/istiod-double.ts';
+import { until } from './until.ts';
 
 const TOKEN = 'ztunnel-sa-token';
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
@@ -36,14 +37,6 @@ after(() => {
 async function get(port: number, p: string): Promise<{ status: number; body: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${p}`);
   return { status: res.status, body: await res.text() };
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 function ip(...b: number[]): Buffer {

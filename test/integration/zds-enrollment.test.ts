@@ -14,6 +14,7 @@ import { encodeRequest } from '@skein/ztunnel-compat/inpod/protocol';
 import { ZdsClient } from '@skein/ztunnel-compat/inpod/zds-client';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabPod } from '../lab/index.ts';
+import { until } from './until.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
 
@@ -35,14 +36,6 @@ const pods = (): [LabPod, LabPod, LabPod] => {
   if (a === undefined || b === undefined || c === undefined) throw new Error('lab has too few pods');
   return [a, b, c];
 };
-
-async function until(what: string, cond: () => boolean, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** Connects from inside `from` to dst:port (a real process in the pod), and says whether it connected. */
 async function dial(from: LabPod, ip: string, port: number): Promise<boolean> {

@@ -7,13 +7,18 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
+import http2 from 'node:http2';
 import { after, before, test } from 'node:test';
-import { listenTcp } from '@skein/bpf';
+import tls from 'node:tls';
+import { connectTcp, listenTcp } from '@skein/bpf';
+import type { WorkloadCertificate } from '@skein/ztunnel-compat/identity/certificate';
+import { LocalCa } from '@skein/ztunnel-compat/identity/local-ca';
 import { startApp, type App } from '@skein/ztunnel-compat/app';
 import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { until } from './until.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
@@ -42,7 +47,7 @@ function staticConfig(): string {
   node: ${nodeName}
 ${extra}`;
   return `workloads:
-${w(pod('client'), 'node0')}${w(pod('blocked'), 'node0')}${w(pod('server'), 'node1', '  services:\n    default/echo.default.svc.cluster.local: {80: 8080}\n')}${w(pod('local'), 'node0')}
+${w(pod('client'), 'node0')}${w(pod('blocked'), 'node0')}${w(pod('server'), 'node1', '  services:\n    default/echo.default.svc.cluster.local: {80: 8080}\n')}${w(pod('local'), 'node0')}${w(pod('stranger'), 'node0')}${w(pod('reader'), 'node0')}${w(pod('guarded'), 'node1', '  authorizationPolicies: [default/only-client]\n')}
 services:
 - {name: echo, namespace: default, hostname: echo.default.svc.cluster.local, vips: ["/10.96.0.10"], ports: {80: 8080}}
 policies:
@@ -51,6 +56,16 @@ policies:
   scope: Namespace
   action: Deny
   rules: [[[{principals: [{Exact: cluster.local/ns/default/sa/blocked}]}]]]
+- name: deny-other-namespace
+  namespace: default
+  scope: Namespace
+  action: Deny
+  rules: [[[{namespaces: [{Exact: other}]}]]]
+- name: only-client
+  namespace: default
+  scope: WorkloadSelector
+  action: Allow
+  rules: [[[{principals: [{Exact: cluster.local/ns/default/sa/default}]}]]]
 `;
 }
 
@@ -70,8 +85,8 @@ function forwarded(n: LabNode, ip: string, port: number): number {
 before(async () => {
   if (needsRoot) return;
   lab = Lab.create({ nodes: [
-    { pods: [{ name: 'client' }, { name: 'blocked', serviceAccount: 'blocked' }, { name: 'local' }] },
-    { pods: [{ name: 'server' }, { name: 'outside' }] },
+    { pods: [{ name: 'client' }, { name: 'blocked', serviceAccount: 'blocked' }, { name: 'local' }, { name: 'stranger', namespace: 'other' }, { name: 'reader', serviceAccount: 'reader' }] },
+    { pods: [{ name: 'server' }, { name: 'outside' }, { name: 'guarded' }] },
   ] });
   fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), staticConfig());
   // Count what crosses node1 towards the server pod, by port.
@@ -84,7 +99,7 @@ before(async () => {
     s.once('end', () => { s.end(`got ${n} bytes\n`); });
     s.on('error', () => undefined);
   }));
-  for (const name of ['server', 'outside', 'local']) {
+  for (const name of ['server', 'outside', 'local', 'guarded']) {
     const p = pod(name);
     seenBy.set(name, []);
     servers.push(await listenTcp({ address: p.ip4, port: 8080, netns: p.netnsPath }, (s) => {
@@ -105,7 +120,10 @@ before(async () => {
   await must(cnis[0], 'cni0').enroll(pod('client'));
   await must(cnis[0], 'cni0').enroll(pod('blocked'));
   await must(cnis[0], 'cni0').enroll(pod('local'));
+  await must(cnis[0], 'cni0').enroll(pod('stranger'));
+  await must(cnis[0], 'cni0').enroll(pod('reader'));
   await must(cnis[1], 'cni1').enroll(pod('server'));
+  await must(cnis[1], 'cni1').enroll(pod('guarded'));
 });
 
 after(async () => {
@@ -163,10 +181,86 @@ test('a plaintext client on 15008 cannot open a stream', { skip: needsRoot }, as
   assert.doesNotMatch(r.stdout, /HTTP\/2|\\0 004/, 'no HTTP/2 SETTINGS came back to a plaintext client');
 });
 
+test('a DENY by namespace at the destination fails the connection and is counted', { skip: needsRoot }, async () => {
+  const r = await ask(pod('stranger'), pod('server').ip4, 8080);
+  assert.equal(r.ok, false, r.out);
+  const metrics = await (await fetch(`http://127.0.0.1:${must(apps[0], 'app0').admin.ports.stats}/metrics`)).text();
+  assert.match(metrics, /istio_tcp_connections_failed_total\{[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/other\/sa\/default"[^}]*response_flags="CONNECT"[^}]*\} [1-9]/);
+});
+
+test('an ALLOW-only policy admits the named principal and no other', { skip: needsRoot }, async () => {
+  const allowed = await ask(pod('client'), pod('guarded').ip4, 8080);
+  assert.ok(allowed.ok, allowed.out);
+  assert.equal(allowed.out.trim(), 'pong from guarded');
+  const refused = await ask(pod('reader'), pod('guarded').ip4, 8080);
+  assert.equal(refused.ok, false, refused.out);
+  // The same principal is not refused where no ALLOW policy applies.
+  const elsewhere = await ask(pod('reader'), pod('server').ip4, 8080);
+  assert.ok(elsewhere.ok, elsewhere.out);
+});
+
+/** Opens TLS + HTTP/2 to the server pod's 15008 from inside the non-mesh pod and sends one CONNECT; the status, or why there was none. */
+async function connectFromOutside(cert: WorkloadCertificate | undefined): Promise<string> {
+  const target = pod('server');
+  const raw = connectTcp({ address: target.ip4, port: 15008, netns: pod('outside').netnsPath });
+  const socket = tls.connect({
+    socket: raw, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', rejectUnauthorized: false,
+    ...(cert === undefined ? {} : { cert: [cert.leafPem, ...cert.chainPems].join('\n'), key: cert.keyPem }),
+  });
+  const session = http2.connect(`https://${target.ip4}:15008`, { createConnection: () => socket });
+  try {
+    return await new Promise<string>((resolve) => {
+      session.once('error', (e: Error) => { resolve(`error: ${e.message}`); });
+      const stream = session.request({ ':method': 'CONNECT', ':authority': `${target.ip4}:8080` });
+      stream.once('response', (h) => { resolve(String(h[':status'])); });
+      stream.once('error', (e: Error) => { resolve(`error: ${e.message}`); });
+      stream.once('close', () => { resolve('closed without a response'); });
+      setTimeout(() => { resolve('timed out'); }, 5000).unref();
+    });
+  } finally {
+    session.destroy();
+    raw.destroy();
+  }
+}
+
+test('on 15008, a client without a certificate or from another trust domain gets no stream; a mesh client does', { skip: needsRoot }, async () => {
+  const ca = await LocalCa.open({ dir: path.join(must(lab, 'lab').dir, 'ca') });
+  const member = await ca.fetch({ trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'default' });
+  const foreigner = await ca.fetch({ trustDomain: 'other.td', namespace: 'default', serviceAccount: 'default' });
+  assert.equal(await connectFromOutside(member), '200', 'the control: a certificate of this trust domain is served');
+  assert.notEqual(await connectFromOutside(undefined), '200');
+  assert.notEqual(await connectFromOutside(foreigner), '200');
+});
+
+function openFds(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+test('two hundred connections along every path leave no file descriptor behind', { skip: needsRoot }, async () => {
+  const paths: [LabPod, string, number, boolean][] = [
+    [pod('client'), pod('server').ip4, 8080, true], // cross node
+    [pod('client'), pod('local').ip4, 8080, true], // same node
+    [pod('client'), pod('outside').ip4, 8080, true], // passthrough
+    [pod('blocked'), pod('server').ip4, 8080, false], // denied
+  ];
+  // Warm the HBONE pools first: pooled connections are meant to outlive a request.
+  for (const [from, ip, port] of paths) await ask(from, ip, port);
+  await new Promise((r) => setTimeout(r, 200));
+  const before = openFds();
+  for (let round = 0; round < 50; round++) {
+    const results = await Promise.all(paths.map(([from, ip, port]) => ask(from, ip, port)));
+    assert.deepEqual(results.map((r) => r.ok), paths.map((p) => p[3]), `round ${round}`);
+  }
+  let now = openFds();
+  await until(`fds back to ${before}`, () => (now = openFds()) <= before, 10_000).catch(() => undefined);
+  assert.equal(now, before, `fds before ${before}, after ${now}`);
+});
+
+// Last: it removes a pod from the mesh.
 test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot }, async () => {
   const app0 = must(apps[0], 'app0');
   const d = JSON.parse(await (await fetch(`http://127.0.0.1:${app0.admin.ports.admin}/config_dump`)).text()) as { workloadState: Record<string, { state: string; info: { name: string } }> };
-  assert.deepEqual(Object.values(d.workloadState).map((s) => [s.info.name, s.state]).sort(), [['blocked', 'Up'], ['client', 'Up'], ['local', 'Up']]);
+  assert.deepEqual(Object.values(d.workloadState).map((s) => [s.info.name, s.state]).sort(), [['blocked', 'Up'], ['client', 'Up'], ['local', 'Up'], ['reader', 'Up'], ['stranger', 'Up']]);
   await must(cnis[0], 'cni0').unenroll(pod('local'));
   assert.doesNotMatch(pod('local').run('ss', '-Hltn'), /:15008\b/);
 });

@@ -3,6 +3,7 @@
 // upstream: TCP or an HBONE tunnel) with backpressure, relaying half-closes,
 // and counts what went each way for metrics and access logs.
 import type { Duplex } from 'node:stream';
+import { coalesceWrites } from './coalesce.ts';
 
 export interface RelayResult {
   /** Bytes from `a` delivered to `b`. */
@@ -35,6 +36,8 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
     const halfDone = (): void => {
       if (--open === 0) finish();
     };
+    // The pod side is a socket: gather what the upstream delivers per turn.
+    coalesceWrites(b, a);
     a.on('data', (chunk: Buffer) => {
       result.aToB += chunk.length;
       if (!b.write(chunk)) a.pause();

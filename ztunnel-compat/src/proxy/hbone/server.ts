@@ -13,6 +13,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import type { Identity } from '../../identity/spiffe.ts';
+import { coalesceWrites } from '../coalesce.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import {
   CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, SERVER_MAX_CONCURRENT_STREAMS,
@@ -331,6 +332,7 @@ class Tunnel {
       }
       this.#closed();
     });
+    coalesceWrites(stream, upstream);
     stream.pipe(upstream);
     upstream.pipe(stream);
   }

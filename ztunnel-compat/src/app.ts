@@ -165,7 +165,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
     const deps = {
       state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
-      metrics: new TcpMetrics(metrics.registry), network: config.network, nodeName: config.nodeName, mark: config.packetMark,
+      metrics: new TcpMetrics(metrics.registry), network: config.network, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     };
     pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config) });
     zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });

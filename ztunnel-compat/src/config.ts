@@ -53,6 +53,8 @@ export interface Config {
   secretTtlSeconds: number;
   ipv6Enabled: boolean;
   tls12Enabled: boolean;
+  /** LOCALHOST_APP_TUNNEL: reach a pod's PROXY app tunnel from loopback (ztunnel's default) rather than from the client's IP. */
+  localhostAppTunnel: boolean;
   adminAddress: string;
   adminPort: number;
   statsPort: number;
@@ -160,6 +162,7 @@ export function parseConfig(env: Env): Config {
     secretTtlSeconds: Math.round((p.duration('SECRET_TTL') ?? 86_400_000) / 1000),
     ipv6Enabled: p.bool('IPV6_ENABLED', true),
     tls12Enabled: p.bool('TLS12_ENABLED', false),
+    localhostAppTunnel: p.bool('LOCALHOST_APP_TUNNEL', true),
     adminAddress: p.ip('SKEIN_ADMIN_ADDRESS') ?? '127.0.0.1',
     adminPort: proxyConfig.proxyAdminPort ?? 15000,
     statsPort: proxyConfig.statsPort ?? 15020,

@@ -18,4 +18,6 @@ export interface ProxyInputs {
   nodeName: string;
   /** SO_MARK of pod-side sockets (1337 in shared mode). */
   mark: number | undefined;
+  /** LOCALHOST_APP_TUNNEL. */
+  localhostAppTunnel: boolean;
 }

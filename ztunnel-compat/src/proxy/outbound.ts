@@ -43,11 +43,18 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
   const decision = decideOutbound(p.state, { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random });
   switch (decision.kind) {
     case 'drop':
-    case 'no-upstream':
-    case 'unsupported':
       p.access.warn({ ...fields, error: decision.reason }, 'connection failed');
       socket.destroy();
       return;
+    case 'no-upstream':
+    case 'unsupported': {
+      // Never a fallback to the direct path: a missing waypoint would bypass its L7 policy.
+      const service = decision.kind === 'no-upstream' ? decision.service : undefined;
+      p.metrics.failed(tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination: undefined, destinationService: service, mtls: false, flag: 'CONNECT' }));
+      p.access.warn({ ...fields, 'dst.service': service?.hostname, error: decision.reason }, 'connection failed');
+      socket.destroy();
+      return;
+    }
     case 'passthrough':
     case 'tcp':
       await viaTcp(p, socket, pod, source, decision, fields, started);

@@ -16,7 +16,8 @@ const sample = {
     { name: 'tcp', namespace: 'default', workloadIps: ['127.0.0.2', '::1'], protocol: 'TCP', waypoint: { destination: '/127.0.0.10' } },
   ],
   services: [
-    { name: 'example', namespace: 'default', hostname: 'example.com', vips: ['/127.10.0.1'], ports: { 80: 8080 }, loadBalancer: { routingPreferences: ['Node', 'Zone'], mode: 'Failover' } },
+    { name: 'example', namespace: 'default', hostname: 'example.com', vips: ['/127.10.0.1'], ports: { 80: 8080 }, loadBalancer: { routingPreferences: ['Node', 'Zone'], mode: 'Failover' },
+      weightedWaypoints: [{ waypoint: { destination: 'default/wp-a.default.svc.cluster.local' }, weight: 90 }, { waypoint: { destination: '/127.0.0.11' }, weight: 0 }] },
   ],
   policies: [
     { name: 'allow', namespace: 'default', scope: 'WorkloadSelector', action: 'Allow',
@@ -37,7 +38,10 @@ test('ztunnel-format YAML becomes the xDS messages istiod would send', () => {
   const tcp = defined(decode(1).workload);
   assert.equal(defined(tcp.addresses[1]).length, 16);
   assert.deepEqual([...defined(tcp.waypoint?.address?.address)], [127, 0, 0, 10]);
-  assert.deepEqual(defined(decode(2).service).loadBalancing, { routingPreference: [4, 2], mode: 2 });
+  const svc = defined(decode(2).service);
+  assert.deepEqual(svc.loadBalancing, { routingPreference: [4, 2], mode: 2 });
+  assert.deepEqual(svc.weightedWaypoints.map((x) => [x.destination?.hostname?.hostname, x.weight]), [['wp-a.default.svc.cluster.local', 90], [undefined, undefined]]);
+  assert.deepEqual([...defined(svc.weightedWaypoints[1]?.destination?.address?.address)], [127, 0, 0, 11]);
   const pol = codecs.Authorization.decode(codecs.Authorization.encode(defined(c.policies[0]).message));
   assert.equal(pol.scope, 2);
   const m = defined(pol.rules[0]?.clauses[0]?.matches[0]);
@@ -55,6 +59,7 @@ test('unknown fields and bad values are refused with their location', () => {
     [{ services: [{ name: 's', namespace: 'n' }] }, /services\[0\].hostname: required/],
     [{ policies: [{ name: 'p', rules: [[[{ principals: [{ Regex: 'x' }] }]]] }] }, /unknown string match 'Regex'/],
     [{ extra: [] }, /static config: unknown field 'extra'/],
+    [{ services: [{ name: 's', namespace: 'n', hostname: 'h', weightedWaypoints: [{ waypoint: { destination: 'n/w' }, weight: -1 }] }] }, /weightedWaypoints\[0\].weight: expected an integer/],
     [[1], /expected a mapping/],
   ];
   for (const [doc, re] of bad) assert.throws(() => parseLocalConfig(doc), (e: Error) => e instanceof LocalConfigError && re.test(e.message), re.source);

@@ -29,7 +29,7 @@ export class LocalConfigError extends Error {
 type Obj = Record<string, unknown>;
 
 const WORKLOAD_KEYS = ['uid', 'name', 'namespace', 'serviceAccount', 'trustDomain', 'workloadIps', 'protocol', 'node', 'network', 'networkMode', 'waypoint', 'networkGateway', 'hostname', 'nativeTunnel', 'applicationTunnel', 'authorizationPolicies', 'status', 'clusterId', 'locality', 'capacity', 'workloadName', 'workloadType', 'canonicalName', 'canonicalRevision', 'services'];
-const SERVICE_KEYS = ['name', 'namespace', 'hostname', 'vips', 'ports', 'subjectAltNames', 'waypoint', 'loadBalancer', 'ipFamilies', 'canonical', 'visibility'];
+const SERVICE_KEYS = ['name', 'namespace', 'hostname', 'vips', 'ports', 'subjectAltNames', 'waypoint', 'weightedWaypoints', 'loadBalancer', 'ipFamilies', 'canonical', 'visibility'];
 const POLICY_KEYS = ['name', 'namespace', 'scope', 'action', 'dryRun', 'rules'];
 const MATCH_KEYS = ['namespaces', 'notNamespaces', 'principals', 'notPrincipals', 'serviceAccounts', 'notServiceAccounts', 'sourceIps', 'notSourceIps', 'destinationIps', 'notDestinationIps', 'destinationPorts', 'notDestinationPorts'];
 
@@ -146,6 +146,12 @@ function service(s: Obj, where: string): MessageInit<NonNullable<Address['servic
     ports: Object.entries(optObj(s.ports, `${where}.ports`) ?? {}).map(([sp, tp]) => ({ servicePort: port(sp, `${where}.ports`), targetPort: port(tp, `${where}.ports`) })),
     subjectAltNames: list(s.subjectAltNames, `${where}.subjectAltNames`).map((x, i) => reqStr(x, `${where}.subjectAltNames[${i}]`)),
     waypoint: gateway(s.waypoint, `${where}.waypoint`),
+    weightedWaypoints: list(s.weightedWaypoints, `${where}.weightedWaypoints`).map((x, i) => {
+      const at = `${where}.weightedWaypoints[${i}]`;
+      const o = obj(x, at);
+      onlyKeys(o, ['waypoint', 'weight'], at);
+      return { destination: gateway(o.waypoint, `${at}.waypoint`), weight: int(o.weight, `${at}.weight`, 0, 0xffffffff) };
+    }),
     loadBalancing: lb === undefined ? undefined : {
       routingPreference: list(lb.routingPreferences, `${where}.loadBalancer.routingPreferences`).map((x, i) => oneOf(x, `${where}.loadBalancer.routingPreferences[${i}]`, { Region: 1, Zone: 2, Subzone: 3, Node: 4, Cluster: 5, Network: 6 }, 0)),
       mode: oneOf(lb.mode, `${where}.loadBalancer.mode`, { Standard: 0, Strict: 1, Failover: 2, Passthrough: 3 }, 0),

@@ -92,9 +92,11 @@ async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, sour
 }
 
 async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: HboneDecision, fields: Record<string, unknown>, started: number): Promise<void> {
+  // As ztunnel: the workload dialled (a waypoint, when there is one) is the
+  // destination; the service is the one the client addressed.
   const identity = identityOf(source);
-  const f = { ...fields, 'dst.hbone_addr': `${d.upstream.ip}:${d.upstream.port}`, 'dst.workload': d.destination?.name ?? d.waypoint?.name, 'dst.service': d.service?.hostname, 'src.identity': `spiffe://${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}` };
-  const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identity, destination: d.destination ?? d.waypoint, destinationService: d.service, mtls: true, flag });
+  const f = { ...fields, 'dst.hbone_addr': `${d.upstream.ip}:${d.upstream.port}`, 'dst.workload': d.waypoint?.name ?? d.destination?.name, 'dst.service': d.service?.hostname, 'src.identity': `spiffe://${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}` };
+  const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identity, destination: d.waypoint ?? d.destination, destinationService: d.service, mtls: true, flag });
   let tunnel: Duplex;
   try {
     const cert = await p.secrets.fetch(identity);

@@ -109,7 +109,7 @@ function toService(state: ProxyState, f: OutboundFacts, service: Service): Outbo
   const gw = serviceWaypoint(service, f.random);
   if (gw !== undefined) {
     const wp = resolveWaypoint(state, f, gw);
-    if ('kind' in wp) return wp;
+    if ('kind' in wp) return wp.kind === 'no-upstream' ? { ...wp, service } : wp;
     return hbone(f, wp.upstream, hostPort(dst.ip, dst.port), wp.identities, { service, waypoint: wp.workload });
   }
   if (service.loadBalancer?.mode === 'Passthrough') {

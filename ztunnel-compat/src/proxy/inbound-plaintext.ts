@@ -7,8 +7,9 @@
 import type net from 'node:net';
 import { connectTcp, originalDst } from '@skein/bpf';
 import { authorize, type AuthzRequest } from '../decide/authz.ts';
-import { SELF_PORTS } from '../decide/outbound.ts';
+import { hostPort, SELF_PORTS } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
+import { accessFields, logComplete, logFailed } from './access-log.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels } from './metrics.ts';
 import { relay } from './relay.ts';
@@ -28,13 +29,13 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
   const request: AuthzRequest = { source: undefined, sourceIp: src.ip, destinationIp: dst.address, destinationPort: dst.port };
   const source = p.state.workloads.byAddress(p.network, src.ip);
   const base = { reporter: 'destination' as const, source, sourceIdentity: undefined, destination, destinationService: undefined, mtls: false };
-  const fields = { 'src.addr': `${src.ip}:${src.port}`, 'src.workload': source?.name, 'dst.addr': `${dst.address}:${dst.port}`, 'dst.workload': destination?.name, 'dst.namespace': destination?.namespace, direction: 'inbound' };
+  const fields = accessFields({ direction: 'inbound', srcAddr: hostPort(src.ip, src.port), source, srcIdentity: undefined, dstAddr: hostPort(dst.address, dst.port), destination, service: undefined });
 
   const refuse = (reason: string): void => {
     const labels = tcpLabels({ ...base, flag: 'DENY' });
     p.metrics.opened(labels);
     p.metrics.closed(labels, 0, 0);
-    p.access.warn({ ...fields, error: reason }, 'connection failed');
+    logFailed(p.access, fields, reason);
     socket.destroy();
   };
   if (destination === undefined || destination.namespace !== pod.info.namespace) { refuse('unknown destination workload'); return; }
@@ -63,14 +64,14 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
     void relay(socket, upstream).then((r) => {
       untrack();
       p.metrics.closed(labels, r.aToB, r.bToA);
-      p.access.info({ ...fields, bytes_sent: r.bToA, bytes_recv: r.aToB, duration: `${Date.now() - started}ms`, ...(r.error ? { error: r.error.message } : {}) }, 'connection complete');
+      logComplete(p.access, fields, { bytesSent: r.bToA, bytesRecv: r.aToB, durationMs: Date.now() - started, error: r.error?.message });
     });
   });
   upstream.once('error', (err: Error) => {
     if (upstream.connecting) {
       untrack();
       p.metrics.closed(labels, 0, 0);
-      p.access.error({ ...fields, error: err.message }, 'connection complete');
+      logComplete(p.access, fields, { bytesSent: 0, bytesRecv: 0, durationMs: Date.now() - started, error: err.message });
       socket.destroy();
     }
   });

@@ -7,9 +7,10 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connectTcp, originalDst } from '@skein/bpf';
-import { decideOutbound, type OutboundDecision } from '../decide/outbound.ts';
+import { decideOutbound, hostPort, type OutboundDecision } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
+import { accessFields, logComplete, logFailed, type AccessFacts, type AccessFields } from './access-log.ts';
 import type { HboneClient } from './hbone/client.ts';
 import { baggageHeader, forwardedHeader, traceparent } from './hbone/headers.ts';
 import type { ProxyInputs } from './inputs.ts';
@@ -33,17 +34,21 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
   const started = Date.now();
   const dst = originalDst(socket);
   const srcIp = socket.remoteAddress ?? '';
-  const fields: Record<string, unknown> = { 'src.addr': `${srcIp}:${socket.remotePort ?? 0}`, 'src.workload': pod.info.name, 'src.namespace': pod.info.namespace, 'dst.addr': `${dst.address}:${dst.port}`, direction: 'outbound' };
+  const srcAddr = `${srcIp}:${socket.remotePort ?? 0}`;
+  const dstAddr = hostPort(dst.address, dst.port);
   const source = await waitForSourceWorkload(p.state, p.nodeName, pod.info);
+  const fields = (more: Partial<AccessFacts> = {}): AccessFields => accessFields({
+    direction: 'outbound', srcAddr, source, srcIdentity: undefined, dstAddr, destination: undefined, service: undefined, ...more,
+  });
   if (source === undefined) {
-    p.access.warn({ ...fields, error: `unknown source workload ${pod.info.namespace}/${pod.info.name} on ${p.nodeName}` }, 'connection failed');
+    logFailed(p.access, { ...fields(), 'src.workload': pod.info.name, 'src.namespace': pod.info.namespace }, `unknown source workload ${pod.info.namespace}/${pod.info.name} on ${p.nodeName}`);
     socket.destroy();
     return;
   }
   const decision = decideOutbound(p.state, { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random });
   switch (decision.kind) {
     case 'drop':
-      p.access.warn({ ...fields, error: decision.reason }, 'connection failed');
+      logFailed(p.access, fields(), decision.reason);
       socket.destroy();
       return;
     case 'no-upstream':
@@ -51,7 +56,7 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
       // Never a fallback to the direct path: a missing waypoint would bypass its L7 policy.
       const service = decision.kind === 'no-upstream' ? decision.service : undefined;
       p.metrics.failed(tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination: undefined, destinationService: service, mtls: false, flag: 'CONNECT' }));
-      p.access.warn({ ...fields, 'dst.service': service?.hostname, error: decision.reason }, 'connection failed');
+      logFailed(p.access, fields({ service }), decision.reason);
       socket.destroy();
       return;
     }
@@ -65,10 +70,11 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
   }
 }
 
+type Fields = (more?: Partial<AccessFacts>) => AccessFields;
 type TcpDecision = Extract<OutboundDecision, { kind: 'passthrough' | 'tcp' }>;
 type HboneDecision = Extract<OutboundDecision, { kind: 'hbone' }>;
 
-async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Record<string, unknown>, started: number): Promise<void> {
+async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number): Promise<void> {
   const destination = d.kind === 'tcp' ? d.destination : undefined;
   const service = d.kind === 'tcp' ? d.service : undefined;
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination, destinationService: service, mtls: false, flag });
@@ -77,10 +83,10 @@ async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, sour
     upstream.once('connect', () => { resolve(undefined); });
     upstream.once('error', resolve);
   });
-  const f = { ...fields, 'dst.workload': destination?.name, 'dst.service': service?.hostname };
+  const f = fields({ dstAddr: hostPort(d.upstream.ip, d.upstream.port), destination, service });
   if (connected !== undefined) {
     p.metrics.failed(labels('CONNECT'));
-    p.access.warn({ ...f, error: connected.message }, 'connection failed');
+    logFailed(p.access, f, connected.message);
     socket.destroy();
     return;
   }
@@ -88,14 +94,14 @@ async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, sour
   p.metrics.opened(l);
   const r = await relay(socket, upstream);
   p.metrics.closed(l, r.aToB, r.bToA);
-  p.access.info({ ...f, bytes_sent: r.aToB, bytes_recv: r.bToA, duration: `${Date.now() - started}ms` }, 'connection complete');
+  logComplete(p.access, f, { bytesSent: r.aToB, bytesRecv: r.bToA, durationMs: Date.now() - started, error: r.error?.message });
 }
 
-async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: HboneDecision, fields: Record<string, unknown>, started: number): Promise<void> {
+async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: HboneDecision, fields: Fields, started: number): Promise<void> {
   // As ztunnel: the workload dialled (a waypoint, when there is one) is the
   // destination; the service is the one the client addressed.
   const identity = identityOf(source);
-  const f = { ...fields, 'dst.hbone_addr': `${d.upstream.ip}:${d.upstream.port}`, 'dst.workload': d.waypoint?.name ?? d.destination?.name, 'dst.service': d.service?.hostname, 'src.identity': `spiffe://${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}` };
+  const f = fields({ srcIdentity: identity, dstAddr: hostPort(d.upstream.ip, d.upstream.port), hboneAddr: d.authority, destination: d.waypoint ?? d.destination, service: d.service });
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identity, destination: d.waypoint ?? d.destination, destinationService: d.service, mtls: true, flag });
   let tunnel: Duplex;
   try {
@@ -116,7 +122,7 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
   } catch (err) {
     const e = err as Error & { flag?: ResponseFlag; status?: number };
     p.metrics.failed(labels(e.flag ?? 'CONNECT'));
-    p.access.warn({ ...f, error: e.message }, 'connection failed');
+    logFailed(p.access, f, e.message);
     socket.destroy();
     return;
   }
@@ -124,5 +130,5 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
   p.metrics.opened(l);
   const r = await relay(socket, tunnel);
   p.metrics.closed(l, r.aToB, r.bToA);
-  p.access.info({ ...f, bytes_sent: r.aToB, bytes_recv: r.bToA, duration: `${Date.now() - started}ms` }, 'connection complete');
+  logComplete(p.access, f, { bytesSent: r.aToB, bytesRecv: r.bToA, durationMs: Date.now() - started, error: r.error?.message });
 }

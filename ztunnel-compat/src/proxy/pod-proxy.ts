@@ -4,11 +4,13 @@
 // (15001), inbound plaintext (15006) and HBONE (15008).
 import type { Config } from '../config.ts';
 import type { PodProxy, ProxyFactory } from '../inpod/manager.ts';
+import { hostPort } from '../decide/outbound.ts';
 import { listenerFactory, type PodContext } from '../inpod/listeners.ts';
 import { Priority } from '../identity/manager.ts';
 import { HboneServer } from './hbone/server.ts';
 import { inboundHboneHandler } from './inbound-hbone.ts';
 import { handleInboundPlaintext } from './inbound-plaintext.ts';
+import { accessFields, logComplete, logFailed } from './access-log.ts';
 import { tcpLabels } from './metrics.ts';
 import { handleOutbound, type OutboundDeps } from './outbound.ts';
 import { findSourceWorkload } from './source-workload.ts';
@@ -45,22 +47,28 @@ export function podProxyFactory(p: OutboundDeps, config: Config): ProxyFactory {
       const cert = await p.secrets.fetch(identity, Priority.RealTime);
       const server = new HboneServer(cert, {
         tls12: config.tls12Enabled,
-        handler: inboundHboneHandler(p, pod, (req, destination, authz, upstream) => {
-          const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService: undefined, mtls: true, flag: '-' });
+        handler: inboundHboneHandler(p, pod, (req, { destination, service, authz, upstream, headerBytes }) => {
+          const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService: service, mtls: true, flag: '-' });
           p.metrics.opened(labels);
           const untrack = p.connections.register({ destinationUid: destination.uid, request: authz, close: () => { upstream.destroy(); } });
           // The app socket's own counters are the tunnel's bytes: what it
-          // wrote came from the client, what it read went back.
+          // wrote came from the client (after our PROXY header), what it read went back.
           upstream.once('close', () => {
             untrack();
-            p.metrics.closed(labels, upstream.bytesWritten, upstream.bytesRead);
+            p.metrics.closed(labels, upstream.bytesWritten - headerBytes, upstream.bytesRead);
           });
         }),
         onTunnelEnd: (end) => {
-          p.access.info({ 'src.identity': `spiffe://${end.peer.trustDomain}/ns/${end.peer.namespace}/sa/${end.peer.serviceAccount}`, 'dst.addr': `${end.authority.host}:${end.authority.port}`, direction: 'inbound', bytes_sent: end.bytesOut, bytes_recv: end.bytesIn, ...(end.reason === 'closed' ? {} : { error: end.reason }) }, 'connection complete');
+          const r = end.request;
+          const fields = accessFields({
+            direction: 'inbound', srcAddr: hostPort(r.peerAddress.ip, r.peerAddress.port), source: p.state.workloads.byAddress(p.network, r.peerAddress.ip),
+            srcIdentity: r.peer, dstAddr: hostPort(r.localAddress.ip, r.localAddress.port), hboneAddr: hostPort(r.authority.host, r.authority.port),
+            destination: findSourceWorkload(p.state, p.nodeName, info), service: undefined,
+          });
+          logComplete(p.access, fields, { bytesSent: end.bytesOut, bytesRecv: end.bytesIn, durationMs: end.durationMs, error: end.reason === 'closed' ? undefined : end.reason });
         },
         onReject: (status, reason, authority) => {
-          p.access.warn({ direction: 'inbound', 'dst.addr': authority, status, error: reason }, 'connection failed');
+          logFailed(p.access, { direction: 'inbound', 'dst.hbone_addr': authority ?? '', status }, reason);
         },
       });
       servers.set(uid, server);

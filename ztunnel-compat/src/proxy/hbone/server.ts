@@ -50,12 +50,16 @@ export type ConnectDecision =
 export type ConnectHandler = (req: ConnectRequest) => Promise<ConnectDecision>;
 
 export interface TunnelEnd {
+  /** The CONNECT this tunnel served. */
+  request: ConnectRequest;
   peer: Identity;
   authority: Authority;
   /** Client → upstream. */
   bytesIn: number;
   /** Upstream → client. */
   bytesOut: number;
+  /** From the 200 to the close of both directions. */
+  durationMs: number;
   /** 'closed' for a clean close both ways, else the first error's message. */
   reason: string;
 }
@@ -246,13 +250,14 @@ export class HboneServer {
       return;
     }
     const abort = new AbortController();
+    const request: ConnectRequest = {
+      peer: info.peer, peerAddress: info.peerAddress, localAddress: info.localAddress, authority, headers, signal: abort.signal,
+    };
     const onGone = (): void => { abort.abort(new Error('the client went away')); };
     stream.once('close', onGone);
     let decision: ConnectDecision;
     try {
-      decision = await this.#opts.handler({
-        peer: info.peer, peerAddress: info.peerAddress, localAddress: info.localAddress, authority, headers, signal: abort.signal,
-      });
+      decision = await this.#opts.handler(request);
     } catch (err) {
       this.#reject(stream, 503, `handler failed: ${(err as Error).message}`, rawAuthority);
       return;
@@ -272,12 +277,12 @@ export class HboneServer {
     const resp: Record<string, string | number> = { ':status': 200 };
     if (decision.baggage !== undefined) resp.baggage = decision.baggage;
     stream.respond(resp);
-    this.#tunnel(stream, upstream, info.peer, authority);
+    this.#tunnel(stream, upstream, request);
   }
 
-  #tunnel(stream: ServerHttp2Stream, upstream: Duplex, peer: Identity, authority: Authority): void {
+  #tunnel(stream: ServerHttp2Stream, upstream: Duplex, request: ConnectRequest): void {
     this.#activeTunnels++;
-    const t = new Tunnel(stream, upstream, peer, authority, (end) => {
+    const t = new Tunnel(stream, upstream, request, (end) => {
       this.#activeTunnels--;
       this.#opts.onTunnelEnd?.(end);
     });
@@ -293,20 +298,19 @@ export class HboneServer {
 class Tunnel {
   readonly stream: ServerHttp2Stream;
   readonly upstream: Duplex;
-  readonly peer: Identity;
-  readonly authority: Authority;
+  readonly request: ConnectRequest;
   readonly onEnd: (end: TunnelEnd) => void;
+  readonly startedAt = Date.now();
   bytesIn = 0;
   bytesOut = 0;
   error: Error | undefined = undefined;
   open = 2;
   done = false;
 
-  constructor(stream: ServerHttp2Stream, upstream: Duplex, peer: Identity, authority: Authority, onEnd: (end: TunnelEnd) => void) {
+  constructor(stream: ServerHttp2Stream, upstream: Duplex, request: ConnectRequest, onEnd: (end: TunnelEnd) => void) {
     this.stream = stream;
     this.upstream = upstream;
-    this.peer = peer;
-    this.authority = authority;
+    this.request = request;
     this.onEnd = onEnd;
   }
 
@@ -348,8 +352,8 @@ class Tunnel {
     if (--this.open > 0 || this.done) return;
     this.done = true;
     this.onEnd({
-      peer: this.peer, authority: this.authority, bytesIn: this.bytesIn, bytesOut: this.bytesOut,
-      reason: this.error === undefined ? 'closed' : this.error.message,
+      request: this.request, peer: this.request.peer, authority: this.request.authority, bytesIn: this.bytesIn, bytesOut: this.bytesOut,
+      durationMs: Date.now() - this.startedAt, reason: this.error === undefined ? 'closed' : this.error.message,
     });
   }
 }

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+// Access-log fields as ztunnel writes them (reference §8.4, target `access`),
+// so log pipelines parse Skein's lines like ztunnel's: `dst.addr` is the L4
+// address dialled (ip:15008 for HBONE), `dst.hbone_addr` the CONNECT target,
+// `src.identity` only when the peer was authenticated by mTLS.
+import { spiffeUri, type Identity } from '../identity/spiffe.ts';
+import type { Logger } from '../log.ts';
+import type { Service } from '../state/service.ts';
+import { identityOf, type Workload } from '../state/workload.ts';
+
+export interface AccessFacts {
+  direction: 'inbound' | 'outbound';
+  srcAddr: string;
+  source: Workload | undefined;
+  /** The mTLS-authenticated source identity; undefined for plaintext. */
+  srcIdentity: Identity | undefined;
+  dstAddr: string;
+  hboneAddr?: string | undefined;
+  destination: Workload | undefined;
+  service: Service | undefined;
+}
+
+export type AccessFields = Record<string, string | number>;
+
+/** The fields that name a connection; absent facts are left out, not "unknown". */
+export function accessFields(f: AccessFacts): AccessFields {
+  const out: AccessFields = {};
+  const put = (k: string, v: string | undefined): void => { if (v !== undefined && v !== '') out[k] = v; };
+  put('src.addr', f.srcAddr);
+  put('src.workload', f.source?.name);
+  put('src.namespace', f.source?.namespace);
+  put('src.identity', f.srcIdentity === undefined ? undefined : spiffeUri(f.srcIdentity));
+  put('src.cluster', f.source?.clusterId);
+  put('dst.addr', f.dstAddr);
+  put('dst.hbone_addr', f.hboneAddr);
+  put('dst.service', f.service?.hostname);
+  put('dst.workload', f.destination?.name);
+  put('dst.namespace', f.destination?.namespace);
+  put('dst.identity', f.destination === undefined ? undefined : spiffeUri(identityOf(f.destination)));
+  put('dst.cluster', f.destination?.clusterId);
+  out.direction = f.direction;
+  return out;
+}
+
+export interface Completion {
+  bytesSent: number;
+  bytesRecv: number;
+  durationMs: number;
+  error?: string | undefined;
+}
+
+/** `connection complete`: INFO, or ERROR with `error=` when the connection ended badly. */
+export function logComplete(log: Logger, fields: AccessFields, c: Completion): void {
+  const line = { ...fields, bytes_sent: c.bytesSent, bytes_recv: c.bytesRecv, duration: `${c.durationMs}ms` };
+  if (c.error === undefined) log.info(line, 'connection complete');
+  else log.error({ ...line, error: c.error }, 'connection complete');
+}
+
+/** `connection failed`: WARN, for connections refused or failed before any byte moved. */
+export function logFailed(log: Logger, fields: AccessFields, error: string): void {
+  log.warn({ ...fields, error }, 'connection failed');
+}

@@ -149,10 +149,14 @@ test('a client that half-closes still gets the reply through both proxies', { sk
   assert.equal(r.stdout.trim(), 'got 100000 bytes', r.stderr);
 });
 
-test('pod → service VIP reaches the endpoint over HBONE', { skip: needsRoot }, async () => {
+test('pod → service VIP on another node: only TLS to 15008 crosses the node; the endpoint sees the client pod IP', { skip: needsRoot }, async () => {
+  const before = { plain: forwarded(node(1), pod('server').ip4, 8080), hbone: forwarded(node(1), pod('server').ip4, 15008) };
   const r = await ask(pod('client'), '10.96.0.10', 80);
   assert.ok(r.ok, r.out);
   assert.equal(r.out.trim(), 'pong from server');
+  assert.equal(seenBy.get('server')?.at(-1), pod('client').ip4);
+  assert.equal(forwarded(node(1), pod('server').ip4, 8080), before.plain, 'no plaintext to the endpoint crossed the node');
+  assert.ok(forwarded(node(1), pod('server').ip4, 15008) > before.hbone, 'HBONE to 15008 did');
 });
 
 test('pod → pod on the same node works', { skip: needsRoot }, async () => {

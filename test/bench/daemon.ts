@@ -22,6 +22,8 @@ export interface DaemonSpec {
   env?: NodeJS.ProcessEnv;
   /** Its /proc/<pid>/comm when not the command's name (Node names its main thread "MainThread"). */
   comm?: string;
+  /** Append its stderr (where Skein logs) to this file instead of keeping a tail in memory. */
+  logPath?: string;
 }
 
 export class DaemonError extends Error {
@@ -31,21 +33,24 @@ export class DaemonError extends Error {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function startDaemon(host: LabPod | LabNode, spec: DaemonSpec): Promise<Daemon> {
-  const child = host.spawn(spec.cmd, spec.args, { stdio: ['ignore', 'ignore', 'pipe'], env: spec.env ?? process.env });
+  const logFd = spec.logPath === undefined ? undefined : fs.openSync(spec.logPath, 'a');
+  const child = host.spawn(spec.cmd, spec.args, { stdio: ['ignore', 'ignore', logFd ?? 'pipe'], env: spec.env ?? process.env });
+  if (logFd !== undefined) fs.closeSync(logFd); // the child has its own copy
   // Keep the last few KB of stderr for error messages; draining it also keeps
   // a chatty daemon from blocking on a full pipe.
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
+  let tail = '';
+  child.stderr?.on('data', (d: Buffer) => { tail = (tail + d.toString()).slice(-4096); });
+  const stderrTail = (): string => (spec.logPath === undefined ? tail : fs.readFileSync(spec.logPath, 'utf8').slice(-4096)).trim();
   const what = `${spec.cmd} in ${host.netns}`;
   const deadline = Date.now() + (spec.timeoutMs ?? 5000);
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new DaemonError(`${what} exited (${child.exitCode ?? child.signalCode}) before listening: ${stderr.trim()}`);
+      throw new DaemonError(`${what} exited (${child.exitCode ?? child.signalCode}) before listening: ${stderrTail()}`);
     }
     if (spec.ports.every((p) => listening(host, p))) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new DaemonError(`${what} is not listening on ${spec.ports.join(', ')} after ${spec.timeoutMs ?? 5000} ms: ${stderr.trim()}`);
+      throw new DaemonError(`${what} is not listening on ${spec.ports.join(', ')} after ${spec.timeoutMs ?? 5000} ms: ${stderrTail()}`);
     }
     await sleep(25);
   }

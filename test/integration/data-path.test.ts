@@ -257,7 +257,8 @@ test('two hundred connections along every path leave no file descriptor behind',
   }
   let now = openFds();
   await until(`fds back to ${before}`, () => (now = openFds()) <= before, 10_000).catch(() => undefined);
-  assert.equal(now, before, `fds before ${before}, after ${now}`);
+  // Fewer is fine: a pooled HBONE connection may have been replaced or released meanwhile.
+  assert.ok(now <= before, `fds before ${before}, after ${now}`);
 });
 
 // Last: it removes a pod from the mesh.

@@ -67,8 +67,13 @@ export function podProxyFactory(p: OutboundDeps, config: Config): ProxyFactory {
           });
           logComplete(p.access, fields, { bytesSent: end.bytesOut, bytesRecv: end.bytesIn, durationMs: end.durationMs, error: end.reason === 'closed' ? undefined : end.reason });
         },
-        onReject: (status, reason, authority) => {
-          logFailed(p.access, { direction: 'inbound', 'dst.hbone_addr': authority ?? '', status }, reason);
+        onReject: (r) => {
+          const fields = accessFields({
+            direction: 'inbound', srcAddr: hostPort(r.peerAddress.ip, r.peerAddress.port), source: p.state.workloads.byAddress(p.network, r.peerAddress.ip),
+            srcIdentity: r.peer, dstAddr: hostPort(r.localAddress.ip, r.localAddress.port), hboneAddr: r.authority,
+            destination: findSourceWorkload(p.state, p.nodeName, info), service: undefined,
+          });
+          logFailed(p.access, { ...fields, status: r.status }, r.reason);
         },
       });
       servers.set(uid, server);

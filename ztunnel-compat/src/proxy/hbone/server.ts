@@ -64,6 +64,17 @@ export interface TunnelEnd {
   reason: string;
 }
 
+/** A CONNECT answered with an error status, and who asked. */
+export interface StreamRejection {
+  status: 400 | 401 | 503;
+  reason: string;
+  /** The `:authority` as sent, which may not parse. */
+  authority: string | undefined;
+  peer: Identity;
+  peerAddress: SocketAddress;
+  localAddress: SocketAddress;
+}
+
 /** A connection refused before any stream: TLS failure, no h2, bad identity. */
 export interface HandshakeRejection {
   error: Error;
@@ -74,7 +85,7 @@ export interface HboneServerOptions extends HboneTlsOptions {
   handler: ConnectHandler;
   onTunnelEnd?: (end: TunnelEnd) => void;
   /** A CONNECT answered with an error status (400/401/503). */
-  onReject?: (status: number, reason: string, authority: string | undefined) => void;
+  onReject?: (r: StreamRejection) => void;
   onHandshakeReject?: (r: HandshakeRejection) => void;
   /** Every TLS connection that completed a handshake, before our checks (for tests and metrics). */
   onSecureConnection?: (socket: TLSSocket) => void;
@@ -226,8 +237,8 @@ export class HboneServer {
     keepalive(session, this.#opts.keepalive);
   }
 
-  #reject(stream: ServerHttp2Stream, status: 400 | 401 | 503, reason: string, authority: string | undefined): void {
-    this.#opts.onReject?.(status, reason, authority);
+  #reject(stream: ServerHttp2Stream, info: SessionInfo, status: 400 | 401 | 503, reason: string, authority: string | undefined): void {
+    this.#opts.onReject?.({ status, reason, authority, peer: info.peer, peerAddress: info.peerAddress, localAddress: info.localAddress });
     if (stream.destroyed || stream.closed) return;
     stream.respond({ ':status': status }, { endStream: true });
   }
@@ -241,12 +252,12 @@ export class HboneServer {
       return;
     }
     if (headers[':method'] !== 'CONNECT') {
-      this.#reject(stream, 400, `method ${String(headers[':method'])} is not CONNECT`, rawAuthority);
+      this.#reject(stream, info, 400, `method ${String(headers[':method'])} is not CONNECT`, rawAuthority);
       return;
     }
     const authority = parseAuthority(rawAuthority);
     if (authority === undefined) {
-      this.#reject(stream, 400, `cannot parse authority ${JSON.stringify(rawAuthority)}`, rawAuthority);
+      this.#reject(stream, info, 400, `cannot parse authority ${JSON.stringify(rawAuthority)}`, rawAuthority);
       return;
     }
     const abort = new AbortController();
@@ -259,13 +270,13 @@ export class HboneServer {
     try {
       decision = await this.#opts.handler(request);
     } catch (err) {
-      this.#reject(stream, 503, `handler failed: ${(err as Error).message}`, rawAuthority);
+      this.#reject(stream, info, 503, `handler failed: ${(err as Error).message}`, rawAuthority);
       return;
     } finally {
       stream.off('close', onGone);
     }
     if (decision.status !== 200) {
-      this.#reject(stream, decision.status, decision.reason, rawAuthority);
+      this.#reject(stream, info, decision.status, decision.reason, rawAuthority);
       return;
     }
     const upstream = decision.upstream;

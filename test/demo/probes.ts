@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+// One probe per path: real HTTP requests by curl inside a pod, then the proof
+// of the way they went (the nodes' forwarding counters, the daemons' access
+// logs) and what Skein decided.
+import type { LabPod } from '../lab/index.ts';
+import { accessSince, describe, mark, type AccessLine } from './access-log.ts';
+import type { Cluster } from './cluster.ts';
+import { APP_PORT, DENY_POLICY, SERVICES, spiffe } from './mesh.ts';
+import type { PathReport } from './report.ts';
+
+const BIG = 1 << 20;
+const SMALL_RUNS = 5;
+
+interface CurlResult {
+  exit: number | null;
+  code: number;
+  size: number;
+  ms: number;
+  servedBy: string;
+  seenFrom: string;
+  waypoint: string;
+  clientSrc: string;
+  err: string;
+}
+
+async function curl(from: LabPod, url: string, host?: string): Promise<CurlResult> {
+  const fmt = '%{http_code}|%{size_download}|%{time_total}|%header{x-served-by}|%header{x-seen-from}|%header{x-waypoint}|%header{x-client-src}';
+  const args = ['-sS', '-m', '5', '-o', '/dev/null', '-w', fmt, ...(host === undefined ? [] : ['-H', `Host: ${host}`]), url];
+  const r = await from.exec('curl', args, { timeoutMs: 10_000 });
+  const [code, size, secs, servedBy, seenFrom, waypoint, clientSrc] = r.stdout.split('|');
+  return {
+    exit: r.code, code: Number(code ?? 0), size: Number(size ?? 0), ms: Number(secs ?? 0) * 1000,
+    servedBy: servedBy ?? '', seenFrom: seenFrom ?? '', waypoint: waypoint ?? '', clientSrc: (clientSrc ?? '').trim(), err: r.stderr.trim(),
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? 0;
+}
+
+/** The big transfer once, then a few small requests for latency. */
+async function exercise(from: LabPod, base: string, host?: string): Promise<{ big: CurlResult; small: CurlResult[] }> {
+  const big = await curl(from, `${base}/bytes/${BIG}`, host);
+  const small: CurlResult[] = [];
+  for (let i = 0; i < SMALL_RUNS; i++) small.push(await curl(from, `${base}/`, host));
+  return { big, small };
+}
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+
+/** Counters and log offsets before a probe, and what changed after it. */
+function watch(c: Cluster) {
+  const offsets = c.nodes.map((n) => mark(c.logOf(n)));
+  const counters = new Map<string, number>();
+  const key = (pod: LabPod, port: number): string => `${pod.name}:${port}`;
+  for (const p of c.lab.pods) for (const port of [APP_PORT, 15008]) counters.set(key(p, port), c.forwarded(p.node, p.ip4, port));
+  return {
+    /** Packets forwarded to the pod's port during the probe. */
+    delta: (pod: LabPod, port: number): number => c.forwarded(pod.node, pod.ip4, port) - (counters.get(key(pod, port)) ?? 0),
+    /** Access-log lines written by node i's daemon during the probe. */
+    access: (i: number): AccessLine[] => {
+      const n = c.nodes[i];
+      return n === undefined ? [] : accessSince(c.logOf(n), offsets[i] ?? 0);
+    },
+  };
+}
+
+/** Logs flush asynchronously; give the daemons a moment after the last byte. */
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 300));
+
+export async function crossNode(c: Cluster): Promise<PathReport> {
+  const client = c.pod('client');
+  const server = c.pod('server');
+  const w = watch(c);
+  const { big, small } = await exercise(client, `http://${SERVICES.echo.vip}:${SERVICES.echo.port}`);
+  await settle();
+  const hbone = w.delta(server, 15008);
+  const plain = w.delta(server, APP_PORT);
+  const inbound = w.access(1).find((l) => l.direction === 'inbound' && l['dst.workload'] === 'server');
+  return {
+    path: 'cross-node-hbone',
+    taken: hbone > 0 && plain === 0,
+    ok: big.code === 200 && big.size === BIG && big.servedBy === 'server' && big.seenFrom === client.ip4 && small.every((s) => s.code === 200),
+    bytes: big.size,
+    latency_ms: median(small.map((s) => s.ms)),
+    decision: inbound === undefined
+      ? 'no inbound access-log line on node1'
+      : `allowed: ${str(inbound['src.identity'])} → ${str(inbound['dst.identity'])} over mTLS (HBONE CONNECT ${str(inbound['dst.hbone_addr'])}); the app saw the client's own IP ${big.seenFrom}`,
+    evidence: `node1 forwarded ${hbone} packets to ${server.ip4}:15008 and ${plain} to :${APP_PORT} (plaintext); service ${SERVICES.echo.hostname} (${SERVICES.echo.vip}) → endpoint on node1`,
+  };
+}
+
+export async function sameNode(c: Cluster): Promise<PathReport> {
+  const client = c.pod('client');
+  const target = c.pod('neighbour');
+  const w = watch(c);
+  const { big, small } = await exercise(client, `http://${target.ip4}:${APP_PORT}`);
+  await settle();
+  const lines = w.access(0);
+  const inbound = lines.find((l) => l.direction === 'inbound' && l['dst.workload'] === 'neighbour');
+  const outbound = lines.find((l) => l.direction === 'outbound' && l['dst.workload'] === 'neighbour');
+  return {
+    path: 'same-node',
+    taken: inbound !== undefined && outbound !== undefined && w.access(1).length === 0,
+    ok: big.code === 200 && big.size === BIG && big.servedBy === 'neighbour' && small.every((s) => s.code === 200),
+    bytes: big.size,
+    latency_ms: median(small.map((s) => s.ms)),
+    decision: inbound === undefined
+      ? 'no inbound access-log line on node0'
+      : `allowed: ${str(inbound['src.identity'])} → ${str(inbound['dst.identity'])}, HBONE within node0 (the eBPF fast path would skip userspace here)`,
+    evidence: `node0's daemon logged both ends (outbound from client, inbound to neighbour); node1 saw nothing`,
+  };
+}
+
+export async function passthrough(c: Cluster): Promise<PathReport> {
+  const client = c.pod('client');
+  const target = c.pod('outside');
+  const w = watch(c);
+  const { big, small } = await exercise(client, `http://${target.ip4}:${APP_PORT}`);
+  await settle();
+  const hbone = w.delta(target, 15008);
+  const plain = w.delta(target, APP_PORT);
+  const out = w.access(0).find((l) => l.direction === 'outbound' && l['dst.addr'] === `${target.ip4}:${APP_PORT}`);
+  return {
+    path: 'passthrough',
+    taken: plain > 0 && hbone === 0 && out !== undefined,
+    ok: big.code === 200 && big.size === BIG && big.servedBy === 'outside' && small.every((s) => s.code === 200),
+    bytes: big.size,
+    latency_ms: median(small.map((s) => s.ms)),
+    decision: `passthrough: ${target.ip4} is not a mesh workload, so Skein on node0 forwarded plain TCP${out === undefined ? ' (no access-log line seen)' : ''}`,
+    evidence: `node1 forwarded ${plain} packets to ${target.ip4}:${APP_PORT} and ${hbone} to :15008`,
+  };
+}
+
+export async function waypoint(c: Cluster): Promise<PathReport> {
+  const client = c.pod('client');
+  const wp = c.pod('waypoint');
+  const shop = c.pod('shop');
+  const w = watch(c);
+  const { big, small } = await exercise(client, `http://${SERVICES.shop.vip}:${SERVICES.shop.port}`, SERVICES.shop.hostname);
+  await settle();
+  const toWaypoint = w.delta(wp, 15008);
+  const inbound = w.access(1).find((l) => l.direction === 'inbound' && l['dst.workload'] === 'waypoint');
+  return {
+    path: 'waypoint',
+    // The bytes went to the waypoint over HBONE, and the shop was reached by the waypoint, not by the client.
+    taken: toWaypoint > 0 && big.waypoint === 'haproxy' && big.seenFrom === wp.ip4,
+    ok: big.code === 200 && big.size === BIG && big.servedBy === 'shop' && big.clientSrc === client.ip4 && small.every((s) => s.code === 200),
+    bytes: big.size,
+    latency_ms: median(small.map((s) => s.ms)),
+    decision: `service ${SERVICES.shop.hostname} has waypoint ${SERVICES.waypoint.hostname}: HBONE to the waypoint pod, PROXY v2 to haproxy on its 127.0.0.1:15088 with the client identity ${inbound === undefined ? '(no access-log line)' : str(inbound['src.identity'])}; haproxy routed on Host to ${shop.name}`,
+    evidence: `node1 forwarded ${toWaypoint} packets to the waypoint's :15008; the shop saw haproxy's connection from ${big.seenFrom} with x-client-src ${big.clientSrc || '(none)'}`,
+  };
+}
+
+export async function denied(c: Cluster): Promise<PathReport> {
+  const blocked = c.pod('blocked');
+  const w = watch(c);
+  const tries: CurlResult[] = [];
+  for (let i = 0; i < SMALL_RUNS; i++) tries.push(await curl(blocked, `http://${SERVICES.echo.vip}:${SERVICES.echo.port}/`));
+  await settle();
+  const refusal = w.access(1).find((l) => l.direction === 'inbound' && str(l['src.identity']) === spiffe('blocked'));
+  const sourceSide = w.access(0).find((l) => l.direction === 'outbound' && str(l['src.workload']) === 'blocked');
+  const served = w.delta(c.pod('server'), APP_PORT);
+  return {
+    path: 'denied',
+    taken: refusal !== undefined && str(refusal.error) !== '',
+    ok: tries.every((t) => t.code === 0 && t.size === 0) && served === 0,
+    bytes: tries.reduce((n, t) => n + t.size, 0),
+    latency_ms: median(tries.map((t) => t.ms)),
+    decision: `denied by ${DENY_POLICY} (DENY principal ${spiffe('blocked')}) at node1: ${refusal === undefined ? 'no access-log line' : describe(refusal)}`,
+    evidence: `the client saw: ${tries[0]?.err ?? ''}; node0 logged ${sourceSide === undefined ? 'nothing' : describe(sourceSide)}`,
+  };
+}
+
+export const PROBES = [crossNode, sameNode, passthrough, waypoint, denied] as const;

@@ -96,20 +96,19 @@ fi
 #    ~12 MB) into .skein/istio. istio.io/istio publishes no semver tags, so it
 #    is pinned to a master pseudo-version (2026-08-27, after 1.31).
 istio_version=v0.0.0-20260827124520-eed52ebb66ad
-istio_files=2
+istio_files=3
 istio_dir="$state/istio"
 if [ "$(cat "$istio_dir/version" 2>/dev/null)" != "$istio_version $istio_files" ]; then
   go=$(find_go)
   say "fetching istio.io/istio@$istio_version (install API files)"
-  if ! src=$(cd "$state" && GOFLAGS=-mod=mod "$go" mod download -json "istio.io/istio@$istio_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || [ -z "$src" ]; then
+  if ! src=$(cd "$state" && "$go" mod download -json "istio.io/istio@$istio_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || [ -z "$src" ]; then
     say "could not download istio.io/istio@$istio_version through the Go module proxy"
     exit 1
   fi
   rm -rf "$istio_dir"
-  mkdir -p "$istio_dir/apis" "$istio_dir/profiles" "$istio_dir/helm-profiles"
+  mkdir -p "$istio_dir/apis" "$istio_dir/profiles"
   cp "$src/operator/pkg/apis/types.go" "$src/operator/pkg/apis/values_types.proto" "$istio_dir/apis/"
   cp "$src/manifests/profiles/"*.yaml "$istio_dir/profiles/"
-  cp "$src/manifests/helm-profiles/"*.yaml "$istio_dir/helm-profiles/"
   cp -r "$src/manifests/charts/ztunnel" "$istio_dir/ztunnel-chart"
   cp -r "$src/manifests/charts/istio-control/istio-discovery" "$istio_dir/istiod-chart"
   chmod -R u+w "$istio_dir"

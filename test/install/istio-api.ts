@@ -174,6 +174,7 @@ export interface IstioApi {
 }
 
 export function loadIstioApi(dir: string): IstioApi {
+  if (!fs.existsSync(`${dir}/apis/types.go`)) throw new Error(`${dir} has no Istio install API files; run 'npm run setup'`);
   const structs = parseGoStructs(fs.readFileSync(`${dir}/apis/types.go`, 'utf8'));
   const root = new protobuf.Root().loadSync(`${dir}/apis/values_types.proto`, { keepCase: true });
   root.resolveAll();

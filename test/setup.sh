@@ -60,3 +60,57 @@ if [ ! -f bpf/build/Release/skein.node ] || [ "$(cat "$state/addon.stamp" 2>/dev
   fi
   echo "$addon_sum" > "$state/addon.stamp"
 fi
+
+# Go builds helm and fetches Istio's API definitions (steps 4 and 5); it is
+# looked up on PATH, then in /usr/local/go.
+find_go() {
+  local go
+  go=$(command -v go || true)
+  if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then go=/usr/local/go/bin/go; fi
+  if [ -z "$go" ]; then
+    say "Go is needed (to build helm and fetch Istio's API files); install it into /usr/local/go or onto PATH: https://go.dev/dl/"
+    return 1
+  fi
+  echo "$go"
+}
+
+# 4. Helm, for the chart tests (test/install/). Built from source with Go into
+#    .skein/bin, pinned; a first build takes a few minutes, then it is kept.
+helm_version=v3.22.0
+if [ ! -x "$state/bin/helm" ] || [ "$(cat "$state/helm.stamp" 2>/dev/null)" != "$helm_version" ]; then
+  go=$(find_go)
+  say "building helm $helm_version with $go (first time: a few minutes)"
+  mkdir -p "$state/bin"
+  log="$state/helm-build.log"
+  if ! GOBIN="$state/bin" GOFLAGS=-buildvcs=false "$go" install "helm.sh/helm/v3/cmd/helm@$helm_version" >"$log" 2>&1; then
+    cat "$log" >&2
+    say "building helm failed (log above, also in $log)"
+    exit 1
+  fi
+  echo "$helm_version" > "$state/helm.stamp"
+fi
+
+# 5. Istio's install API, for the overlay tests (test/install/overlays.test.ts):
+#    the IstioOperator Go types, the values proto, the profiles and the ztunnel
+#    and istiod charts, copied from the istio.io/istio module (Go module proxy,
+#    ~12 MB) into .skein/istio. istio.io/istio publishes no semver tags, so it
+#    is pinned to a master pseudo-version (2026-08-27, after 1.31).
+istio_version=v0.0.0-20260827124520-eed52ebb66ad
+istio_files=3
+istio_dir="$state/istio"
+if [ "$(cat "$istio_dir/version" 2>/dev/null)" != "$istio_version $istio_files" ]; then
+  go=$(find_go)
+  say "fetching istio.io/istio@$istio_version (install API files)"
+  if ! src=$(cd "$state" && "$go" mod download -json "istio.io/istio@$istio_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || [ -z "$src" ]; then
+    say "could not download istio.io/istio@$istio_version through the Go module proxy"
+    exit 1
+  fi
+  rm -rf "$istio_dir"
+  mkdir -p "$istio_dir/apis" "$istio_dir/profiles"
+  cp "$src/operator/pkg/apis/types.go" "$src/operator/pkg/apis/values_types.proto" "$istio_dir/apis/"
+  cp "$src/manifests/profiles/"*.yaml "$istio_dir/profiles/"
+  cp -r "$src/manifests/charts/ztunnel" "$istio_dir/ztunnel-chart"
+  cp -r "$src/manifests/charts/istio-control/istio-discovery" "$istio_dir/istiod-chart"
+  chmod -R u+w "$istio_dir"
+  echo "$istio_version $istio_files" > "$istio_dir/version"
+fi

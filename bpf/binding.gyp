@@ -9,7 +9,8 @@
         "src/sockets.cc",
         "src/seqpacket.cc",
         "src/poller.cc",
-        "src/libbpf.cc"
+        "src/libbpf.cc",
+        "src/ebpf.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

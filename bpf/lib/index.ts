@@ -22,3 +22,29 @@ export { SeqpacketServer, SeqpacketSocket, type SeqpacketOptions } from './seqpa
 import { native } from './native.ts';
 /** The libbpf version the addon links (Debian's libbpf-dev). */
 export const libbpfVersion = (): string => native.libbpfVersion();
+export {
+  attachCgroup,
+  attachToMap,
+  BpfMap,
+  closeFd,
+  detachFromMap,
+  detachLink,
+  dupFd,
+  getPinned,
+  linkInfo,
+  mapInfo,
+  openBpfObject,
+  pin,
+  possibleCpus,
+  probeHelper,
+  probeMapType,
+  probeProgType,
+  progInfo,
+  RingBuffer,
+  type BpfMapSpec,
+  type BpfObject,
+  type BpfProgramSpec,
+  type LinkInfo,
+  type MapInfo,
+  type ProgInfo,
+} from './ebpf.ts';

@@ -3,6 +3,7 @@
 // Typed for TypeScript in lib/addon.d.ts.
 #include <napi.h>
 
+#include "ebpf.h"
 #include "libbpf.h"
 #include "netns.h"
 #include "poller.h"
@@ -15,6 +16,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   skein::InitSeqpacket(env, exports);
   skein::Poller::Init(env, exports);
   skein::InitLibbpf(env, exports);
+  skein::InitEbpf(env, exports);  // after InitSockets: extends `constants`
   return exports;
 }
 

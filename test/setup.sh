@@ -114,3 +114,23 @@ if [ "$(cat "$istio_dir/version" 2>/dev/null)" != "$istio_version $istio_files" 
   chmod -R u+w "$istio_dir"
   echo "$istio_version $istio_files" > "$istio_dir/version"
 fi
+
+# 6. The eBPF programs (bpf/progs/*.bpf.c), compiled with clang against the
+#    running kernel's BTF (vmlinux.h, CO-RE). Without BTF the kernel fast
+#    paths stay off; the daemon says so at start.
+bpf_out="$root/bpf/build/bpf"
+if [ -r /sys/kernel/btf/vmlinux ]; then
+  bpf_sum=$( (cat bpf/progs/*.bpf.c bpf/include/*.h; uname -r) | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$state/bpf.stamp" 2>/dev/null)" != "$bpf_sum" ] || ! ls "$bpf_out"/*.bpf.o >/dev/null 2>&1; then
+    say "building the eBPF programs"
+    mkdir -p "$bpf_out"
+    bpftool btf dump file /sys/kernel/btf/vmlinux format c > "$bpf_out/vmlinux.h"
+    for src in bpf/progs/*.bpf.c; do
+      clang -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -I"$bpf_out" -Ibpf/include \
+        -c "$src" -o "$bpf_out/$(basename "$src" .c).o"
+    done
+    echo "$bpf_sum" > "$state/bpf.stamp"
+  fi
+else
+  say "no kernel BTF (/sys/kernel/btf/vmlinux): eBPF programs not built, kernel fast paths will stay off"
+fi

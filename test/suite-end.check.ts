@@ -20,6 +20,12 @@ test('no test namespaces outside the lab are left', { skip: needsRoot }, () => {
   assert.deepEqual(mine, []);
 });
 
+test('no pinned Skein eBPF state is left (every daemon a suite ran was cleaned up)', { skip: needsRoot }, () => {
+  let left: string[] = [];
+  try { left = fs.readdirSync('/sys/fs/bpf').filter((n) => n.startsWith('skein')); } catch { /* no bpffs */ }
+  assert.deepEqual(left, []);
+});
+
 test('no process started in the lab is still running', () => {
   const stray: string[] = [];
   const live = liveRunIds();

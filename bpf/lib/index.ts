@@ -2,7 +2,7 @@
 // @skein/bpf: the kernel side of Skein as seen from TypeScript.
 export { native, constants } from './native.ts';
 export type { NativeAddress } from './addon.d.ts';
-export { openNetns, withNetnsFd, type NetnsRef } from './netns.ts';
+export { netnsCookieOf, openNetns, withNetnsFd, type NetnsRef } from './netns.ts';
 export {
   connectTcp,
   fdOf,

@@ -28,3 +28,19 @@ export function withNetnsFd<T>(ns: NetnsRef, fn: (fd: number) => T): T {
     fs.closeSync(fd);
   }
 }
+
+/**
+ * The netns cookie (SO_NETNS_COOKIE) of a namespace: what eBPF programs see
+ * as bpf_get_netns_cookie() for sockets created there. Read from a throwaway
+ * socket made in that namespace.
+ */
+export function netnsCookieOf(ns: NetnsRef): bigint {
+  return withNetnsFd(ns, (fd) => {
+    const sock = native.createSocket(4, 'stream', fd);
+    try {
+      return native.netnsCookie(sock);
+    } finally {
+      fs.closeSync(sock);
+    }
+  });
+}

@@ -9,6 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { listenTcp } from '@skein/bpf';
+import { cleanupKernel } from '@skein/ztunnel-compat/accel/index';
 import { startDaemon, type Daemon } from '../bench/daemon.ts';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
@@ -81,9 +82,20 @@ export async function startCluster(log: (line: string) => void): Promise<Cluster
   const cnis: CniDouble[] = [];
   const nodes = lab.nodes;
   const logOf = (n: LabNode): string => path.join(lab.dir, `${n.name}.skein.log`);
+  // The daemons' pinned eBPF state, per lab run, removed at teardown.
+  const bpffsRoot = `/sys/fs/bpf/skein-lab-${lab.plan.runId}`;
+  const bpffsOf = (n: LabNode): string => path.join(bpffsRoot, n.name);
+  const cleanupPins = (): void => {
+    for (const n of nodes) cleanupKernel(bpffsOf(n));
+    fs.rmSync(bpffsRoot, { recursive: true, force: true });
+  };
+  // Also on Ctrl-C, which leaves through process.exit.
+  process.once('exit', cleanupPins);
   const teardown = async (): Promise<void> => {
     for (const c of closers) c();
     await Promise.all(daemons.map((d) => d.stop()));
+    process.off('exit', cleanupPins);
+    cleanupPins();
     for (const c of cnis) c.close();
     lab.teardown();
   };
@@ -114,6 +126,7 @@ export async function startCluster(log: (line: string) => void): Promise<Cluster
         env: {
           ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(lab.dir, 'ca'),
           NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'info', LOG_FORMAT: 'json',
+          SKEIN_BPFFS_DIR: bpffsOf(n),
         },
       }));
       await cni.zds.waitReady(20_000);

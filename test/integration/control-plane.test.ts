@@ -65,7 +65,7 @@ describe('against the istiod double', () => {
     app = await startApp(config, quiet, { ports: { admin: 0, stats: 0, readiness: 0 } });
   });
   after(async () => {
-    await app.shutdown();
+    await app.shutdown({ cleanupKernel: true });
     await istiod.stop();
   });
 
@@ -161,7 +161,7 @@ test('impersonation is refused for an identity istiod has on no pod of this node
     assert.ok(istiod.log.some((l) => /impersonation/.test(l)), istiod.log.join('\n'));
     assert.ok(!istiod.issued.some((c) => c.identity.endsWith('/sa/bee')));
   } finally {
-    await app.shutdown();
+    await app.shutdown({ cleanupKernel: true });
     await istiod.stop();
   }
 });
@@ -195,7 +195,7 @@ policies:
     assert.equal(await lvl.text(), 'current log level is debug\n');
     assert.equal((await fetch(`http://127.0.0.1:${app.admin.ports.admin}/logging?level=loud`, { method: 'POST' })).status, 400);
   } finally {
-    await app.shutdown();
+    await app.shutdown({ cleanupKernel: true });
   }
 });
 

@@ -127,7 +127,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const a of apps) await a.shutdown();
+  for (const a of apps) await a.shutdown({ cleanupKernel: true });
   for (const c of cnis) c.close();
   for (const s of servers) s.close();
   lab?.teardown();

@@ -85,7 +85,7 @@ before(async () => {
 
 after(async () => {
   await sidecar?.stop();
-  for (const a of apps) await a.shutdown();
+  for (const a of apps) await a.shutdown({ cleanupKernel: true });
   for (const c of cnis) c.close();
   for (const s of servers) s.close();
   lab?.teardown();

@@ -154,7 +154,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const a of apps) await a.shutdown();
+  for (const a of apps) await a.shutdown({ cleanupKernel: true });
   for (const c of cnis) c.close();
   for (const c of closers) c();
   lab?.teardown();

@@ -26,6 +26,7 @@ import { ConnectionManager } from './proxy/connection-manager.ts';
 import { HboneClient } from './proxy/hbone/client.ts';
 import { TcpMetrics } from './proxy/metrics.ts';
 import { podProxyFactory } from './proxy/pod-proxy.ts';
+import { Accel, cleanupKernel } from './accel/index.ts';
 
 export class StartupError extends Error {
   override name = 'StartupError';
@@ -44,9 +45,14 @@ export interface App {
   readonly zds: ZdsClient | undefined;
   readonly pods: WorkloadProxyManager | undefined;
   readonly connections: ConnectionManager;
+  /** The kernel fast paths (always present; inactive ones say why). */
+  readonly accel: Accel;
   configDump(): Record<string, unknown>;
-  /** Stops everything; idempotent. */
-  shutdown(): Promise<void>;
+  /**
+   * Stops everything; idempotent. The kernel's pinned programs and maps stay
+   * for the next daemon unless `cleanupKernel` (tests, `skein proxy --cleanup`).
+   */
+  shutdown(opts?: { cleanupKernel?: boolean }): Promise<void>;
 }
 
 export interface AppOptions {
@@ -160,18 +166,24 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   let zds: ZdsClient | undefined;
   let pods: WorkloadProxyManager | undefined;
   let hbone: HboneClient | undefined;
+  const tcpMetrics = new TcpMetrics(metrics.registry);
+  // The pod manager tells the kernel side about pods, which is built after it.
+  const onPods = { changed: (): void => undefined };
   if (config.proxyMode === 'shared') {
     const done = readiness.register('workload proxy manager');
     hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
     const deps = {
       state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
-      metrics: new TcpMetrics(metrics.registry), network: config.network, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
+      metrics: tcpMetrics, network: config.network, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     };
-    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config) });
+    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config), onChange: () => { onPods.changed(); } });
     zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
     zds.once('snapshot', done);
     zds.start();
   }
+  const kernel = new Accel({ config, state, pods, metrics: tcpMetrics, registry: metrics.registry, log, access: scoped(log, 'access') });
+  onPods.changed = () => { kernel.schedule(); };
+  state.onChange(() => { kernel.schedule(); });
 
   const configDump = (): Record<string, unknown> => {
     const s = state.configDump();
@@ -184,6 +196,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       version: { version, component: 'skein', node: process.versions.node },
       config: configView(config),
       certificates: secrets.certificates(),
+      kernelFastpaths: kernel.dump(),
       workloadState: Object.fromEntries((pods?.status() ?? []).map((p) => [p.uid, { state: p.state === 'running' ? 'Up' : 'Pending', info: p.info, ...(p.lastError === undefined ? {} : { error: p.lastError }) }])),
     };
   };
@@ -209,12 +222,14 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   }
 
   return {
-    config, state, secrets, readiness, metrics, admin, xds, zds, pods, connections, configDump,
-    shutdown: () => {
+    config, state, secrets, readiness, metrics, admin, xds, zds, pods, connections, accel: kernel, configDump,
+    shutdown: (opts = {}) => {
       closing ??= (async () => {
         xds?.stop();
         zds?.stop();
         await pods?.close();
+        kernel.close();
+        if (opts.cleanupKernel === true) cleanupKernel(config.bpffsDir);
         await hbone?.close(1000);
         secrets.close();
         await admin.close();
@@ -232,6 +247,6 @@ function configView(c: Config): Record<string, unknown> {
     clusterId: c.clusterId, network: c.network, nodeName: c.nodeName, trustDomain: c.trustDomain,
     inpodUds: c.inpodUds, packetMark: c.packetMark ?? null, secretTtl: `${c.secretTtlSeconds}s`,
     adminPort: c.adminPort, statsPort: c.statsPort, readinessPort: c.readinessPort,
-    localXdsPath: c.localXdsPath ?? null, kernelFastpath: c.kernelFastpath,
+    localXdsPath: c.localXdsPath ?? null, kernelFastpath: c.kernelFastpath, bpffsDir: c.bpffsDir, cgroupPath: c.cgroupPath ?? null,
   };
 }

@@ -14,6 +14,9 @@ test('parseArgs knows help and version and refuses the rest', () => {
   assert.deepEqual(parseArgs(['version', '--json']), { kind: 'version', json: true });
   assert.throws(() => parseArgs(['frobnicate']), (e: Error) => e instanceof UsageError && /unknown command 'frobnicate'/.test(e.message));
   assert.throws(() => parseArgs(['version', '--yaml']), /version: unexpected argument '--yaml'/);
+  // ztunnel's chart runs `proxy ztunnel`; extra words are ignored, --cleanup is not.
+  assert.deepEqual(parseArgs(['proxy', 'ztunnel']), { kind: 'proxy', cleanup: false });
+  assert.deepEqual(parseArgs(['proxy', '--cleanup']), { kind: 'proxy', cleanup: true });
 });
 
 test('the skein binary runs on Node 24 with the addon loaded', () => {

@@ -3,7 +3,7 @@
 export type Command =
   | { kind: 'help' }
   | { kind: 'version'; json: boolean }
-  | { kind: 'proxy' };
+  | { kind: 'proxy'; cleanup: boolean };
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -14,6 +14,7 @@ export const usage = `Usage: skein <command> [options]
 
 Commands:
   proxy              run the node proxy (configured by environment variables, as ztunnel)
+  proxy --cleanup    detach and unpin the kernel fast paths' programs and maps, then exit
   version [--json]   print the version of skein and of its kernel addon
   help               print this help
 `;
@@ -34,8 +35,8 @@ export function parseArgs(argv: readonly string[]): Command {
       return { kind: 'version', json };
     }
     case 'proxy':
-      // Like ztunnel (`ztunnel proxy ztunnel` in its chart), later arguments are ignored.
-      return { kind: 'proxy' };
+      // Like ztunnel (`ztunnel proxy ztunnel` in its chart), other arguments are ignored.
+      return { kind: 'proxy', cleanup: rest.includes('--cleanup') };
     default:
       throw new UsageError(`unknown command '${cmd}'\n\n${usage}`);
   }

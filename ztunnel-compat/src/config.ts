@@ -62,6 +62,10 @@ export interface Config {
   logLevel: LogLevel;
   logFormat: 'plain' | 'json';
   kernelFastpath: 'auto' | 'off';
+  /** Where the kernel programs, maps and links are pinned (bpffs); they outlive the daemon. */
+  bpffsDir: string;
+  /** The cgroup v2 directory whose processes (the pods) the programs apply to; undefined: the cgroup2 mount. */
+  cgroupPath: string | undefined;
   poolMaxStreamsPerConnection: number;
   poolUnusedReleaseTimeoutMs: number;
 }
@@ -77,7 +81,7 @@ export class ConfigError extends Error {
 }
 
 /** The SKEIN_* variables Skein knows; any other is a typo, and an error. */
-export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_ADMIN_ADDRESS'] as const;
+export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_ADMIN_ADDRESS'] as const;
 
 const DEFAULT_ROOT = './var/run/secrets/istio/root-cert.pem';
 const DEFAULT_TOKEN = './var/run/secrets/tokens/istio-token';
@@ -170,6 +174,9 @@ export function parseConfig(env: Env): Config {
     logLevel: p.logLevel('RUST_LOG'),
     logFormat: p.oneOf('LOG_FORMAT', ['plain', 'json'] as const, 'plain'),
     kernelFastpath: p.oneOf('SKEIN_KERNEL_FASTPATH', ['auto', 'off'] as const, 'auto'),
+    // One directory per node name: a lab runs several "nodes" on one kernel.
+    bpffsDir: p.str('SKEIN_BPFFS_DIR') ?? `/sys/fs/bpf/skein/${(env.NODE_NAME ?? '') === '' ? 'node' : env.NODE_NAME ?? ''}`,
+    cgroupPath: p.str('SKEIN_CGROUP_PATH'),
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
     poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
   };

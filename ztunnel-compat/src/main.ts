@@ -1,23 +1,37 @@
 // SPDX-License-Identifier: Apache-2.0
 // Entry point of the `skein` command.
 import { libbpfVersion } from '@skein/bpf';
+import { cleanupKernel } from './accel/index.ts';
 import { startApp, StartupError } from './app.ts';
 import { parseArgs, usage, UsageError } from './cli.ts';
 import { ConfigError, parseConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { version } from './version.ts';
 
-async function proxy(): Promise<number> {
-  let config;
+function readConfig(): ReturnType<typeof parseConfig> | undefined {
   try {
-    config = parseConfig(process.env);
+    return parseConfig(process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`skein: ${err.message}\n`);
-      return 1;
+      return undefined;
     }
     throw err;
   }
+}
+
+/** `skein proxy --cleanup`: what an uninstall (or a test) runs to leave no kernel state behind. */
+function cleanup(): number {
+  const config = readConfig();
+  if (config === undefined) return 1;
+  const removed = cleanupKernel(config.bpffsDir);
+  process.stdout.write(`skein: removed ${removed.length} pinned object(s) under ${config.bpffsDir}\n`);
+  return 0;
+}
+
+async function proxy(): Promise<number> {
+  const config = readConfig();
+  if (config === undefined) return 1;
   const log = createLogger(config.logLevel, config.logFormat);
   let app;
   try {
@@ -56,7 +70,7 @@ function main(argv: readonly string[]): number | Promise<number> {
       process.stdout.write(usage);
       return 0;
     case 'proxy':
-      return proxy();
+      return cmd.cleanup ? cleanup() : proxy();
     case 'version': {
       const facts = { skein: version, node: process.versions.node, libbpf: libbpfVersion() };
       process.stdout.write(cmd.json ? `${JSON.stringify(facts)}\n` : `skein ${facts.skein} (node ${facts.node}, libbpf ${facts.libbpf})\n`);

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cleanupKernel } from '@skein/ztunnel-compat/accel/index';
 import { CniDouble } from '../../cni/cni-double.ts';
 import type { LabNode, LabPod } from '../../lab/index.ts';
 import { startDaemon, type Daemon } from '../daemon.ts';
@@ -26,12 +27,23 @@ async function setup(env: BenchEnv): Promise<ActivePath> {
   const mesh = path.join(dir, 'mesh.yaml');
   fs.writeFileSync(mesh, `workloads:\n${workload(env.client)}${workload(env.server.pod)}`);
 
+  // The daemons' pinned eBPF state, per lab run, removed at teardown.
+  const bpffsRoot = `/sys/fs/bpf/skein-lab-${env.lab.plan.runId}`;
+  const bpffsOf = (n: LabNode): string => path.join(bpffsRoot, n.name);
   const daemons: Daemon[] = [];
   const cnis: CniDouble[] = [];
   const enrolled: [CniDouble, LabPod][] = [];
+  const cleanupPins = (): void => {
+    for (const n of [near, far]) cleanupKernel(bpffsOf(n));
+    fs.rmSync(bpffsRoot, { recursive: true, force: true });
+  };
+  // Also on Ctrl-C, which leaves through process.exit.
+  process.once('exit', cleanupPins);
   const teardown = async (): Promise<void> => {
     for (const [cni, pod] of enrolled) await cni.unenroll(pod).catch(() => undefined);
     await Promise.all(daemons.map((d) => d.stop()));
+    process.off('exit', cleanupPins);
+    cleanupPins();
     for (const c of cnis) c.close();
   };
   try {
@@ -48,7 +60,7 @@ async function setup(env: BenchEnv): Promise<ActivePath> {
         timeoutMs: 15_000,
         env: {
           ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
-          NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'error',
+          NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'error', SKEIN_BPFFS_DIR: bpffsOf(n),
         },
       }));
       await cni.zds.waitReady(15_000);

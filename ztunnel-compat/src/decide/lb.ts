@@ -77,16 +77,16 @@ export function localityRank(
 }
 
 /**
- * ztunnel `find_upstream_from_service` for one service port: the selectable
- * endpoints (health policy) that can serve the port, narrowed to the best
- * locality tier, then a capacity-weighted random pick. Undefined when the
- * service does not declare the port (standard mode) or nothing is left.
+ * ztunnel `find_upstream_from_service` for one service port, before the pick:
+ * the selectable endpoints (health policy) that can serve the port, narrowed
+ * to the best locality tier seen from `source`. The kernel projection
+ * (accel/project.ts) uses the same list, so both paths choose alike.
  */
-export function pickEndpoint(
-  state: ProxyState, source: Workload, service: Service, servicePort: number, mode: ResolutionMode, random: () => number,
-): EndpointPick | undefined {
+export function endpointCandidates(
+  state: ProxyState, source: Workload, service: Service, servicePort: number, mode: ResolutionMode,
+): EndpointPick[] {
   const svcTarget = service.ports.get(servicePort);
-  if (mode === 'standard' && svcTarget === undefined) return undefined;
+  if (mode === 'standard' && svcTarget === undefined) return [];
   const lb = service.loadBalancer;
   const prefs = lb?.routingPreferences ?? [];
   const strict = lb?.mode === 'Strict';
@@ -105,7 +105,17 @@ export function pickEndpoint(
     if (rank > top) top = rank;
   }
   // FAILOVER (and STANDARD with preferences): only the best tier present competes.
-  const tier = candidates.filter((_, i) => ranks[i] === top);
+  return candidates.filter((_, i) => ranks[i] === top);
+}
+
+/**
+ * The candidates, then a capacity-weighted random pick. Undefined when the
+ * service does not declare the port (standard mode) or nothing is left.
+ */
+export function pickEndpoint(
+  state: ProxyState, source: Workload, service: Service, servicePort: number, mode: ResolutionMode, random: () => number,
+): EndpointPick | undefined {
+  const tier = endpointCandidates(state, source, service, servicePort, mode);
   const i = weightedIndex(tier.map((c) => c.workload.capacity), random);
   return i === undefined ? undefined : tier[i];
 }

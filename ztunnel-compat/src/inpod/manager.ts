@@ -76,6 +76,11 @@ export class WorkloadProxyManager {
     return [...this.#pods.values()].map((p) => ({ uid: p.uid, info: p.info, state: p.state, lastError: p.lastError }));
   }
 
+  /** Pods whose proxy runs, with their netns fd (ours, valid while the pod is enrolled). */
+  running(): { uid: string; info: WorkloadInfo; netnsFd: number }[] {
+    return [...this.#pods.values()].filter((p) => p.state === 'running').map((p) => ({ uid: p.uid, info: p.info, netnsFd: p.netnsFd }));
+  }
+
   has(uid: string): boolean {
     return this.#pods.has(uid);
   }

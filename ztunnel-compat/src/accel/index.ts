@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+// The kernel fast paths as the daemon sees them: probe, load or adopt the
+// pinned programs, keep the maps in step with the state and the enrolled
+// pods, and turn kernel flow events into metrics and access logs. Every
+// failure leaves the fast paths off and traffic on the userspace path.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { native, netnsCookieOf } from '@skein/bpf';
+import type { Config } from '../config.ts';
+import type { WorkloadProxyManager } from '../inpod/manager.ts';
+import type { Logger } from '../log.ts';
+import type { TcpMetrics } from '../proxy/metrics.ts';
+import type { Service } from '../state/service.ts';
+import type { ProxyState } from '../state/store.ts';
+import type { Workload } from '../state/workload.ts';
+import { KernelState } from './kernel.ts';
+import { decodeEvent, podKey, podValue, serviceKey, serviceValue } from './layout.ts';
+import { cgroup2Mount, decideFastpaths, offAll, readKernelFacts, type FastpathStatus } from './probe.ts';
+import { IdTable, project, type EnrolledPod } from './project.ts';
+import { recordKernelEvent } from './telemetry.ts';
+
+export const DEFAULT_OBJECT = fileURLToPath(new URL('../../../bpf/build/bpf/skein.bpf.o', import.meta.url));
+
+export interface AccelDeps {
+  config: Config;
+  state: ProxyState;
+  pods: WorkloadProxyManager | undefined;
+  metrics: TcpMetrics;
+  registry: Registry;
+  log: Logger;
+  access: Logger;
+  objectPath?: string;
+}
+
+interface RingBufferLike { start(): void; close(): void }
+
+export class Accel {
+  readonly status: FastpathStatus;
+  readonly #deps: AccelDeps;
+  readonly #kernel: KernelState | undefined;
+  readonly #ring: RingBufferLike | undefined;
+  readonly #podIds = new IdTable<{ pod: EnrolledPod; workload: Workload | undefined }>();
+  readonly #serviceIds = new IdTable<{ service: Service; port: number }>();
+  readonly #cookies = new Map<string, bigint>();
+  readonly #refused: Counter<'map'>;
+  readonly #cgroupPath: string;
+  #scheduled = false;
+  #closed = false;
+  #last = { pods: 0, services: 0, skipped: [] as { service: string; reason: string }[] };
+
+  constructor(deps: AccelDeps) {
+    this.#deps = deps;
+    const { config, log } = deps;
+    const objectPath = deps.objectPath ?? DEFAULT_OBJECT;
+    const cgroupPath = config.cgroupPath ?? cgroup2Mount() ?? '/sys/fs/cgroup';
+    this.#cgroupPath = cgroupPath;
+    let status = config.proxyMode === 'shared'
+      ? decideFastpaths(config.kernelFastpath, readKernelFacts({ objectPath, bpffsDir: config.bpffsDir, cgroupPath }))
+      : offAll('only in shared (in-pod) mode: there are no enrolled pods to steer');
+    let kernel: KernelState | undefined;
+    let ring: RingBufferLike | undefined;
+    if (status['connect-lb'].active) {
+      try {
+        kernel = KernelState.open({ objectPath, bpffsDir: config.bpffsDir, cgroupPath });
+        const r = new native.RingBuffer(kernel.eventsFd, (data: Buffer) => { this.#onEvent(data); });
+        r.start();
+        ring = r;
+      } catch (err) {
+        kernel?.close();
+        kernel = undefined;
+        const reason = `loading the eBPF programs failed: ${(err as Error).message}`;
+        status = { ...status, 'connect-lb': { active: false, reason }, 'kernel-telemetry': { active: false, reason } };
+      }
+    }
+    this.status = status;
+    this.#kernel = kernel;
+    this.#ring = ring;
+    const registers = [deps.registry];
+    const active = new Gauge({ name: 'skein_kernel_fastpath_active', help: 'Whether a kernel fast path is active (1) or off (0); see config_dump kernelFastpaths for why', labelNames: ['path'] as const, registers });
+    for (const [path, s] of Object.entries(status)) active.set({ path }, s.active ? 1 : 0);
+    this.#refused = new Counter({ name: 'skein_kernel_map_refused_total', help: 'Map entries the kernel refused (map full); their flows stay in userspace', labelNames: ['map'] as const, registers });
+    const kernelCounters = new Counter({
+      name: 'skein_kernel_connects_total', help: 'Connects seen by the kernel fast path, by what it did', labelNames: ['action'] as const, registers,
+      collect: () => { this.#collect(kernelCounters); },
+    });
+    const line = Object.entries(status).map(([p, s]) => `${p}: ${s.active ? 'on' : `off (${s.reason})`}`).join('; ');
+    log.info({ scope: 'accel', adopted: kernel?.adopted ?? false, bpffs: config.bpffsDir, cgroup: cgroupPath }, `kernel fast paths: ${line}`);
+    this.schedule();
+  }
+
+  #collect(c: Counter<'action'>): void {
+    if (this.#kernel === undefined) return;
+    const s = this.#kernel.stats();
+    c.reset();
+    c.inc({ action: 'load_balanced' }, s.lbRewrite);
+    c.inc({ action: 'passthrough' }, s.passthrough);
+    c.inc({ action: 'userspace_flows_full' }, s.flowsFull);
+    c.inc({ action: 'userspace_no_endpoint' }, s.noEndpoint);
+    c.inc({ action: 'events_lost' }, s.eventsLost);
+  }
+
+  #onEvent(data: Buffer): void {
+    let ev;
+    try {
+      ev = decodeEvent(data);
+    } catch (err) {
+      this.#deps.log.warn({ scope: 'accel', err: (err as Error).message }, 'bad kernel event');
+      return;
+    }
+    recordKernelEvent({
+      state: this.#deps.state, network: this.#deps.config.network, metrics: this.#deps.metrics, access: this.#deps.access,
+      podOf: (id) => this.#podIds.get(id)?.workload, serviceOf: (id) => this.#serviceIds.get(id)?.service,
+    }, ev);
+  }
+
+  /** Reprojects on the next turn of the loop; many changes, one write. */
+  schedule(): void {
+    if (this.#kernel === undefined || this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      if (this.#closed) return;
+      try {
+        this.#reconcile();
+      } catch (err) {
+        this.#deps.log.error({ scope: 'accel', err: (err as Error).message }, 'updating the kernel maps failed');
+      }
+    });
+  }
+
+  #enrolled(): EnrolledPod[] {
+    const running = this.#deps.pods?.running() ?? [];
+    const out: EnrolledPod[] = [];
+    const seen = new Set<string>();
+    for (const p of running) {
+      const key = `${p.uid}|${p.netnsFd}`;
+      seen.add(key);
+      let cookie = this.#cookies.get(key);
+      if (cookie === undefined) {
+        cookie = netnsCookieOf(p.netnsFd);
+        this.#cookies.set(key, cookie);
+      }
+      out.push({ uid: p.uid, info: p.info, netnsCookie: cookie });
+    }
+    for (const k of this.#cookies.keys()) if (!seen.has(k)) this.#cookies.delete(k);
+    return out;
+  }
+
+  #reconcile(): void {
+    const kernel = this.#kernel;
+    if (kernel === undefined) return;
+    const p = project({
+      state: this.#deps.state, nodeName: this.#deps.config.nodeName, network: this.#deps.config.network,
+      pods: this.#enrolled(), podIds: this.#podIds, serviceIds: this.#serviceIds,
+    });
+    // Services first, pods last: a pod is steered only once its services are in.
+    const services = kernel.reconcile('services', [...p.services.values()].map((s) => ({ key: serviceKey(s.vip, s.port), value: serviceValue(s.value) })));
+    const pods = kernel.reconcile('pods', [...p.pods.entries()].map(([cookie, x]) => ({ key: podKey(cookie), value: podValue(x.podId) })));
+    if (services.refused > 0) this.#refused.inc({ map: 'services' }, services.refused);
+    if (pods.refused > 0) this.#refused.inc({ map: 'pods' }, pods.refused);
+    this.#last = { pods: p.pods.size, services: p.services.size, skipped: p.skipped };
+  }
+
+  /** The config_dump section. */
+  dump(): Record<string, unknown> {
+    return {
+      mode: this.#deps.config.kernelFastpath,
+      paths: this.status,
+      bpffsDir: this.#deps.config.bpffsDir,
+      cgroupPath: this.#cgroupPath,
+      adopted: this.#kernel?.adopted ?? false,
+      maps: this.#kernel === undefined ? {} : { pods: this.#last.pods, services: this.#last.services, flows: this.#kernel.size('flows') },
+      userspaceServices: this.#last.skipped,
+    };
+  }
+
+  /** Stops reading; the pinned programs and maps stay for the next daemon. */
+  close(): void {
+    this.#closed = true;
+    this.#ring?.close();
+    this.#kernel?.close();
+  }
+}
+
+/** `skein proxy --cleanup`: detach and unpin everything of ours. */
+export function cleanupKernel(bpffsDir: string): string[] {
+  const removed = fs.existsSync(bpffsDir) ? KernelState.cleanup(bpffsDir) : [];
+  // The per-node default lives in /sys/fs/bpf/skein/<node>: drop the parent once empty.
+  try { fs.rmdirSync(path.dirname(bpffsDir)); } catch { /* not empty, or not ours to remove */ }
+  return removed;
+}

@@ -114,8 +114,9 @@ int ErrOf(int rc) { return rc < -1 ? -rc : errno; }
 
 // ---------------------------------------------------------------------------
 // What kind of BPF object an fd refers to: the anon inode's name
-// ("anon_inode:bpf-map", "anon_inode:bpf-prog", "anon_inode:bpf_link").
-// Used where a wrong kind would otherwise be misread rather than refused.
+// ("anon_inode:bpf-map", "anon_inode:bpf-prog"; a link is "bpf_link" when
+// made by BPF_LINK_CREATE and "bpf-link" when fetched from a pin). Used where
+// a wrong kind would otherwise be misread rather than refused.
 
 std::string FdKind(int fd) {
   char path[64];
@@ -129,7 +130,10 @@ void RequireKind(Napi::Env env, int fd, const char* anon, const char* what,
                  const char* syscall) {
   std::string kind = FdKind(fd);
   if (kind.empty()) return;  // closed: the syscall itself reports EBADF
-  if (kind != std::string("anon_inode:") + anon)
+  std::string want = std::string("anon_inode:") + anon;
+  std::string alt = want;
+  for (char& ch : alt) ch = ch == '-' ? '_' : ch;
+  if (kind != want && kind != alt)
     throw ErrnoError(env, syscall, EINVAL,
                      "fd " + std::to_string(fd) + " is not a " + what + " (" +
                          kind + ")");
@@ -514,7 +518,7 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
 Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "linkInfo(fd: number)");
-  RequireKind(env, fd, "bpf_link", "BPF link", "bpf_obj_get_info_by_fd");
+  RequireKind(env, fd, "bpf-link", "BPF link", "bpf_obj_get_info_by_fd");
   bpf_link_info l{};
   uint32_t len = sizeof l;
   int rc = bpf_obj_get_info_by_fd(fd, &l, &len);

@@ -343,6 +343,10 @@ test('probes find what Skein needs on this kernel', { skip }, () => {
   assert.equal(probeMapType(c.BPF_MAP_TYPE_SOCKHASH), true);
   assert.equal(probeHelper(c.BPF_PROG_TYPE_CGROUP_SOCK_ADDR, c.BPF_FUNC_get_netns_cookie), true);
   assert.equal(probeHelper(c.BPF_PROG_TYPE_SK_MSG, c.BPF_FUNC_msg_redirect_hash), true);
+  // Helpers a program type may not call (libbpf 1.1 alone says yes to these).
+  assert.equal(probeHelper(c.BPF_PROG_TYPE_SOCKET_FILTER, c.BPF_FUNC_msg_redirect_hash), false);
+  assert.equal(probeHelper(c.BPF_PROG_TYPE_CGROUP_SOCK_ADDR, c.BPF_FUNC_msg_redirect_hash), false);
+  assert.equal(probeHelper(c.BPF_PROG_TYPE_SK_MSG, c.BPF_FUNC_get_netns_cookie), true);
   assert.ok(native.possibleCpus() >= 1);
 });
 

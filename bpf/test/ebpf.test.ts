@@ -404,3 +404,36 @@ test('bad arguments throw a usage TypeError', () => {
   assert.throws(() => new Rb(3), /^TypeError: Usage: new RingBuffer/);
   assert.throws(() => new Rb('3', () => undefined), /^TypeError: Usage: new RingBuffer/);
 });
+
+test('RingBuffer.consume() rethrows what onRecord threw, keeps the rest, and close() from onRecord stops delivery', { skip: skipCgroup }, async () => {
+  const cgroup = `${cgroupRoot ?? '/sys/fs/cgroup'}/skein-test-${process.pid}-rb`;
+  const cleanup = new Cleanup();
+  try {
+    fs.mkdirSync(cgroup);
+    cleanup.add(() => { removeCgroup(cgroup); });
+    const obj = openBpfObject(probeObj);
+    cleanup.add(() => { obj.close(); });
+    const prog = obj.programs()[0];
+    assert.ok(prog);
+    const link = attachCgroup(prog.fd, cgroup, c.BPF_CGROUP_INET4_CONNECT);
+    cleanup.add(() => { native.closeFd(link); });
+    for (let i = 0; i < 4; i++) await connectFromCgroup(cgroup);
+
+    let seen = 0;
+    let mode: 'throw' | 'close' = 'throw';
+    const rb = new RingBuffer(mapNamed(obj, 'probe_events').fd, () => {
+      seen++;
+      if (mode === 'throw') throw new Error('boom');
+      rb.close();
+    });
+    cleanup.add(() => { rb.close(); });
+    assert.throws(() => rb.consume(), /boom/);
+    assert.equal(seen, 1, 'delivery stops at the record that threw');
+    mode = 'close';
+    assert.equal(rb.consume(), 1, 'close() inside onRecord ends this consume');
+    assert.equal(seen, 2);
+    assert.throws(() => rb.consume(), /closed/);
+  } finally {
+    cleanup.run();
+  }
+});

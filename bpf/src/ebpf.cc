@@ -114,8 +114,9 @@ int ErrOf(int rc) { return rc < -1 ? -rc : errno; }
 
 // ---------------------------------------------------------------------------
 // What kind of BPF object an fd refers to: the anon inode's name
-// ("anon_inode:bpf-map", "anon_inode:bpf-prog", "anon_inode:bpf_link").
-// Used where a wrong kind would otherwise be misread rather than refused.
+// ("anon_inode:bpf-map", "anon_inode:bpf-prog"; a link is "bpf_link" when
+// made by BPF_LINK_CREATE and "bpf-link" when fetched from a pin). Used where
+// a wrong kind would otherwise be misread rather than refused.
 
 std::string FdKind(int fd) {
   char path[64];
@@ -129,7 +130,10 @@ void RequireKind(Napi::Env env, int fd, const char* anon, const char* what,
                  const char* syscall) {
   std::string kind = FdKind(fd);
   if (kind.empty()) return;  // closed: the syscall itself reports EBADF
-  if (kind != std::string("anon_inode:") + anon)
+  std::string want = std::string("anon_inode:") + anon;
+  std::string alt = want;
+  for (char& ch : alt) ch = ch == '-' ? '_' : ch;
+  if (kind != want && kind != alt)
     throw ErrnoError(env, syscall, EINVAL,
                      "fd " + std::to_string(fd) + " is not a " + what + " (" +
                          kind + ")");
@@ -514,7 +518,7 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
 Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "linkInfo(fd: number)");
-  RequireKind(env, fd, "bpf_link", "BPF link", "bpf_obj_get_info_by_fd");
+  RequireKind(env, fd, "bpf-link", "BPF link", "bpf_obj_get_info_by_fd");
   bpf_link_info l{};
   uint32_t len = sizeof l;
   int rc = bpf_obj_get_info_by_fd(fd, &l, &len);
@@ -552,6 +556,47 @@ Napi::Value ProbeMapType(const Napi::CallbackInfo& info) {
   return ProbeResult(info.Env(), rc, "libbpf_probe_bpf_map_type", log);
 }
 
+// libbpf 1.1 decides "not allowed for this program type" by the verifier
+// saying "unknown func"; kernels since 6.x say "program of this type cannot
+// use helper" instead, so libbpf answers yes to every known helper. When it
+// does, load `call helper; r0 = 0; exit` ourselves and believe the verifier
+// if it names the helper as refused. Any other outcome (loaded, or refused
+// for an argument) means the helper itself is allowed.
+bool HelperRefused(uint32_t type, uint32_t helper) {
+  bpf_insn insns[3] = {};
+  insns[0].code = BPF_JMP | BPF_CALL;
+  insns[0].imm = static_cast<int32_t>(helper);
+  insns[1].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
+  insns[2].code = BPF_JMP | BPF_EXIT;
+  std::string log(64 * 1024, '\0');
+  LIBBPF_OPTS(bpf_prog_load_opts, opts);
+  opts.log_buf = log.data();
+  opts.log_size = static_cast<uint32_t>(log.size());
+  opts.log_level = 1;
+  switch (type) {  // the attach types libbpf's own probe uses
+    case BPF_PROG_TYPE_CGROUP_SOCK_ADDR:
+      opts.expected_attach_type = BPF_CGROUP_INET4_CONNECT;
+      break;
+    case BPF_PROG_TYPE_CGROUP_SOCKOPT:
+      opts.expected_attach_type = BPF_CGROUP_GETSOCKOPT;
+      break;
+    case BPF_PROG_TYPE_SK_LOOKUP:
+      opts.expected_attach_type = BPF_SK_LOOKUP;
+      break;
+    default:
+      break;
+  }
+  int fd = bpf_prog_load(static_cast<bpf_prog_type>(type), nullptr, "GPL",
+                         insns, 3, &opts);
+  if (fd >= 0) {
+    close(fd);
+    return false;
+  }
+  return log.find("cannot use helper") != std::string::npos ||
+         log.find("unknown func ") != std::string::npos ||
+         log.find("invalid func ") != std::string::npos;
+}
+
 Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   static const char* usage = "probeHelper(progType: number, helperId: number)";
   uint32_t type = ArgU32(info, 0, usage);
@@ -559,6 +604,7 @@ Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   LogCapture log;
   int rc = libbpf_probe_bpf_helper(static_cast<bpf_prog_type>(type),
                                    static_cast<bpf_func_id>(helper), nullptr);
+  if (rc == 1 && HelperRefused(type, helper)) rc = 0;
   return ProbeResult(info.Env(), rc, "libbpf_probe_bpf_helper", log);
 }
 

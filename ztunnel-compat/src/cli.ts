@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Argument parsing for `skein`: pure, so that tests can pin every message.
+import { parseWaypointArgs, waypointUsage, WaypointUsageError, type WaypointCommand } from '@skein/waypoint/args';
+
 export type Command =
   | { kind: 'help' }
   | { kind: 'version'; json: boolean }
-  | { kind: 'proxy' };
+  | { kind: 'proxy' }
+  | WaypointCommand;
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -15,6 +18,7 @@ export const usage = `Usage: skein <command> [options]
 Commands:
   proxy              run the node proxy (configured by environment variables, as ztunnel)
   version [--json]   print the version of skein and of its kernel addon
+  waypoint <action>  generate, apply, list, status or delete waypoints (skein waypoint help)
   help               print this help
 `;
 
@@ -36,6 +40,13 @@ export function parseArgs(argv: readonly string[]): Command {
     case 'proxy':
       // Like ztunnel (`ztunnel proxy ztunnel` in its chart), later arguments are ignored.
       return { kind: 'proxy' };
+    case 'waypoint':
+      try {
+        return parseWaypointArgs(rest);
+      } catch (err) {
+        if (err instanceof WaypointUsageError) throw new UsageError(`${err.message}\n\n${waypointUsage}`);
+        throw err;
+      }
     default:
       throw new UsageError(`unknown command '${cmd}'\n\n${usage}`);
   }

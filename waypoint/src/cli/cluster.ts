@@ -78,10 +78,20 @@ async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
 }
 
 function wrap(what: string, err: unknown): WaypointClusterError {
-  if (err instanceof ApiException) {
-    const body = err.body as { message?: unknown } | undefined;
-    const detail = typeof body?.message === 'string' ? body.message : String(err.body);
-    return new WaypointClusterError(`${what}: HTTP ${err.code}: ${detail}`, { cause: err });
-  }
+  if (err instanceof ApiException) return new WaypointClusterError(`${what}: HTTP ${err.code}: ${statusMessage(err.body)}`, { cause: err });
   return new WaypointClusterError(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+/** The `message` of a Kubernetes Status body (object or JSON text), else the body as text. */
+function statusMessage(body: unknown): string {
+  let parsed = body;
+  if (typeof body === 'string') {
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return body;
+    }
+  }
+  const message = (parsed as { message?: unknown } | null)?.message;
+  return typeof message === 'string' ? message : JSON.stringify(parsed);
 }

@@ -81,6 +81,11 @@ export class KubeApiServerDouble {
     });
   }
 
+  /** The root that signed the server's certificate. */
+  get caPem(): string {
+    return this.#caPem;
+  }
+
   get url(): string {
     return `https://127.0.0.1:${(this.#server?.address() as AddressInfo).port}`;
   }

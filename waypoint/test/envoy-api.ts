@@ -124,6 +124,8 @@ function checkMessage(root: protobuf.Root, type: protobuf.Type, value: unknown, 
     }
   }
   for (const field of type.fieldsArray) {
+    // protoc-gen-validate applies a oneof member's rules only when that member is set.
+    if (field.partOf !== null) continue;
     const rules = validateRules(field);
     const required = (rules?.message as { required?: boolean } | undefined)?.required === true;
     if (required && value[field.name] === undefined && value[field.jsonName] === undefined) {

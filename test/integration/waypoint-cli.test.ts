@@ -189,6 +189,13 @@ test('delete removes the Gateway, and the EnvoyFilter of a sandwiched one; --dry
   assert.equal(again.stderr, 'skein: waypoint shop/wp not found\n');
 });
 
+test('generate from the binary prints the golden files byte for byte and needs no cluster', async () => {
+  const r = await run(['generate', '--name', 'envoy-wp', '--namespace', 'shop', '--sandwich', '--revision', 'canary'], { KUBECONFIG: join(dir, 'missing') });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, readFileSync(new URL('../../waypoint/test/golden/sandwich.yaml', import.meta.url), 'utf8'));
+  assert.equal(api.requests.length, 0);
+});
+
 test('an unknown flag exits 2 with the usage before any request', async () => {
   const r = await run(['apply', '--name', 'wp', '--overwrite']);
   assert.equal(r.code, 2);

@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Carries out a parsed `skein waypoint` command: generation is pure
 // (manifest/), the cluster is reached only through `Cluster`.
-import { ENVOY_FILTER_API_VERSION, GATEWAY_API_VERSION } from '../manifest/constants.ts';
+import { ANNOTATION_INBOUND_BINDING, ENVOY_FILTER_API_VERSION, GATEWAY_API_VERSION } from '../manifest/constants.ts';
 import { generateWaypoint, toYaml } from '../manifest/generate.ts';
 import { envoyFilterName } from '../manifest/sandwich.ts';
 import type { KubeObject, WaypointSpec } from '../manifest/types.ts';
-import type { ApplyOptions, WaypointCommand } from './args.ts';
-import { waypointUsage } from './args.ts';
+import { waypointUsage, type ApplyOptions, type WaypointCommand } from './args.ts';
 import { connectCluster, describe, type Cluster } from './cluster.ts';
 import { formatList, formatStatus, isWaypoint } from './report.ts';
-import { ANNOTATION_INBOUND_BINDING } from '../manifest/constants.ts';
 
 export interface WaypointIo {
   out(text: string): void;

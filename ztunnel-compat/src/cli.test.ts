@@ -19,6 +19,12 @@ test('parseArgs knows help and version and refuses the rest', () => {
   assert.deepEqual(parseArgs(['proxy', '--cleanup']), { kind: 'proxy', cleanup: true });
 });
 
+test('parseArgs hands `waypoint` to the waypoint parser and turns its refusals into usage errors', () => {
+  assert.deepEqual(parseArgs(['waypoint', 'status', '--name', 'wp']), { kind: 'waypoint', action: 'status', name: 'wp', namespace: undefined });
+  assert.throws(() => parseArgs(['waypoint', 'apply', '--frob']),
+    (e: Error) => e instanceof UsageError && /^waypoint apply: unknown flag '--frob'\n\nUsage: skein waypoint/.test(e.message));
+});
+
 test('the skein binary runs on Node 24 with the addon loaded', () => {
   const out = JSON.parse(execFileSync(bin, ['version', '--json'], { encoding: 'utf8' })) as Record<string, string>;
   assert.match(out.node ?? '', /^24\./);

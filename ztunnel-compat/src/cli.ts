@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Argument parsing for `skein`: pure, so that tests can pin every message.
+import { parseWaypointArgs, waypointUsage, WaypointUsageError, type WaypointCommand } from '@skein/waypoint/args';
+
 export type Command =
   | { kind: 'help' }
   | { kind: 'version'; json: boolean }
-  | { kind: 'proxy'; cleanup: boolean };
+  | { kind: 'proxy'; cleanup: boolean }
+  | WaypointCommand;
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -16,6 +19,7 @@ Commands:
   proxy              run the node proxy (configured by environment variables, as ztunnel)
   proxy --cleanup    detach and unpin the kernel fast paths' programs and maps, then exit
   version [--json]   print the version of skein and of its kernel addon
+  waypoint <action>  generate, apply, list, status or delete waypoints (skein waypoint help)
   help               print this help
 `;
 
@@ -37,6 +41,13 @@ export function parseArgs(argv: readonly string[]): Command {
     case 'proxy':
       // Like ztunnel (`ztunnel proxy ztunnel` in its chart), other arguments are ignored.
       return { kind: 'proxy', cleanup: rest.includes('--cleanup') };
+    case 'waypoint':
+      try {
+        return parseWaypointArgs(rest);
+      } catch (err) {
+        if (err instanceof WaypointUsageError) throw new UsageError(`${err.message}\n\n${waypointUsage}`);
+        throw err;
+      }
     default:
       throw new UsageError(`unknown command '${cmd}'\n\n${usage}`);
   }

@@ -3,6 +3,7 @@
 import { libbpfVersion } from '@skein/bpf';
 import { cleanupKernel } from './accel/index.ts';
 import { startApp, StartupError } from './app.ts';
+import type { WaypointCommand } from '@skein/waypoint/args';
 import { parseArgs, usage, UsageError } from './cli.ts';
 import { ConfigError, parseConfig } from './config.ts';
 import { createLogger } from './log.ts';
@@ -76,6 +77,22 @@ function main(argv: readonly string[]): number | Promise<number> {
       process.stdout.write(cmd.json ? `${JSON.stringify(facts)}\n` : `skein ${facts.skein} (node ${facts.node}, libbpf ${facts.libbpf})\n`);
       return 0;
     }
+    case 'waypoint':
+      return waypoint(cmd);
+  }
+}
+
+// Loaded on demand: the Kubernetes client is not part of the proxy's start-up.
+async function waypoint(cmd: WaypointCommand): Promise<number> {
+  const { runWaypoint, WaypointClusterError } = await import('@skein/waypoint/cli');
+  try {
+    return await runWaypoint(cmd, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) });
+  } catch (err) {
+    if (err instanceof WaypointClusterError) {
+      process.stderr.write(`skein: waypoint: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
   }
 }
 

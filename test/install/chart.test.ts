@@ -90,6 +90,9 @@ describe('the Skein chart', () => {
     assert.equal(env.get('NETWORK'), '');
     assert.equal(env.get('RUST_LOG'), 'info');
     assert.equal(env.get('SKEIN_KERNEL_FASTPATH'), 'auto');
+    // The fast paths attach to the host's cgroup tree and pin where the bpffs mount is.
+    assert.equal(env.get('SKEIN_CGROUP_PATH'), '/host/sys/fs/cgroup');
+    assert.equal(env.get('SKEIN_BPFFS_DIR'), '/sys/fs/bpf/skein');
     assert.equal(env.get('NODE_NAME'), 'fieldRef:spec.nodeName');
     assert.equal(env.get('POD_NAME'), 'fieldRef:metadata.name');
     assert.equal(env.get('POD_NAMESPACE'), 'fieldRef:metadata.namespace');
@@ -171,6 +174,7 @@ describe('the Skein chart', () => {
     const hostPaths = (podSpec(ds).volumes ?? []).flatMap((v) => (v.hostPath === undefined ? [] : [v.hostPath.path]));
     assert.deepEqual(hostPaths, ['/var/run/ztunnel']);
     assert.equal(envOf(ds).get('SKEIN_KERNEL_FASTPATH'), 'off');
+    assert.equal(envOf(ds).has('SKEIN_CGROUP_PATH'), false);
   });
 
   it('is ready on GET :15021/healthz/ready, scraped on :15020, node-critical, on every node, replaced surge-first', async () => {

@@ -194,6 +194,15 @@ policies:
     const lvl = await fetch(`http://127.0.0.1:${app.admin.ports.admin}/logging?level=debug`, { method: 'POST' });
     assert.equal(await lvl.text(), 'current log level is debug\n');
     assert.equal((await fetch(`http://127.0.0.1:${app.admin.ports.admin}/logging?level=loud`, { method: 'POST' })).status, 400);
+    // istioctl ztunnel-config log: an empty level only shows; per-target levels change one scope.
+    const logging = async (arg: string): Promise<[number, string]> => {
+      const r = await fetch(`http://127.0.0.1:${app.admin.ports.admin}/logging?level=${arg}`, { method: 'POST' });
+      return [r.status, await r.text()];
+    };
+    assert.deepEqual(await logging(''), [200, 'current log level is debug\n']);
+    assert.deepEqual(await logging('info,access:debug'), [200, 'current log level is info (access:debug)\n']);
+    assert.equal((await logging('nosuchscope:debug'))[0], 400);
+    assert.deepEqual(await logging('info'), [200, 'current log level is info\n'], 'a bare level resets every scope');
   } finally {
     await app.shutdown({ cleanupKernel: true });
   }

@@ -49,10 +49,11 @@ export interface App {
   readonly accel: Accel;
   configDump(): Record<string, unknown>;
   /**
-   * Stops everything; idempotent. The kernel's pinned programs and maps stay
-   * for the next daemon unless `cleanupKernel` (tests, `skein proxy --cleanup`).
+   * Stops everything; idempotent. Open connections get the drain deadline
+   * (config.drainMs unless `drainMs`) to finish. The kernel's pinned
+   * programs and maps stay for the next daemon unless `cleanupKernel`.
    */
-  shutdown(opts?: { cleanupKernel?: boolean }): Promise<void>;
+  shutdown(opts?: { cleanupKernel?: boolean; drainMs?: number }): Promise<void>;
 }
 
 export interface AppOptions {
@@ -227,7 +228,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       closing ??= (async () => {
         xds?.stop();
         zds?.stop();
-        await pods?.close();
+        await pods?.close(opts.drainMs ?? config.drainMs);
         kernel.close();
         if (opts.cleanupKernel === true) cleanupKernel(config.bpffsDir);
         await hbone?.close(1000);

@@ -89,3 +89,13 @@ test('durations', () => {
   assert.equal(parseDurationMs('5 minutes'), undefined);
   assert.equal(parseDurationMs('h'), undefined);
 });
+
+test('the drain deadline follows ztunnel: CONNECTION_TERMINATION_DEADLINE, else the grace period less 5 s (long) or 1 s (short), else 5 s', () => {
+  const drain = (env: Record<string, string>): number => parseConfig({ ...env }).drainMs;
+  assert.equal(drain({}), 5000);
+  assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '30' }), 25_000);
+  assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '5' }), 4000);
+  assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '0' }), 0);
+  assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '30', CONNECTION_TERMINATION_DEADLINE: '2s' }), 2000);
+  assert.throws(() => parseConfig({ TERMINATION_GRACE_PERIOD_SECONDS: 'soon' }), /TERMINATION_GRACE_PERIOD_SECONDS/);
+});

@@ -68,6 +68,8 @@ export interface Config {
   cgroupPath: string | undefined;
   poolMaxStreamsPerConnection: number;
   poolUnusedReleaseTimeoutMs: number;
+  /** How long a shutdown lets open connections finish before closing them (ztunnel's drain deadline). */
+  drainMs: number;
 }
 
 export class ConfigError extends Error {
@@ -179,6 +181,7 @@ export function parseConfig(env: Env): Config {
     cgroupPath: p.str('SKEIN_CGROUP_PATH'),
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
     poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
+    drainMs: p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400)),
   };
   if ((config.localCaCert === undefined) !== (config.localCaKey === undefined)) {
     problems.push('SKEIN_LOCAL_CA_CERT and SKEIN_LOCAL_CA_KEY: set both or neither');
@@ -321,4 +324,13 @@ class Reader {
     this.#problems.push('PROXY_CONFIG: not a YAML mapping');
     return {};
   }
+}
+
+/**
+ * ztunnel's drain deadline from the pod's termination grace period: leave
+ * 5 s for the rest of the shutdown when the grace is long, 1 s otherwise.
+ */
+export function drainFromGrace(graceSeconds: number | undefined): number {
+  if (graceSeconds === undefined) return 5000;
+  return Math.max(0, graceSeconds > 10 ? graceSeconds - 5 : graceSeconds - 1) * 1000;
 }

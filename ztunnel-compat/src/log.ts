@@ -17,7 +17,25 @@ export function createLogger(level: LogLevel, format: 'plain' | 'json', destinat
   }, destination as pino.DestinationStream);
 }
 
+// One child per (logger, scope), so /logging can set a scope's level later.
+const children = new WeakMap<Logger, Map<string, Logger>>();
+
 /** A child logger for one subsystem. */
 export function scoped(log: Logger, scope: string): Logger {
-  return log.child({ scope });
+  let byScope = children.get(log);
+  if (byScope === undefined) {
+    byScope = new Map();
+    children.set(log, byScope);
+  }
+  let child = byScope.get(scope);
+  if (child === undefined) {
+    child = log.child({ scope });
+    byScope.set(scope, child);
+  }
+  return child;
+}
+
+/** The scoped children made from `log` so far. */
+export function scopesOf(log: Logger): ReadonlyMap<string, Logger> {
+  return children.get(log) ?? new Map();
 }

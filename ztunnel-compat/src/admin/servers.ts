@@ -6,7 +6,8 @@
 import http from 'node:http';
 import type net from 'node:net';
 import zlib from 'node:zlib';
-import type { Logger } from '../log.ts';
+import { scopesOf, type Logger } from '../log.ts';
+import { parseLevelDirectives } from './log-levels.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Readiness } from './readiness.ts';
 
@@ -25,7 +26,6 @@ export interface AdminAddresses {
   readiness: { host: string; port: number };
 }
 
-const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'off'] as const;
 
 function send(res: http.ServerResponse, code: number, body: string, type = 'text/plain; charset=utf-8'): void {
   res.writeHead(code, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
@@ -40,17 +40,32 @@ function adminHandler(d: AdminDeps): http.RequestListener {
         send(res, 200, `${JSON.stringify(d.configDump(), null, 2)}\n`, 'application/json');
         return;
       case '/logging': {
-        const level = url.searchParams.get('level');
-        if (level !== null) {
-          if (req.method !== 'POST' && req.method !== 'GET') { send(res, 405, 'method not allowed\n'); return; }
-          if (!(LEVELS as readonly string[]).includes(level)) {
-            send(res, 400, `invalid level '${level}' (one of ${LEVELS.join(', ')})\n`);
+        if (req.method !== 'POST' && req.method !== 'GET') { send(res, 405, 'method not allowed\n'); return; }
+        let change;
+        try {
+          change = parseLevelDirectives(url.searchParams.get('level') ?? '');
+        } catch (err) {
+          send(res, 400, `${(err as Error).message}\n`);
+          return;
+        }
+        const pinoLevel = (l: string): string => (l === 'off' ? 'silent' : l);
+        const scopes = scopesOf(d.log);
+        if (change.global !== undefined) {
+          // A bare level resets every scope to it, as a new global filter would.
+          d.log.level = pinoLevel(change.global);
+          for (const child of scopes.values()) child.level = d.log.level;
+        }
+        for (const [scope, level] of change.scopes) {
+          const child = scopes.get(scope);
+          if (child === undefined) {
+            send(res, 400, `unknown target '${scope}' (known: ${[...scopes.keys()].sort().join(', ')})\n`);
             return;
           }
-          d.log.level = level === 'off' ? 'silent' : level;
-          d.log.info({ scope: 'admin', level }, 'log level changed');
+          child.level = pinoLevel(level);
         }
-        send(res, 200, `current log level is ${d.log.level}\n`);
+        if (change.global !== undefined || change.scopes.size > 0) d.log.info({ scope: 'admin', level: url.searchParams.get('level') }, 'log level changed');
+        const overrides = [...scopes].filter(([, c]) => c.level !== d.log.level).map(([n, c]) => `${n}:${c.level}`).sort();
+        send(res, 200, `current log level is ${d.log.level}${overrides.length > 0 ? ` (${overrides.join(',')})` : ''}\n`);
         return;
       }
       case '/quitquitquit':

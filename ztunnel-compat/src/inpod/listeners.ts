@@ -41,10 +41,17 @@ class PodListeners implements PodProxy {
     s.once('close', () => this.#sockets.delete(s));
   }
 
-  async stop(): Promise<void> {
+  async stop(drainMs = 0): Promise<void> {
     const closed = this.#servers.map((srv) => new Promise<void>((r) => { srv.close(() => { r(); }); }));
-    // Draining a pod ends its connections; ztunnel waits up to its drain
-    // deadline, here the pod is gone or leaving the mesh already.
+    // Listeners close first: during a handoff the new daemon's listeners
+    // (SO_REUSEPORT) take the new connections while these finish.
+    if (drainMs > 0 && this.#sockets.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        const check = (): void => { if (this.#sockets.size === 0) { clearTimeout(timer); resolve(); } };
+        for (const s of this.#sockets) s.once('close', check);
+      });
+    }
     for (const s of this.#sockets) s.destroy();
     await Promise.all(closed);
   }

@@ -8,8 +8,11 @@ import type { WorkloadInfo } from './protocol.ts';
 
 /** A pod's running proxy (its listeners and connections). */
 export interface PodProxy {
-  /** Stops accepting and drains the pod's connections. */
-  stop(): Promise<void>;
+  /**
+   * Stops accepting; open connections get `drainMs` to finish (0: closed now,
+   * as when the pod leaves the mesh), then are closed.
+   */
+  stop(drainMs?: number): Promise<void>;
 }
 
 export interface ProxyFactory {
@@ -125,10 +128,11 @@ export class WorkloadProxyManager {
     return gone.map((p) => p.uid);
   }
 
-  async close(): Promise<void> {
+  /** Shutdown: every pod's proxy drains at once, for up to `drainMs`. */
+  async close(drainMs = 0): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
-    for (const p of [...this.#pods.values()]) await this.#remove(p);
+    await Promise.all([...this.#pods.values()].map((p) => this.#remove(p, drainMs)));
   }
 
   async #start(pod: Pod): Promise<void> {
@@ -163,10 +167,10 @@ export class WorkloadProxyManager {
     this.#retryTimer.unref();
   }
 
-  async #remove(pod: Pod): Promise<void> {
+  async #remove(pod: Pod, drainMs = 0): Promise<void> {
     this.#pods.delete(pod.uid);
     try {
-      await pod.proxy?.stop();
+      await pod.proxy?.stop(drainMs);
     } finally {
       fs.closeSync(pod.netnsFd);
       this.#onChange?.();

@@ -86,10 +86,12 @@ export function podProxyFactory(p: OutboundDeps, config: Config): ProxyFactory {
         throw err;
       }
       return {
-        stop: async () => {
+        stop: async (drainMs = 0) => {
           servers.delete(uid);
-          await proxy.stop();
-          await server.close(1000);
+          // GOAWAY first, so clients open new streams elsewhere; tunnels in flight finish within the drain.
+          const hbone = server.close(Math.max(drainMs, 1000));
+          await proxy.stop(drainMs);
+          await hbone;
         },
       };
     },

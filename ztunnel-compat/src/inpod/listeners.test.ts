@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+// A pod's listeners on shutdown: new connections are refused at once, open
+// ones get the drain deadline to finish, and what is still open after it is
+// closed. Real listeners in a throwaway netns.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import type net from 'node:net';
+import { after, before, test } from 'node:test';
+import { connectTcp, openNetns } from '@skein/bpf';
+import { createNetns, needsRoot, type TempNetns } from '../../../bpf/test/netns-fixture.ts';
+import { listenerFactory } from './listeners.ts';
+
+let ns: TempNetns | undefined;
+before(() => { if (!needsRoot) ns = createNetns(); });
+after(() => { ns?.remove(); });
+
+function connect(path: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connectTcp({ address: '127.0.0.1', port, netns: path });
+    s.once('connect', () => { resolve(s); });
+    s.once('error', reject);
+  });
+}
+
+test('stop(drainMs): listeners close first, open connections finish within the drain, the rest are closed after it', { skip: needsRoot }, async () => {
+  const path = ns?.path ?? '';
+  const accepted: net.Socket[] = [];
+  const factory = listenerFactory({ mark: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { accepted.push(s); s.on('error', () => undefined); } });
+  const fd = openNetns(path);
+  const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
+  const finishing = await connect(path, 15001);
+  const lingering = await connect(path, 15006);
+  for (const s of [finishing, lingering]) s.on('error', () => undefined);
+  while (accepted.length < 2) await new Promise((r) => setTimeout(r, 10));
+  const t0 = Date.now();
+  const stopped = proxy.stop(600);
+  await new Promise((r) => setTimeout(r, 50));
+  await assert.rejects(connect(path, 15001), 'no new connections while draining');
+  // One connection ends by itself during the drain; the other outlives it and is closed.
+  finishing.end();
+  const lingeringClosed = new Promise<number>((resolve) => { lingering.once('close', () => { resolve(Date.now() - t0); }); });
+  lingering.resume();
+  await stopped;
+  fs.closeSync(fd);
+  const at = await lingeringClosed;
+  assert.ok(at >= 550, `closed at the drain deadline, not before (${at} ms)`);
+  assert.ok(Date.now() - t0 < 2000);
+});
+
+test('stop() with no drain closes open connections at once (the pod left the mesh)', { skip: needsRoot }, async () => {
+  const path = ns?.path ?? '';
+  const factory = listenerFactory({ mark: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { s.on('error', () => undefined); } });
+  const fd = openNetns(path);
+  const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
+  const open = await connect(path, 15001);
+  open.on('error', () => undefined);
+  open.resume();
+  const closed = new Promise((r) => open.once('close', r));
+  const t0 = Date.now();
+  await proxy.stop();
+  fs.closeSync(fd);
+  await closed;
+  assert.ok(Date.now() - t0 < 300);
+});

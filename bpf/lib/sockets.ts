@@ -123,6 +123,9 @@ export async function listenTcp(o: ListenOptions, onConnection?: (socket: net.So
   const port = checkPort(o.port, 'listenTcp');
   const backlog = o.backlog ?? 511;
   const fd = createTcpFd(family, o, (fd) => {
+    // As Node's own listeners: connections of an earlier listener still in
+    // TIME_WAIT must not keep a restarted one from binding.
+    native.setIntOpt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1);
     native.bind(fd, o.address, port);
     native.listen(fd, backlog);
   });

@@ -17,6 +17,7 @@ test('options set at creation are on the socket Node owns (IPv4 and IPv6)', { sk
     const server = await listenTcp({ address, port: 0, netns: ns().path, mark: ZTUNNEL_MARK, reusePort: true, transparent: true, freebind: true, noDelay: true });
     assert.equal(getSocketOption(server, c.SOL_SOCKET, c.SO_MARK), ZTUNNEL_MARK);
     assert.equal(getSocketOption(server, c.SOL_SOCKET, c.SO_REUSEPORT), 1);
+    assert.equal(getSocketOption(server, c.SOL_SOCKET, c.SO_REUSEADDR), 1, 'a restarted listener binds despite TIME_WAIT');
     assert.equal(getSocketOption(server, six ? c.SOL_IPV6 : c.SOL_IP, six ? c.IPV6_TRANSPARENT : c.IP_TRANSPARENT), 1);
     assert.equal(getSocketOption(server, six ? c.SOL_IPV6 : c.SOL_IP, six ? c.IPV6_FREEBIND : c.IP_FREEBIND), 1);
     assert.equal(getSocketOption(server, c.IPPROTO_TCP, c.TCP_NODELAY), 1);

@@ -4,8 +4,9 @@
 import type { Scenario } from '../scenario.ts';
 import { hbone } from './hbone.ts';
 import { reference } from './reference.ts';
+import { samenode } from './samenode.ts';
 
-export const scenarios: readonly Scenario[] = [reference, hbone];
+export const scenarios: readonly Scenario[] = [reference, hbone, samenode];
 
 export function findScenario(name: string): Scenario | undefined {
   return scenarios.find((s) => s.name === name);

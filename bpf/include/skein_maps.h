@@ -25,11 +25,60 @@
 #define SKEIN_MAX_ENDPOINTS 32
 #define SKEIN_MAX_FLOWS 65536
 #define SKEIN_EVENTS_BYTES (1 << 20)
+#define SKEIN_MAX_LOCAL 4096
+#define SKEIN_MAX_AUTHZ 65536
+#define SKEIN_MAX_SOCKS 65536
 
 /* skein_pods: enrolled pods on this node, by netns cookie. */
 struct skein_pod {
 	__u32 pod_id;	/* the daemon's handle for telemetry */
 	__u32 flags;	/* reserved */
+};
+
+/*
+ * skein_local: enrolled workloads on this node, by IPv4 (network order): the
+ * destinations of the same-node fast path.
+ */
+struct skein_local {
+	__u64 netns_cookie;
+	__u32 pod_id;
+	__u32 flags;	/* reserved */
+};
+
+/*
+ * skein_authz: the destination's authorization verdict for a source pod,
+ * decided in userspace by decide/authz.ts for policies that depend on the
+ * source identity only. No entry: the kernel cannot decide; userspace does.
+ */
+struct skein_authz_key {
+	__u32 src_pod;
+	__u32 dst_pod;
+};
+
+#define SKEIN_AUTHZ_ALLOW 1
+#define SKEIN_AUTHZ_DENY 2
+
+/*
+ * skein_approved: same-node flows approved at connect time, by the client's
+ * address; the destination's sk_lookup program admits only these past its
+ * capture. Written by our programs only.
+ */
+struct skein_flow_key {
+	__u32 ip;	/* client IPv4, network order */
+	__u32 port;	/* client port, host order */
+};
+
+struct skein_approval {
+	__u64 dst_netns;
+	__u32 dst_port;	/* the port the client dialled, host order */
+	__u32 pad;
+};
+
+/* skein_listeners (SOCKHASH): enrolled pods' listening sockets. */
+struct skein_listen_key {
+	__u64 netns_cookie;
+	__u32 port;	/* host order */
+	__u32 pad;
 };
 
 /* skein_services: key. */
@@ -74,6 +123,9 @@ struct skein_flow {
 	__u16 orig_port;
 	__u16 dst_port;
 	__u32 established;
+	__u64 dst_netns;	/* same-node flows: the destination pod's netns; else 0 */
+	__u32 dst_pod;		/* same-node flows: its pod id */
+	__u32 pad;
 };
 
 enum skein_event_kind {
@@ -98,6 +150,8 @@ struct skein_event {
 	__u64 bytes_sent;
 	__u64 bytes_recv;
 	__u64 duration_ns;
+	__u32 dst_pod;	/* same-node flows: the destination pod; else 0 */
+	__u32 pad2;
 };
 
 /* skein_stats: per-CPU counters, by index. */
@@ -107,7 +161,11 @@ enum skein_stat {
 	SKEIN_STAT_FLOWS_FULL = 2,	/* flow table full: left to userspace */
 	SKEIN_STAT_EVENTS_LOST = 3,	/* ring buffer full: an event was dropped */
 	SKEIN_STAT_NO_ENDPOINT = 4,	/* nothing to pick: left to userspace */
-	SKEIN_STAT_MAX = 8,
+	SKEIN_STAT_SAME_NODE = 5,	/* connects approved for the same-node fast path */
+	SKEIN_STAT_DENIED = 6,		/* connects refused by in-kernel authorization */
+	SKEIN_STAT_ADMITTED = 7,	/* approved flows the destination's sk_lookup let in */
+	SKEIN_STAT_NO_LISTENER = 8,	/* approved, but no known listener: left to the capture */
+	SKEIN_STAT_MAX = 16,
 };
 
 #endif /* SKEIN_MAPS_H */

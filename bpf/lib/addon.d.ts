@@ -48,6 +48,8 @@ export interface NativeConstants {
   BPF_CGROUP_INET4_GETPEERNAME: number;
   BPF_CGROUP_INET6_GETPEERNAME: number;
   BPF_CGROUP_INET_SOCK_RELEASE: number;
+  BPF_SK_LOOKUP: number;
+  BPF_TRACE_ITER: number;
   BPF_MAP_TYPE_HASH: number;
   BPF_MAP_TYPE_ARRAY: number;
   BPF_MAP_TYPE_LRU_HASH: number;
@@ -58,6 +60,7 @@ export interface NativeConstants {
   BPF_MAP_TYPE_PERCPU_HASH: number;
   BPF_MAP_TYPE_LRU_PERCPU_HASH: number;
   BPF_FUNC_get_netns_cookie: number;
+  BPF_FUNC_sk_assign: number;
   BPF_FUNC_get_socket_cookie: number;
   BPF_FUNC_setsockopt: number;
   BPF_FUNC_msg_redirect_hash: number;
@@ -175,6 +178,8 @@ export interface Native {
   openPath(path: string, directory: boolean): number;
   /** bpf_link_create without options; returns the link fd. */
   bpfLinkCreate(progFd: number, targetFd: number, attachType: number): number;
+  /** Creates an iterator from `linkFd` inside the netns `netnsFd` and reads it to the end; returns the bytes read. */
+  bpfIterRun(linkFd: number, netnsFd: number): number;
   bpfLinkDetach(linkFd: number): void;
   bpfProgAttach(progFd: number, targetFd: number, attachType: number, flags: number): void;
   bpfProgDetach2(progFd: number, targetFd: number, attachType: number): void;

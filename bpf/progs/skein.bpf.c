@@ -1,24 +1,41 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Skein's kernel fast paths, attached to the cgroup that holds the pods:
+ * Skein's kernel fast paths. Attached to the cgroup that holds the pods:
  *
- *   cgroup/connect4  connect-time load balancing: an enrolled pod connecting
- *                    to a service whose endpoints use no tunnel is connected
- *                    straight to the endpoint the daemon's rules would pick,
- *                    and its socket is marked so istio-cni's rules do not
- *                    capture it (no trip through Skein's port 15001).
- *   sockops          telemetry for those connections: open, close, bytes,
- *                    through a ring buffer the daemon turns into istio_tcp_*
- *                    metrics and access-log lines.
+ *   cgroup/connect4  decides at connect(): for an enrolled pod dialling a
+ *                    service whose endpoints use no tunnel, connect straight
+ *                    to the endpoint the daemon's rules would pick; for one
+ *                    dialling an enrolled pod on this node (by pod IP or
+ *                    service) with no waypoint, apply the destination's
+ *                    authorization for the source's identity (refuse, or
+ *                    approve the flow). The socket is marked so istio-cni's
+ *                    rules do not capture it on the way out.
+ *   sockops          records approvals once the client port is known, learns
+ *                    enrolled pods' listeners, and reports open, close and
+ *                    bytes through a ring buffer.
  *   sock_release     forgets a steered connect that died before its first
  *                    packet, so the flow table cannot fill with ghosts.
  *
- * Anything these programs cannot decide returns unchanged, to userspace.
- * They never refuse a connect: a full map means "let userspace do it".
+ * Attached to each enrolled pod's netns:
+ *
+ *   sk_lookup        after istio-cni's inbound capture redirected a SYN,
+ *                    hands an approved same-node flow to the pod's own
+ *                    listener instead of the capture port. Only flows our
+ *                    connect4 approved are in the table: nothing a pod can
+ *                    set on a packet gets it there.
+ *
+ * A same-node flow's bytes then take the kernel's own TCP path between the
+ * two pods, exactly as without a mesh. (Moving them socket to socket with
+ * sk_msg was tried and dropped: a reader could see a spurious end of stream
+ * on half-closed connections.)
+ *
+ * Anything these programs cannot decide passes unchanged, to userspace. The
+ * only connects they refuse are ones the destination's policy denies.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #include "skein_maps.h"
 
@@ -26,6 +43,8 @@
 #define SO_MARK 36
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
+#define AF_INET 2
+#define TCP_LISTEN 10
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -45,10 +64,38 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKEIN_MAX_LOCAL);
+	__type(key, __u32);	/* IPv4, network order */
+	__type(value, struct skein_local);
+} skein_local SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKEIN_MAX_AUTHZ);
+	__type(key, struct skein_authz_key);
+	__type(value, __u32);
+} skein_authz SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SKEIN_MAX_FLOWS);
 	__type(key, __u64);	/* socket cookie */
 	__type(value, struct skein_flow);
 } skein_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKEIN_MAX_FLOWS);
+	__type(key, struct skein_flow_key);
+	__type(value, struct skein_approval);
+} skein_approved SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SKEIN_MAX_SOCKS);
+	__type(key, struct skein_listen_key);
+	__type(value, __u64);
+} skein_listeners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -91,13 +138,18 @@ static __always_inline const struct skein_endpoint *pick(const struct skein_serv
 SEC("cgroup/connect4")
 int skein_connect4(struct bpf_sock_addr *ctx)
 {
-	struct skein_svc_key key = {};
-	const struct skein_endpoint *ep;
+	const struct skein_endpoint *ep = NULL;
 	const struct skein_service *svc;
+	const struct skein_local *local;
+	struct skein_svc_key key = {};
+	struct skein_authz_key az = {};
+	struct skein_listen_key lk = {};
+	struct bpf_sock *listener;
 	const struct skein_pod *pod;
 	struct skein_flow flow = {};
-	__u64 netns, cookie;
 	int mark = SKEIN_INPOD_MARK;
+	__u64 netns, cookie;
+	__u32 *verdict;
 
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
 		return 1;
@@ -105,30 +157,55 @@ int skein_connect4(struct bpf_sock_addr *ctx)
 	pod = bpf_map_lookup_elem(&skein_pods, &netns);
 	if (!pod)
 		return 1;	/* not an enrolled pod: not ours */
-	key.vip = ctx->user_ip4;
-	key.port = (__u16)ctx->user_port;
-	svc = bpf_map_lookup_elem(&skein_services, &key);
-	if (!svc)
-		return 1;	/* userspace decides (HBONE, waypoint, unknown) */
 
 	flow.start_ns = bpf_ktime_get_ns();
 	flow.pod_id = pod->pod_id;
-	flow.svc_id = svc->svc_id;
-	flow.orig_ip = key.vip;
-	flow.orig_port = key.port;
-	if (svc->flags & SKEIN_SVC_PASSTHROUGH) {
-		flow.dst_ip = key.vip;
-		flow.dst_port = key.port;
-		ep = NULL;
-	} else {
-		ep = pick(svc);
-		if (!ep) {
-			count(SKEIN_STAT_NO_ENDPOINT);
-			return 1;
+	flow.orig_ip = ctx->user_ip4;
+	flow.orig_port = (__u16)ctx->user_port;
+	flow.dst_ip = flow.orig_ip;
+	flow.dst_port = flow.orig_port;
+
+	key.vip = ctx->user_ip4;
+	key.port = (__u16)ctx->user_port;
+	svc = bpf_map_lookup_elem(&skein_services, &key);
+	if (svc) {
+		flow.svc_id = svc->svc_id;
+		if (!(svc->flags & SKEIN_SVC_PASSTHROUGH)) {
+			ep = pick(svc);
+			if (!ep) {
+				count(SKEIN_STAT_NO_ENDPOINT);
+				return 1;
+			}
+			flow.dst_ip = ep->ip;
+			flow.dst_port = ep->port;
 		}
-		flow.dst_ip = ep->ip;
-		flow.dst_port = ep->port;
 	}
+
+	/* A destination enrolled on this node: its policy decides, here. */
+	local = bpf_map_lookup_elem(&skein_local, &flow.dst_ip);
+	if (local) {
+		/* Only to a port the destination listens on: sk_lookup must have somewhere to put it. */
+		lk.netns_cookie = local->netns_cookie;
+		lk.port = bpf_ntohs(flow.dst_port);
+		listener = bpf_map_lookup_elem(&skein_listeners, &lk);
+		if (!listener)
+			return 1;
+		bpf_sk_release(listener);
+		az.src_pod = pod->pod_id;
+		az.dst_pod = local->pod_id;
+		verdict = bpf_map_lookup_elem(&skein_authz, &az);
+		if (!verdict)
+			return 1;	/* not expressible in the kernel: userspace */
+		if (*verdict != SKEIN_AUTHZ_ALLOW) {
+			count(SKEIN_STAT_DENIED);
+			return 0;	/* connect() fails with EPERM */
+		}
+		flow.dst_netns = local->netns_cookie;
+		flow.dst_pod = local->pod_id;
+	} else if (!svc) {
+		return 1;	/* neither a kernel service nor a local pod */
+	}
+
 	/* Track it first: a flow we could not account for stays in userspace. */
 	cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&skein_flows, &cookie, &flow, BPF_NOEXIST)) {
@@ -139,13 +216,14 @@ int skein_connect4(struct bpf_sock_addr *ctx)
 		bpf_map_delete_elem(&skein_flows, &cookie);
 		return 1;
 	}
-	if (ep) {
-		ctx->user_ip4 = ep->ip;
-		ctx->user_port = ep->port;
+	ctx->user_ip4 = flow.dst_ip;
+	ctx->user_port = flow.dst_port;
+	if (flow.dst_netns)
+		count(SKEIN_STAT_SAME_NODE);
+	else if (ep)
 		count(SKEIN_STAT_LB_REWRITE);
-	} else {
+	else
 		count(SKEIN_STAT_PASSTHROUGH);
-	}
 	return 1;
 }
 
@@ -173,16 +251,35 @@ static __always_inline void emit(__u64 cookie, const struct skein_flow *flow, __
 	ev->bytes_sent = sent;
 	ev->bytes_recv = recv;
 	ev->duration_ns = bpf_ktime_get_ns() - flow->start_ns;
+	ev->dst_pod = flow->dst_pod;
+	ev->pad2 = 0;
 	bpf_ringbuf_submit(ev, 0);
+}
+
+/* An enrolled pod's listener, so sk_lookup can hand it approved flows. */
+static __always_inline void learn_listener(struct bpf_sock_ops *skops)
+{
+	struct skein_listen_key lk = {};
+
+	lk.netns_cookie = bpf_get_netns_cookie(skops);
+	if (!bpf_map_lookup_elem(&skein_pods, &lk.netns_cookie))
+		return;
+	lk.port = skops->local_port;
+	bpf_sock_hash_update(skops, &skein_listeners, &lk, BPF_ANY);
 }
 
 SEC("sockops")
 int skein_sockops(struct bpf_sock_ops *skops)
 {
+	struct skein_approval appr = {};
+	struct skein_flow_key fk = {};
 	struct skein_flow *flow;
 	__u64 cookie;
 
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		learn_listener(skops);
+		return 1;
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_STATE_CB:
@@ -194,20 +291,30 @@ int skein_sockops(struct bpf_sock_ops *skops)
 	flow = bpf_map_lookup_elem(&skein_flows, &cookie);
 	if (!flow)
 		return 1;
+	fk.ip = skops->local_ip4;
+	fk.port = skops->local_port;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* Ask for state changes, to see the close (or the failure). */
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		if (flow->dst_netns) {
+			/* The client port is known now: approve this flow for the destination. */
+			appr.dst_netns = flow->dst_netns;
+			appr.dst_port = bpf_ntohs(flow->dst_port);
+			bpf_map_update_elem(&skein_approved, &fk, &appr, BPF_ANY);
+		}
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		flow->established = 1;
-		emit(cookie, flow, SKEIN_EV_OPEN, skops->local_ip4, skops->local_port, 0, 0);
+		emit(cookie, flow, SKEIN_EV_OPEN, fk.ip, fk.port, 0, 0);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] != BPF_TCP_CLOSE)
 			break;
 		emit(cookie, flow, flow->established ? SKEIN_EV_CLOSE : SKEIN_EV_FAIL,
-		     skops->local_ip4, skops->local_port, skops->bytes_acked, skops->bytes_received);
+		     fk.ip, fk.port, skops->bytes_acked, skops->bytes_received);
+		if (flow->dst_netns)
+			bpf_map_delete_elem(&skein_approved, &fk);
 		bpf_map_delete_elem(&skein_flows, &cookie);
 		break;
 	}
@@ -233,4 +340,59 @@ int skein_sock_release(struct bpf_sock *sk)
 	emit(cookie, flow, SKEIN_EV_FAIL, 0, 0, 0, 0);	/* no address was bound */
 	bpf_map_delete_elem(&skein_flows, &cookie);
 	return 1;
+}
+
+SEC("sk_lookup")
+int skein_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	const struct skein_approval *appr;
+	struct skein_listen_key lk = {};
+	struct skein_flow_key fk = {};
+	struct bpf_sock *sk;
+	long err;
+
+	if (ctx->family != AF_INET || ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	fk.ip = ctx->remote_ip4;
+	fk.port = bpf_ntohs((__u16)ctx->remote_port);
+	appr = bpf_map_lookup_elem(&skein_approved, &fk);
+	if (!appr)
+		return SK_PASS;	/* not ours: istio-cni's capture takes it */
+	lk.netns_cookie = appr->dst_netns;
+	lk.port = appr->dst_port;
+	sk = bpf_map_lookup_elem(&skein_listeners, &lk);
+	if (!sk) {
+		count(SKEIN_STAT_NO_LISTENER);
+		return SK_PASS;
+	}
+	err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	if (!err)
+		count(SKEIN_STAT_ADMITTED);
+	return SK_PASS;
+}
+
+/*
+ * Run by the daemon from inside an enrolled pod's netns (an iterator reads
+ * the TCP sockets of the reader's netns): learns the listeners the pod's
+ * apps opened before it was enrolled. Later ones come through sockops.
+ */
+SEC("iter/tcp")
+int skein_learn_listeners(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct skein_listen_key lk = {};
+	struct tcp_sock *tp;
+
+	if (!skc || skc->skc_state != TCP_LISTEN || skc->skc_family != AF_INET)
+		return 0;
+	lk.netns_cookie = BPF_CORE_READ(skc, skc_net.net, net_cookie);
+	if (!bpf_map_lookup_elem(&skein_pods, &lk.netns_cookie))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	lk.port = skc->skc_num;
+	bpf_map_update_elem(&skein_listeners, &lk, (struct sock *)tp, BPF_ANY);
+	return 0;
 }

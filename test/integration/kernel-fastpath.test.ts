@@ -126,7 +126,7 @@ after(async () => {
 test('config_dump and metrics say the connect-time fast path is active', { skip: why }, async () => {
   const d = JSON.parse(await configDump()) as { kernelFastpaths: { paths: Record<string, { active: boolean; reason: string }>; maps: { pods: number; services: number; flows: number } } };
   assert.equal(d.kernelFastpaths.paths['connect-lb']?.active, true, JSON.stringify(d.kernelFastpaths));
-  assert.equal(d.kernelFastpaths.paths['same-node']?.active, false);
+  assert.equal(d.kernelFastpaths.paths['same-node']?.active, true);
   assert.equal(d.kernelFastpaths.maps.pods, 1);
   assert.equal(d.kernelFastpaths.maps.services, 2);
   assert.match(await metrics(), /skein_kernel_fastpath_active\{path="connect-lb"\} 1/);

@@ -64,6 +64,8 @@ export interface Config {
   kernelFastpath: 'auto' | 'off';
   /** Where the kernel programs, maps and links are pinned (bpffs); they outlive the daemon. */
   bpffsDir: string;
+  /** SKEIN_SAME_NODE: same-node pod-to-pod in the kernel, or over HBONE for those who require TLS everywhere. */
+  sameNode: 'kernel' | 'hbone';
   /** The cgroup v2 directory whose processes (the pods) the programs apply to; undefined: the cgroup2 mount. */
   cgroupPath: string | undefined;
   poolMaxStreamsPerConnection: number;
@@ -83,7 +85,7 @@ export class ConfigError extends Error {
 }
 
 /** The SKEIN_* variables Skein knows; any other is a typo, and an error. */
-export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_ADMIN_ADDRESS'] as const;
+export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_SAME_NODE', 'SKEIN_ADMIN_ADDRESS'] as const;
 
 const DEFAULT_ROOT = './var/run/secrets/istio/root-cert.pem';
 const DEFAULT_TOKEN = './var/run/secrets/tokens/istio-token';
@@ -179,6 +181,7 @@ export function parseConfig(env: Env): Config {
     // One directory per node name: a lab runs several "nodes" on one kernel.
     bpffsDir: p.str('SKEIN_BPFFS_DIR') ?? `/sys/fs/bpf/skein/${(env.NODE_NAME ?? '') === '' ? 'node' : env.NODE_NAME ?? ''}`,
     cgroupPath: p.str('SKEIN_CGROUP_PATH'),
+    sameNode: p.oneOf('SKEIN_SAME_NODE', ['kernel', 'hbone'] as const, 'kernel'),
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
     poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
     drainMs: p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400)),

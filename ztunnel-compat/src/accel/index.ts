@@ -16,7 +16,7 @@ import type { Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { Workload } from '../state/workload.ts';
 import { KernelState } from './kernel.ts';
-import { decodeEvent, podKey, podValue, serviceKey, serviceValue } from './layout.ts';
+import { authzKey, authzValue, decodeEvent, localKey, localValue, podKey, podValue, serviceKey, serviceValue } from './layout.ts';
 import { cgroup2Mount, decideFastpaths, offAll, readKernelFacts, type FastpathStatus } from './probe.ts';
 import { IdTable, project, type EnrolledPod } from './project.ts';
 import { recordKernelEvent } from './telemetry.ts';
@@ -44,11 +44,15 @@ export class Accel {
   readonly #podIds = new IdTable<{ pod: EnrolledPod; workload: Workload | undefined }>();
   readonly #serviceIds = new IdTable<{ service: Service; port: number }>();
   readonly #cookies = new Map<string, bigint>();
+  /** Enrolled pods' netns fds by cookie (owned by the pod manager), for sk_lookup attachment. */
+  readonly #netnsFds = new Map<bigint, number>();
+  /** Pods whose pre-existing listeners were learned. */
+  readonly #learned = new Set<bigint>();
   readonly #refused: Counter<'map'>;
   readonly #cgroupPath: string;
   #scheduled = false;
   #closed = false;
-  #last = { pods: 0, services: 0, skipped: [] as { service: string; reason: string }[] };
+  #last = { pods: 0, services: 0, locals: 0, skipped: [] as { service: string; reason: string }[] };
 
   constructor(deps: AccelDeps) {
     this.#deps = deps;
@@ -57,7 +61,7 @@ export class Accel {
     const cgroupPath = config.cgroupPath ?? cgroup2Mount() ?? '/sys/fs/cgroup';
     this.#cgroupPath = cgroupPath;
     let status = config.proxyMode === 'shared'
-      ? decideFastpaths(config.kernelFastpath, readKernelFacts({ objectPath, bpffsDir: config.bpffsDir, cgroupPath }))
+      ? decideFastpaths(config.kernelFastpath, readKernelFacts({ objectPath, bpffsDir: config.bpffsDir, cgroupPath }), config.sameNode)
       : offAll('only in shared (in-pod) mode: there are no enrolled pods to steer');
     let kernel: KernelState | undefined;
     let ring: RingBufferLike | undefined;
@@ -70,8 +74,7 @@ export class Accel {
       } catch (err) {
         kernel?.close();
         kernel = undefined;
-        const reason = `loading the eBPF programs failed: ${(err as Error).message}`;
-        status = { ...status, 'connect-lb': { active: false, reason }, 'kernel-telemetry': { active: false, reason } };
+        status = offAll(`loading the eBPF programs failed: ${(err as Error).message}`);
       }
     }
     this.status = status;
@@ -99,6 +102,10 @@ export class Accel {
     c.inc({ action: 'userspace_flows_full' }, s.flowsFull);
     c.inc({ action: 'userspace_no_endpoint' }, s.noEndpoint);
     c.inc({ action: 'events_lost' }, s.eventsLost);
+    c.inc({ action: 'same_node' }, s.sameNode);
+    c.inc({ action: 'denied' }, s.denied);
+    c.inc({ action: 'same_node_admitted' }, s.admitted);
+    c.inc({ action: 'same_node_no_listener' }, s.noListener);
   }
 
   #onEvent(data: Buffer): void {
@@ -133,6 +140,7 @@ export class Accel {
   #enrolled(): EnrolledPod[] {
     const running = this.#deps.pods?.running() ?? [];
     const out: EnrolledPod[] = [];
+    this.#netnsFds.clear();
     const seen = new Set<string>();
     for (const p of running) {
       const key = `${p.uid}|${p.netnsFd}`;
@@ -143,6 +151,7 @@ export class Accel {
         this.#cookies.set(key, cookie);
       }
       out.push({ uid: p.uid, info: p.info, netnsCookie: cookie });
+      this.#netnsFds.set(cookie, p.netnsFd);
     }
     for (const k of this.#cookies.keys()) if (!seen.has(k)) this.#cookies.delete(k);
     return out;
@@ -151,16 +160,38 @@ export class Accel {
   #reconcile(): void {
     const kernel = this.#kernel;
     if (kernel === undefined) return;
+    const sameNode = this.status['same-node'].active;
     const p = project({
       state: this.#deps.state, nodeName: this.#deps.config.nodeName, network: this.#deps.config.network,
-      pods: this.#enrolled(), podIds: this.#podIds, serviceIds: this.#serviceIds,
+      pods: this.#enrolled(), podIds: this.#podIds, serviceIds: this.#serviceIds, sameNode: sameNode ? 'kernel' : 'hbone',
     });
-    // Services first, pods last: a pod is steered only once its services are in.
-    const services = kernel.reconcile('services', [...p.services.values()].map((s) => ({ key: serviceKey(s.vip, s.port), value: serviceValue(s.value) })));
-    const pods = kernel.reconcile('pods', [...p.pods.entries()].map(([cookie, x]) => ({ key: podKey(cookie), value: podValue(x.podId) })));
-    if (services.refused > 0) this.#refused.inc({ map: 'services' }, services.refused);
-    if (pods.refused > 0) this.#refused.inc({ map: 'pods' }, pods.refused);
-    this.#last = { pods: p.pods.size, services: p.services.size, skipped: p.skipped };
+    // Destinations first (their listeners' sk_lookup, policies, addresses),
+    // then services, pods last: a pod is steered only once what it reaches is in.
+    if (sameNode) {
+      const attached = kernel.attachNetns(new Map([...p.locals.values()].map((l) => [l.netnsCookie, this.#netnsFds.get(l.netnsCookie) ?? -1])));
+      for (const f of attached.failed) this.#deps.log.warn({ scope: 'accel', netns: f }, 'sk_lookup could not be attached; that pod is reached through userspace');
+    }
+    const written = {
+      authz: kernel.reconcile('authz', [...p.authz.values()].map((a) => ({ key: authzKey(a.src, a.dst), value: authzValue(a.allowed) }))),
+      local: kernel.reconcile('local', [...p.locals.values()].map((l) => ({ key: localKey(l.ip), value: localValue(l.netnsCookie, l.podId) }))),
+      services: kernel.reconcile('services', [...p.services.values()].map((s) => ({ key: serviceKey(s.vip, s.port), value: serviceValue(s.value) }))),
+      pods: kernel.reconcile('pods', [...p.pods.entries()].map(([cookie, x]) => ({ key: podKey(cookie), value: podValue(x.podId) }))),
+    };
+    for (const [map, r] of Object.entries(written)) if (r.refused > 0) this.#refused.inc({ map }, r.refused);
+    // Listeners opened before the pod was enrolled; later ones the kernel learns itself.
+    for (const l of p.locals.values()) {
+      const fd = this.#netnsFds.get(l.netnsCookie);
+      if (fd === undefined || this.#learned.has(l.netnsCookie)) continue;
+      try {
+        kernel.learnListeners(fd);
+        this.#learned.add(l.netnsCookie);
+      } catch (err) {
+        this.#deps.log.warn({ scope: 'accel', pod: l.workload.name, err: (err as Error).message }, 'could not learn the pod\'s listeners; its existing ones are reached through userspace');
+      }
+    }
+    const live = new Set([...p.locals.values()].map((l) => l.netnsCookie));
+    for (const c of this.#learned) if (!live.has(c)) this.#learned.delete(c);
+    this.#last = { pods: p.pods.size, services: p.services.size, locals: p.locals.size, skipped: p.skipped };
   }
 
   /** The config_dump section. */
@@ -171,7 +202,9 @@ export class Accel {
       bpffsDir: this.#deps.config.bpffsDir,
       cgroupPath: this.#cgroupPath,
       adopted: this.#kernel?.adopted ?? false,
-      maps: this.#kernel === undefined ? {} : { pods: this.#last.pods, services: this.#last.services, flows: this.#kernel.size('flows') },
+      maps: this.#kernel === undefined ? {} : {
+        pods: this.#last.pods, services: this.#last.services, sameNodeDestinations: this.#last.locals, flows: this.#kernel.size('flows'),
+      },
       userspaceServices: this.#last.skipped,
     };
   }

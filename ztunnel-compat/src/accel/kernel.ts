@@ -21,7 +21,11 @@ interface MapRef {
 const EXPECTED: Record<MapName, { keySize: number; valueSize: number }> = {
   pods: { keySize: 8, valueSize: LAYOUT.skein_pod.size },
   services: { keySize: LAYOUT.skein_svc_key.size, valueSize: LAYOUT.skein_service.size },
+  local: { keySize: 4, valueSize: LAYOUT.skein_local.size },
+  authz: { keySize: LAYOUT.skein_authz_key.size, valueSize: 4 },
   flows: { keySize: 8, valueSize: LAYOUT.skein_flow.size },
+  approved: { keySize: LAYOUT.skein_flow_key.size, valueSize: LAYOUT.skein_approval.size },
+  listeners: { keySize: LAYOUT.skein_listen_key.size, valueSize: 8 },
   events: { keySize: 0, valueSize: 0 },
   stats: { keySize: 4, valueSize: 8 },
 };
@@ -51,16 +55,27 @@ export interface Entry {
 
 const mapsDir = (dir: string): string => path.join(dir, 'maps');
 const linksDir = (dir: string): string => path.join(dir, 'links');
+const progsDir = (dir: string): string => path.join(dir, 'progs');
+/** sk_lookup links, one per enrolled pod's netns, named by its cookie. */
+const netnsDir = (dir: string): string => path.join(dir, 'netns');
 
 export class KernelState {
   readonly adopted: boolean;
+  readonly #dir: string;
   readonly #maps: Record<MapName, MapRef>;
   readonly #links: number[];
+  /** The sk_lookup program, attached to each enrolled pod's netns as it comes. */
+  readonly #skLookup: number;
+  /** The listener-learning iterator's link, run from inside each new pod's netns. */
+  readonly #learn: number;
   #closed = false;
 
-  private constructor(maps: Record<MapName, MapRef>, links: number[], adopted: boolean) {
+  private constructor(dir: string, maps: Record<MapName, MapRef>, links: number[], skLookup: number, learn: number, adopted: boolean) {
+    this.#dir = dir;
     this.#maps = maps;
     this.#links = links;
+    this.#skLookup = skLookup;
+    this.#learn = learn;
     this.adopted = adopted;
   }
 
@@ -93,7 +108,11 @@ export class KernelState {
         fds.push(fd);
         links.push(fd);
       }
-      return new KernelState(maps, links, true);
+      const skLookup = native.bpfObjGet(path.join(progsDir(dir), PROGRAMS.skLookup));
+      fds.push(skLookup);
+      const learn = native.bpfObjGet(path.join(linksDir(dir), PROGRAMS.learnListeners));
+      fds.push(learn);
+      return new KernelState(dir, maps, links, skLookup, learn, true);
     } catch {
       closeAll(fds);
       return undefined;
@@ -105,8 +124,7 @@ export class KernelState {
     const fds: number[] = [];
     let cgroupFd = -1;
     try {
-      fs.mkdirSync(mapsDir(o.bpffsDir), { recursive: true });
-      fs.mkdirSync(linksDir(o.bpffsDir), { recursive: true });
+      for (const d of [mapsDir, linksDir, progsDir, netnsDir]) fs.mkdirSync(d(o.bpffsDir), { recursive: true });
       const maps = {} as Record<MapName, MapRef>;
       const byName = new Map(obj.maps().map((m) => [m.name, m]));
       for (const [name, mapName] of Object.entries(MAPS) as [MapName, string][]) {
@@ -129,7 +147,18 @@ export class KernelState {
         native.bpfObjPin(link, path.join(linksDir(o.bpffsDir), PROGRAMS[prog]));
         links.push(link);
       }
-      return new KernelState(maps, links, false);
+      const skLookupProg = progs.get(PROGRAMS.skLookup);
+      const learnProg = progs.get(PROGRAMS.learnListeners);
+      if (skLookupProg === undefined || learnProg === undefined) {
+        throw new KernelError(`${o.objectPath} lacks ${PROGRAMS.skLookup} or ${PROGRAMS.learnListeners}`);
+      }
+      native.bpfObjPin(skLookupProg.fd, path.join(progsDir(o.bpffsDir), PROGRAMS.skLookup));
+      const skLookup = native.dupFd(skLookupProg.fd);
+      fds.push(skLookup);
+      const learn = native.bpfLinkCreate(learnProg.fd, 0, constants.BPF_TRACE_ITER);
+      fds.push(learn);
+      native.bpfObjPin(learn, path.join(linksDir(o.bpffsDir), PROGRAMS.learnListeners));
+      return new KernelState(o.bpffsDir, maps, links, skLookup, learn, false);
     } catch (err) {
       closeAll(fds);
       KernelState.cleanup(o.bpffsDir);
@@ -143,12 +172,12 @@ export class KernelState {
   /** Detaches our programs and removes every pin; what is gone already is fine. */
   static cleanup(dir: string): string[] {
     const removed: string[] = [];
-    for (const sub of [linksDir(dir), mapsDir(dir)]) {
+    for (const sub of [netnsDir(dir), linksDir(dir), progsDir(dir), mapsDir(dir)]) {
       let names: string[] = [];
       try { names = fs.readdirSync(sub); } catch { continue; }
       for (const n of names) {
         const pin = path.join(sub, n);
-        if (sub === linksDir(dir)) {
+        if (sub === linksDir(dir) || sub === netnsDir(dir)) {
           // Detach explicitly: another process may still hold the link open.
           try {
             const fd = native.bpfObjGet(pin);
@@ -168,8 +197,45 @@ export class KernelState {
     return this.#maps.events.fd;
   }
 
+  /**
+   * The sk_lookup program on exactly these pods' netns (by cookie → netns fd):
+   * attached where missing, detached where the pod is gone. Pinned, so an
+   * approved flow is admitted while the daemon restarts.
+   */
+  attachNetns(want: ReadonlyMap<bigint, number>): { attached: number; detached: number; failed: string[] } {
+    const dir = netnsDir(this.#dir);
+    const have = new Set(fs.readdirSync(dir));
+    const out = { attached: 0, detached: 0, failed: [] as string[] };
+    for (const name of have) {
+      if (want.has(BigInt(name))) continue;
+      const pin = path.join(dir, name);
+      try {
+        const fd = native.bpfObjGet(pin);
+        try { native.bpfLinkDetach(fd); } finally { native.closeFd(fd); }
+      } catch { /* the netns is gone already */ }
+      fs.rmSync(pin, { force: true });
+      out.detached++;
+    }
+    for (const [cookie, netnsFd] of want) {
+      if (have.has(String(cookie))) continue;
+      try {
+        const link = native.bpfLinkCreate(this.#skLookup, netnsFd, constants.BPF_SK_LOOKUP);
+        try { native.bpfObjPin(link, path.join(dir, String(cookie))); } finally { native.closeFd(link); }
+        out.attached++;
+      } catch (err) {
+        out.failed.push(`${cookie}: ${(err as Error).message}`);
+      }
+    }
+    return out;
+  }
+
+  /** Learns the listeners already open in a pod's netns (the pod must be in the pods map). */
+  learnListeners(netnsFd: number): void {
+    native.bpfIterRun(this.#learn, netnsFd);
+  }
+
   /** Makes a map hold exactly `want` (by key), touching only what differs. */
-  reconcile(name: 'pods' | 'services', want: readonly Entry[]): ReconcileResult {
+  reconcile(name: 'pods' | 'services' | 'local' | 'authz', want: readonly Entry[]): ReconcileResult {
     const m = this.#maps[name];
     const wanted = new Map(want.map((e) => [e.key.toString('hex'), e]));
     const result: ReconcileResult = { written: 0, removed: 0, refused: 0 };
@@ -214,7 +280,7 @@ export class KernelState {
   }
 
   /** Entries in a map now (bounded walk). */
-  size(name: 'pods' | 'services' | 'flows'): number {
+  size(name: 'pods' | 'services' | 'flows' | 'local' | 'authz' | 'approved'): number {
     const m = this.#maps[name];
     let n = 0;
     let key: Buffer | null = null;
@@ -226,7 +292,7 @@ export class KernelState {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    closeAll([...Object.values(this.#maps).map((m) => m.fd), ...this.#links]);
+    closeAll([...Object.values(this.#maps).map((m) => m.fd), ...this.#links, this.#skLookup, this.#learn]);
   }
 }
 

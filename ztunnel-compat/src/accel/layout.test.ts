@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { decodeEvent, EVENT, INPOD_MARK, LAYOUT, LayoutError, MAX_ENDPOINTS, MAX_PODS, MAX_SERVICES, serviceKey, serviceValue, STAT, SVC_PASSTHROUGH } from './layout.ts';
+import { AUTHZ, decodeEvent, EVENT, INPOD_MARK, LAYOUT, LayoutError, MAX_AUTHZ, MAX_ENDPOINTS, MAX_LOCAL, MAX_PODS, MAX_SERVICES, serviceKey, serviceValue, STAT, SVC_PASSTHROUGH } from './layout.ts';
 
 const INCLUDE = fileURLToPath(new URL('../../../bpf/include', import.meta.url));
 
@@ -26,7 +26,9 @@ function cLayout(): Record<string, number> {
     SKEIN_INPOD_MARK: 'mark', SKEIN_MAX_PODS: 'maxPods', SKEIN_MAX_SERVICES: 'maxServices', SKEIN_MAX_ENDPOINTS: 'maxEndpoints',
     SKEIN_SVC_PASSTHROUGH: 'passthrough', SKEIN_EV_OPEN: 'evOpen', SKEIN_EV_CLOSE: 'evClose', SKEIN_EV_FAIL: 'evFail',
     SKEIN_STAT_LB_REWRITE: 'statLb', SKEIN_STAT_PASSTHROUGH: 'statPass', SKEIN_STAT_FLOWS_FULL: 'statFull', SKEIN_STAT_EVENTS_LOST: 'statLost',
-    SKEIN_STAT_NO_ENDPOINT: 'statNoEp', SKEIN_STAT_MAX: 'statMax',
+    SKEIN_STAT_NO_ENDPOINT: 'statNoEp', SKEIN_STAT_SAME_NODE: 'statSame', SKEIN_STAT_DENIED: 'statDenied', SKEIN_STAT_ADMITTED: 'statAdmitted',
+    SKEIN_STAT_NO_LISTENER: 'statNoListener', SKEIN_STAT_MAX: 'statMax',
+    SKEIN_MAX_LOCAL: 'maxLocal', SKEIN_MAX_AUTHZ: 'maxAuthz', SKEIN_AUTHZ_ALLOW: 'allow', SKEIN_AUTHZ_DENY: 'deny',
   };
   for (const [c, name] of Object.entries(consts)) lines.push(`  printf("\\"${name}\\": %lld,\\n", (long long)${c});`);
   const src = `#include <stddef.h>\n#include <stdio.h>\n#include "skein_maps.h"\nint main(void) {\n  printf("{\\n");\n${lines.join('\n')}\n  printf("\\"end\\": 0}\\n");\n  return 0;\n}\n`;
@@ -49,7 +51,11 @@ test('every size, offset and constant in layout.ts is the C header\'s', () => {
     [c.mark, c.maxPods, c.maxServices, c.maxEndpoints, c.passthrough, c.evOpen, c.evClose, c.evFail],
     [INPOD_MARK, MAX_PODS, MAX_SERVICES, MAX_ENDPOINTS, SVC_PASSTHROUGH, EVENT.open, EVENT.close, EVENT.fail],
   );
-  assert.deepEqual([c.statLb, c.statPass, c.statFull, c.statLost, c.statNoEp, c.statMax], [STAT.lbRewrite, STAT.passthrough, STAT.flowsFull, STAT.eventsLost, STAT.noEndpoint, STAT.max]);
+  assert.deepEqual(
+    [c.statLb, c.statPass, c.statFull, c.statLost, c.statNoEp, c.statSame, c.statDenied, c.statAdmitted, c.statNoListener, c.statMax],
+    [STAT.lbRewrite, STAT.passthrough, STAT.flowsFull, STAT.eventsLost, STAT.noEndpoint, STAT.sameNode, STAT.denied, STAT.admitted, STAT.noListener, STAT.max],
+  );
+  assert.deepEqual([c.maxLocal, c.maxAuthz, c.allow, c.deny], [MAX_LOCAL, MAX_AUTHZ, AUTHZ.allow, AUTHZ.deny]);
 });
 
 test('keys and values are encoded with addresses and ports in network order', () => {
@@ -80,7 +86,7 @@ test('events decode from the ring buffer record layout; garbage is refused', () 
   b.writeBigUInt64LE(5_000_000n, 56);
   assert.deepEqual(decodeEvent(b), {
     kind: 'close', podId: 3, svcId: 9, src: { ip: '10.244.0.10', port: 40000 }, orig: { ip: '10.96.0.10', port: 80 },
-    dst: { ip: '10.244.1.10', port: 8080 }, cookie: 42n, bytesSent: 100, bytesRecv: 2000, durationMs: 5,
+    dst: { ip: '10.244.1.10', port: 8080 }, cookie: 42n, bytesSent: 100, bytesRecv: 2000, durationMs: 5, dstPodId: 0,
   });
   assert.throws(() => decodeEvent(b.subarray(0, 10)), LayoutError);
   b.writeUInt32LE(99, 0);

@@ -11,7 +11,11 @@ import { isIPv4 } from 'node:net';
 export const MAPS = {
   pods: 'skein_pods',
   services: 'skein_services',
+  local: 'skein_local',
+  authz: 'skein_authz',
   flows: 'skein_flows',
+  approved: 'skein_approved',
+  listeners: 'skein_listeners',
   events: 'skein_events',
   stats: 'skein_stats',
 } as const;
@@ -20,30 +24,44 @@ export const PROGRAMS = {
   connect4: 'skein_connect4',
   sockops: 'skein_sockops',
   sockRelease: 'skein_sock_release',
+  skLookup: 'skein_sk_lookup',
+  learnListeners: 'skein_learn_listeners',
 } as const;
 
 export const INPOD_MARK = 0x539;
 export const MAX_PODS = 4096;
 export const MAX_SERVICES = 8192;
 export const MAX_ENDPOINTS = 32;
+export const MAX_LOCAL = 4096;
+export const MAX_AUTHZ = 65536;
+export const AUTHZ = { allow: 1, deny: 2 } as const;
 export const SVC_PASSTHROUGH = 0x1;
 
 /** Byte offsets and sizes; each struct's `size` last. */
 export const LAYOUT = {
   skein_pod: { pod_id: 0, flags: 4, size: 8 },
+  skein_local: { netns_cookie: 0, pod_id: 8, flags: 12, size: 16 },
+  skein_authz_key: { src_pod: 0, dst_pod: 4, size: 8 },
+  skein_flow_key: { ip: 0, port: 4, size: 8 },
+  skein_approval: { dst_netns: 0, dst_port: 8, pad: 12, size: 16 },
+  skein_listen_key: { netns_cookie: 0, port: 8, pad: 12, size: 16 },
   skein_svc_key: { vip: 0, port: 4, pad: 6, size: 8 },
   skein_endpoint: { ip: 0, port: 4, pad: 6, weight: 8, size: 12 },
   skein_service: { svc_id: 0, count: 4, flags: 6, total_weight: 8, pad: 12, eps: 16, size: 16 + MAX_ENDPOINTS * 12 },
-  skein_flow: { start_ns: 0, pod_id: 8, svc_id: 12, orig_ip: 16, dst_ip: 20, orig_port: 24, dst_port: 26, established: 28, size: 32 },
+  skein_flow: {
+    start_ns: 0, pod_id: 8, svc_id: 12, orig_ip: 16, dst_ip: 20, orig_port: 24, dst_port: 26, established: 28, dst_netns: 32, dst_pod: 40, pad: 44, size: 48,
+  },
   skein_event: {
     kind: 0, pod_id: 4, svc_id: 8, src_ip: 12, orig_ip: 16, dst_ip: 20, src_port: 24, orig_port: 26, dst_port: 28, pad: 30,
-    cookie: 32, bytes_sent: 40, bytes_recv: 48, duration_ns: 56, size: 64,
+    cookie: 32, bytes_sent: 40, bytes_recv: 48, duration_ns: 56, dst_pod: 64, pad2: 68, size: 72,
   },
 } as const;
 
 export const EVENT = { open: 1, close: 2, fail: 3 } as const;
 
-export const STAT = { lbRewrite: 0, passthrough: 1, flowsFull: 2, eventsLost: 3, noEndpoint: 4, max: 8 } as const;
+export const STAT = {
+  lbRewrite: 0, passthrough: 1, flowsFull: 2, eventsLost: 3, noEndpoint: 4, sameNode: 5, denied: 6, admitted: 7, noListener: 8, max: 16,
+} as const;
 
 export class LayoutError extends Error {
   override name = 'LayoutError';
@@ -68,6 +86,32 @@ export function podValue(podId: number): Buffer {
   const L = LAYOUT.skein_pod;
   const b = Buffer.alloc(L.size);
   b.writeUInt32LE(podId, L.pod_id);
+  return b;
+}
+
+export function localKey(ip: string): Buffer {
+  return ipv4(ip);
+}
+
+export function localValue(netnsCookie: bigint, podId: number): Buffer {
+  const L = LAYOUT.skein_local;
+  const b = Buffer.alloc(L.size);
+  b.writeBigUInt64LE(netnsCookie, L.netns_cookie);
+  b.writeUInt32LE(podId, L.pod_id);
+  return b;
+}
+
+export function authzKey(srcPod: number, dstPod: number): Buffer {
+  const L = LAYOUT.skein_authz_key;
+  const b = Buffer.alloc(L.size);
+  b.writeUInt32LE(srcPod, L.src_pod);
+  b.writeUInt32LE(dstPod, L.dst_pod);
+  return b;
+}
+
+export function authzValue(allowed: boolean): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(allowed ? AUTHZ.allow : AUTHZ.deny);
   return b;
 }
 
@@ -125,6 +169,8 @@ export interface KernelEvent {
   bytesSent: number;
   bytesRecv: number;
   durationMs: number;
+  /** Same-node flows: the destination pod's id; else 0. */
+  dstPodId: number;
 }
 
 export function decodeEvent(b: Buffer): KernelEvent {
@@ -144,5 +190,6 @@ export function decodeEvent(b: Buffer): KernelEvent {
     bytesSent: Number(b.readBigUInt64LE(L.bytes_sent)),
     bytesRecv: Number(b.readBigUInt64LE(L.bytes_recv)),
     durationMs: Number(b.readBigUInt64LE(L.duration_ns) / 1_000_000n),
+    dstPodId: b.readUInt32LE(L.dst_pod),
   };
 }

@@ -7,15 +7,26 @@ import { cgroup2Mount, decideFastpaths, readKernelFacts, type KernelFacts } from
 
 const all: KernelFacts = {
   root: true, objectPath: '/x/skein.bpf.o', objectBuilt: true, bpffsMounted: true, cgroup2: true, progSockAddr: true, progSockOps: true,
-  mapRingbuf: true, helperNetnsCookie: true, helperSetsockopt: true, helperSocketCookie: true,
+  mapRingbuf: true, helperNetnsCookie: true, helperSetsockopt: true, helperSocketCookie: true, progSkLookup: true, progIterTcp: true, mapSockhash: true,
 };
 
-test('with every capability the connect-time path and its telemetry are on; same-node is not built yet', () => {
+test('with every capability every fast path is on; SKEIN_SAME_NODE=hbone keeps same-node traffic on mTLS', () => {
   const s = decideFastpaths('auto', all);
   assert.equal(s['connect-lb'].active, true);
   assert.equal(s['kernel-telemetry'].active, true);
-  assert.deepEqual(s['same-node'].active, false);
-  assert.match(s['same-node'].reason, /not built yet/);
+  assert.equal(s['same-node'].active, true);
+  const hbone = decideFastpaths('auto', all, 'hbone');
+  assert.equal(hbone['connect-lb'].active, true);
+  assert.deepEqual(hbone['same-node'], { active: false, reason: 'SKEIN_SAME_NODE=hbone: same-node traffic keeps mTLS over HBONE' });
+});
+
+test('without sk_lookup, socket iterators or sockhash only the same-node path is off, and says why', () => {
+  for (const [fact, why] of [['progSkLookup', /sk_lookup/], ['progIterTcp', /iterators/], ['mapSockhash', /sockhash/]] as const) {
+    const s = decideFastpaths('auto', { ...all, [fact]: false });
+    assert.equal(s['connect-lb'].active, true, fact);
+    assert.equal(s['same-node'].active, false, fact);
+    assert.match(s['same-node'].reason, why, fact);
+  }
 });
 
 test('SKEIN_KERNEL_FASTPATH=off turns everything off, saying so', () => {

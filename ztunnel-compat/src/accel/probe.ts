@@ -27,6 +27,9 @@ export interface KernelFacts {
   helperNetnsCookie: boolean;
   helperSetsockopt: boolean;
   helperSocketCookie: boolean;
+  progSkLookup: boolean;
+  progIterTcp: boolean;
+  mapSockhash: boolean;
 }
 
 export function offAll(reason: string): FastpathStatus {
@@ -35,9 +38,8 @@ export function offAll(reason: string): FastpathStatus {
 }
 
 /** The decision: each path on only if every capability it needs is there. */
-export function decideFastpaths(mode: 'auto' | 'off', f: KernelFacts): FastpathStatus {
+export function decideFastpaths(mode: 'auto' | 'off', f: KernelFacts, sameNodeMode: 'kernel' | 'hbone' = 'kernel'): FastpathStatus {
   const off = (reason: string): FastpathState => ({ active: false, reason });
-  const sameNode = off('not built yet: same-node traffic takes the userspace HBONE path');
   if (mode === 'off') return offAll('SKEIN_KERNEL_FASTPATH=off');
   const missing: string[] = [];
   if (!f.root) missing.push('privileges to load eBPF (root or CAP_BPF + CAP_NET_ADMIN)');
@@ -54,6 +56,12 @@ export function decideFastpaths(mode: 'auto' | 'off', f: KernelFacts): FastpathS
   // Steering without telemetry would make connections invisible: both or neither.
   const all = [...new Set([...missing, ...telemetryMissing])];
   const state = all.length === 0 ? { active: true, reason: 'all capabilities present' } : off(`missing: ${all.join('; ')}`);
+  const sameMissing = [...all];
+  if (!f.progSkLookup) sameMissing.push('sk_lookup programs (Linux 5.9)');
+  if (!f.progIterTcp) sameMissing.push('TCP socket iterators with sockhash updates (Linux 5.10)');
+  if (!f.mapSockhash) sameMissing.push('sockhash maps');
+  const sameNode = sameNodeMode === 'hbone' ? off('SKEIN_SAME_NODE=hbone: same-node traffic keeps mTLS over HBONE')
+    : sameMissing.length === 0 ? { active: true, reason: 'all capabilities present' } : off(`missing: ${sameMissing.join('; ')}`);
   return { 'connect-lb': state, 'kernel-telemetry': state, 'same-node': sameNode };
 }
 
@@ -113,5 +121,9 @@ export function readKernelFacts(o: { objectPath: string; bpffsDir: string; cgrou
     helperNetnsCookie: safe(() => native.probeHelper(sockAddr, c.BPF_FUNC_get_netns_cookie)),
     helperSetsockopt: safe(() => native.probeHelper(sockAddr, c.BPF_FUNC_setsockopt)),
     helperSocketCookie: safe(() => native.probeHelper(sockAddr, c.BPF_FUNC_get_socket_cookie)),
+    progSkLookup: safe(() => native.probeProgType(c.BPF_PROG_TYPE_SK_LOOKUP) && native.probeHelper(c.BPF_PROG_TYPE_SK_LOOKUP, c.BPF_FUNC_sk_assign)),
+    // Loading the object proves the iterator; the probe here is its kernel's BTF.
+    progIterTcp: fs.existsSync('/sys/kernel/btf/vmlinux'),
+    mapSockhash: safe(() => native.probeMapType(c.BPF_MAP_TYPE_SOCKHASH)),
   };
 }

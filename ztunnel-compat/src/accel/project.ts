@@ -7,12 +7,14 @@
 // visibility can make them differ). Everything else stays in userspace, and
 // `skipped` says why.
 import { isIPv4 } from 'node:net';
+import { authorize } from '../decide/authz.ts';
 import { endpointCandidates, pickWorkloadIp } from '../decide/lb.ts';
+import type { Policy } from '../state/policy.ts';
 import type { WorkloadInfo } from '../inpod/protocol.ts';
 import { findSourceWorkload } from '../proxy/source-workload.ts';
 import type { Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
-import type { Workload } from '../state/workload.ts';
+import { identityOf, type Workload } from '../state/workload.ts';
 import { MAX_ENDPOINTS, type KernelEndpoint, type KernelService } from './layout.ts';
 
 export interface EnrolledPod {
@@ -28,11 +30,22 @@ export interface ProjectedService {
   value: KernelService;
 }
 
+export interface LocalDestination {
+  ip: string;
+  podId: number;
+  netnsCookie: bigint;
+  workload: Workload;
+}
+
 export interface Projection {
   /** By netns cookie: the pod and its workload. */
   pods: Map<bigint, { podId: number; pod: EnrolledPod; workload: Workload | undefined }>;
   /** By "vip:port". */
   services: Map<string, ProjectedService>;
+  /** Same-node fast path: enrolled pods here a local client may reach in the kernel, by IPv4. */
+  locals: Map<string, LocalDestination>;
+  /** Same-node fast path: "srcPodId/dstPodId" → allowed, for destinations whose policy the kernel can apply. */
+  authz: Map<string, { src: number; dst: number; allowed: boolean }>;
   skipped: { service: string; reason: string }[];
 }
 
@@ -73,6 +86,8 @@ export interface ProjectInput {
   pods: readonly EnrolledPod[];
   podIds: IdTable<{ pod: EnrolledPod; workload: Workload | undefined }>;
   serviceIds: IdTable<{ service: Service; port: number }>;
+  /** SKEIN_SAME_NODE: 'kernel' (default) or 'hbone' (same-node traffic keeps TLS). */
+  sameNode?: 'kernel' | 'hbone';
 }
 
 export function project(input: ProjectInput): Projection {
@@ -85,6 +100,9 @@ export function project(input: ProjectInput): Projection {
     pods.set(pod.netnsCookie, { podId: input.podIds.id(pod.uid, { pod, workload }), pod, workload });
   }
   input.podIds.retain(new Set(input.pods.map((p) => p.uid)));
+  const { locals, authz } = input.sameNode === 'hbone'
+    ? { locals: new Map<string, LocalDestination>(), authz: new Map<string, { src: number; dst: number; allowed: boolean }>() }
+    : sameNode(state, pods);
 
   const services: Projection['services'] = new Map();
   const skipped: Projection['skipped'] = [];
@@ -102,7 +120,7 @@ export function project(input: ProjectInput): Projection {
         continue;
       }
       for (const port of service.ports.keys()) {
-        const r = kernelService(state, service, vip.ip, port, sources, network);
+        const r = kernelService(state, service, vip.ip, port, sources, network, locals, authz, pods);
         if ('reason' in r) {
           skipped.push({ service: `${service.hostname}:${port}`, reason: r.reason });
           continue;
@@ -115,7 +133,40 @@ export function project(input: ProjectInput): Projection {
     }
   }
   input.serviceIds.retain(keep);
-  return { pods, services, skipped };
+  return { pods, services, locals, authz, skipped };
+}
+
+/**
+ * A destination's policies the kernel can apply: every match names only who
+ * the source is (principals, namespaces, service accounts), so the verdict
+ * depends on the source pod alone and is computed here, by decide/authz.ts.
+ */
+function sourceOnly(policies: readonly Policy[]): boolean {
+  return policies.every((p) => p.rules.every((rule) => rule.every((clause) => clause.every((m) =>
+    m.sourceIps.length + m.notSourceIps.length + m.destinationIps.length + m.notDestinationIps.length
+    + m.destinationPorts.length + m.notDestinationPorts.length === 0))));
+}
+
+function sameNode(state: ProxyState, pods: Projection['pods']): Pick<Projection, 'locals' | 'authz'> {
+  const locals: Projection['locals'] = new Map();
+  const authz: Projection['authz'] = new Map();
+  for (const [netnsCookie, d] of pods) {
+    const w = d.workload;
+    // Waypoints and application tunnels need userspace; so does HBONE-less or IPv6-only.
+    if (w === undefined || w.protocol !== 'HBONE' || w.waypoint !== undefined || w.applicationTunnel !== undefined) continue;
+    const ip = w.workloadIps.find((x) => isIPv4(x));
+    if (ip === undefined) continue;
+    const found = state.policies.forWorkload(w.namespace, w.authorizationPolicies);
+    if (found.missing.length > 0 || !sourceOnly(found.policies)) continue;
+    locals.set(ip, { ip, podId: d.podId, netnsCookie, workload: w });
+    for (const [, s] of pods) {
+      if (s.workload === undefined) continue;
+      const srcIp = s.workload.workloadIps[0] ?? '';
+      const verdict = authorize(found.policies, { source: identityOf(s.workload), sourceIp: srcIp, destinationIp: ip, destinationPort: 0 });
+      authz.set(`${s.podId}/${d.podId}`, { src: s.podId, dst: d.podId, allowed: verdict.allowed });
+    }
+  }
+  return { locals, authz };
 }
 
 function notKernelService(s: Service): string | undefined {
@@ -131,6 +182,7 @@ function sourcesCannotDiffer(s: Service, sources: readonly Workload[]): string |
 
 function kernelService(
   state: ProxyState, service: Service, vip: string, port: number, sources: readonly Workload[], network: string,
+  locals: Projection['locals'], authz: Projection['authz'], pods: Projection['pods'],
 ): { passthrough: boolean; endpoints: KernelEndpoint[] } | { reason: string } {
   if (service.loadBalancer?.mode === 'Passthrough') return { passthrough: true, endpoints: [] };
   const first = sources[0];
@@ -143,9 +195,15 @@ function kernelService(
   if (candidates.length === 0) return { reason: 'no endpoint to pick' };
   if (candidates.length > MAX_ENDPOINTS) return { reason: `more than ${MAX_ENDPOINTS} endpoints` };
   const endpoints: KernelEndpoint[] = [];
+  const sourceIds = [...pods.values()].filter((p) => p.workload !== undefined).map((p) => p.podId);
   for (const c of candidates) {
     const w = c.workload;
-    if (w.protocol !== 'TCP') return { reason: 'an endpoint uses HBONE' };
+    const local = [...locals.values()].find((l) => l.workload.uid === w.uid);
+    if (w.protocol !== 'TCP') {
+      // An HBONE endpoint only when it is a same-node fast-path destination every local pod has a verdict for.
+      if (local === undefined) return { reason: 'an endpoint uses HBONE on another node or needs userspace' };
+      if (!sourceIds.every((src) => authz.has(`${src}/${local.podId}`))) return { reason: `endpoint ${w.name}'s policy is not decidable in the kernel` };
+    }
     if (w.waypoint !== undefined) return { reason: `endpoint ${w.name} has a waypoint` };
     if (w.network !== network) return { reason: `endpoint ${w.name} is on another network` };
     const ip = pickWorkloadIp(w, vip, service.ipFamilies);

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: Apache-2.0
+// The same-node kernel fast path on the lab: enrolled pods on one node reach
+// each other (by pod IP or service) without Skein's userspace — connect4
+// applies the destination's policy for the source's enrolled identity and
+// approves the flow, the destination's sk_lookup hands it to the app's
+// listener past istio-cni's capture; the bytes take the kernel's TCP path
+// between the pods, as without a mesh. Cross-node traffic still goes over
+// HBONE; a pod that fakes what it can (marks, addresses) still meets the
+// destination's capture.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startApp, type App } from '@skein/ztunnel-compat/app';
+import { parseConfig } from '@skein/ztunnel-compat/config';
+import { createLogger } from '@skein/ztunnel-compat/log';
+import { ProxyStateUpdater } from '@skein/ztunnel-compat/state/updater';
+import { policyResource } from '@skein/ztunnel-compat/state/testing';
+import { CniDouble } from '../cni/cni-double.ts';
+import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { until } from './until.ts';
+
+const OBJECT = fileURLToPath(new URL('../../bpf/build/bpf/skein.bpf.o', import.meta.url));
+const why = process.getuid?.() !== 0 ? 'needs root (lab namespaces, eBPF)'
+  : !fs.existsSync(OBJECT) ? 'the eBPF object is not built (no kernel BTF here; see npm run setup)' : false;
+const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
+let accessLog = '';
+const VIP = '10.96.0.60';
+
+let lab: Lab | undefined;
+const apps: App[] = [];
+const cnis: CniDouble[] = [];
+
+function must<T>(x: T | undefined, what: string): T {
+  if (x === undefined) throw new Error(`${what} missing`);
+  return x;
+}
+const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
+const node = (i: number): LabNode => must(must(lab, 'lab').nodes[i], `node${i}`);
+const app0 = (): App => must(apps[0], 'app0');
+
+async function metrics(a: App): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${a.admin.ports.stats}/metrics`)).text();
+}
+function counter(m: string, action: string): number {
+  return Number(new RegExp(`skein_kernel_connects_total\\{action="${action}"\\} (\\d+)`).exec(m)?.[1] ?? -1);
+}
+/** Packets istio-cni's rules in `p` redirected to one of Skein's capture ports. */
+function captured(p: LabPod, chain: 'ISTIO_OUTPUT' | 'ISTIO_PRERT', port: number): number {
+  const out = p.run('iptables', '-t', 'nat', '-L', chain, '-v', '-n', '-x');
+  const line = out.split('\n').find((l) => l.includes(`redir ports ${port}`));
+  return line === undefined ? -1 : Number(line.trim().split(/\s+/)[0]);
+}
+async function ask(from: LabPod, ip: string, port: number): Promise<{ ok: boolean; out: string; code: number | null }> {
+  const r = await from.exec('bash', ['-c', `exec 3<>/dev/tcp/${ip}/${port} || exit 7; echo ping >&3; head -n1 <&3`], { timeoutMs: 8000 });
+  return { ok: r.code === 0 && r.stdout.startsWith('pong'), out: r.stdout + r.stderr, code: r.code };
+}
+
+before(async () => {
+  if (why !== false) return;
+  lab = Lab.create({ nodes: [
+    { pods: [{ name: 'client', serviceAccount: 'client' }, { name: 'server', serviceAccount: 'server' }, { name: 'blocked', serviceAccount: 'blocked' }, { name: 'faker', serviceAccount: 'faker' }] },
+    { pods: [{ name: 'remote', serviceAccount: 'remote' }] },
+  ] });
+  const w = (p: LabPod, extra = ''): string => `- {uid: Kubernetes//Pod/${p.namespace}/${p.name}, name: ${p.name}, namespace: ${p.namespace}, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: HBONE, node: ${p.node.name}${extra}}\n`;
+  fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), `workloads:
+${w(pod('client'))}${w(pod('server'), ', services: {default/echo.default.svc.cluster.local: {80: 8080}}')}${w(pod('blocked'))}${w(pod('remote'))}services:
+- {name: echo, namespace: default, hostname: echo.default.svc.cluster.local, vips: ["/${VIP}"], ports: {80: 8080}}
+`);
+  // The apps run inside their pods (their sockets belong to the pod's cgroup,
+  // as a real pod's do): a line in, "pong from <name> <peer>" back; and a bulk
+  // port that hashes what it gets, then sends 8 MiB of its own.
+  for (const name of ['server', 'remote']) {
+    const p = pod(name);
+    p.spawn('python3', ['-c', `
+import socket, threading, hashlib
+def pong():
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("${p.ip4}", 8080)); srv.listen(64)
+    while True:
+        c, (peer, _) = srv.accept(); c.recv(100); c.sendall(f"pong from ${name} {peer}\\n".encode()); c.close()
+def bulk():
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("${p.ip4}", 9090)); srv.listen(8)
+    while True:
+        c, _ = srv.accept(); h = hashlib.sha256(); n = 0
+        while True:
+            d = c.recv(1 << 16)
+            if not d: break
+            h.update(d); n += len(d)
+        c.sendall(h.hexdigest().encode() + b"\\n" + hashlib.sha256(str(n).encode()).digest() * (1 << 18)); c.close()
+threading.Thread(target=bulk, daemon=True).start()
+pong()
+`], { stdio: 'ignore' });
+    await until(`${name} listening`, () => { const l = p.run('ss', '-Hltn'); return l.includes(':8080') && l.includes(':9090'); });
+  }
+  for (const [i, n] of [node(0), node(1)].entries()) {
+    const cni = new CniDouble(n, CniDouble.socketPathFor(lab.dir, n));
+    cnis.push(cni);
+    accessLog = path.join(lab.dir, 'node0-access.log');
+    const log = i === 0 ? createLogger('info', 'json', fs.createWriteStream(accessLog)) : quiet;
+    apps.push(await startApp(parseConfig({
+      XDS_ADDRESS: '', LOCAL_XDS_PATH: path.join(lab.dir, 'mesh.yaml'), FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(lab.dir, 'ca'),
+      NODE_NAME: `node${i}`, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', SKEIN_CGROUP_PATH: lab.cgroupDir,
+      SKEIN_BPFFS_DIR: `/sys/fs/bpf/skein-test-${process.pid}/node${i}`,
+    }), log, { ports: { admin: 0, stats: 0, readiness: 0 } }));
+    await cni.zds.waitReady();
+  }
+  // 'faker' stays out of the mesh: nothing of ours approves its flows.
+  for (const p of ['client', 'server', 'blocked']) await must(cnis[0], 'cni0').enroll(pod(p));
+  await must(cnis[1], 'cni1').enroll(pod('remote'));
+  await until('same-node destinations in the kernel', () => {
+    const d = app0().configDump() as { kernelFastpaths: { maps: { sameNodeDestinations?: number } } };
+    return d.kernelFastpaths.maps.sameNodeDestinations === 3;
+  });
+});
+
+after(async () => {
+  for (const a of apps) await a.shutdown({ cleanupKernel: true, drainMs: 0 });
+  fs.rmSync(`/sys/fs/bpf/skein-test-${process.pid}`, { recursive: true, force: true });
+  for (const c of cnis) c.close();
+  lab?.teardown();
+});
+
+test('same-node pod → service: the kernel connects the pods; neither capture nor Skein\'s userspace sees it', { skip: why }, async () => {
+  const before = { out: captured(pod('client'), 'ISTIO_OUTPUT', 15001), in: captured(pod('server'), 'ISTIO_PRERT', 15006), m: await metrics(app0()) };
+  const r = await ask(pod('client'), VIP, 80);
+  assert.equal(r.out.trim(), `pong from server ${pod('client').ip4}`, 'the app sees the client pod\'s own address');
+  assert.equal(captured(pod('client'), 'ISTIO_OUTPUT', 15001), before.out, 'nothing redirected to 15001');
+  const m = await metrics(app0());
+  assert.equal(counter(m, 'same_node'), counter(before.m, 'same_node') + 1);
+  assert.equal(counter(m, 'same_node_admitted'), counter(before.m, 'same_node_admitted') + 1, 'the destination\'s sk_lookup admitted it');
+});
+
+/** node0's access-log lines written while `fn` ran. */
+async function accessLines(fn: () => Promise<void>): Promise<Record<string, unknown>[]> {
+  const from = fs.statSync(accessLog).size;
+  await fn();
+  await new Promise((r) => setTimeout(r, 300));
+  return fs.readFileSync(accessLog, 'utf8').slice(from).split('\n').filter((l) => l.includes('"scope":"access"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+test('same-node pod → pod IP: 32 MiB one way and 8 MiB back arrive intact, half-close included; only the kernel reports the flow', { skip: why }, async () => {
+  const before = counter(await metrics(app0()), 'same_node_admitted');
+  let r: { code: number | null; stdout: string; stderr: string } = { code: null, stdout: '', stderr: '' };
+  const lines = await accessLines(async () => {
+    r = await pod('client').exec('python3', ['-c', `
+import socket, hashlib, os
+data = os.urandom(32 << 20); s = socket.create_connection(("${pod('server').ip4}", 9090)); s.sendall(data); s.shutdown(socket.SHUT_WR)
+f = s.makefile("rb"); got = f.readline().strip().decode(); back = f.read()
+print(got == hashlib.sha256(data).hexdigest(), back == hashlib.sha256(str(len(data)).encode()).digest() * (1 << 18))`], { timeoutMs: 60_000 });
+  });
+  assert.equal(r.stdout.trim(), 'True True', r.stderr);
+  assert.equal(counter(await metrics(app0()), 'same_node_admitted'), before + 1, 'the fast path carried it');
+  // Skein's userspace saw nothing: every access-log line is the kernel's, for both reporters' flow.
+  assert.ok(lines.length > 0, 'the kernel flow was logged');
+  for (const l of lines) assert.equal(l.fastpath, 'same-node', JSON.stringify(l));
+  assert.match(await metrics(app0()), /istio_tcp_received_bytes_total\{reporter="destination",source_workload="client"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/client"[^}]*destination_workload="server"[^}]*connection_security_policy="unknown"\} [1-9]/);
+});
+
+test('a DENY for the source\'s identity makes the connect fail at once; removing it allows the next one', { skip: why }, async () => {
+  // The state change istiod's ADS stream would make (the control-plane tests cover that stream).
+  const updater = new ProxyStateUpdater(app0().state).authorizationHandler;
+  const rejected = updater.handle([policyResource({
+    name: 'deny-blocked', namespace: 'default', scope: 1, action: 1,
+    rules: [{ clauses: [{ matches: [{ principals: [{ exact: 'cluster.local/ns/default/sa/blocked' }] }] }] }],
+  })], []);
+  assert.deepEqual(rejected, []);
+  await new Promise((r) => setTimeout(r, 100));
+  const t0 = Date.now();
+  const denied = await ask(pod('blocked'), pod('server').ip4, 8080);
+  assert.equal(denied.ok, false);
+  assert.match(denied.out, /Operation not permitted/, 'connect() itself failed (EPERM), before any packet');
+  assert.ok(Date.now() - t0 < 2000);
+  assert.ok(counter(await metrics(app0()), 'denied') >= 1);
+  // Others are not affected.
+  assert.ok((await ask(pod('client'), pod('server').ip4, 8080)).ok);
+  updater.handle([], ['default/deny-blocked']);
+  await new Promise((r) => setTimeout(r, 100));
+  const allowed = await ask(pod('blocked'), pod('server').ip4, 8080);
+  assert.equal(allowed.out.trim(), `pong from server ${pod('blocked').ip4}`);
+});
+
+test('the same pods across nodes still use HBONE', { skip: why }, async () => {
+  node(1).run('iptables', '-t', 'mangle', '-A', 'FORWARD', '-d', pod('remote').ip4, '-p', 'tcp', '--dport', '15008');
+  const r = await ask(pod('client'), pod('remote').ip4, 8080);
+  assert.equal(r.out.trim(), `pong from remote ${pod('client').ip4}`);
+  const out = node(1).run('iptables', '-t', 'mangle', '-L', 'FORWARD', '-v', '-n', '-x');
+  const line = out.split('\n').find((l) => l.includes(` ${pod('remote').ip4} `) && l.includes('dpt:15008'));
+  assert.ok(Number(line?.trim().split(/\s+/)[0] ?? 0) > 0, 'HBONE to the remote pod\'s 15008');
+});
+
+test('a pod faking the mark, TOS and another pod\'s address does not skip the destination\'s capture', { skip: why }, async () => {
+  const before = { admitted: counter(await metrics(app0()), 'same_node_admitted'), captured: captured(pod('server'), 'ISTIO_PRERT', 15006) };
+  let r: { code: number | null; stdout: string; stderr: string } = { code: null, stdout: '', stderr: '' };
+  const lines = await accessLines(async () => {
+    r = await pod('faker').exec('python3', ['-c', `
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, 36, 0x539)   # SO_MARK: istio-cni's "node proxy" mark
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
+s.connect(("${pod('server').ip4}", 8080)); s.sendall(b"ping\\n"); print(s.recv(100).decode().strip())
+t = socket.socket(); t.setsockopt(socket.SOL_IP, 15, 1)   # IP_FREEBIND: claim the client pod's address
+t.bind(("${pod('client').ip4}", 0)); t.settimeout(3)
+try:
+    t.connect(("${pod('server').ip4}", 8080)); print("spoofed connected")
+except OSError as e:
+    print("spoofed refused", e.errno)`], { timeoutMs: 15_000 });
+  });
+  assert.match(r.stdout, new RegExp(`pong from server ${pod('faker').ip4.replaceAll('.', '\\.')}`), r.stderr);
+  assert.equal(counter(await metrics(app0()), 'same_node_admitted'), before.admitted, 'sk_lookup admitted none of these');
+  assert.ok(captured(pod('server'), 'ISTIO_PRERT', 15006) > before.captured, 'istio-cni captured them');
+  assert.ok(lines.some((l) => l.direction === 'inbound' && l.fastpath === undefined && l['src.addr'] !== undefined && typeof l['src.addr'] === 'string' && l['src.addr'].startsWith(pod('faker').ip4)), 'Skein\'s userspace inbound took the faker\'s connection');
+});

@@ -29,6 +29,8 @@ test('the demo takes every path and reports it as one JSON object', { skip: need
   }
   assert.equal(byName.get('cross-node-hbone')?.bytes, 1 << 20);
   assert.match(byName.get('cross-node-hbone')?.decision ?? '', /spiffe:\/\/cluster\.local\/ns\/default\/sa\/client → spiffe:\/\/cluster\.local\/ns\/default\/sa\/server over mTLS/);
+  // This kernel has what the same-node fast path needs (see docs/kernel.md).
+  assert.match(byName.get('same-node')?.decision ?? '', /allowed in the kernel/);
   assert.equal(byName.get('denied')?.bytes, 0);
   assert.match(byName.get('denied')?.decision ?? '', /RBAC: explicitly denied by: default\/deny-blocked/);
   assertNothingLeft();

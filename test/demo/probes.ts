@@ -98,18 +98,26 @@ export async function sameNode(c: Cluster): Promise<PathReport> {
   const { big, small } = await exercise(client, `http://${target.ip4}:${APP_PORT}`);
   await settle();
   const lines = w.access(0);
+  // The kernel fast path logs the flow once, marked; userspace logs both ends.
+  const kernel = lines.find((l) => l.fastpath === 'same-node' && l['dst.workload'] === 'neighbour');
   const inbound = lines.find((l) => l.direction === 'inbound' && l['dst.workload'] === 'neighbour');
-  const outbound = lines.find((l) => l.direction === 'outbound' && l['dst.workload'] === 'neighbour');
+  const outbound = lines.find((l) => l.direction === 'outbound' && l.fastpath === undefined && l['dst.workload'] === 'neighbour');
+  const userspace = inbound !== undefined && outbound !== undefined;
+  const via = kernel ?? inbound;
   return {
     path: 'same-node',
-    taken: inbound !== undefined && outbound !== undefined && w.access(1).length === 0,
-    ok: big.code === 200 && big.size === BIG && big.servedBy === 'neighbour' && small.every((s) => s.code === 200),
+    taken: (kernel !== undefined || userspace) && w.access(1).length === 0,
+    ok: big.code === 200 && big.size === BIG && big.servedBy === 'neighbour' && big.seenFrom === client.ip4 && small.every((s) => s.code === 200),
     bytes: big.size,
     latency_ms: median(small.map((s) => s.ms)),
-    decision: inbound === undefined
-      ? 'no inbound access-log line on node0'
-      : `allowed: ${str(inbound['src.identity'])} → ${str(inbound['dst.identity'])}, HBONE within node0 (the eBPF fast path would skip userspace here)`,
-    evidence: `node0's daemon logged both ends (outbound from client, inbound to neighbour); node1 saw nothing`,
+    decision: via === undefined
+      ? 'no access-log line on node0'
+      : kernel !== undefined
+        ? `allowed in the kernel: ${str(kernel['src.identity'])} → ${str(kernel['dst.identity'])} by the destination's policy, checked at connect(); eBPF fast path, no proxy on the path`
+        : `allowed: ${str(via['src.identity'])} → ${str(via['dst.identity'])}, HBONE within node0 (userspace; the kernel fast path is off)`,
+    evidence: kernel !== undefined
+      ? 'node0\'s daemon logged one kernel flow (fastpath: same-node) and no userspace connection; node1 saw nothing'
+      : 'node0\'s daemon logged both ends (outbound from client, inbound to neighbour); node1 saw nothing',
   };
 }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ProxyState } from '../state/store.ts';
 import { ProxyStateUpdater, type XdsResource } from '../state/updater.ts';
-import { ip, pod, serviceResource, workloadResource } from '../state/testing.ts';
+import { ip, pod, policyResource, serviceResource, workloadResource } from '../state/testing.ts';
 import type { Service } from '../state/service.ts';
 import type { Workload } from '../state/workload.ts';
 import type { MessageInit, Service as XdsService, Workload as XdsWorkload } from '../xds/proto.ts';
@@ -107,4 +107,29 @@ test('ids are stable across projections and forgotten when their service goes', 
   assert.equal(serviceIds.get(id)?.service.hostname, DB);
   project({ state: stateOf([client('app', 'ns', '10.0.0.1')]), nodeName: NODE, network: '', pods, podIds, serviceIds });
   assert.equal(serviceIds.get(id), undefined);
+});
+
+test('same-node destinations: enrolled HBONE pods here, with a verdict per source when their policy names only identities', () => {
+  const here = (name: string, addr: string, extra: MessageInit<XdsWorkload> = {}): XdsResource => workloadResource(pod(name, 'ns', addr, { node: NODE, serviceAccount: name, ...extra }));
+  const wp = { waypoint: { address: { network: '', address: ip('10.0.9.1') }, hboneMtlsPort: 15008 } };
+  const state = stateOf([
+    here('a', '10.0.0.1'), here('b', '10.0.0.2', { authorizationPolicies: ['ns/deny-a'] }), here('c', '10.0.0.3', wp),
+    here('d', '10.0.0.4', { authorizationPolicies: ['ns/port-only'] }),
+  ]);
+  new ProxyStateUpdater(state).authorizationHandler.handle([
+    policyResource({ name: 'deny-a', namespace: 'ns', scope: 2, action: 1, rules: [{ clauses: [{ matches: [{ principals: [{ exact: 'cluster.local/ns/ns/sa/a' }] }] }] }] }),
+    policyResource({ name: 'port-only', namespace: 'ns', scope: 2, action: 0, rules: [{ clauses: [{ matches: [{ destinationPorts: [8080] }] }] }] }),
+  ], []);
+  const pods = enrolled(['a', 'ns'], ['b', 'ns'], ['c', 'ns'], ['d', 'ns']);
+  const p = run(state, pods);
+  // c has a waypoint and d a port-dependent policy: both stay in userspace.
+  assert.deepEqual([...p.locals.keys()].sort(), ['10.0.0.1', '10.0.0.2']);
+  const id = (name: string): number => [...p.pods.values()].find((x) => x.workload?.name === name)?.podId ?? -1;
+  assert.equal(p.authz.get(`${id('a')}/${id('b')}`)?.allowed, false, 'b denies a');
+  assert.equal(p.authz.get(`${id('c')}/${id('b')}`)?.allowed, true);
+  assert.equal(p.authz.get(`${id('b')}/${id('a')}`)?.allowed, true, 'a has no policy');
+  assert.equal(p.authz.has(`${id('a')}/${id('d')}`), false);
+  // SKEIN_SAME_NODE=hbone: nothing same-node goes to the kernel.
+  const hbone = project({ state, nodeName: NODE, network: '', pods, podIds: new IdTable(), serviceIds: new IdTable(), sameNode: 'hbone' });
+  assert.equal(hbone.locals.size + hbone.authz.size, 0);
 });

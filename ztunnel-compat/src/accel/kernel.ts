@@ -262,6 +262,28 @@ export class KernelState {
     return result;
   }
 
+  /** Same-node flows the kernel approved and that are still open (bounded walk). */
+  approvals(): { clientIp: string; clientPort: number; dstNetns: bigint; dstPort: number }[] {
+    const m = this.#maps.approved;
+    const out: { clientIp: string; clientPort: number; dstNetns: bigint; dstPort: number }[] = [];
+    let key: Buffer | null = null;
+    for (let i = 0; i <= m.maxEntries; i++) {
+      key = native.mapNextKey(m.fd, key, m.keySize);
+      if (key === null) break;
+      const v = native.mapLookup(m.fd, key, m.valueSize);
+      if (v === null) continue;
+      const K = LAYOUT.skein_flow_key;
+      const V = LAYOUT.skein_approval;
+      out.push({
+        clientIp: `${key[K.ip] ?? 0}.${key[K.ip + 1] ?? 0}.${key[K.ip + 2] ?? 0}.${key[K.ip + 3] ?? 0}`,
+        clientPort: key.readUInt32LE(K.port),
+        dstNetns: v.readBigUInt64LE(V.dst_netns),
+        dstPort: v.readUInt32LE(V.dst_port),
+      });
+    }
+    return out;
+  }
+
   /** The programs' counters, summed over CPUs. */
   stats(): Record<keyof typeof STAT, number> {
     const m = this.#maps.stats;

@@ -69,6 +69,10 @@ export class IdTable<T> {
     return this.#values.get(id);
   }
 
+  values(): IterableIterator<T> {
+    return this.#values.values();
+  }
+
   /** Forgets what is not in `keep`. */
   retain(keep: ReadonlySet<string>): void {
     for (const [key, id] of this.#ids) {

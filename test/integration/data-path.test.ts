@@ -18,6 +18,7 @@ import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { kernelMode } from './kernel-mode.ts';
 import { until } from './until.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
@@ -113,7 +114,7 @@ before(async () => {
     cnis.push(cni);
     apps.push(await startApp(parseConfig({
       XDS_ADDRESS: '', LOCAL_XDS_PATH: path.join(lab.dir, 'mesh.yaml'), FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(lab.dir, 'ca'),
-      NODE_NAME: `node${i}`, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false',
+      NODE_NAME: `node${i}`, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', SKEIN_KERNEL_FASTPATH: kernelMode(),
     }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } }));
     await cni.zds.waitReady();
   }

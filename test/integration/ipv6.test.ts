@@ -12,6 +12,7 @@ import { startApp, type App } from '@skein/ztunnel-compat/app';
 import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
 import { CniDouble } from '../cni/cni-double.ts';
+import { kernelMode } from './kernel-mode.ts';
 import { Lab, type LabPod } from '../lab/index.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, ip6tables)';
@@ -44,7 +45,7 @@ before(async () => {
     cnis.push(cni);
     apps.push(await startApp(parseConfig({
       XDS_ADDRESS: '', LOCAL_XDS_PATH: path.join(must(lab, 'lab').dir, 'mesh.yaml'), FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(must(lab, 'lab').dir, 'ca'),
-      NODE_NAME: `node${i}`, INPOD_UDS: cni.zds.path,
+      NODE_NAME: `node${i}`, INPOD_UDS: cni.zds.path, SKEIN_KERNEL_FASTPATH: kernelMode(),
     }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } }));
     await cni.zds.waitReady();
   }

@@ -18,6 +18,7 @@ import { listenTcp } from '@skein/bpf';
 import { startDaemon, type Daemon } from '../bench/daemon.ts';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { bulkClientScript, bulkPeerScript, captured, must } from './lab-helpers.ts';
 import { until } from './until.ts';
 
 const MAIN = fileURLToPath(new URL('../../ztunnel-compat/src/main.ts', import.meta.url));
@@ -34,10 +35,6 @@ let daemon: Daemon | undefined;
 const servers: net.Server[] = [];
 const bpffs = `/sys/fs/bpf/skein-test-${process.pid}`;
 
-function must<T>(x: T | undefined, what: string): T {
-  if (x === undefined) throw new Error(`${what} missing`);
-  return x;
-}
 const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
 const node0 = (): LabNode => must(must(lab, 'lab').nodes[0], 'node0');
 
@@ -69,31 +66,11 @@ const configDump = (): Promise<string> => get('http://127.0.0.1:15000/config_dum
 const metrics = (): Promise<string> => get('http://127.0.0.1:15020/metrics');
 
 /** Packets the client pod's istio-cni rule redirected to :15001. */
-function capturedOut(): number {
-  const out = pod('client').run('iptables', '-t', 'nat', '-L', 'ISTIO_OUTPUT', '-v', '-n', '-x');
-  const line = out.split('\n').find((l) => l.includes('redir ports 15001'));
-  return line === undefined ? -1 : Number(line.trim().split(/\s+/)[0]);
-}
+const capturedOut = (): number => captured(pod('client'), 'ISTIO_OUTPUT', 15001);
 
 async function ask(): Promise<string> {
   const r = await pod('client').exec('bash', ['-c', `exec 3<>/dev/tcp/${VIP}/5432 || exit 7; echo hi >&3; head -n1 <&3`], { timeoutMs: 8000 });
   return r.code === 0 ? r.stdout.trim() : `error ${r.code}: ${r.stderr.trim()}`;
-}
-
-/** Hashes what it gets, then sends back 8 MiB of its own. */
-function bulkPeer(ip: string): string {
-  return `
-import socket, hashlib, os
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("${ip}", 15433)); srv.listen(8)
-while True:
-    c, _ = srv.accept(); h = hashlib.sha256(); n = 0
-    while True:
-        d = c.recv(1 << 16)
-        if not d: break
-        h.update(d); n += len(d)
-    back = hashlib.sha256(str(n).encode()).digest() * (1 << 18)
-    c.sendall(h.hexdigest().encode() + b"\\n" + back); c.close()
-`;
 }
 
 before(async () => {
@@ -112,10 +89,10 @@ ${w(pod('db-1'), 'TCP', `, capacity: 3, services: {${member}, data/bulk.data.svc
     }));
   }
   // A bulk peer: hashes what it gets, then sends back 8 MiB of its own.
-  pod('db-1').spawn('python3', ['-c', bulkPeer(pod('db-1').ip4)], { stdio: 'ignore' });
+  pod('db-1').spawn('python3', ['-c', bulkPeerScript(pod('db-1').ip4, 15433)], { stdio: 'ignore' });
   await until('bulk peer listening', () => pod('db-1').run('ss', '-Hltn').includes(':15433'));
   // The same bulk peer in an enrolled pod on the client's node: the same-node fast path.
-  pod('local').spawn('python3', ['-c', bulkPeer(pod('local').ip4)], { stdio: 'ignore' });
+  pod('local').spawn('python3', ['-c', bulkPeerScript(pod('local').ip4, 15433)], { stdio: 'ignore' });
   await until('local bulk peer listening', () => pod('local').run('ss', '-Hltn').includes(':15433'));
   cni = new CniDouble(node0(), CniDouble.socketPathFor(lab.dir, node0()));
   await start('auto');
@@ -166,16 +143,9 @@ test('the kernel picks endpoints by capacity, as decide/ does (1:3 over 200 conn
 });
 
 test('kill -9 during long transfers (no-tunnel service, same-node pod): both complete intact, new connects are still steered, the next daemon adopts the pins', { skip: why }, async () => {
-  const script = (ip: string, port: number): string => `
-import socket, hashlib, os, time
-data = os.urandom(32 << 20); s = socket.create_connection(("${ip}", ${port}))
-for i in range(0, len(data), 1 << 20):
-    s.sendall(data[i:i + (1 << 20)]); time.sleep(0.05)
-s.shutdown(socket.SHUT_WR); f = s.makefile("rb"); got = f.readline().strip().decode(); back = f.read()
-print(got == hashlib.sha256(data).hexdigest(), len(back) == 32 * (1 << 18), back == hashlib.sha256(str(len(data)).encode()).digest() * (1 << 18))`;
   const before = await metrics();
-  const steered = pod('client').exec('python3', ['-c', script(BULK_VIP, 5433)], { timeoutMs: 60_000 });
-  const sameNode = pod('client').exec('python3', ['-c', script(pod('local').ip4, 15433)], { timeoutMs: 60_000 });
+  const steered = pod('client').exec('python3', ['-c', bulkClientScript(BULK_VIP, 5433, true)], { timeoutMs: 60_000 });
+  const sameNode = pod('client').exec('python3', ['-c', bulkClientScript(pod('local').ip4, 15433, true)], { timeoutMs: 60_000 });
   await new Promise((r) => setTimeout(r, 300));
   process.kill(must(daemon, 'daemon').pid, 'SIGKILL');
   const down = capturedOut();

@@ -19,6 +19,7 @@ import { ProxyStateUpdater } from '@skein/ztunnel-compat/state/updater';
 import { policyResource } from '@skein/ztunnel-compat/state/testing';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { bulkClientScript, bulkPeerScript, captured, forwarded, must } from './lab-helpers.ts';
 import { until } from './until.ts';
 
 const OBJECT = fileURLToPath(new URL('../../bpf/build/bpf/skein.bpf.o', import.meta.url));
@@ -32,10 +33,6 @@ let lab: Lab | undefined;
 const apps: App[] = [];
 const cnis: CniDouble[] = [];
 
-function must<T>(x: T | undefined, what: string): T {
-  if (x === undefined) throw new Error(`${what} missing`);
-  return x;
-}
 const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
 const node = (i: number): LabNode => must(must(lab, 'lab').nodes[i], `node${i}`);
 const app0 = (): App => must(apps[0], 'app0');
@@ -45,12 +42,6 @@ async function metrics(a: App): Promise<string> {
 }
 function counter(m: string, action: string): number {
   return Number(new RegExp(`skein_kernel_connects_total\\{action="${action}"\\} (\\d+)`).exec(m)?.[1] ?? -1);
-}
-/** Packets istio-cni's rules in `p` redirected to one of Skein's capture ports. */
-function captured(p: LabPod, chain: 'ISTIO_OUTPUT' | 'ISTIO_PRERT', port: number): number {
-  const out = p.run('iptables', '-t', 'nat', '-L', chain, '-v', '-n', '-x');
-  const line = out.split('\n').find((l) => l.includes(`redir ports ${port}`));
-  return line === undefined ? -1 : Number(line.trim().split(/\s+/)[0]);
 }
 async function ask(from: LabPod, ip: string, port: number): Promise<{ ok: boolean; out: string; code: number | null }> {
   const r = await from.exec('bash', ['-c', `exec 3<>/dev/tcp/${ip}/${port} || exit 7; echo ping >&3; head -n1 <&3`], { timeoutMs: 8000 });
@@ -69,28 +60,19 @@ ${w(pod('client'))}${w(pod('server'), ', services: {default/echo.default.svc.clu
 - {name: echo, namespace: default, hostname: echo.default.svc.cluster.local, vips: ["/${VIP}"], ports: {80: 8080}}
 `);
   // The apps run inside their pods (their sockets belong to the pod's cgroup,
-  // as a real pod's do): a line in, "pong from <name> <peer>" back; and a bulk
-  // port that hashes what it gets, then sends 8 MiB of its own.
+  // as a real pod's do): a line in, "pong from <name> <peer> <local port>"
+  // back; and a bulk peer on 9090.
   for (const name of ['server', 'remote']) {
     const p = pod(name);
     p.spawn('python3', ['-c', `
-import socket, threading, hashlib
+import socket
 def pong():
     srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("${p.ip4}", 8080)); srv.listen(64)
     while True:
         c, (peer, _) = srv.accept(); c.recv(100); c.sendall(f"pong from ${name} {peer} {c.getsockname()[1]}\\n".encode()); c.close()
-def bulk():
-    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("${p.ip4}", 9090)); srv.listen(8)
-    while True:
-        c, _ = srv.accept(); h = hashlib.sha256(); n = 0
-        while True:
-            d = c.recv(1 << 16)
-            if not d: break
-            h.update(d); n += len(d)
-        c.sendall(h.hexdigest().encode() + b"\\n" + hashlib.sha256(str(n).encode()).digest() * (1 << 18)); c.close()
-threading.Thread(target=bulk, daemon=True).start()
 pong()
 `], { stdio: 'ignore' });
+    p.spawn('python3', ['-c', bulkPeerScript(p.ip4, 9090)], { stdio: 'ignore' });
     await until(`${name} listening`, () => { const l = p.run('ss', '-Hltn'); return l.includes(':8080') && l.includes(':9090'); });
   }
   for (const [i, n] of [node(0), node(1)].entries()) {
@@ -145,13 +127,9 @@ test('same-node pod → pod IP: 32 MiB one way and 8 MiB back arrive intact, hal
   const before = counter(await metrics(app0()), 'same_node_admitted');
   let r: { code: number | null; stdout: string; stderr: string } = { code: null, stdout: '', stderr: '' };
   const lines = await accessLines(async () => {
-    r = await pod('client').exec('python3', ['-c', `
-import socket, hashlib, os
-data = os.urandom(32 << 20); s = socket.create_connection(("${pod('server').ip4}", 9090)); s.sendall(data); s.shutdown(socket.SHUT_WR)
-f = s.makefile("rb"); got = f.readline().strip().decode(); back = f.read()
-print(got == hashlib.sha256(data).hexdigest(), back == hashlib.sha256(str(len(data)).encode()).digest() * (1 << 18))`], { timeoutMs: 60_000 });
+    r = await pod('client').exec('python3', ['-c', bulkClientScript(pod('server').ip4, 9090, false)], { timeoutMs: 60_000 });
   });
-  assert.equal(r.stdout.trim(), 'True True', r.stderr);
+  assert.equal(r.stdout.trim(), 'True True True', r.stderr);
   assert.equal(counter(await metrics(app0()), 'same_node_admitted'), before + 1, 'the fast path carried it');
   // Skein's userspace saw nothing: every access-log line is the kernel's, for both reporters' flow.
   assert.ok(lines.length > 0, 'the kernel flow was logged');
@@ -206,9 +184,7 @@ test('the same pods across nodes still use HBONE', { skip: why }, async () => {
   const r = await ask(pod('client'), pod('remote').ip4, 8080);
   // Over HBONE, Skein connects to the app's own port.
   assert.equal(r.out.trim(), `pong from remote ${pod('client').ip4} 8080`);
-  const out = node(1).run('iptables', '-t', 'mangle', '-L', 'FORWARD', '-v', '-n', '-x');
-  const line = out.split('\n').find((l) => l.includes(` ${pod('remote').ip4} `) && l.includes('dpt:15008'));
-  assert.ok(Number(line?.trim().split(/\s+/)[0] ?? 0) > 0, 'HBONE to the remote pod\'s 15008');
+  assert.ok(forwarded(node(1), pod('remote').ip4, 15008) > 0, 'HBONE to the remote pod\'s 15008');
 });
 
 test('a pod faking the mark, TOS and another pod\'s address does not skip the destination\'s capture', { skip: why }, async () => {

@@ -16,6 +16,7 @@ import { createLogger } from '@skein/ztunnel-compat/log';
 import { CniDouble } from '../cni/cni-double.ts';
 import { HboneSidecar } from '../doubles/sidecar/hbone-sidecar.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { forwarded, must } from './lab-helpers.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
@@ -29,19 +30,9 @@ const servers: net.Server[] = [];
 /** Client addresses each app saw. */
 const seenBy = new Map<string, string[]>();
 
-function must<T>(x: T | undefined, what: string): T {
-  if (x === undefined) throw new Error(`${what} missing`);
-  return x;
-}
 const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
 const node = (i: number): LabNode => must(must(lab, 'lab').nodes[i], `node${i}`);
 const id = (sa: string): { trustDomain: string; namespace: string; serviceAccount: string } => ({ trustDomain: 'cluster.local', namespace: 'default', serviceAccount: sa });
-
-function forwarded(n: LabNode, ip: string, port: number): number {
-  const out = n.run('iptables', '-t', 'mangle', '-L', 'FORWARD', '-v', '-n', '-x');
-  const line = out.split('\n').find((l) => l.includes(` ${ip} `) && l.includes(`dpt:${port}`));
-  return line === undefined ? -1 : Number(line.trim().split(/\s+/)[0]);
-}
 
 async function ask(from: LabPod, ip: string, port: number): Promise<{ ok: boolean; out: string }> {
   const r = await from.exec('bash', ['-c', `exec 3<>/dev/tcp/${ip}/${port} || exit 7; echo ping >&3; head -n1 <&3`], { timeoutMs: 8000 });

@@ -17,8 +17,9 @@ function assertNothingLeft(): void {
   assert.deepEqual({ netns: left.netns, cgroups: left.cgroups, runs: left.runs }, { netns: [], cgroups: [], runs: [] });
 }
 
-test('the demo takes every path and reports it as one JSON object', { skip: needsRoot, timeout: 120_000 }, () => {
-  const r = spawnSync(process.execPath, [MAIN, '--json'], { encoding: 'utf8', timeout: 110_000 });
+test('`npm run demo -- --json`, as the README says it: every path taken, one JSON object on stdout', { skip: needsRoot, timeout: 120_000 }, () => {
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  const r = spawnSync('npm', ['run', 'demo', '--', '--json'], { cwd: root, encoding: 'utf8', timeout: 110_000 });
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout) as DemoReport;
   const byName = new Map(report.paths.map((p) => [p.path, p]));

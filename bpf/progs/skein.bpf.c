@@ -256,11 +256,24 @@ static __always_inline void emit(__u64 cookie, const struct skein_flow *flow, __
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/*
+ * Only listeners other pods could reach anyway: IPv4, bound to the wildcard
+ * or a non-loopback address. A loopback-only listener must stay private to
+ * its pod (sk_lookup would hand it any flow); dual-stack ones take the
+ * userspace path.
+ */
+static __always_inline int reachable(__u32 family, __u32 bound_ip4)
+{
+	return family == AF_INET && (bpf_ntohl(bound_ip4) >> 24) != 127;
+}
+
 /* An enrolled pod's listener, so sk_lookup can hand it approved flows. */
 static __always_inline void learn_listener(struct bpf_sock_ops *skops)
 {
 	struct skein_listen_key lk = {};
 
+	if (!reachable(skops->family, skops->local_ip4))
+		return;
 	lk.netns_cookie = bpf_get_netns_cookie(skops);
 	if (!bpf_map_lookup_elem(&skein_pods, &lk.netns_cookie))
 		return;
@@ -384,7 +397,7 @@ int skein_learn_listeners(struct bpf_iter__tcp *ctx)
 	struct skein_listen_key lk = {};
 	struct tcp_sock *tp;
 
-	if (!skc || skc->skc_state != TCP_LISTEN || skc->skc_family != AF_INET)
+	if (!skc || skc->skc_state != TCP_LISTEN || !reachable(skc->skc_family, skc->skc_rcv_saddr))
 		return 0;
 	lk.netns_cookie = BPF_CORE_READ(skc, skc_net.net, net_cookie);
 	if (!bpf_map_lookup_elem(&skein_pods, &lk.netns_cookie))

@@ -179,6 +179,19 @@ except OSError as e:
   assert.match(allowed.out.trim(), new RegExp(`^pong from server ${pod('blocked').ip4.replaceAll('.', '\\.')} `));
 });
 
+test('a listener bound to the pod\'s loopback stays private: the fast path does not hand it other pods\' flows', { skip: why }, async () => {
+  pod('server').spawn('python3', ['-c', `
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 7070)); s.listen(8)
+while True:
+    c, _ = s.accept(); c.sendall(b"secret\\n"); c.close()`], { stdio: 'ignore' });
+  await until('loopback listener', () => pod('server').run('ss', '-Hltn').includes('127.0.0.1:7070'));
+  const before = counter(await metrics(app0()), 'same_node');
+  const r = await pod('client').exec('bash', ['-c', `exec 3<>/dev/tcp/${pod('server').ip4}/7070 && head -n1 <&3`], { timeoutMs: 8000 });
+  assert.doesNotMatch(r.stdout, /secret/);
+  assert.equal(counter(await metrics(app0()), 'same_node'), before, 'not approved for the kernel path');
+});
+
 test('the same pods across nodes still use HBONE', { skip: why }, async () => {
   node(1).run('iptables', '-t', 'mangle', '-A', 'FORWARD', '-d', pod('remote').ip4, '-p', 'tcp', '--dport', '15008');
   const r = await ask(pod('client'), pod('remote').ip4, 8080);

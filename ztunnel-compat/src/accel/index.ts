@@ -3,7 +3,6 @@
 // pinned programs, keep the maps in step with the state and the enrolled
 // pods, and turn kernel flow events into metrics and access logs. Every
 // failure leaves the fast paths off and traffic on the userspace path.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,10 +17,9 @@ import type { ProxyState } from '../state/store.ts';
 import type { Workload } from '../state/workload.ts';
 import { KernelState } from './kernel.ts';
 import { authzKey, authzValue, decodeEvent, localKey, localValue, podKey, podValue, serviceKey, serviceValue } from './layout.ts';
-import { authorize } from '../decide/authz.ts';
-import { identityOf } from '../state/workload.ts';
 import { cgroup2Mount, decideFastpaths, offAll, readKernelFacts, type FastpathStatus } from './probe.ts';
 import { IdTable, project, type EnrolledPod } from './project.ts';
+import { destroyClientSocket, revoked } from './revoke.ts';
 import { recordKernelEvent } from './telemetry.ts';
 
 export const DEFAULT_OBJECT = fileURLToPath(new URL('../../../bpf/build/bpf/skein.bpf.o', import.meta.url));
@@ -125,37 +123,26 @@ export class Accel {
     }, ev);
   }
 
-  /**
-   * After a policy change: closes the same-node connections the kernel
-   * carried that the destination's policies no longer allow (new ones are
-   * refused by the maps already). The kernel has no socket to close from a
-   * map, so the client's socket is destroyed through sock_diag (`ss -K`)
-   * inside the client pod's netns. Returns how many were closed.
-   */
+  /** After a policy change: closes the same-node connections it revokes (accel/revoke.ts). Returns how many. */
   async revoke(): Promise<number> {
     const kernel = this.#kernel;
     if (kernel === undefined || !this.status['same-node'].active) return 0;
-    const { state, config } = this.#deps;
+    const enrolled = [...this.#podIds.values()];
+    const view = {
+      workloadByNetns: (cookie: bigint) => enrolled.find((p) => p.pod.netnsCookie === cookie)?.workload,
+      netnsFdOf: (uid: string) => {
+        const p = enrolled.find((x) => x.workload?.uid === uid);
+        return p === undefined ? undefined : this.#netnsFds.get(p.pod.netnsCookie);
+      },
+    };
     let closed = 0;
-    for (const a of kernel.approvals()) {
-      if (!this.#netnsFds.has(a.dstNetns)) continue;
-      const dst = [...this.#podIds.values()].find((p) => p.pod.netnsCookie === a.dstNetns)?.workload;
-      const src = state.workloads.byAddress(config.network, a.clientIp);
-      const srcPod = [...this.#podIds.values()].find((p) => p.workload?.uid === src?.uid);
-      const srcFd = srcPod === undefined ? undefined : this.#netnsFds.get(srcPod.pod.netnsCookie);
-      if (dst === undefined || src === undefined || srcFd === undefined) continue;
-      const dstIp = dst.workloadIps.find((ip) => !ip.includes(':')) ?? '';
-      const found = state.policies.forWorkload(dst.namespace, dst.authorizationPolicies);
-      const verdict = authorize(found.policies, { source: identityOf(src), sourceIp: a.clientIp, destinationIp: dstIp, destinationPort: a.dstPort });
-      if (verdict.allowed) continue;
-      const filter = ['src', a.clientIp, 'sport', '=', `:${a.clientPort}`, 'dst', dstIp, 'dport', '=', `:${a.dstPort}`];
-      await new Promise<void>((resolve) => {
-        execFile('nsenter', [`--net=/proc/${process.pid}/fd/${srcFd}`, 'ss', '-K', ...filter], { timeout: 5000 }, (err) => {
-          if (err === null) closed++;
-          else this.#deps.log.warn({ scope: 'accel', err: err.message }, 'could not close a revoked same-node connection');
-          resolve();
-        });
-      });
+    for (const r of revoked(this.#deps.state, this.#deps.config.network, view, kernel.approvals())) {
+      try {
+        await destroyClientSocket(r);
+        closed++;
+      } catch (err) {
+        this.#deps.log.warn({ scope: 'accel', err: (err as Error).message }, 'could not close a revoked same-node connection');
+      }
     }
     if (closed > 0) this.#deps.log.info({ scope: 'accel', closed }, 'closed same-node connections no longer allowed by policy');
     return closed;

@@ -178,3 +178,17 @@ test('skein proxy --cleanup detaches and unpins everything; with SKEIN_KERNEL_FA
   assert.ok(capturedOut() > before, 'captured to Skein\'s 15001 in userspace');
   assert.equal(fs.existsSync(bpffs), false, 'off loads nothing');
 });
+
+test('a daemon started with the fast paths off removes what an earlier one pinned, so nothing decides with stale maps', { skip: why }, async () => {
+  await must(daemon, 'daemon').stop();
+  await start('auto');
+  await must(daemon, 'daemon').stop();
+  assert.ok(fs.existsSync(bpffs), 'the auto daemon left its pins, as it should for a restart');
+  await start('off');
+  assert.equal(fs.existsSync(bpffs), false);
+  const attached = spawnSync('bpftool', ['cgroup', 'show', must(lab, 'lab').cgroupDir], { encoding: 'utf8' });
+  assert.doesNotMatch(attached.stdout, /skein_/);
+  const before = capturedOut();
+  assert.match(await ask(), /^db-[01]$/);
+  assert.ok(capturedOut() > before, 'userspace carries it');
+});

@@ -78,6 +78,12 @@ export class Accel {
         status = offAll(`loading the eBPF programs failed: ${(err as Error).message}`);
       }
     }
+    if (kernel === undefined && fs.existsSync(config.bpffsDir)) {
+      // Programs an earlier daemon pinned would go on deciding with maps
+      // nobody updates (a revoked policy would still allow): off means off.
+      const removed = cleanupKernel(config.bpffsDir);
+      log.warn({ scope: 'accel', bpffs: config.bpffsDir, removed: removed.length }, 'kernel fast paths off: removed the programs an earlier daemon left pinned');
+    }
     this.status = status;
     this.#kernel = kernel;
     this.#ring = ring;

@@ -184,13 +184,8 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   }
   const kernel = new Accel({ config, state, pods, metrics: tcpMetrics, registry: metrics.registry, log, access: scoped(log, 'access') });
   onPods.changed = () => { kernel.schedule(); };
-  state.onChange((change) => {
-    kernel.schedule();
-    if (change.policies.added.length + change.policies.removed.length > 0) {
-      // After the maps (next turn), so new connects are refused before old ones are closed.
-      setImmediate(() => { kernel.revoke().catch((err: unknown) => { log.warn({ scope: 'accel', err: (err as Error).message }, 'revoking same-node connections failed'); }); });
-    }
-  });
+  // Every change reprojects the maps, then closes what they no longer allow.
+  state.onChange(() => { kernel.schedule(); });
 
   const configDump = (): Record<string, unknown> => {
     const s = state.configDump();

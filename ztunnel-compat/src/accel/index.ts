@@ -53,6 +53,8 @@ export class Accel {
   readonly #cgroupPath: string;
   #scheduled = false;
   #closed = false;
+  #revoking: Promise<void> | undefined;
+  #revokeAgain = false;
   #last = { pods: 0, services: 0, locals: 0, skipped: [] as { service: string; reason: string }[] };
 
   constructor(deps: AccelDeps) {
@@ -129,7 +131,23 @@ export class Accel {
     }, ev);
   }
 
-  /** After a policy change: closes the same-node connections it revokes (accel/revoke.ts). Returns how many. */
+  #revokeSoon(): void {
+    if (this.#revoking !== undefined) {
+      this.#revokeAgain = true;
+      return;
+    }
+    this.#revoking = this.revoke()
+      .catch((err: unknown) => { this.#deps.log.warn({ scope: 'accel', err: (err as Error).message }, 'revoking same-node connections failed'); return 0; })
+      .then(() => {
+        this.#revoking = undefined;
+        if (this.#revokeAgain && !this.#closed) {
+          this.#revokeAgain = false;
+          this.#revokeSoon();
+        }
+      });
+  }
+
+  /** Closes the same-node connections the current policies no longer allow (accel/revoke.ts). Returns how many. */
   async revoke(): Promise<number> {
     const kernel = this.#kernel;
     if (kernel === undefined || !this.status['same-node'].active) return 0;
@@ -223,6 +241,9 @@ export class Accel {
     }
     const live = new Set([...p.locals.values()].map((l) => l.netnsCookie));
     for (const c of this.#learned) if (!live.has(c)) this.#learned.delete(c);
+    // With the maps current, close what they no longer allow: after a policy
+    // change, and after a restart (flows approved while no daemon ran).
+    if (sameNode) this.#revokeSoon();
     this.#last = { pods: p.pods.size, services: p.services.size, locals: p.locals.size, skipped: p.skipped };
   }
 

@@ -44,6 +44,7 @@
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
 #define AF_INET 2
+#define AF_INET6 10
 #define TCP_LISTEN 10
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -257,22 +258,35 @@ static __always_inline void emit(__u64 cookie, const struct skein_flow *flow, __
 }
 
 /*
- * Only listeners other pods could reach anyway: IPv4, bound to the wildcard
- * or a non-loopback address. A loopback-only listener must stay private to
- * its pod (sk_lookup would hand it any flow); dual-stack ones take the
- * userspace path.
+ * Only listeners other pods could reach anyway: IPv4 ones not bound to
+ * loopback, and dual-stack IPv6 ones bound to the wildcard (Node's and
+ * Java's default). A loopback-only listener must stay private to its pod
+ * (sk_lookup would hand it any flow); an IPv6-only one cannot take IPv4.
  */
-static __always_inline int reachable(__u32 family, __u32 bound_ip4)
+static __always_inline int reachable(const struct sock_common *skc)
 {
-	return family == AF_INET && (bpf_ntohl(bound_ip4) >> 24) != 127;
+	struct in6_addr a;
+	__u16 family = BPF_CORE_READ(skc, skc_family);
+
+	if (family == AF_INET)
+		return (bpf_ntohl(BPF_CORE_READ(skc, skc_rcv_saddr)) >> 24) != 127;
+	if (family != AF_INET6 || BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only))
+		return 0;
+	a = BPF_CORE_READ(skc, skc_v6_rcv_saddr);
+	return (a.in6_u.u6_addr32[0] | a.in6_u.u6_addr32[1] | a.in6_u.u6_addr32[2] | a.in6_u.u6_addr32[3]) == 0;
 }
 
 /* An enrolled pod's listener, so sk_lookup can hand it approved flows. */
 static __always_inline void learn_listener(struct bpf_sock_ops *skops)
 {
 	struct skein_listen_key lk = {};
+	struct bpf_sock *sk = skops->sk;
+	struct tcp_sock *tp;
 
-	if (!reachable(skops->family, skops->local_ip4))
+	if (!sk)
+		return;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || !reachable((const struct sock_common *)tp))
 		return;
 	lk.netns_cookie = bpf_get_netns_cookie(skops);
 	if (!bpf_map_lookup_elem(&skein_pods, &lk.netns_cookie))
@@ -397,7 +411,7 @@ int skein_learn_listeners(struct bpf_iter__tcp *ctx)
 	struct skein_listen_key lk = {};
 	struct tcp_sock *tp;
 
-	if (!skc || skc->skc_state != TCP_LISTEN || !reachable(skc->skc_family, skc->skc_rcv_saddr))
+	if (!skc || skc->skc_state != TCP_LISTEN || !reachable(skc))
 		return 0;
 	lk.netns_cookie = BPF_CORE_READ(skc, skc_net.net, net_cookie);
 	if (!bpf_map_lookup_elem(&skein_pods, &lk.netns_cookie))

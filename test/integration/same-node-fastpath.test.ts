@@ -179,6 +179,21 @@ except OSError as e:
   assert.match(allowed.out.trim(), new RegExp(`^pong from server ${pod('blocked').ip4.replaceAll('.', '\\.')} `));
 });
 
+test('a dual-stack [::] listener (Node\'s and Java\'s default) takes the fast path too', { skip: why }, async () => {
+  pod('server').spawn('python3', ['-c', `
+import socket
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("::", 8081)); s.listen(8)
+while True:
+    c, peer = s.accept(); c.recv(100); c.sendall(f"dual {peer[0]}\\n".encode()); c.close()`], { stdio: 'ignore' });
+  await until('dual-stack listener', () => pod('server').run('ss', '-Hltn').includes(':8081'));
+  const before = await metrics(app0());
+  const r = await pod('client').exec('bash', ['-c', `exec 3<>/dev/tcp/${pod('server').ip4}/8081 || exit 7; echo hi >&3; head -n1 <&3`], { timeoutMs: 8000 });
+  assert.equal(r.stdout.trim(), `dual ::ffff:${pod('client').ip4}`, r.stderr);
+  const m = await metrics(app0());
+  assert.equal(counter(m, 'same_node_admitted'), counter(before, 'same_node_admitted') + 1);
+});
+
 test('a listener bound to the pod\'s loopback stays private: the fast path does not hand it other pods\' flows', { skip: why }, async () => {
   pod('server').spawn('python3', ['-c', `
 import socket

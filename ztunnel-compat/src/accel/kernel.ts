@@ -81,10 +81,34 @@ export class KernelState {
 
   /** Adopts the pinned programs and maps when they are complete and of our layout; else loads afresh. */
   static open(o: { objectPath: string; bpffsDir: string; cgroupPath: string }): KernelState {
-    const adopted = KernelState.#adopt(o.bpffsDir);
+    // Adopt only programs of this very build (an upgrade brings new ones).
+    const adopted = KernelState.#sameBuild(o.objectPath, o.bpffsDir) ? KernelState.#adopt(o.bpffsDir) : undefined;
     if (adopted !== undefined) return adopted;
     KernelState.cleanup(o.bpffsDir);
     return KernelState.#load(o);
+  }
+
+  /** Whether the pinned programs are the ones in `objectPath` (same tags: same instructions). */
+  static #sameBuild(objectPath: string, dir: string): boolean {
+    let obj;
+    try {
+      obj = native.bpfObjectOpen(objectPath);
+    } catch {
+      return false;
+    }
+    try {
+      const tags = new Map(obj.programs().map((p) => [p.name, native.progInfo(p.fd).tag]));
+      return Object.values(PROGRAMS).every((name) => {
+        try {
+          const fd = native.bpfObjGet(path.join(progsDir(dir), name));
+          try { return native.progInfo(fd).tag === tags.get(name); } finally { native.closeFd(fd); }
+        } catch {
+          return false;
+        }
+      });
+    } finally {
+      obj.close();
+    }
   }
 
   static #adopt(dir: string): KernelState | undefined {
@@ -136,6 +160,12 @@ export class KernelState {
         maps[name] = { fd, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries };
       }
       const progs = new Map(obj.programs().map((p) => [p.name, p]));
+      // Every program pinned by name, so a later daemon can tell whether they are its own build.
+      for (const name of Object.values(PROGRAMS)) {
+        const p = progs.get(name);
+        if (p === undefined) throw new KernelError(`${o.objectPath} has no program ${name}`);
+        native.bpfObjPin(p.fd, path.join(progsDir(o.bpffsDir), name));
+      }
       cgroupFd = native.openPath(o.cgroupPath, true);
       const links: number[] = [];
       for (const [prog, attachType] of ATTACH) {
@@ -152,7 +182,6 @@ export class KernelState {
       if (skLookupProg === undefined || learnProg === undefined) {
         throw new KernelError(`${o.objectPath} lacks ${PROGRAMS.skLookup} or ${PROGRAMS.learnListeners}`);
       }
-      native.bpfObjPin(skLookupProg.fd, path.join(progsDir(o.bpffsDir), PROGRAMS.skLookup));
       const skLookup = native.dupFd(skLookupProg.fd);
       fds.push(skLookup);
       const learn = native.bpfLinkCreate(learnProg.fd, 0, constants.BPF_TRACE_ITER);

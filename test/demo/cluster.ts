@@ -1,21 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // The demo's cluster, brought up and torn down: the lab (two node netns, pods
-// with istio-cni's in-pod rules), one `skein proxy` process per node in that
-// node's netns (static config, built-in CA, logs to a file per node), the ZDS
-// side of istio-cni enrolling pods, small HTTP apps in the pods and haproxy as
-// the sandwiched waypoint.
+// with istio-cni's in-pod rules), `skein proxy` on each node as the benchmarks
+// run it (static config, built-in CA, here with a log file per node), small
+// HTTP apps in the pods and haproxy as the sandwiched waypoint.
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { listenTcp } from '@skein/bpf';
-import { cleanupKernel } from '@skein/ztunnel-compat/accel/index';
-import { startDaemon, type Daemon } from '../bench/daemon.ts';
-import { CniDouble } from '../cni/cni-double.ts';
+import { startSkeinNodes } from '../bench/paths/skein-nodes.ts';
+import { forwarded } from '../integration/lab-helpers.ts';
+import { until } from '../integration/until.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
 import { APP_PORT, labSpec, meshYaml, PODS, SERVICES, WAYPOINT_TUNNEL_PORT } from './mesh.ts';
 
-const MAIN = fileURLToPath(new URL('../../ztunnel-compat/src/main.ts', import.meta.url));
 const HBONE_PORT = 15008;
 
 export interface Cluster {
@@ -24,7 +21,6 @@ export interface Cluster {
   pod(name: string): LabPod;
   /** The log file of the Skein daemon on a node (JSON lines). */
   logOf(node: LabNode): string;
-  daemons: Daemon[];
   /** Packets the node forwarded to a pod's port (iptables counters on the FORWARD path). */
   forwarded(node: LabNode, podIp: string, port: number): number;
   teardown(): Promise<void>;
@@ -67,42 +63,17 @@ function haproxyConfig(shopIp: string): string {
   ].join('\n');
 }
 
-async function waitFor(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 export async function startCluster(log: (line: string) => void): Promise<Cluster> {
   const lab = Lab.create(labSpec());
   const closers: (() => void)[] = [];
-  const daemons: Daemon[] = [];
-  const cnis: CniDouble[] = [];
-  const nodes = lab.nodes;
-  const logOf = (n: LabNode): string => path.join(lab.dir, `${n.name}.skein.log`);
-  // The daemons' pinned eBPF state, per lab run, removed at teardown.
-  const bpffsRoot = `/sys/fs/bpf/skein-lab-${lab.plan.runId}`;
-  const bpffsOf = (n: LabNode): string => path.join(bpffsRoot, n.name);
-  const cleanupPins = (): void => {
-    for (const n of nodes) cleanupKernel(bpffsOf(n));
-    fs.rmSync(bpffsRoot, { recursive: true, force: true });
-  };
-  // Also on Ctrl-C, which leaves through process.exit.
-  process.once('exit', cleanupPins);
+  let stopSkein = (): Promise<void> => Promise.resolve();
   const teardown = async (): Promise<void> => {
     for (const c of closers) c();
-    await Promise.all(daemons.map((d) => d.stop()));
-    process.off('exit', cleanupPins);
-    cleanupPins();
-    for (const c of cnis) c.close();
+    await stopSkein();
     lab.teardown();
   };
   try {
     const pod = (name: string): LabPod => lab.pod(name);
-    const mesh = path.join(lab.dir, 'mesh.yaml');
-    fs.writeFileSync(mesh, meshYaml((name) => pod(name).ip4));
     // Count what each node forwards to its pods' app and HBONE ports: the
     // proof of which way the bytes went.
     for (const p of lab.pods) {
@@ -113,38 +84,17 @@ export async function startCluster(log: (line: string) => void): Promise<Cluster
     const cfg = path.join(lab.dir, 'haproxy.cfg');
     fs.writeFileSync(cfg, haproxyConfig(pod('shop').ip4));
     pod('waypoint').spawn('haproxy', ['-db', '-f', cfg], { stdio: 'ignore' });
-    await waitFor('haproxy to listen', () => pod('waypoint').run('ss', '-Hltn').includes(`:${WAYPOINT_TUNNEL_PORT}`));
+    await until('haproxy to listen', () => pod('waypoint').run('ss', '-Hltn').includes(`:${WAYPOINT_TUNNEL_PORT}`));
 
-    for (const n of nodes) {
-      const cni = new CniDouble(n, CniDouble.socketPathFor(lab.dir, n));
-      cnis.push(cni);
-      log(`skein proxy on ${n.name} (static config, built-in CA)`);
-      // One after the other: the first creates the shared built-in CA.
-      daemons.push(await startDaemon(n, {
-        cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
-        logPath: logOf(n),
-        env: {
-          ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(lab.dir, 'ca'),
-          NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'info', LOG_FORMAT: 'json',
-          SKEIN_BPFFS_DIR: bpffsOf(n),
-        },
-      }));
-      await cni.zds.waitReady(20_000);
-    }
-    for (const p of PODS.filter((x) => x.enrolled)) {
-      const cni = cnis[p.node];
-      if (cni === undefined) throw new Error(`no istio-cni double on node${p.node}`);
-      await cni.enroll(pod(p.name));
-    }
-    log(`enrolled ${PODS.filter((p) => p.enrolled).length} pods over ZDS; 'outside' stays out of the mesh`);
-    return {
-      lab, nodes, pod, logOf, daemons, teardown,
-      forwarded: (n, ip, port) => {
-        const out = n.run('iptables', '-t', 'mangle', '-L', 'FORWARD', '-v', '-n', '-x');
-        const line = out.split('\n').find((l) => l.includes(` ${ip} `) && l.includes(`dpt:${port}`));
-        return line === undefined ? 0 : Number(line.trim().split(/\s+/)[0]);
-      },
-    };
+    log(`skein proxy on ${lab.nodes.map((n) => n.name).join(' and ')} (static config, built-in CA); pods enrolled over ZDS`);
+    const skein = await startSkeinNodes(lab, {
+      name: 'demo', nodes: lab.nodes, fastpath: 'auto', logs: true,
+      mesh: meshYaml((name) => pod(name).ip4),
+      enroll: PODS.filter((p) => p.enrolled).map((p) => pod(p.name)),
+    });
+    stopSkein = skein.teardown;
+    log(`enrolled ${PODS.filter((p) => p.enrolled).length} pods; 'outside' stays out of the mesh`);
+    return { lab, nodes: lab.nodes, pod, logOf: skein.logOf, teardown, forwarded };
   } catch (e) {
     await teardown();
     throw e;

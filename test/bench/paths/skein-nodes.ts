@@ -17,6 +17,8 @@ const MAIN = fileURLToPath(new URL('../../../ztunnel-compat/src/main.ts', import
 
 export interface SkeinNodes {
   proxies: ProxyProcess[];
+  /** With `logs`: each daemon's log file (JSON lines). */
+  logOf: (node: LabNode) => string;
   teardown: () => Promise<void>;
 }
 
@@ -30,6 +32,8 @@ export interface SkeinNodesOptions {
   /** Pods istio-cni enrolls (each on one of `nodes`). */
   enroll: readonly LabPod[];
   fastpath: 'auto' | 'off';
+  /** Keep each daemon's log (JSON at info, access lines included) in a file; else errors only, in memory. */
+  logs?: boolean;
 }
 
 export function workloadYaml(p: LabPod, protocol: 'HBONE' | 'TCP' = 'HBONE', extra = ''): string {
@@ -42,6 +46,7 @@ export async function startSkeinNodes(lab: Lab, o: SkeinNodesOptions): Promise<S
   const mesh = path.join(dir, 'mesh.yaml');
   fs.writeFileSync(mesh, o.mesh);
   const bpffsRoot = `/sys/fs/bpf/skein-lab-${lab.plan.runId}-${o.name}`;
+  const logOf = (n: LabNode): string => path.join(dir, `${n.name}.skein.log`);
   const bpffsOf = (n: LabNode): string => path.join(bpffsRoot, n.name);
   const daemons: Daemon[] = [];
   const cnis: CniDouble[] = [];
@@ -65,14 +70,15 @@ export async function startSkeinNodes(lab: Lab, o: SkeinNodesOptions): Promise<S
       cnis.push(cni);
       // One after the other: the first generates the shared local CA.
       daemons.push(await startDaemon(n, {
-        cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 15_000,
+        cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
+        ...(o.logs === true ? { logPath: logOf(n) } : {}),
         env: {
           ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
-          NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'error',
+          NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: o.logs === true ? 'info' : 'error', LOG_FORMAT: 'json',
           SKEIN_KERNEL_FASTPATH: o.fastpath, SKEIN_BPFFS_DIR: bpffsOf(n),
         },
       }));
-      await cni.zds.waitReady(15_000);
+      await cni.zds.waitReady(20_000);
     }
     for (const pod of o.enroll) {
       const cni = cnis[o.nodes.indexOf(pod.node)];
@@ -82,7 +88,7 @@ export async function startSkeinNodes(lab: Lab, o: SkeinNodesOptions): Promise<S
     }
     // The kernel maps are written on the turn after enrollment; let it happen.
     await new Promise((r) => setTimeout(r, 200));
-    return { proxies: o.nodes.map((n, i) => ({ name: `skein-${n.name}`, pid: daemons[i]?.pid ?? 0 })), teardown };
+    return { proxies: o.nodes.map((n, i) => ({ name: `skein-${n.name}`, pid: daemons[i]?.pid ?? 0 })), logOf, teardown };
   } catch (e) {
     await teardown();
     throw e;

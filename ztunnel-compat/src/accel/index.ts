@@ -152,11 +152,13 @@ export class Accel {
     const kernel = this.#kernel;
     if (kernel === undefined || !this.status['same-node'].active) return 0;
     const enrolled = [...this.#podIds.values()];
+    const byCookie = new Map(enrolled.map((p) => [p.pod.netnsCookie, p.workload]));
+    const cookieByUid = new Map(enrolled.flatMap((p) => (p.workload === undefined ? [] : [[p.workload.uid, p.pod.netnsCookie] as const])));
     const view = {
-      workloadByNetns: (cookie: bigint) => enrolled.find((p) => p.pod.netnsCookie === cookie)?.workload,
+      workloadByNetns: (cookie: bigint) => byCookie.get(cookie),
       netnsFdOf: (uid: string) => {
-        const p = enrolled.find((x) => x.workload?.uid === uid);
-        return p === undefined ? undefined : this.#netnsFds.get(p.pod.netnsCookie);
+        const cookie = cookieByUid.get(uid);
+        return cookie === undefined ? undefined : this.#netnsFds.get(cookie);
       },
     };
     let closed = 0;

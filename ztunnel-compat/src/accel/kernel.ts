@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { constants, native } from '@skein/bpf';
-import { LAYOUT, MAPS, PROGRAMS, STAT } from './layout.ts';
+import { decodeApproval, LAYOUT, MAPS, PROGRAMS, STAT, type Approval } from './layout.ts';
 
 type MapName = keyof typeof MAPS;
 
@@ -68,6 +68,8 @@ export class KernelState {
   readonly #skLookup: number;
   /** The listener-learning iterator's link, run from inside each new pod's netns. */
   readonly #learn: number;
+  /** Per map: what we last wrote, by hex key. */
+  readonly #written = new Map<string, Map<string, Buffer>>();
   #closed = false;
 
   private constructor(dir: string, maps: Record<MapName, MapRef>, links: number[], skLookup: number, learn: number, adopted: boolean) {
@@ -263,24 +265,30 @@ export class KernelState {
     native.bpfIterRun(this.#learn, netnsFd);
   }
 
-  /** Makes a map hold exactly `want` (by key), touching only what differs. */
+  /**
+   * Makes a map hold exactly `want` (by key), writing only what differs from
+   * what we last wrote. Only we write these maps, so after a first read (what
+   * an earlier daemon left) the kernel is not walked again.
+   */
   reconcile(name: 'pods' | 'services' | 'local' | 'authz', want: readonly Entry[]): ReconcileResult {
     const m = this.#maps[name];
+    let have = this.#written.get(name);
+    if (have === undefined) {
+      have = new Map([...this.#entries(m)].map(([k, v]) => [k.toString('hex'), v]));
+      this.#written.set(name, have);
+    }
     const wanted = new Map(want.map((e) => [e.key.toString('hex'), e]));
     const result: ReconcileResult = { written: 0, removed: 0, refused: 0 };
-    const stale: Buffer[] = [];
-    let key: Buffer | null = null;
-    for (let i = 0; i <= m.maxEntries; i++) {
-      key = native.mapNextKey(m.fd, key, m.keySize);
-      if (key === null) break;
-      if (!wanted.has(key.toString('hex'))) stale.push(key);
+    for (const hex of have.keys()) {
+      if (wanted.has(hex)) continue;
+      if (native.mapDelete(m.fd, Buffer.from(hex, 'hex'))) result.removed++;
+      have.delete(hex);
     }
-    for (const k of stale) if (native.mapDelete(m.fd, k)) result.removed++;
-    for (const e of wanted.values()) {
-      const now = native.mapLookup(m.fd, e.key, m.valueSize);
-      if (now !== null && now.equals(e.value)) continue;
+    for (const [hex, e] of wanted) {
+      if (have.get(hex)?.equals(e.value) === true) continue;
       try {
         native.mapUpdate(m.fd, e.key, e.value, 0);
+        have.set(hex, e.value);
         result.written++;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
@@ -291,25 +299,22 @@ export class KernelState {
     return result;
   }
 
-  /** Same-node flows the kernel approved and that are still open (bounded walk). */
-  approvals(): { clientIp: string; clientPort: number; dstNetns: bigint; dstPort: number }[] {
-    const m = this.#maps.approved;
-    const out: { clientIp: string; clientPort: number; dstNetns: bigint; dstPort: number }[] = [];
+  /** A map's entries as they are in the kernel (a bounded walk). */
+  *#entries(m: MapRef): Generator<[Buffer, Buffer]> {
     let key: Buffer | null = null;
     for (let i = 0; i <= m.maxEntries; i++) {
       key = native.mapNextKey(m.fd, key, m.keySize);
-      if (key === null) break;
-      const v = native.mapLookup(m.fd, key, m.valueSize);
-      if (v === null) continue;
-      const K = LAYOUT.skein_flow_key;
-      const V = LAYOUT.skein_approval;
-      out.push({
-        clientIp: `${key[K.ip] ?? 0}.${key[K.ip + 1] ?? 0}.${key[K.ip + 2] ?? 0}.${key[K.ip + 3] ?? 0}`,
-        clientPort: key.readUInt32LE(K.port),
-        dstNetns: v.readBigUInt64LE(V.dst_netns),
-        dstPort: v.readUInt32LE(V.dst_port),
-      });
+      if (key === null) return;
+      const value = native.mapLookup(m.fd, key, m.valueSize);
+      if (value !== null) yield [key, value];
     }
+  }
+
+  /** Same-node flows the kernel approved and that are still open. */
+  approvals(): Approval[] {
+    const m = this.#maps.approved;
+    const out: Approval[] = [];
+    for (const [key, value] of this.#entries(m)) out.push(decodeApproval(key, value));
     return out;
   }
 
@@ -351,5 +356,4 @@ function closeAll(fds: readonly number[]): void {
   for (const fd of fds) {
     try { native.closeFd(fd); } catch { /* already closed */ }
   }
-  return undefined;
 }

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { AUTHZ, decodeEvent, EVENT, INPOD_MARK, LAYOUT, LayoutError, MAX_AUTHZ, MAX_ENDPOINTS, MAX_LOCAL, MAX_PODS, MAX_SERVICES, serviceKey, serviceValue, STAT, SVC_PASSTHROUGH } from './layout.ts';
+import { AUTHZ, decodeApproval, decodeEvent, EVENT, INPOD_MARK, LAYOUT, LayoutError, MAX_AUTHZ, MAX_ENDPOINTS, MAX_LOCAL, MAX_PODS, MAX_SERVICES, serviceKey, serviceValue, STAT, SVC_PASSTHROUGH } from './layout.ts';
 
 const INCLUDE = fileURLToPath(new URL('../../../bpf/include', import.meta.url));
 
@@ -91,4 +91,15 @@ test('events decode from the ring buffer record layout; garbage is refused', () 
   assert.throws(() => decodeEvent(b.subarray(0, 10)), LayoutError);
   b.writeUInt32LE(99, 0);
   assert.throws(() => decodeEvent(b), /unknown event kind 99/);
+});
+
+test('approvals decode from the flow key and approval layouts', () => {
+  const key = Buffer.alloc(LAYOUT.skein_flow_key.size);
+  Buffer.from([10, 244, 0, 10]).copy(key, LAYOUT.skein_flow_key.ip);
+  key.writeUInt32LE(40123, LAYOUT.skein_flow_key.port);
+  const value = Buffer.alloc(LAYOUT.skein_approval.size);
+  value.writeBigUInt64LE(77n, LAYOUT.skein_approval.dst_netns);
+  value.writeUInt32LE(8080, LAYOUT.skein_approval.dst_port);
+  assert.deepEqual(decodeApproval(key, value), { clientIp: '10.244.0.10', clientPort: 40123, dstNetns: 77n, dstPort: 8080 });
+  assert.throws(() => decodeApproval(key.subarray(0, 4), value), LayoutError);
 });

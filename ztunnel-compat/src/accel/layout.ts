@@ -156,6 +156,27 @@ export function serviceValue(s: KernelService): Buffer {
   return b;
 }
 
+/** An open same-node flow the kernel approved (skein_approved: key and value). */
+export interface Approval {
+  clientIp: string;
+  clientPort: number;
+  dstNetns: bigint;
+  /** The port the client dialled. */
+  dstPort: number;
+}
+
+export function decodeApproval(key: Buffer, value: Buffer): Approval {
+  const K = LAYOUT.skein_flow_key;
+  const V = LAYOUT.skein_approval;
+  if (key.length < K.size || value.length < V.size) throw new LayoutError(`approval of ${key.length}+${value.length} bytes, expected ${K.size}+${V.size}`);
+  return {
+    clientIp: ipv4At(key, K.ip),
+    clientPort: key.readUInt32LE(K.port),
+    dstNetns: value.readBigUInt64LE(V.dst_netns),
+    dstPort: value.readUInt32LE(V.dst_port),
+  };
+}
+
 export interface KernelEvent {
   kind: 'open' | 'close' | 'fail';
   podId: number;

@@ -111,6 +111,9 @@ export function project(input: ProjectInput): Projection {
   const services: Projection['services'] = new Map();
   const skipped: Projection['skipped'] = [];
   const keep = new Set<string>();
+  // Candidates depend on the source only through its locality: one view per distinct locality.
+  const views = [...new Map(sources.map((w) => [localityKey(w), w])).values()];
+  const localByUid = new Map([...locals.values()].map((l) => [l.workload.uid, l]));
   for (const service of state.services.values()) {
     const why = sourcesCannotDiffer(service, sources) ?? notKernelService(service);
     if (why !== undefined) {
@@ -124,7 +127,7 @@ export function project(input: ProjectInput): Projection {
         continue;
       }
       for (const port of service.ports.keys()) {
-        const r = kernelService(state, service, vip.ip, port, sources, network, locals, authz, pods);
+        const r = kernelService(state, service, vip.ip, port, views, network, localByUid);
         if ('reason' in r) {
           skipped.push({ service: `${service.hostname}:${port}`, reason: r.reason });
           continue;
@@ -184,30 +187,30 @@ function sourcesCannotDiffer(s: Service, sources: readonly Workload[]): string |
   return undefined;
 }
 
+/** What endpoint candidates depend on in a source (decide/lb.ts localityRank). */
+function localityKey(w: Workload): string {
+  return `${w.locality.region}/${w.locality.zone}/${w.locality.subzone}/${w.node}/${w.clusterId}/${w.network}`;
+}
+
 function kernelService(
-  state: ProxyState, service: Service, vip: string, port: number, sources: readonly Workload[], network: string,
-  locals: Projection['locals'], authz: Projection['authz'], pods: Projection['pods'],
+  state: ProxyState, service: Service, vip: string, port: number, views: readonly Workload[], network: string,
+  localByUid: ReadonlyMap<string, LocalDestination>,
 ): { passthrough: boolean; endpoints: KernelEndpoint[] } | { reason: string } {
   if (service.loadBalancer?.mode === 'Passthrough') return { passthrough: true, endpoints: [] };
-  const first = sources[0];
+  const first = views[0];
   if (first === undefined) return { reason: 'no enrolled pod on this node' };
   const sig = (ws: readonly { workload: Workload; targetPort: number }[]): string => ws.map((c) => `${c.workload.uid}@${c.targetPort}`).join(',');
   const candidates = endpointCandidates(state, first, service, port, 'standard');
-  for (const other of sources.slice(1)) {
+  for (const other of views.slice(1)) {
     if (sig(endpointCandidates(state, other, service, port, 'standard')) !== sig(candidates)) return { reason: 'endpoints depend on the source pod\'s locality' };
   }
   if (candidates.length === 0) return { reason: 'no endpoint to pick' };
   if (candidates.length > MAX_ENDPOINTS) return { reason: `more than ${MAX_ENDPOINTS} endpoints` };
   const endpoints: KernelEndpoint[] = [];
-  const sourceIds = [...pods.values()].filter((p) => p.workload !== undefined).map((p) => p.podId);
   for (const c of candidates) {
     const w = c.workload;
-    const local = [...locals.values()].find((l) => l.workload.uid === w.uid);
-    if (w.protocol !== 'TCP') {
-      // An HBONE endpoint only when it is a same-node fast-path destination every local pod has a verdict for.
-      if (local === undefined) return { reason: 'an endpoint uses HBONE on another node or needs userspace' };
-      if (!sourceIds.every((src) => authz.has(`${src}/${local.podId}`))) return { reason: `endpoint ${w.name}'s policy is not decidable in the kernel` };
-    }
+    // An HBONE endpoint only as a same-node destination, which has a verdict for every local source.
+    if (w.protocol !== 'TCP' && !localByUid.has(w.uid)) return { reason: 'an endpoint uses HBONE on another node or needs userspace' };
     if (w.waypoint !== undefined) return { reason: `endpoint ${w.name} has a waypoint` };
     if (w.network !== network) return { reason: `endpoint ${w.name} is on another network` };
     const ip = pickWorkloadIp(w, vip, service.ipFamilies);

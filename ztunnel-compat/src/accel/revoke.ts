@@ -10,12 +10,7 @@ import { authorize } from '../decide/authz.ts';
 import type { ProxyState } from '../state/store.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
 
-export interface Approval {
-  clientIp: string;
-  clientPort: number;
-  dstNetns: bigint;
-  dstPort: number;
-}
+import type { Approval } from './layout.ts';
 
 export interface EnrolledView {
   /** The workload enrolled with this netns cookie. */

@@ -26,7 +26,6 @@ export interface AdminAddresses {
   readiness: { host: string; port: number };
 }
 
-
 function send(res: http.ServerResponse, code: number, body: string, type = 'text/plain; charset=utf-8'): void {
   res.writeHead(code, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
   res.end(body);

@@ -47,6 +47,7 @@ export interface NativeConstants {
   BPF_SK_MSG_VERDICT: number;
   BPF_CGROUP_INET4_GETPEERNAME: number;
   BPF_CGROUP_INET6_GETPEERNAME: number;
+  BPF_CGROUP_INET4_GETSOCKNAME: number;
   BPF_CGROUP_INET_SOCK_RELEASE: number;
   BPF_SK_LOOKUP: number;
   BPF_TRACE_ITER: number;

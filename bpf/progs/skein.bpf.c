@@ -15,6 +15,11 @@
  *                    bytes through a ring buffer.
  *   sock_release     forgets a steered connect that died before its first
  *                    packet, so the flow table cannot fill with ghosts.
+ *   getpeername4     shows a steered client the address it dialled (the
+ *                    service), as a proxied connection would.
+ *   getsockname4     shows the app that accepted an admitted same-node flow
+ *                    the port it listens on, not the capture port istio-cni's
+ *                    REDIRECT wrote into the SYN.
  *
  * Attached to each enrolled pod's netns:
  *
@@ -97,6 +102,14 @@ struct {
 	__type(key, struct skein_listen_key);
 	__type(value, __u64);
 } skein_listeners SEC(".maps");
+
+/* Server sockets of admitted same-node flows: the app's own port (host order). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} skein_app_port SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -295,6 +308,31 @@ static __always_inline void learn_listener(struct bpf_sock_ops *skops)
 	bpf_sock_hash_update(skops, &skein_listeners, &lk, BPF_ANY);
 }
 
+/*
+ * The accepting end of a same-node flow: if our sk_lookup admitted it past
+ * the REDIRECT, remember the port the client dialled, for getsockname4.
+ * Only flows approved for this very netns count.
+ */
+static __always_inline void remember_app_port(struct bpf_sock_ops *skops)
+{
+	const struct skein_approval *appr;
+	struct bpf_sock *sk = skops->sk;
+	struct skein_flow_key fk = {};
+	__u32 *port;
+
+	if (skops->family != AF_INET || !sk)
+		return;
+	fk.ip = skops->remote_ip4;
+	fk.port = bpf_ntohl(skops->remote_port);
+	appr = bpf_map_lookup_elem(&skein_approved, &fk);
+	if (!appr || appr->dst_port == skops->local_port ||
+	    appr->dst_netns != bpf_get_netns_cookie(skops))
+		return;
+	port = bpf_sk_storage_get(&skein_app_port, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (port)
+		*port = appr->dst_port;
+}
+
 SEC("sockops")
 int skein_sockops(struct bpf_sock_ops *skops)
 {
@@ -306,6 +344,9 @@ int skein_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		learn_listener(skops);
+		return 1;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		remember_app_port(skops);
 		return 1;
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -366,6 +407,36 @@ int skein_sock_release(struct bpf_sock *sk)
 		return 1;
 	emit(cookie, flow, SKEIN_EV_FAIL, 0, 0, 0, 0);	/* no address was bound */
 	bpf_map_delete_elem(&skein_flows, &cookie);
+	return 1;
+}
+
+/* A steered client asking whom it is connected to: the address it dialled. */
+SEC("cgroup/getpeername4")
+int skein_getpeername4(struct bpf_sock_addr *ctx)
+{
+	const struct skein_flow *flow;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	flow = bpf_map_lookup_elem(&skein_flows, &cookie);
+	if (flow) {
+		ctx->user_ip4 = flow->orig_ip;
+		ctx->user_port = flow->orig_port;
+	}
+	return 1;
+}
+
+/* An app asking which port it accepted an admitted flow on: its own. */
+SEC("cgroup/getsockname4")
+int skein_getsockname4(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	__u32 *port;
+
+	if (!sk)
+		return 1;
+	port = bpf_sk_storage_get(&skein_app_port, sk, 0, 0);
+	if (port)
+		ctx->user_port = bpf_htons((__u16)*port);
 	return 1;
 }
 

@@ -133,6 +133,16 @@ test('pod → no-tunnel service: the kernel connects it to an endpoint; the capt
   assert.match(logged, /"fastpath":"connect-lb"[^\n]*"message":"connection complete"/);
 });
 
+test('a steered client still sees the service it dialled as its peer (getpeername), as through a proxy', { skip: why }, async () => {
+  const before = capturedOut();
+  const r = await pod('client').exec('python3', ['-c', `
+import socket
+s = socket.create_connection(("${VIP}", 5432)); s.sendall(b"hi\\n")
+print(*s.getpeername(), s.makefile().readline().strip())`], { timeoutMs: 8000 });
+  assert.match(r.stdout.trim(), new RegExp(`^${VIP.replaceAll('.', '\\.')} 5432 db-[01]$`), r.stderr);
+  assert.equal(capturedOut(), before, 'the kernel steered it');
+});
+
 test('the kernel picks endpoints by capacity, as decide/ does (1:3 over 200 connects)', { skip: why }, async () => {
   const r = await pod('client').exec('bash', ['-c', `for i in $(seq 200); do exec 3<>/dev/tcp/${VIP}/5432 || exit 7; echo hi >&3; head -n1 <&3; exec 3<&-; done`], { timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stderr);

@@ -105,10 +105,15 @@ after(async () => {
 
 test('same-node pod → service: the kernel connects the pods; neither capture nor Skein\'s userspace sees it', { skip: why }, async () => {
   const before = { out: captured(pod('client'), 'ISTIO_OUTPUT', 15001), in: captured(pod('server'), 'ISTIO_PRERT', 15006), m: await metrics(app0()) };
-  const r = await ask(pod('client'), VIP, 80);
-  // The app sees the client pod's own address. Its socket's local port is
-  // the capture port istio-cni's REDIRECT wrote into the SYN (see docs/kernel.md).
-  assert.equal(r.out.trim(), `pong from server ${pod('client').ip4} 15006`);
+  // The client asks its socket whom it reached; the server app says who called and on which port.
+  const r = await pod('client').exec('python3', ['-c', `
+import socket
+s = socket.create_connection(("${VIP}", 80)); s.sendall(b"ping\\n")
+print(*s.getpeername(), s.makefile().readline().strip())`], { timeoutMs: 8000 });
+  // As through a proxy: the client sees the service it dialled, the app the
+  // client pod's address and its own port (not the capture port istio-cni's
+  // REDIRECT wrote into the SYN).
+  assert.equal(r.stdout.trim(), `${VIP} 80 pong from server ${pod('client').ip4} 8080`, r.stderr);
   assert.equal(captured(pod('client'), 'ISTIO_OUTPUT', 15001), before.out, 'nothing redirected to 15001');
   const m = await metrics(app0());
   assert.equal(counter(m, 'same_node'), counter(before.m, 'same_node') + 1);

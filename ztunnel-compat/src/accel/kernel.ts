@@ -28,6 +28,7 @@ const EXPECTED: Record<MapName, { keySize: number; valueSize: number }> = {
   listeners: { keySize: LAYOUT.skein_listen_key.size, valueSize: 8 },
   events: { keySize: 0, valueSize: 0 },
   stats: { keySize: 4, valueSize: 8 },
+  appPort: { keySize: 4, valueSize: 4 },
 };
 
 /** Which program attaches where (the target is the cgroup). */
@@ -35,6 +36,8 @@ const ATTACH: [keyof typeof PROGRAMS, () => number][] = [
   ['connect4', () => constants.BPF_CGROUP_INET4_CONNECT],
   ['sockops', () => constants.BPF_CGROUP_SOCK_OPS],
   ['sockRelease', () => constants.BPF_CGROUP_INET_SOCK_RELEASE],
+  ['getpeername4', () => constants.BPF_CGROUP_INET4_GETPEERNAME],
+  ['getsockname4', () => constants.BPF_CGROUP_INET4_GETSOCKNAME],
 ];
 
 export class KernelError extends Error {

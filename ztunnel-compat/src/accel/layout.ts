@@ -18,12 +18,15 @@ export const MAPS = {
   listeners: 'skein_listeners',
   events: 'skein_events',
   stats: 'skein_stats',
+  appPort: 'skein_app_port',
 } as const;
 
 export const PROGRAMS = {
   connect4: 'skein_connect4',
   sockops: 'skein_sockops',
   sockRelease: 'skein_sock_release',
+  getpeername4: 'skein_getpeername4',
+  getsockname4: 'skein_getsockname4',
   skLookup: 'skein_sk_lookup',
   learnListeners: 'skein_learn_listeners',
 } as const;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The bench CLI's arguments: `[scenario] [--json] [--reps N] [--duration S]`.
+// The bench CLI's arguments: `[scenario] [--json] [--reps N] [--duration S]
+// [--paths a,b] [--node-arg=F ...]`.
 // Anything else is a usage error (exit 2), never silently ignored.
 import { parseArgs } from 'node:util';
 
@@ -8,6 +9,10 @@ export interface BenchArgs {
   json: boolean;
   reps: number;
   durationS: number;
+  /** Only these paths of the scenario (checked against it by the caller); all when undefined. */
+  paths?: string[];
+  /** Extra Node.js flags for the Skein daemons (profiling, GC tracing). */
+  nodeArgs?: string[];
   help: boolean;
 }
 
@@ -25,6 +30,8 @@ export function usage(scenarios: readonly string[]): string {
   --json        print one JSON object (medians, with min/max) on stdout; progress goes to stderr
   --reps N      repetitions per path, 1-${MAX_REPS} (default ${DEFAULTS.reps})
   --duration S  seconds per load run, whole, 1-${MAX_DURATION_S} (default ${DEFAULTS.durationS})
+  --paths a,b   measure only these paths of the scenario
+  --node-arg=F  a Node.js flag for the Skein daemons, e.g. --node-arg=--cpu-prof (repeatable)
 `;
 }
 
@@ -46,6 +53,8 @@ export function parseBenchArgs(argv: readonly string[], scenarios: readonly stri
         json: { type: 'boolean', default: false },
         reps: { type: 'string' },
         duration: { type: 'string' },
+        paths: { type: 'string' },
+        'node-arg': { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -58,11 +67,18 @@ export function parseBenchArgs(argv: readonly string[], scenarios: readonly stri
   if (positionals.length > 1) throw new UsageError(`one scenario at a time, got: ${positionals.join(' ')}`);
   const scenario = positionals[0] ?? DEFAULTS.scenario;
   if (!values.help && !scenarios.includes(scenario)) throw new UsageError(`unknown scenario '${scenario}' (known: ${scenarios.join(', ')})`);
+  const paths = values.paths?.split(',').map((p) => p.trim());
+  if (paths?.some((p) => p === '') === true) throw new UsageError(`--paths takes path names separated by commas, got '${values.paths}'`);
+  const nodeArgs = values['node-arg'];
+  const notFlag = nodeArgs?.find((a) => !a.startsWith('--'));
+  if (notFlag !== undefined) throw new UsageError(`--node-arg takes a Node.js flag (--node-arg=--cpu-prof), got '${notFlag}'`);
   return {
     scenario,
     json: values.json,
     reps: count(values.reps, 'reps', DEFAULTS.reps, MAX_REPS),
     durationS: count(values.duration, 'duration', DEFAULTS.durationS, MAX_DURATION_S),
+    ...(paths === undefined ? {} : { paths }),
+    ...(nodeArgs === undefined ? {} : { nodeArgs }),
     help: values.help,
   };
 }

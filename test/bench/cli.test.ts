@@ -14,8 +14,15 @@ test('arguments: defaults, a scenario word, and flags in either form', () => {
   assert.deepEqual(parseBenchArgs(['hbone', '--json', '--reps', '5', '--duration=1'], known), { scenario: 'hbone', json: true, reps: 5, durationS: 1, help: false });
 });
 
+test('arguments: a subset of paths and Node.js flags for the Skein daemons', () => {
+  assert.deepEqual(parseBenchArgs(['hbone', '--paths', 'skein-hbone, haproxy-tls', '--node-arg=--cpu-prof', '--node-arg=--cpu-prof-dir=/tmp/p'], known), {
+    scenario: 'hbone', json: false, reps: 3, durationS: 2, paths: ['skein-hbone', 'haproxy-tls'], nodeArgs: ['--cpu-prof', '--cpu-prof-dir=/tmp/p'], help: false,
+  });
+});
+
 test('arguments: unknown scenarios and flags and bad counts are usage errors', () => {
-  for (const argv of [['nope'], ['--jsno'], ['--reps', '0'], ['--reps', '2.5'], ['--duration', '61'], ['--duration'], ['reference', 'hbone']]) {
+  for (const argv of [['nope'], ['--jsno'], ['--reps', '0'], ['--reps', '2.5'], ['--duration', '61'], ['--duration'], ['reference', 'hbone'],
+    ['--paths', 'a,,b'], ['--paths='], ['--node-arg=cpu-prof'], ['--node-arg']]) {
     assert.throws(() => parseBenchArgs(argv, known), UsageError, argv.join(' '));
   }
 });

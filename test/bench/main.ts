@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// `npm run bench -- [scenario] [--json] [--reps N] [--duration S]`: runs a
+// `npm run bench -- [scenario] [--json] [--reps N] [--duration S] ...`: runs a
 // scenario on a fresh lab and prints a table, or with --json exactly one JSON
 // object on stdout. Progress and errors go to stderr. Exit 2 on bad usage.
 import { parseBenchArgs, usage, UsageError, type BenchArgs } from './args.ts';
@@ -29,8 +29,15 @@ if (args.scenario === 'xds') {
   process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : xdsTable(report));
   process.exit(0);
 }
-const scenario = findScenario(args.scenario);
-if (scenario === undefined) throw new Error(`unreachable: '${args.scenario}' was validated`);
+const found = findScenario(args.scenario);
+if (found === undefined) throw new Error(`unreachable: '${args.scenario}' was validated`);
+const wanted = args.paths;
+const unknownPath = wanted?.find((p) => !found.paths.some((x) => x.name === p));
+if (unknownPath !== undefined) {
+  process.stderr.write(`bench: ${args.scenario} has no path '${unknownPath}' (its paths: ${found.paths.map((p) => p.name).join(', ')})\n`);
+  process.exit(2);
+}
+const scenario = wanted === undefined ? found : { ...found, paths: found.paths.filter((p) => wanted.includes(p.name)) };
 if (process.getuid?.() !== 0) {
   log('needs root: the lab creates network namespaces and cgroups');
   process.exit(1);
@@ -47,7 +54,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 const t0 = performance.now();
 let code = 0;
 try {
-  const result = await runScenario(scenario, { reps: args.reps, durationS: args.durationS, warmupS: 1, log });
+  const result = await runScenario(scenario, { reps: args.reps, durationS: args.durationS, warmupS: 1, log, nodeArgs: args.nodeArgs ?? [] });
   process.stdout.write(args.json ? `${JSON.stringify(toReport(result))}\n` : toTable(result));
   log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 } catch (e) {

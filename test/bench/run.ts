@@ -19,6 +19,8 @@ export interface RunOptions {
   log: (line: string) => void;
   /** Called with the lab as soon as it exists (tests use it to check teardown). */
   onLab?: (lab: Lab) => void;
+  /** Extra Node.js flags for the Skein daemons. */
+  nodeArgs?: readonly string[];
 }
 
 /** One repetition's figures for one path. */
@@ -65,7 +67,7 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
     log(`${scenario.name}: lab ${lab.plan.runId} up; client ${client.name} (${client.node.name}) → server ${server.name} (${server.node.name})`);
     const servers: Servers = await startServers(server, lab.dir);
     cleanups.push(servers.stop);
-    const env: BenchEnv = { lab, client, server: { pod: server, ...servers.targets } };
+    const env: BenchEnv = { lab, client, server: { pod: server, ...servers.targets }, nodeArgs: opts.nodeArgs ?? [] };
     if (scenario.prepare !== undefined) cleanups.push(await scenario.prepare(env));
 
     // One path at a time: a path may change the pods themselves (Skein's

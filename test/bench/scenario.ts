@@ -27,6 +27,8 @@ export interface BenchEnv {
   lab: Lab;
   client: LabPod;
   server: { pod: LabPod } & Targets;
+  /** Extra Node.js flags for the Skein daemons (`--node-arg`). */
+  nodeArgs: readonly string[];
 }
 
 /** A path once set up: what to dial, and whose CPU and memory to report. */

@@ -29,7 +29,7 @@ function path(name: string, c: Case, fastpath: 'auto' | 'off', description: stri
     description,
     async setup(env: BenchEnv): Promise<ActivePath> {
       const enroll = c === 'same-node' ? [env.client, env.server.pod] : [env.client];
-      const skein = await startSkeinNodes(env.lab, { name, nodes: [env.client.node], enroll, fastpath, mesh: mesh(env, c) });
+      const skein = await startSkeinNodes(env.lab, { name, nodes: [env.client.node], enroll, fastpath, mesh: mesh(env, c), nodeArgs: env.nodeArgs });
       return {
         targets: { http: { host: SERVICE_VIP, port: 80 }, bulk: { host: SERVICE_VIP, port: env.server.bulk.port } },
         proxies: skein.proxies,

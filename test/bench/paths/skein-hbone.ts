@@ -12,7 +12,7 @@ async function setup(env: BenchEnv): Promise<ActivePath> {
   const far = env.server.pod.node;
   const nodes: LabNode[] = near === far ? [near] : [near, far];
   const skein = await startSkeinNodes(env.lab, {
-    name: 'skein-hbone', nodes, enroll: [env.client, env.server.pod], fastpath: 'auto',
+    name: 'skein-hbone', nodes, enroll: [env.client, env.server.pod], fastpath: 'auto', nodeArgs: env.nodeArgs,
     mesh: `workloads:\n${workloadYaml(env.client)}${workloadYaml(env.server.pod)}`,
   });
   return { targets: { http: env.server.http, bulk: env.server.bulk }, proxies: skein.proxies, teardown: skein.teardown };

@@ -34,6 +34,8 @@ export interface SkeinNodesOptions {
   fastpath: 'auto' | 'off';
   /** Keep each daemon's log (JSON at info, access lines included) in a file; else errors only, in memory. */
   logs?: boolean;
+  /** Node.js flags before the script, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (each daemon writes a profile when it stops). */
+  nodeArgs?: readonly string[];
 }
 
 export function workloadYaml(p: LabPod, protocol: 'HBONE' | 'TCP' = 'HBONE', extra = ''): string {
@@ -70,7 +72,7 @@ export async function startSkeinNodes(lab: Lab, o: SkeinNodesOptions): Promise<S
       cnis.push(cni);
       // One after the other: the first generates the shared local CA.
       daemons.push(await startDaemon(n, {
-        cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
+        cmd: process.execPath, args: [...(o.nodeArgs ?? []), MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
         ...(o.logs === true ? { logPath: logOf(n) } : {}),
         env: {
           ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),

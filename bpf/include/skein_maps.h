@@ -71,7 +71,7 @@ struct skein_flow_key {
 struct skein_approval {
 	__u64 dst_netns;
 	__u32 dst_port;	/* the port the client dialled, host order */
-	__u32 pad;
+	__u32 admitted;	/* set by sk_lookup once it handed the SYN to the app */
 };
 
 /* skein_listeners (SOCKHASH): enrolled pods' listening sockets. */

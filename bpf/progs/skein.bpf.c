@@ -309,9 +309,10 @@ static __always_inline void learn_listener(struct bpf_sock_ops *skops)
 }
 
 /*
- * The accepting end of a same-node flow: if our sk_lookup admitted it past
- * the REDIRECT, remember the port the client dialled, for getsockname4.
- * Only flows approved for this very netns count.
+ * The accepting end of a same-node flow: if our sk_lookup handed it to the
+ * app past the REDIRECT, remember the port the client dialled, for
+ * getsockname4. (A flow that found no listener went to the capture port;
+ * Skein's own socket there keeps its real local port.)
  */
 static __always_inline void remember_app_port(struct bpf_sock_ops *skops)
 {
@@ -325,7 +326,7 @@ static __always_inline void remember_app_port(struct bpf_sock_ops *skops)
 	fk.ip = skops->remote_ip4;
 	fk.port = bpf_ntohl(skops->remote_port);
 	appr = bpf_map_lookup_elem(&skein_approved, &fk);
-	if (!appr || appr->dst_port == skops->local_port ||
+	if (!appr || !appr->admitted || appr->dst_port == skops->local_port ||
 	    appr->dst_netns != bpf_get_netns_cookie(skops))
 		return;
 	port = bpf_sk_storage_get(&skein_app_port, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -443,7 +444,7 @@ int skein_getsockname4(struct bpf_sock_addr *ctx)
 SEC("sk_lookup")
 int skein_sk_lookup(struct bpf_sk_lookup *ctx)
 {
-	const struct skein_approval *appr;
+	struct skein_approval *appr;
 	struct skein_listen_key lk = {};
 	struct skein_flow_key fk = {};
 	struct bpf_sock *sk;
@@ -465,8 +466,10 @@ int skein_sk_lookup(struct bpf_sk_lookup *ctx)
 	}
 	err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
-	if (!err)
+	if (!err) {
+		appr->admitted = 1;
 		count(SKEIN_STAT_ADMITTED);
+	}
 	return SK_PASS;
 }
 

@@ -46,7 +46,7 @@ export const LAYOUT = {
   skein_local: { netns_cookie: 0, pod_id: 8, flags: 12, size: 16 },
   skein_authz_key: { src_pod: 0, dst_pod: 4, size: 8 },
   skein_flow_key: { ip: 0, port: 4, size: 8 },
-  skein_approval: { dst_netns: 0, dst_port: 8, pad: 12, size: 16 },
+  skein_approval: { dst_netns: 0, dst_port: 8, admitted: 12, size: 16 },
   skein_listen_key: { netns_cookie: 0, port: 8, pad: 12, size: 16 },
   skein_svc_key: { vip: 0, port: 4, pad: 6, size: 8 },
   skein_endpoint: { ip: 0, port: 4, pad: 6, weight: 8, size: 12 },

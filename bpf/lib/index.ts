@@ -4,6 +4,7 @@ export { native, constants } from './native.ts';
 export type { NativeAddress } from './addon.d.ts';
 export { netnsCookieOf, openNetns, withNetnsFd, type NetnsRef } from './netns.ts';
 export {
+  bindUdp,
   connectTcp,
   fdOf,
   getSocketOption,
@@ -16,6 +17,7 @@ export {
   type ListenOptions,
   type SocketAddress,
   type SocketOptions,
+  type UdpOptions,
 } from './sockets.ts';
 export { SeqpacketServer, SeqpacketSocket, type SeqpacketOptions } from './seqpacket.ts';
 

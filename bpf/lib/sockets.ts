@@ -2,6 +2,7 @@
 // TCP sockets that Node owns but that were created where Node cannot create
 // them (inside a pod's netns) or with options Node cannot set (SO_MARK,
 // IP_TRANSPARENT, …). The addon makes and configures the fd; Node adopts it.
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
 import { constants as c, native } from './native.ts';
@@ -158,6 +159,40 @@ export function connectTcp(o: ConnectOptions): net.Socket {
   });
   const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: o.allowHalfOpen ?? false });
   return socket.connect({ port, host: o.address });
+}
+
+export interface UdpOptions extends CreateOptions {
+  address: string;
+  /** 0: any free port. */
+  port: number;
+}
+
+/**
+ * A UDP socket bound to address:port with the given options, optionally
+ * inside another namespace, handed to a dgram.Socket (which then owns the fd).
+ */
+export async function bindUdp(o: UdpOptions): Promise<dgram.Socket> {
+  const family = familyOf(o.address, 'bindUdp');
+  const port = checkPort(o.port, 'bindUdp');
+  const fd = o.netns === undefined
+    ? native.createSocket(family, 'dgram', -1)
+    : withNetnsFd(o.netns, (ns) => native.createSocket(family, 'dgram', ns));
+  try {
+    if (family === 6) native.setIntOpt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1);
+    applyToFd(fd, family, o);
+    native.bind(fd, o.address, port);
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
+  return await new Promise((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind({ fd }, () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+  });
 }
 
 /** The destination before iptables REDIRECT (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST). */

@@ -12,6 +12,8 @@ import { LocalCa } from './identity/local-ca.ts';
 import { Priority, SecretManager } from './identity/manager.ts';
 import { scoped, type Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
+import { DnsMetrics } from './dns/metrics.ts';
+import { DnsProxy } from './dns/proxy.ts';
 import { ProxyState } from './state/store.ts';
 import { ProxyStateUpdater } from './state/updater.ts';
 import { identityOf } from './state/workload.ts';
@@ -177,7 +179,12 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
       metrics: tcpMetrics, network: config.network, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     };
-    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config), onChange: () => { onPods.changed(); } });
+    // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).
+    const dns = config.dnsProxy ? new DnsProxy({
+      state, metrics: new DnsMetrics(metrics.registry), log: scoped(log, 'dns'), clusterDomain: config.clusterDomain,
+      ipv6: config.ipv6Enabled, mark: config.packetMark, resolvConf: config.dnsResolvConf,
+    }) : undefined;
+    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); } });
     zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
     zds.once('snapshot', done);
     zds.start();

@@ -99,3 +99,11 @@ test('the drain deadline follows ztunnel: CONNECTION_TERMINATION_DEADLINE, else 
   assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '30', CONNECTION_TERMINATION_DEADLINE: '2s' }), 2000);
   assert.throws(() => parseConfig({ TERMINATION_GRACE_PERIOD_SECONDS: 'soon' }), /TERMINATION_GRACE_PERIOD_SECONDS/);
 });
+
+test('the DNS proxy: on by default on 15053, off with ISTIO_META_DNS_CAPTURE=false, its port from ISTIO_META_DNS_PROXY_ADDR', () => {
+  const on = parseConfig({});
+  assert.deepEqual([on.dnsProxy, on.dnsProxyPort, on.dnsResolvConf], [true, 15053, '/etc/resolv.conf']);
+  const off = parseConfig({ ISTIO_META_DNS_CAPTURE: 'false', ISTIO_META_DNS_PROXY_ADDR: 'localhost:15054', SKEIN_DNS_RESOLV_CONF: '/tmp/r' });
+  assert.deepEqual([off.dnsProxy, off.dnsProxyPort, off.dnsResolvConf], [false, 15054, '/tmp/r']);
+  assert.throws(() => parseConfig({ ISTIO_META_DNS_PROXY_ADDR: 'localhost' }), /ISTIO_META_DNS_PROXY_ADDR: expected host:port/);
+});

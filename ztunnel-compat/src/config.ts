@@ -72,6 +72,12 @@ export interface Config {
   poolUnusedReleaseTimeoutMs: number;
   /** How long a shutdown lets open connections finish before closing them (ztunnel's drain deadline). */
   drainMs: number;
+  /** The per-pod DNS proxy istio-cni's DNS capture sends port 53 to (ISTIO_META_DNS_CAPTURE, default on). */
+  dnsProxy: boolean;
+  /** Where in each pod it listens (ISTIO_META_DNS_PROXY_ADDR, default localhost:15053). */
+  dnsProxyPort: number;
+  /** The resolv.conf whose nameservers get the queries Skein does not answer (SKEIN_DNS_RESOLV_CONF). */
+  dnsResolvConf: string;
 }
 
 export class ConfigError extends Error {
@@ -85,7 +91,7 @@ export class ConfigError extends Error {
 }
 
 /** The SKEIN_* variables Skein knows; any other is a typo, and an error. */
-export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_SAME_NODE', 'SKEIN_ADMIN_ADDRESS'] as const;
+export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_SAME_NODE', 'SKEIN_ADMIN_ADDRESS', 'SKEIN_DNS_RESOLV_CONF'] as const;
 
 const DEFAULT_ROOT = './var/run/secrets/istio/root-cert.pem';
 const DEFAULT_TOKEN = './var/run/secrets/tokens/istio-token';
@@ -185,6 +191,9 @@ export function parseConfig(env: Env): Config {
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
     poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
     drainMs: p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400)),
+    dnsProxy: (meta.DNS_CAPTURE ?? 'true').toLowerCase() === 'true',
+    dnsProxyPort: dnsProxyPort(meta.DNS_PROXY_ADDR, problems),
+    dnsResolvConf: p.str('SKEIN_DNS_RESOLV_CONF') ?? '/etc/resolv.conf',
   };
   if ((config.localCaCert === undefined) !== (config.localCaKey === undefined)) {
     problems.push('SKEIN_LOCAL_CA_CERT and SKEIN_LOCAL_CA_KEY: set both or neither');
@@ -192,6 +201,21 @@ export function parseConfig(env: Env): Config {
   if (config.secretTtlSeconds <= 0) problems.push('SECRET_TTL: must be positive');
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/**
+ * ISTIO_META_DNS_PROXY_ADDR is host:port; the proxy listens on the pod's
+ * loopback whatever the host says (as ztunnel: "localhost:15053"), so only
+ * the port is taken.
+ */
+function dnsProxyPort(addr: string | undefined, problems: string[]): number {
+  if (addr === undefined) return 15053;
+  const port = Number(/:(\d+)$/.exec(addr)?.[1]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    problems.push(`ISTIO_META_DNS_PROXY_ADDR: expected host:port, got '${addr}'`);
+    return 15053;
+  }
+  return port;
 }
 
 interface ProxyConfigYaml { discoveryAddress?: string; proxyAdminPort?: number; statsPort?: number; proxyMetadata?: Record<string, string> }

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // A pod's capture listeners (reference §4.3), created inside the pod's netns
 // through the addon: 15001 outbound, 15006 inbound plaintext, 15008 inbound
-// HBONE; marked 0x539 so istio-cni's rules let their traffic through, with
+// HBONE, and the DNS proxy on the pod's loopback (15053, UDP and TCP);
+// marked 0x539 so istio-cni's rules let their traffic through, with
 // SO_REUSEPORT so an old and a new node proxy can both hold them. IPv4
 // always; IPv6 when enabled and the pod has it.
 import type net from 'node:net';
 import { listenTcp } from '@skein/bpf';
+import { startDnsServer, type DnsHandler, type DnsServer } from '../dns/server.ts';
 import type { PodProxy, ProxyFactory } from './manager.ts';
 import type { WorkloadInfo } from './protocol.ts';
 
@@ -26,11 +28,14 @@ export interface ListenerOptions {
   reusePort: boolean;
   ipv6: boolean;
   onConnection: ConnectionHandler;
+  /** The DNS proxy's port and per-pod handler; absent when DNS capture is off. */
+  dns?: { port: number; handlerFor: (pod: PodContext) => DnsHandler };
 }
 
 class PodListeners implements PodProxy {
   readonly #servers: net.Server[];
   readonly #sockets = new Set<net.Socket>();
+  dns: DnsServer | undefined;
 
   constructor(servers: net.Server[]) {
     this.#servers = servers;
@@ -43,6 +48,7 @@ class PodListeners implements PodProxy {
 
   async stop(drainMs = 0): Promise<void> {
     const closed = this.#servers.map((srv) => new Promise<void>((r) => { srv.close(() => { r(); }); }));
+    if (this.dns !== undefined) closed.push(this.dns.close());
     // Listeners close first: during a handoff the new daemon's listeners
     // (SO_REUSEPORT) take the new connections while these finish.
     if (drainMs > 0 && this.#sockets.size > 0) {
@@ -80,6 +86,9 @@ export function listenerFactory(o: ListenerOptions): ProxyFactory {
             }
             servers.push(server);
           }
+        }
+        if (o.dns !== undefined) {
+          proxy.dns = await startDnsServer({ netnsFd, port: o.dns.port, ipv6: o.ipv6, mark: o.mark, reusePort: o.reusePort, handle: o.dns.handlerFor(pod) });
         }
       } catch (err) {
         await proxy.stop();

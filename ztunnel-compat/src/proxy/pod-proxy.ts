@@ -5,6 +5,7 @@
 import type { Config } from '../config.ts';
 import type { PodProxy, ProxyFactory } from '../inpod/manager.ts';
 import { hostPort } from '../decide/outbound.ts';
+import type { DnsProxy } from '../dns/proxy.ts';
 import { listenerFactory, type PodContext } from '../inpod/listeners.ts';
 import { Priority } from '../identity/manager.ts';
 import { HboneServer } from './hbone/server.ts';
@@ -15,12 +16,18 @@ import { tcpLabels } from './metrics.ts';
 import { handleOutbound, type OutboundDeps } from './outbound.ts';
 import { findSourceWorkload } from './source-workload.ts';
 
-export function podProxyFactory(p: OutboundDeps, config: Config): ProxyFactory {
+export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
   const servers = new Map<string, HboneServer>();
   const listeners = listenerFactory({
     mark: p.mark,
     reusePort: config.inpodPortReuse,
     ipv6: config.ipv6Enabled,
+    ...(dns === undefined ? {} : {
+      dns: {
+        port: config.dnsProxyPort,
+        handlerFor: (pod: PodContext) => dns.handlerFor({ namespace: pod.info.namespace, netnsFd: pod.netnsFd, source: () => findSourceWorkload(p.state, p.nodeName, pod.info) }),
+      },
+    }),
     onConnection: (kind, socket, pod) => {
       switch (kind) {
         case 'outbound':

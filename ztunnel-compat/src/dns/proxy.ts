@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+// The DNS proxy as the daemon runs it (ztunnel's dns/server.rs in brief):
+// per pod, answer what WDS knows (service hostnames with VIPs, ServiceEntry
+// hosts included), send the rest upstream from the pod's netns, SERVFAIL
+// when upstream does not answer, and count it all.
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Logger } from '../log.ts';
+import type { ProxyState } from '../state/store.ts';
+import type { Workload } from '../state/workload.ts';
+import { respond, servfail, type Addresses } from './answer.ts';
+import { forward } from './forwarder.ts';
+import { DnsMetrics } from './metrics.ts';
+import { candidateHosts } from './names.ts';
+import { nameservers } from './resolv-conf.ts';
+import type { DnsHandler } from './server.ts';
+
+export interface DnsProxyDeps {
+  state: ProxyState;
+  metrics: DnsMetrics;
+  log: Logger;
+  clusterDomain: string;
+  ipv6: boolean;
+  mark: number | undefined;
+  resolvConf: string;
+  /** Per nameserver tried. */
+  upstreamTimeoutMs?: number;
+}
+
+/** resolv.conf is re-read at most this often (it changes with the node proxy's pod, rarely). */
+const RESOLV_CONF_TTL_MS = 5000;
+
+export class DnsProxy {
+  readonly #d: DnsProxyDeps;
+  #servers: { at: number; list: string[] } = { at: -Infinity, list: [] };
+
+  constructor(d: DnsProxyDeps) {
+    this.#d = d;
+  }
+
+  #nameservers(): string[] {
+    const now = performance.now();
+    if (now - this.#servers.at < RESOLV_CONF_TTL_MS) return this.#servers.list;
+    let list: string[] = [];
+    try {
+      list = nameservers(fs.readFileSync(this.#d.resolvConf, 'utf8'));
+    } catch (err) {
+      this.#d.log.warn({ scope: 'dns', path: this.#d.resolvConf, err: (err as Error).message }, 'cannot read the upstream nameservers');
+    }
+    this.#servers = { at: now, list };
+    return list;
+  }
+
+  /** The VIPs of the service `qname` names for a client in `namespace`; undefined: not ours. */
+  find(qname: string, namespace: string): Addresses | undefined {
+    for (const host of candidateHosts(qname, namespace, this.#d.clusterDomain)) {
+      const svc = this.#d.state.services.bestByHostname(host, namespace);
+      // Without a VIP (headless, or DNS-resolved ServiceEntry) the upstream knows better.
+      if (svc === undefined || svc.vips.length === 0) continue;
+      const ips = svc.vips.map((v) => v.ip);
+      return { v4: ips.filter((ip) => net.isIPv4(ip)), v6: this.#d.ipv6 ? ips.filter((ip) => net.isIPv6(ip)) : [] };
+    }
+    return undefined;
+  }
+
+  /** The handler for one pod's listeners; `source` finds the pod's workload (for the metrics' labels). */
+  handlerFor(pod: { namespace: string; netnsFd: number; source: () => Workload | undefined }): DnsHandler {
+    return async (query, protocol) => {
+      const source = pod.source();
+      const namespace = source?.namespace ?? pod.namespace;
+      const v = respond(query, (qname) => this.find(qname, namespace));
+      const labels = DnsMetrics.labels(v.type, protocol, source);
+      this.#d.metrics.request(labels);
+      if (v.kind !== 'forward') return v.response;
+      const t0 = performance.now();
+      try {
+        const answer = await forward(query, protocol, pod.netnsFd, { servers: this.#nameservers(), mark: this.#d.mark, timeoutMs: this.#d.upstreamTimeoutMs ?? 2000 });
+        this.#d.metrics.upstream(labels, (performance.now() - t0) / 1000, true);
+        return answer;
+      } catch (err) {
+        this.#d.metrics.upstream(labels, (performance.now() - t0) / 1000, false);
+        this.#d.log.debug({ scope: 'dns', namespace, err: (err as Error).message }, 'upstream DNS failed');
+        return servfail(query);
+      }
+    };
+  }
+}

@@ -23,6 +23,7 @@ const why = process.getuid?.() !== 0 ? 'needs root (lab namespaces)' : false;
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
 const SVC_VIP = '10.96.0.70';
 const SE_VIP = '240.240.0.10';
+const WILD_VIP = '240.240.0.11';
 
 let lab: Lab | undefined;
 let app: App | undefined;
@@ -58,6 +59,7 @@ before(async () => {
 services:
 - {name: echo, namespace: ${c.namespace}, hostname: echo.${c.namespace}.svc.cluster.local, vips: ["/${SVC_VIP}"], ports: {80: 8080}}
 - {name: api.example.test, namespace: ${c.namespace}, hostname: api.example.test, vips: ["/${SE_VIP}"], ports: {443: 443}}
+- {name: wild, namespace: ${c.namespace}, hostname: "*.wild.test", vips: ["/${WILD_VIP}"], ports: {443: 443}}
 `);
   // The cluster's DNS as far as Skein knows: dnsmasq in the (unenrolled) dns pod.
   const resolv = path.join(lab.dir, 'resolv.conf');
@@ -90,7 +92,7 @@ test('an enrolled pod\'s DNS reaches Skein on its loopback (UDP and TCP 15053), 
   assert.match(tcp, /127\.0\.0\.1:15053/);
 });
 
-test('hostnames WDS knows are answered by Skein with their VIPs: a Service by its short and full names, a ServiceEntry host', { skip: why }, async () => {
+test('hostnames WDS knows are answered by Skein with their VIPs: a Service by its short and full names, a ServiceEntry host, a wildcard host', { skip: why }, async () => {
   const before = captured(pod('client'), 'ISTIO_OUTPUT', 15053);
   for (const name of ['echo.default.svc.cluster.local', 'echo', 'echo.default']) {
     const r = await dig(name);
@@ -102,6 +104,9 @@ test('hostnames WDS knows are answered by Skein with their VIPs: a Service by it
   // As a stub resolver with ndots:5 asks first: the search domain appended.
   const searched = await dig('api.example.test.default.svc.cluster.local');
   assert.deepEqual(searched.answers, [SE_VIP], searched.out);
+  // A wildcard ServiceEntry host covers the names under it.
+  const wild = await dig('a.b.wild.test');
+  assert.deepEqual([wild.status, wild.answers], ['NOERROR', [WILD_VIP]], wild.out);
   // No IPv6 VIP: an empty answer, not a forward.
   const aaaa = await dig('api.example.test', 'AAAA');
   assert.deepEqual([aaaa.status, aaaa.answers], ['NOERROR', []], aaaa.out);

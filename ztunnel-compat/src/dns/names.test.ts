@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { candidateHosts } from './names.ts';
+import { candidateHosts, wildcardsOf } from './names.ts';
 
 test('short Kubernetes names are completed from the client\'s namespace', () => {
   assert.deepEqual(candidateHosts('echo', 'default', 'cluster.local'), ['echo', 'echo.default.svc.cluster.local']);
@@ -20,4 +20,9 @@ test('a search domain a stub resolver appended is taken off again; case and the 
     'echo.default.svc.cluster.local', 'echo', 'echo.default', 'echo.default.svc',
   ]);
   assert.deepEqual(candidateHosts('', 'default', 'cluster.local'), []);
+});
+
+test('the wildcard hosts covering a name, nearest first', () => {
+  assert.deepEqual(wildcardsOf('www.api.example.com'), ['*.api.example.com', '*.example.com', '*.com']);
+  assert.deepEqual(wildcardsOf('localhost'), []);
 });

@@ -23,6 +23,12 @@ function kubeForms(name: string, namespace: string, clusterDomain: string): stri
   return [];
 }
 
+/** `a.b.c` → `*.b.c`, `*.c`: the wildcard hosts (ServiceEntry) that cover a name, nearest first. */
+export function wildcardsOf(host: string): string[] {
+  const labels = host.split('.');
+  return labels.slice(1).map((_, i) => `*.${labels.slice(i + 1).join('.')}`);
+}
+
 /** Candidate hostnames for `qname` asked by a pod in `namespace`, most specific first, no repeats. */
 export function candidateHosts(qname: string, namespace: string, clusterDomain: string): string[] {
   const name = normalize(qname);

@@ -11,7 +11,7 @@ import type { Workload } from '../state/workload.ts';
 import { respond, servfail, type Addresses } from './answer.ts';
 import { forward } from './forwarder.ts';
 import { DnsMetrics } from './metrics.ts';
-import { candidateHosts } from './names.ts';
+import { candidateHosts, wildcardsOf } from './names.ts';
 import { nameservers } from './resolv-conf.ts';
 import type { DnsHandler } from './server.ts';
 
@@ -54,11 +54,14 @@ export class DnsProxy {
   /** The VIPs of the service `qname` names for a client in `namespace`; undefined: not ours. */
   find(qname: string, namespace: string): Addresses | undefined {
     for (const host of candidateHosts(qname, namespace, this.#d.clusterDomain)) {
-      const svc = this.#d.state.services.bestByHostname(host, namespace);
-      // Without a VIP (headless, or DNS-resolved ServiceEntry) the upstream knows better.
-      if (svc === undefined || svc.vips.length === 0) continue;
-      const ips = svc.vips.map((v) => v.ip);
-      return { v4: ips.filter((ip) => net.isIPv4(ip)), v6: this.#d.ipv6 ? ips.filter((ip) => net.isIPv6(ip)) : [] };
+      // The name itself, then the wildcard hosts that cover it (as ztunnel).
+      for (const h of [host, ...wildcardsOf(host)]) {
+        const svc = this.#d.state.services.bestByHostname(h, namespace);
+        // Without a VIP (headless, or DNS-resolved ServiceEntry) the upstream knows better.
+        if (svc === undefined || svc.vips.length === 0) continue;
+        const ips = svc.vips.map((v) => v.ip);
+        return { v4: ips.filter((ip) => net.isIPv4(ip)), v6: this.#d.ipv6 ? ips.filter((ip) => net.isIPv6(ip)) : [] };
+      }
     }
     return undefined;
   }

@@ -23,7 +23,7 @@ test('`npm run demo -- --json`, as the README says it: every path taken, one JSO
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout) as DemoReport;
   const byName = new Map(report.paths.map((p) => [p.path, p]));
-  assert.deepEqual([...byName.keys()], ['cross-node-hbone', 'same-node', 'passthrough', 'waypoint', 'denied']);
+  assert.deepEqual([...byName.keys()], ['cross-node-hbone', 'same-node', 'passthrough', 'waypoint', 'denied', 'dns']);
   for (const p of report.paths) {
     assert.ok(p.taken && p.ok, `${p.path}: ${JSON.stringify(p)}`);
     assert.ok(p.latency_ms > 0, `${p.path} latency`);
@@ -34,6 +34,7 @@ test('`npm run demo -- --json`, as the README says it: every path taken, one JSO
   assert.match(byName.get('same-node')?.decision ?? '', /allowed in the kernel/);
   assert.equal(byName.get('denied')?.bytes, 0);
   assert.match(byName.get('denied')?.decision ?? '', /RBAC: explicitly denied by: default\/deny-blocked/);
+  assert.match(byName.get('dns')?.decision ?? '', /answered echo\.default\.svc\.cluster\.local → 10\.96\.0\.10 from WDS; curl then reached server by name/);
   assertNothingLeft();
 });
 

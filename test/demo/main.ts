@@ -80,7 +80,7 @@ try {
   const nodeNs = cluster.nodes.map((n) => `${n.name}=${n.netns}`).join(', ');
   const report: DemoReport = {
     paths,
-    pending: ['double HBONE (multi-network), DNS proxying'],
+    pending: ['double HBONE (multi-network)'],
     look: [
       `config_dump, metrics and logs of each node's daemon as the demo ended: ${rel(outDir)}/ (${files.length} files)`,
       `  e.g. jq '.workloads | length' ${rel(path.join(outDir, 'node0.config_dump.json'))}; grep istio_tcp_connections_opened_total ${rel(path.join(outDir, 'node1.metrics.txt'))}`,

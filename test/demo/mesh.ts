@@ -33,6 +33,9 @@ export const SERVICES = {
   waypoint: { hostname: 'waypoint.default.svc.cluster.local', vip: '10.96.0.21', port: 15008 },
 } as const;
 
+/** Where pods send DNS (a kube-dns-like ClusterIP nothing listens on: istio-cni's capture takes the queries to Skein). */
+export const CLUSTER_DNS = '10.96.0.53';
+
 export const DENY_POLICY = 'default/deny-blocked';
 export const TRUST_DOMAIN = 'cluster.local';
 

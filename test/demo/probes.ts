@@ -2,10 +2,11 @@
 // One probe per path: real HTTP requests by curl inside a pod, then the proof
 // of the way they went (the nodes' forwarding counters, the daemons' access
 // logs) and what Skein decided.
+import { captured } from '../integration/lab-helpers.ts';
 import type { LabPod } from '../lab/index.ts';
 import { accessSince, describe, mark, type AccessLine } from './access-log.ts';
 import type { Cluster } from './cluster.ts';
-import { APP_PORT, DENY_POLICY, SERVICES, spiffe } from './mesh.ts';
+import { APP_PORT, CLUSTER_DNS, DENY_POLICY, SERVICES, spiffe } from './mesh.ts';
 import type { PathReport } from './report.ts';
 
 const BIG = 1 << 20;
@@ -23,9 +24,9 @@ interface CurlResult {
   err: string;
 }
 
-async function curl(from: LabPod, url: string, host?: string): Promise<CurlResult> {
+async function curl(from: LabPod, url: string, host?: string, extra: readonly string[] = []): Promise<CurlResult> {
   const fmt = '%{http_code}|%{size_download}|%{time_total}|%header{x-served-by}|%header{x-seen-from}|%header{x-waypoint}|%header{x-client-src}';
-  const args = ['-sS', '-m', '5', '-o', '/dev/null', '-w', fmt, ...(host === undefined ? [] : ['-H', `Host: ${host}`]), url];
+  const args = ['-sS', '-m', '5', '-o', '/dev/null', '-w', fmt, ...(host === undefined ? [] : ['-H', `Host: ${host}`]), ...extra, url];
   const r = await from.exec('curl', args, { timeoutMs: 10_000 });
   const [code, size, secs, servedBy, seenFrom, waypoint, clientSrc] = r.stdout.split('|');
   return {
@@ -182,4 +183,29 @@ export async function denied(c: Cluster): Promise<PathReport> {
   };
 }
 
-export const PROBES = [crossNode, sameNode, passthrough, waypoint, denied] as const;
+export async function dns(c: Cluster): Promise<PathReport> {
+  const client = c.pod('client');
+  const { hostname, port, vip } = SERVICES.echo;
+  const before = captured(client, 'ISTIO_OUTPUT', 15053);
+  // Asked at the cluster DNS address, as a pod's resolver would: istio-cni's
+  // capture takes it to Skein in the pod. No DNS server exists in this lab.
+  const r = await client.exec('dig', ['+tries=1', '+time=3', `@${CLUSTER_DNS}`, hostname, 'A'], { timeoutMs: 10_000 });
+  const queries = captured(client, 'ISTIO_OUTPUT', 15053) - before;
+  const answer = /;; ANSWER SECTION:\n\S+\s+\d+\s+IN\s+A\s+(\S+)/.exec(r.stdout)?.[1] ?? '';
+  const queryMs = Number(/Query time: (\d+) msec/.exec(r.stdout)?.[1] ?? 0);
+  const res = await curl(client, `http://${hostname}:${port}/`, undefined, ['--resolve', `${hostname}:${port}:${answer || vip}`]);
+  return {
+    path: 'dns',
+    taken: queries > 0 && answer === vip,
+    ok: res.code === 200 && res.servedBy === 'server',
+    bytes: res.size,
+    // dig reports whole milliseconds; a sub-millisecond answer shows as its floor.
+    latency_ms: Math.max(queryMs, 0.001),
+    decision: answer === ''
+      ? `no answer for ${hostname}: ${r.stdout.trim().split('\n').find((l) => l.includes('status')) ?? r.stderr.trim()}`
+      : `Skein's DNS proxy in the client pod answered ${hostname} → ${answer} from WDS; curl then reached ${res.servedBy || '(nothing)'} by name`,
+    evidence: `istio-cni's DNS rule in the client pod redirected ${queries} packet(s) for ${CLUSTER_DNS}:53 to :15053`,
+  };
+}
+
+export const PROBES = [crossNode, sameNode, passthrough, waypoint, denied, dns] as const;

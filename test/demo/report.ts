@@ -3,7 +3,7 @@
 // Pure, so its shape is tested without a lab.
 
 export interface PathReport {
-  /** cross-node-hbone | same-node | passthrough | waypoint | denied */
+  /** cross-node-hbone | same-node | passthrough | waypoint | denied | dns */
   path: string;
   /** The traffic went the way the path's name says (proved by counters and logs, not assumed). */
   taken: boolean;

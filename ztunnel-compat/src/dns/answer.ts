@@ -18,7 +18,7 @@ export type Verdict =
   | { kind: 'answer'; type: string; response: Buffer }
   /** Not ours to answer: send the query upstream as it is. */
   | { kind: 'forward'; type: string }
-  /** Malformed: reply with `response` (FORMERR), or drop it when even the header is missing. */
+  /** Malformed: reply with `response` (FORMERR), or drop it (no header, or a response rather than a query). */
   | { kind: 'malformed'; type: string; response: Buffer | undefined };
 
 const RCODE = { formerr: 1, servfail: 2 } as const;
@@ -42,8 +42,10 @@ function headerOnly(query: Buffer, rcode: number): Buffer {
 }
 
 export function respond(query: Buffer, find: (qname: string) => Addresses | undefined): Verdict {
+  // A response is never answered (two DNS speakers must not ping-pong).
+  if (query.length >= 12 && (query.readUInt16BE(2) & 0x8000) !== 0) return { kind: 'malformed', type: 'unknown', response: undefined };
   const q = decode(query);
-  if (q === undefined || q.type !== 'query') {
+  if (q === undefined) {
     return { kind: 'malformed', type: 'unknown', response: query.length >= 12 ? headerOnly(query, RCODE.formerr) : undefined };
   }
   const questions = q.questions ?? [];

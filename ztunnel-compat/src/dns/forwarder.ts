@@ -34,7 +34,7 @@ async function udpOnce(query: Buffer, server: string, netnsFd: number, u: Upstre
         clearTimeout(timer);
         resolve(msg);
       });
-      socket.once('error', (err) => { clearTimeout(timer); reject(err); });
+      socket.on('error', (err) => { clearTimeout(timer); reject(err); });
       socket.send(query, PORT, server);
     });
   } finally {
@@ -54,7 +54,7 @@ async function tcpOnce(query: Buffer, server: string, netnsFd: number, u: Upstre
         clearTimeout(timer);
         resolve(got.subarray(2, 2 + got.readUInt16BE(0)));
       });
-      socket.once('error', (err) => { clearTimeout(timer); reject(err); });
+      socket.on('error', (err) => { clearTimeout(timer); reject(err); });
       socket.once('end', () => { clearTimeout(timer); reject(new UpstreamError(`${server}: closed before answering`)); });
       const len = Buffer.alloc(2);
       len.writeUInt16BE(query.length);

@@ -39,7 +39,7 @@ function serveTcp(socket: net.Socket, handle: DnsHandler): void {
         const len = Buffer.alloc(2);
         len.writeUInt16BE(answer.length);
         socket.write(Buffer.concat([len, answer]));
-      });
+      }, () => { socket.destroy(); });
     }
   });
 }
@@ -59,10 +59,15 @@ export async function startDnsServer(o: DnsServerOptions): Promise<DnsServer> {
       try {
         const u = await bindUdp({ ...common, address });
         udp.push(u);
+        let open = true;
+        u.once('close', () => { open = false; });
+        // A send to a client that went away must not take the daemon down.
+        u.on('error', () => undefined);
         u.on('message', (query, from) => {
           void o.handle(query, 'udp').then((answer) => {
-            if (answer !== undefined) u.send(answer, from.port, from.address);
-          });
+            // The pod may have left while the upstream was answering.
+            if (answer !== undefined && open) u.send(answer, from.port, from.address);
+          }, () => undefined);
         });
         tcp.push(await listenTcp({ ...common, address }, (s) => {
           sockets.add(s);

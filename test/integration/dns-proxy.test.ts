@@ -22,6 +22,7 @@ import { until } from './until.ts';
 const why = process.getuid?.() !== 0 ? 'needs root (lab namespaces)' : false;
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
 const SVC_VIP = '10.96.0.70';
+const SVC_VIP6 = 'fd00:96::70';
 const SE_VIP = '240.240.0.10';
 const WILD_VIP = '240.240.0.11';
 
@@ -35,8 +36,8 @@ const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
 interface Dig { status: string; answers: string[]; out: string }
 
 /** dig from the enrolled client pod, at the upstream's address (the capture takes it to Skein). */
-async function dig(name: string, type = 'A', extra: string[] = []): Promise<Dig> {
-  const r = await pod('client').exec('dig', ['+tries=1', '+time=5', ...extra, `@${pod('dns').ip4}`, name, type], { timeoutMs: 15_000 });
+async function dig(name: string, type = 'A', extra: string[] = [], server = pod('dns').ip4): Promise<Dig> {
+  const r = await pod('client').exec('dig', ['+tries=1', '+time=5', ...extra, `@${server}`, name, type], { timeoutMs: 15_000 });
   const out = r.stdout + r.stderr;
   const status = /status: ([A-Z]+)/.exec(out)?.[1] ?? `no answer (exit ${r.code})`;
   const section = /;; ANSWER SECTION:\n([\s\S]*?)\n\n/.exec(out)?.[1] ?? '';
@@ -57,7 +58,7 @@ before(async () => {
   fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), `workloads:
 - {uid: Kubernetes//Pod/${c.namespace}/${c.name}, name: ${c.name}, namespace: ${c.namespace}, serviceAccount: ${c.serviceAccount}, canonicalName: client, workloadIps: ["${c.ip4}"], protocol: HBONE, node: node0}
 services:
-- {name: echo, namespace: ${c.namespace}, hostname: echo.${c.namespace}.svc.cluster.local, vips: ["/${SVC_VIP}"], ports: {80: 8080}}
+- {name: echo, namespace: ${c.namespace}, hostname: echo.${c.namespace}.svc.cluster.local, vips: ["/${SVC_VIP}", "/${SVC_VIP6}"], ports: {80: 8080}}
 - {name: api.example.test, namespace: ${c.namespace}, hostname: api.example.test, vips: ["/${SE_VIP}"], ports: {443: 443}}
 - {name: wild, namespace: ${c.namespace}, hostname: "*.wild.test", vips: ["/${WILD_VIP}"], ports: {443: 443}}
 `);
@@ -71,7 +72,7 @@ services:
   cni = new CniDouble(node0, CniDouble.socketPathFor(lab.dir, node0));
   app = await startApp(parseConfig({
     XDS_ADDRESS: '', LOCAL_XDS_PATH: path.join(lab.dir, 'mesh.yaml'), FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(lab.dir, 'ca'),
-    NODE_NAME: 'node0', INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', SKEIN_KERNEL_FASTPATH: 'off', SKEIN_DNS_RESOLV_CONF: resolv,
+    NODE_NAME: 'node0', INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'true', SKEIN_KERNEL_FASTPATH: 'off', SKEIN_DNS_RESOLV_CONF: resolv,
   }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } });
   await cni.zds.waitReady();
   await cni.enroll(c);
@@ -85,11 +86,17 @@ after(async () => {
   lab?.teardown();
 });
 
-test('an enrolled pod\'s DNS reaches Skein on its loopback (UDP and TCP 15053), as istio-cni\'s capture expects', { skip: why }, () => {
+test('an enrolled pod\'s DNS reaches Skein on its loopback (UDP and TCP 15053, IPv4 and IPv6), as istio-cni\'s capture expects', { skip: why }, async () => {
   const udp = pod('client').run('ss', '-Hlun');
   const tcp = pod('client').run('ss', '-Hltn');
   assert.match(udp, /127\.0\.0\.1:15053/);
   assert.match(tcp, /127\.0\.0\.1:15053/);
+  assert.match(udp, /\[::1\]:15053/);
+  // A nameserver address of either family: ip6tables' rule takes IPv6 queries to [::1]:15053.
+  const v6 = await dig('echo', 'AAAA', [], pod('dns').ip6);
+  assert.deepEqual([v6.status, v6.answers], ['NOERROR', [SVC_VIP6]], v6.out);
+  const v6tcp = await dig('echo', 'A', ['+tcp'], pod('dns').ip6);
+  assert.deepEqual([v6tcp.status, v6tcp.answers], ['NOERROR', [SVC_VIP]], v6tcp.out);
 });
 
 test('hostnames WDS knows are answered by Skein with their VIPs: a Service by its short and full names, a ServiceEntry host, a wildcard host', { skip: why }, async () => {

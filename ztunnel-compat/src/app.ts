@@ -14,6 +14,7 @@ import { scoped, type Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { DnsMetrics } from './dns/metrics.ts';
 import { DnsProxy } from './dns/proxy.ts';
+import { OnDemandDns } from './proxy/on-demand-dns.ts';
 import { ProxyState } from './state/store.ts';
 import { ProxyStateUpdater } from './state/updater.ts';
 import { identityOf } from './state/workload.ts';
@@ -177,6 +178,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
     const deps = {
       state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
+      onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
       metrics: tcpMetrics, network: config.network, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     };
     // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).

@@ -34,6 +34,8 @@ export interface SkeinNodesOptions {
   fastpath: 'auto' | 'off';
   /** Keep each daemon's log (JSON at info, access lines included) in a file; else errors only, in memory. */
   logs?: boolean;
+  /** More environment for the daemons (say SKEIN_DNS_RESOLV_CONF). */
+  env?: Readonly<Record<string, string>>;
   /** Node.js flags before the script, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (each daemon writes a profile when it stops). */
   nodeArgs?: readonly string[];
 }
@@ -77,7 +79,7 @@ export async function startSkeinNodes(lab: Lab, o: SkeinNodesOptions): Promise<S
         env: {
           ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
           NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: o.logs === true ? 'info' : 'error', LOG_FORMAT: 'json',
-          SKEIN_KERNEL_FASTPATH: o.fastpath, SKEIN_BPFFS_DIR: bpffsOf(n),
+          SKEIN_KERNEL_FASTPATH: o.fastpath, SKEIN_BPFFS_DIR: bpffsOf(n), ...o.env,
         },
       }));
       await cni.zds.waitReady(20_000);

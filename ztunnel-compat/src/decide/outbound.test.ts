@@ -9,7 +9,7 @@ import { spiffeUri } from '../identity/spiffe.ts';
 import { ProxyState } from '../state/store.ts';
 import { ProxyStateUpdater, type XdsResource } from '../state/updater.ts';
 import { ip, pod, serviceResource, workloadResource } from '../state/testing.ts';
-import { decideOutbound, hostPort, type OutboundDecision, type OutboundFacts } from './outbound.ts';
+import { decideOutbound, decideResolved, hostPort, type OutboundDecision, type OutboundFacts } from './outbound.ts';
 
 const ECHO = 'echo.ns.svc.cluster.local';
 const ECHO_KEY = `ns/${ECHO}`;
@@ -86,6 +86,7 @@ function summarize(d: OutboundDecision): Omit<Summary, 'reason'> & { reason?: st
     };
     case 'no-upstream': return { kind: d.kind, reason: d.reason, svc: d.service?.hostname };
     case 'unsupported': return { kind: d.kind, reason: d.reason };
+    case 'resolve': return { kind: d.kind, upstream: `${d.hostname}:${d.targetPort}`, dest: d.destination.uid, svc: d.service.hostname };
   }
 }
 
@@ -123,9 +124,9 @@ const rows: Row[] = [
     } },
   { name: '5.4.7 workload IP, protocol NONE: plain TCP to ip:port', resources: [client(), backend('b', '10.0.1.1', { tunnelProtocol: 0 })],
     dst: '10.0.1.1:9000', want: { kind: 'tcp', upstream: '10.0.1.1:9000', dest: uid('b'), svc: undefined } },
-  { name: '5.4.7 workload hostname only: on-demand DNS is unsupported', resources: [client(), echo(),
+  { name: '5.4.7 workload hostname only: resolve it (on-demand DNS), then the target port', resources: [client(), echo(),
     backend('h', '10.0.1.1', { addresses: [], hostname: 'h.example.com' })],
-  dst: `${VIP}:80`, want: { kind: 'unsupported', reason: /only a hostname/ } },
+  dst: `${VIP}:80`, want: { kind: 'resolve', upstream: 'h.example.com:8080', dest: uid('h'), svc: 'echo.ns.svc.cluster.local' } },
   // §5.4.3/4 service VIP
   { name: '5.4.4 service VIP: endpoint via HBONE, service target port, identity + service SANs', resources: [client(), echo(), backend('b', '10.0.1.1', {}, [])],
     dst: `${VIP}:80`,
@@ -338,4 +339,18 @@ test('weighted waypoint split over many draws follows the weights 1:3', () => {
     counts.set(k, (counts.get(k) ?? 0) + 1);
   }
   assert.deepEqual(Object.fromEntries(counts), { [uid('wp')]: 100, [uid('wp2')]: 300 });
+});
+
+test('a resolved hostname endpoint is dialled as any endpoint: plain TCP for protocol NONE, HBONE to :15008 otherwise', () => {
+  for (const [tunnelProtocol, want] of [[0, { kind: 'tcp', upstream: '203.0.113.7:8080' }], [1, { kind: 'hbone', upstream: '203.0.113.7:15008', authority: '203.0.113.7:8080' }]] as const) {
+    const state = new ProxyState();
+    new ProxyStateUpdater(state).addressHandler.handle([client(), echo(), backend('h', '10.0.1.1', { addresses: [], hostname: 'h.example.com', tunnelProtocol })], []);
+    const f = facts(state, { name: '', resources: [], dst: `${VIP}:80`, want: { kind: 'resolve' } });
+    const d = decideOutbound(state, f);
+    assert.equal(d.kind, 'resolve');
+    const got = summarize(decideResolved(f, d, '203.0.113.7'));
+    assert.deepEqual({ kind: got.kind, upstream: got.upstream, ...(want.kind === 'hbone' ? { authority: got.authority } : {}) }, want);
+    assert.equal(got.dest, uid('h'));
+    assert.equal(got.svc, ECHO);
+  }
 });

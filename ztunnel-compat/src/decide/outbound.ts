@@ -5,10 +5,12 @@
 // projection) then acts on. Pure and synchronous: no sockets, no DNS, no
 // clock; randomness comes in through `OutboundFacts.random`.
 //
-// Not done here, returned as 'unsupported': double HBONE (§5.5, a destination
-// or waypoint on another network) and workloads known only by hostname (they
-// need on-demand DNS, which is I/O). `PREFERED_SERVICE_NAMESPACE` is not part
-// of the VIP tie-break: ServiceView.byVip does not take it.
+// Not done here: an endpoint known only by hostname (a ServiceEntry with DNS
+// resolution) comes back as 'resolve', for the caller to look the name up
+// (on-demand DNS is I/O) and finish with decideResolved. Returned as
+// 'unsupported': double HBONE (§5.5, a destination or waypoint on another
+// network). `PREFERED_SERVICE_NAMESPACE` is not part of the VIP tie-break:
+// ServiceView.byVip does not take it.
 import { identityKey, parseSpiffe, spiffeUri, type Identity } from '../identity/spiffe.ts';
 import type { GatewayAddress } from '../state/address.ts';
 import type { ProxyState } from '../state/store.ts';
@@ -58,6 +60,11 @@ export type OutboundDecision =
     /** §5.3 pool key: connections with the same key share an HTTP/2 connection. */
     poolKey: string;
   }
+  /**
+   * The chosen endpoint has only a hostname: resolve it (preferring the
+   * family of `requestIp`), then decideResolved gives the upstream.
+   */
+  | { kind: 'resolve'; hostname: string; destination: Workload; service: Service; targetPort: number; requestIp: string }
   /** Close the connection: NoHealthyUpstream, an undeclared service port, a missing waypoint. */
   | { kind: 'no-upstream'; reason: string; service?: Service }
   | { kind: 'unsupported'; reason: string };
@@ -127,8 +134,18 @@ function toService(state: ProxyState, f: OutboundFacts, service: Service): Outbo
     return { kind: 'unsupported', reason: `double HBONE: ${pick.workload.uid} is on network "${pick.workload.network}"` };
   }
   const ip = pickWorkloadIp(pick.workload, dst.ip, service.ipFamilies);
-  if (ip === undefined) return noAddress(pick.workload, service);
+  if (ip === undefined) {
+    if (pick.workload.workloadIps.length === 0 && pick.workload.hostname !== '') {
+      return { kind: 'resolve', hostname: pick.workload.hostname, destination: pick.workload, service, targetPort: pick.targetPort, requestIp: dst.ip };
+    }
+    return noAddress(pick.workload, service);
+  }
   return direct(f, pick.workload, ip, pick.targetPort, service);
+}
+
+/** A 'resolve' decision finished with the address its hostname resolved to: as for any endpoint (§5.4.7). */
+export function decideResolved(f: OutboundFacts, d: Extract<OutboundDecision, { kind: 'resolve' }>, ip: string): OutboundDecision {
+  return direct(f, d.destination, ip, d.targetPort, d.service);
 }
 
 function toWorkload(state: ProxyState, f: OutboundFacts, workload: Workload): OutboundDecision {
@@ -246,9 +263,6 @@ function fromWaypoint(state: ProxyState, gw: GatewayAddress, srcId: Identity, sr
 }
 
 function noAddress(w: Workload, service: Service | undefined): OutboundDecision {
-  if (w.workloadIps.length === 0 && w.hostname !== '') {
-    return { kind: 'unsupported', reason: `workload ${w.uid} has only a hostname (${w.hostname}); on-demand DNS is not implemented` };
-  }
   return { kind: 'no-upstream', reason: `workload ${w.uid} has no usable IP`, ...(service === undefined ? {} : { service }) };
 }
 

@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connectTcp, originalDst } from '@skein/bpf';
-import { decideOutbound, hostPort, type OutboundDecision } from '../decide/outbound.ts';
+import { decideOutbound, decideResolved, hostPort, type OutboundDecision } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { accessFields, logComplete, logFailed, type AccessFacts, type AccessFields } from './access-log.ts';
@@ -15,11 +15,13 @@ import type { HboneClient } from './hbone/client.ts';
 import { baggageHeader, forwardedHeader, traceparent } from './hbone/headers.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
+import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
 import { relay } from './relay.ts';
 import { waitForSourceWorkload } from './source-workload.ts';
 
 export interface OutboundDeps extends ProxyInputs {
   hbone: HboneClient;
+  onDemandDns: OnDemandDns;
 }
 
 export function handleOutbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): void {
@@ -45,7 +47,20 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
     socket.destroy();
     return;
   }
-  const decision = decideOutbound(p.state, { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random });
+  const facts = { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random };
+  let decision = decideOutbound(p.state, facts);
+  if (decision.kind === 'resolve') {
+    // An endpoint known only by hostname: look it up now (on-demand DNS).
+    const d = decision;
+    try {
+      decision = decideResolved(facts, d, await p.onDemandDns.resolve(d.hostname, d.requestIp, dnsLabels(source, d.hostname)));
+    } catch (err) {
+      p.metrics.failed(tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination: d.destination, destinationService: d.service, mtls: false, flag: 'CONNECT' }));
+      logFailed(p.access, fields({ destination: d.destination, service: d.service }), (err as Error).message);
+      socket.destroy();
+      return;
+    }
+  }
   switch (decision.kind) {
     case 'drop':
       logFailed(p.access, fields(), decision.reason);
@@ -67,7 +82,20 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
     case 'hbone':
       await viaHbone(p, socket, pod, source, decision, fields, started);
       return;
+    case 'resolve':
+      // decideResolved never answers 'resolve' again.
+      socket.destroy();
+      return;
   }
+}
+
+function dnsLabels(source: Workload, hostname: string): OnDemandDnsLabels {
+  const l = tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination: undefined, destinationService: undefined, mtls: false, flag: '-' });
+  return {
+    source_workload: l.source_workload, source_canonical_service: l.source_canonical_service, source_canonical_revision: l.source_canonical_revision,
+    source_workload_namespace: l.source_workload_namespace, source_principal: l.source_principal, source_app: l.source_app,
+    source_version: l.source_version, source_cluster: l.source_cluster, hostname,
+  };
 }
 
 type Fields = (more?: Partial<AccessFacts>) => AccessFields;

@@ -96,7 +96,10 @@ function workload(w: Obj, where: string): MessageInit<NonNullable<Address['workl
   const namespace = reqStr(w.namespace, `${where}.namespace`);
   const name = optStr(w.name, `${where}.name`) ?? '';
   const ips = list(w.workloadIps, `${where}.workloadIps`);
-  if (ips.length === 0) throw new LocalConfigError(`${where}.workloadIps: required`);
+  // A workload known only by hostname (a ServiceEntry with DNS resolution) has no IPs.
+  if (ips.length === 0 && (optStr(w.hostname, `${where}.hostname`) ?? '') === '') {
+    throw new LocalConfigError(`${where}.workloadIps: required (or a hostname)`);
+  }
   const services: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
   for (const [key, ports] of Object.entries(optObj(w.services, `${where}.services`) ?? {})) {
     services[key] = { ports: Object.entries(obj(ports, `${where}.services.${key}`)).map(([sp, tp]) => ({ servicePort: port(sp, `${where}.services.${key}`), targetPort: port(tp, `${where}.services.${key}`) })) };

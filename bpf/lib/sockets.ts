@@ -80,11 +80,11 @@ function applyToFd(fd: number, family: Family, o: SocketOptions): void {
   if (o.noDelay !== undefined) native.setIntOpt(fd, c.IPPROTO_TCP, c.TCP_NODELAY, o.noDelay ? 1 : 0);
 }
 
-/** Creates a configured, non-blocking TCP socket fd; closes it on any error. */
-function createTcpFd(family: Family, o: CreateOptions, then: (fd: number) => void): number {
+/** Creates a configured, non-blocking socket fd; closes it on any error. */
+function createFd(family: Family, kind: 'stream' | 'dgram', o: CreateOptions, then: (fd: number) => void): number {
   const fd = o.netns === undefined
-    ? native.createSocket(family, 'stream', -1)
-    : withNetnsFd(o.netns, (ns) => native.createSocket(family, 'stream', ns));
+    ? native.createSocket(family, kind, -1)
+    : withNetnsFd(o.netns, (ns) => native.createSocket(family, kind, ns));
   try {
     // Listeners of both families share ports, so a v6 socket stays v6-only.
     if (family === 6) native.setIntOpt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1);
@@ -123,7 +123,7 @@ export async function listenTcp(o: ListenOptions, onConnection?: (socket: net.So
   const family = familyOf(o.address, 'listenTcp');
   const port = checkPort(o.port, 'listenTcp');
   const backlog = o.backlog ?? 511;
-  const fd = createTcpFd(family, o, (fd) => {
+  const fd = createFd(family, 'stream', o, (fd) => {
     // As Node's own listeners: connections of an earlier listener still in
     // TIME_WAIT must not keep a restarted one from binding.
     native.setIntOpt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1);
@@ -152,7 +152,7 @@ export function connectTcp(o: ConnectOptions): net.Socket {
   if (o.localAddress !== undefined && familyOf(o.localAddress, 'connectTcp localAddress') !== family) {
     throw new TypeError(`connectTcp: localAddress ${o.localAddress} is not of the same family as ${o.address}`);
   }
-  const fd = createTcpFd(family, o, (fd) => {
+  const fd = createFd(family, 'stream', o, (fd) => {
     if (o.localAddress !== undefined || o.localPort !== undefined) {
       native.bind(fd, o.localAddress ?? (family === 4 ? '0.0.0.0' : '::'), checkPort(o.localPort ?? 0, 'connectTcp'));
     }
@@ -174,17 +174,7 @@ export interface UdpOptions extends CreateOptions {
 export async function bindUdp(o: UdpOptions): Promise<dgram.Socket> {
   const family = familyOf(o.address, 'bindUdp');
   const port = checkPort(o.port, 'bindUdp');
-  const fd = o.netns === undefined
-    ? native.createSocket(family, 'dgram', -1)
-    : withNetnsFd(o.netns, (ns) => native.createSocket(family, 'dgram', ns));
-  try {
-    if (family === 6) native.setIntOpt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1);
-    applyToFd(fd, family, o);
-    native.bind(fd, o.address, port);
-  } catch (err) {
-    fs.closeSync(fd);
-    throw err;
-  }
+  const fd = createFd(family, 'dgram', o, (fd) => { native.bind(fd, o.address, port); });
   const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
   return await new Promise((resolve, reject) => {
     socket.once('error', reject);

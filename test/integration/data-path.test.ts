@@ -166,6 +166,13 @@ test('pod → pod on the same node works', { skip: needsRoot }, async () => {
   assert.equal(seenBy.get('local')?.at(-1), pod('client').ip4);
 });
 
+test('a pod reaching itself through its own service VIP (hairpin) gets its own app, seen from its own IP', { skip: needsRoot }, async () => {
+  const r = await ask(pod('server'), '10.96.0.10', 80);
+  assert.ok(r.ok, r.out);
+  assert.equal(r.out.trim(), 'pong from server');
+  assert.equal(seenBy.get('server')?.at(-1), pod('server').ip4);
+});
+
 test('pod → a non-mesh address is passed through as plain TCP', { skip: needsRoot }, async () => {
   const r = await ask(pod('client'), pod('outside').ip4, 8080);
   assert.ok(r.ok, r.out);

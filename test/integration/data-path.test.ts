@@ -274,6 +274,16 @@ test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot 
   const app0 = must(apps[0], 'app0');
   const d = JSON.parse(await (await fetch(`http://127.0.0.1:${app0.admin.ports.admin}/config_dump`)).text()) as { workloadState: Record<string, { state: string; info: { name: string } }> };
   assert.deepEqual(Object.values(d.workloadState).map((s) => [s.info.name, s.state]).sort(), [['blocked', 'Up'], ['client', 'Up'], ['local', 'Up'], ['reader', 'Up'], ['stranger', 'Up']]);
+  const metric = async (name: string): Promise<number> => {
+    const m = await (await fetch(`http://127.0.0.1:${app0.admin.ports.stats}/metrics`)).text();
+    return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1] ?? -1);
+  };
+  // ztunnel's workload manager metrics, as its dashboard reads them.
+  assert.deepEqual([await metric('istio_inpod_active_proxy_count'), await metric('istio_inpod_pending_proxy_count')], [5, 0]);
+  const stoppedBefore = await metric('istio_inpod_proxies_stopped_total');
+  assert.ok(await metric('istio_inpod_proxies_started_total') >= 5);
   await must(cnis[0], 'cni0').unenroll(pod('local'));
   assert.doesNotMatch(pod('local').run('ss', '-Hltn'), /:15008\b/);
+  assert.equal(await metric('istio_inpod_active_proxy_count'), 4);
+  assert.equal(await metric('istio_inpod_proxies_stopped_total'), stoppedBefore + 1);
 });

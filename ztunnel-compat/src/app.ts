@@ -14,6 +14,7 @@ import { scoped, type Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { DnsMetrics } from './dns/metrics.ts';
 import { DnsProxy } from './dns/proxy.ts';
+import { InpodMetrics } from './inpod/metrics.ts';
 import { OnDemandDns } from './proxy/on-demand-dns.ts';
 import { ProxyState } from './state/store.ts';
 import { ProxyStateUpdater } from './state/updater.ts';
@@ -186,7 +187,10 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       state, metrics: new DnsMetrics(metrics.registry), log: scoped(log, 'dns'), clusterDomain: config.clusterDomain,
       ipv6: config.ipv6Enabled, mark: config.packetMark, resolvConf: config.dnsResolvConf,
     }) : undefined;
-    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); } });
+    const inpodMetrics = new InpodMetrics(metrics.registry);
+    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); }, events: inpodMetrics });
+    const manager = pods;
+    inpodMetrics.countFrom(() => ({ running: manager.running().length, pending: manager.pending }));
     zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
     zds.once('snapshot', done);
     zds.start();

@@ -49,6 +49,8 @@ export interface ManagerOptions {
   /** How often a pod whose proxy failed to start is retried (ztunnel: 5 s). */
   retryMs?: number;
   onChange?: () => void;
+  /** Told when a pod's proxy starts and when a running one stops (the inpod metrics). */
+  events?: { started(): void; stopped(): void };
 }
 
 function netnsIdOf(fd: number): string {
@@ -61,6 +63,7 @@ export class WorkloadProxyManager {
   readonly #factory: ProxyFactory;
   readonly #retryMs: number;
   readonly #onChange: (() => void) | undefined;
+  readonly #events: ManagerOptions['events'];
   #retryTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -68,6 +71,7 @@ export class WorkloadProxyManager {
     this.#factory = o.factory;
     this.#retryMs = o.retryMs ?? 5000;
     this.#onChange = o.onChange;
+    this.#events = o.events;
   }
 
   /** Pods whose proxy is not running yet (for readiness). */
@@ -146,6 +150,7 @@ export class WorkloadProxyManager {
       pod.proxy = proxy;
       pod.state = 'running';
       pod.lastError = undefined;
+      this.#events?.started();
       this.#onChange?.();
     } catch (err) {
       pod.state = 'pending';
@@ -170,7 +175,10 @@ export class WorkloadProxyManager {
   async #remove(pod: Pod, drainMs = 0): Promise<void> {
     this.#pods.delete(pod.uid);
     try {
-      await pod.proxy?.stop(drainMs);
+      if (pod.proxy !== undefined) {
+        await pod.proxy.stop(drainMs);
+        this.#events?.stopped();
+      }
     } finally {
       fs.closeSync(pod.netnsFd);
       this.#onChange?.();

@@ -3,6 +3,7 @@
 // one updater → configuration sources (istiod over delta ADS, or a static
 // file) → certificates → admin, metrics and readiness. Everything is passed
 // in; nothing reaches for globals, so tests can run a whole daemon in-process.
+import { openNetns } from '@skein/bpf';
 import type { Config } from './config.ts';
 import { startAdminServers, type AdminServers } from './admin/servers.ts';
 import { Readiness } from './admin/readiness.ts';
@@ -174,7 +175,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const tcpMetrics = new TcpMetrics(metrics.registry);
   // The pod manager tells the kernel side about pods, which is built after it.
   const onPods = { changed: (): void => undefined };
-  if (config.proxyMode === 'shared') {
+  {
     const done = readiness.register('workload proxy manager');
     hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
     const deps = {
@@ -191,9 +192,22 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); }, events: inpodMetrics });
     const manager = pods;
     inpodMetrics.countFrom(() => ({ running: manager.running().length, pending: manager.pending }));
-    zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
-    zds.once('snapshot', done);
-    zds.start();
+    if (config.proxyMode === 'shared') {
+      zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
+      zds.once('snapshot', done);
+      zds.start();
+    } else {
+      // Dedicated: one workload, whose netns is ours; the redirect to 15001 is the operator's (reference §4.5).
+      const info = config.proxyWorkloadInfo;
+      if (info === undefined) throw new StartupError('PROXY_MODE=dedicated needs PROXY_WORKLOAD_INFO');
+      try {
+        await pods.add(`dedicated/${info.namespace}/${info.name}`, info, openNetns('/proc/self/ns/net'));
+      } catch (err) {
+        await pods.close();
+        throw new StartupError(`dedicated mode: cannot start ${info.namespace}/${info.name}'s listeners: ${(err as Error).message}`);
+      }
+      done();
+    }
   }
   const kernel = new Accel({ config, state, pods, metrics: tcpMetrics, registry: metrics.registry, log, access: scoped(log, 'access') });
   onPods.changed = () => { kernel.schedule(); };
@@ -212,7 +226,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       config: configView(config),
       certificates: secrets.certificates(),
       kernelFastpaths: kernel.dump(),
-      workloadState: Object.fromEntries((pods?.status() ?? []).map((p) => [p.uid, { state: p.state === 'running' ? 'Up' : 'Pending', info: p.info, ...(p.lastError === undefined ? {} : { error: p.lastError }) }])),
+      workloadState: Object.fromEntries(pods.status().map((p) => [p.uid, { state: p.state === 'running' ? 'Up' : 'Pending', info: p.info, ...(p.lastError === undefined ? {} : { error: p.lastError }) }])),
     };
   };
 
@@ -242,10 +256,10 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       closing ??= (async () => {
         xds?.stop();
         zds?.stop();
-        await pods?.close(opts.drainMs ?? config.drainMs);
+        await pods.close(opts.drainMs ?? config.drainMs);
         kernel.close();
         if (opts.cleanupKernel === true) cleanupKernel(config.bpffsDir);
-        await hbone?.close(1000);
+        await hbone.close(1000);
         secrets.close();
         await admin.close();
         log.info({ scope: 'app' }, 'skein stopped');

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../log.ts';
+import type { Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { Workload } from '../state/workload.ts';
 import { respond, servfail, type Addresses } from './answer.ts';
@@ -56,14 +57,31 @@ export class DnsProxy {
     for (const host of candidateHosts(qname, namespace, this.#d.clusterDomain)) {
       // The name itself, then the wildcard hosts that cover it (as ztunnel).
       for (const h of [host, ...wildcardsOf(host)]) {
-        const svc = this.#d.state.services.bestByHostname(h, namespace);
-        // Without a VIP (headless, or DNS-resolved ServiceEntry) the upstream knows better.
-        if (svc === undefined || svc.vips.length === 0) continue;
+        const svc = this.#visible(h, namespace);
+        if (svc === undefined) continue;
         const ips = svc.vips.map((v) => v.ip);
         return { v4: ips.filter((ip) => net.isIPv4(ip)), v6: this.#d.ipv6 ? ips.filter((ip) => net.isIPv6(ip)) : [] };
       }
     }
     return undefined;
+  }
+
+  /**
+   * The service a client in `namespace` means by `hostname`: only ones it may
+   * see (a namespace-local ServiceEntry stays in its namespace) and that have
+   * a VIP (for a headless one the upstream knows better); its own namespace's
+   * first, then the (last) canonical one, then the first (as ServiceView does).
+   */
+  #visible(hostname: string, namespace: string): Service | undefined {
+    let canonical: Service | undefined;
+    let first: Service | undefined;
+    for (const s of this.#d.state.services.byHostname(hostname)) {
+      if (s.vips.length === 0 || (s.visibility !== 'Public' && s.namespace !== namespace)) continue;
+      if (s.namespace === namespace) return s;
+      if (s.canonical) canonical = s;
+      first ??= s;
+    }
+    return canonical ?? first;
   }
 
   /** The handler for one pod's listeners; `source` finds the pod's workload (for the metrics' labels). */

@@ -68,6 +68,7 @@ before(async () => {
 `,
   });
 });
+
 after(async () => {
   try { if (dnsmasqPid !== undefined) process.kill(dnsmasqPid, 'SIGKILL'); } catch { /* gone */ }
   await skein?.teardown();

@@ -16,7 +16,7 @@ apt_pkgs=(
   build-essential python3 pkg-config
   clang llvm libbpf-dev bpftool
   iproute2 iptables
-  curl openssl haproxy nginx-light nghttp2-client iperf3 wrk dnsmasq-base bind9-dnsutils
+  curl openssl haproxy nginx-light nghttp2-client iperf3 wrk dnsmasq-base bind9-dnsutils dnsperf
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do

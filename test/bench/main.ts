@@ -6,10 +6,11 @@ import { parseBenchArgs, usage, UsageError, type BenchArgs } from './args.ts';
 import { toReport, toTable } from './report.ts';
 import { runScenario } from './run.ts';
 import { findScenario, scenarios } from './scenarios/index.ts';
+import { dnsTable, runDnsBench } from './dns/run.ts';
 import { runXdsBench, xdsTable } from './xds/run.ts';
 
-// `xds` measures the control-plane client and needs no lab.
-const names = [...scenarios.map((s) => s.name), 'xds'];
+// `xds` measures the control-plane client and needs no lab; `dns` runs its own.
+const names = [...scenarios.map((s) => s.name), 'xds', 'dns'];
 const log = (line: string): void => { process.stderr.write(`bench: ${line}\n`); };
 
 let args: BenchArgs;
@@ -27,6 +28,15 @@ if (args.help) {
 if (args.scenario === 'xds') {
   const report = await runXdsBench({ reps: args.reps, size: { workloads: 10_000, services: 2_000, policies: 1_000 }, updates: 100, log });
   process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : xdsTable(report));
+  process.exit(0);
+}
+if (args.scenario === 'dns') {
+  if (process.getuid?.() !== 0) {
+    log('needs root: the lab creates network namespaces and cgroups');
+    process.exit(1);
+  }
+  const report = await runDnsBench({ reps: args.reps, durationS: args.durationS, log });
+  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : dnsTable(report));
   process.exit(0);
 }
 const found = findScenario(args.scenario);

@@ -25,6 +25,10 @@ if (args.help) {
   process.stdout.write(usage(names));
   process.exit(0);
 }
+if ((args.scenario === 'xds' || args.scenario === 'dns') && (args.paths !== undefined || args.nodeArgs !== undefined)) {
+  process.stderr.write(`bench: --paths and --node-arg apply to the lab scenarios, not to ${args.scenario}\n${usage(names)}`);
+  process.exit(2);
+}
 if (args.scenario === 'xds') {
   const report = await runXdsBench({ reps: args.reps, size: { workloads: 10_000, services: 2_000, policies: 1_000 }, updates: 100, log });
   process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : xdsTable(report));

@@ -170,44 +170,41 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     }
   });
   let zds: ZdsClient | undefined;
-  let pods: WorkloadProxyManager | undefined;
-  let hbone: HboneClient | undefined;
   const tcpMetrics = new TcpMetrics(metrics.registry);
   // The pod manager tells the kernel side about pods, which is built after it.
   const onPods = { changed: (): void => undefined };
-  {
-    const done = readiness.register('workload proxy manager');
-    hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
-    const deps = {
-      state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
-      onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
-      metrics: tcpMetrics, network: config.network, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
-    };
-    // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).
-    const dns = config.dnsProxy ? new DnsProxy({
-      state, metrics: new DnsMetrics(metrics.registry), log: scoped(log, 'dns'), clusterDomain: config.clusterDomain,
-      ipv6: config.ipv6Enabled, mark: config.packetMark, resolvConf: config.dnsResolvConf,
-    }) : undefined;
-    const inpodMetrics = new InpodMetrics(metrics.registry);
-    pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); }, events: inpodMetrics });
-    const manager = pods;
-    inpodMetrics.countFrom(() => ({ running: manager.running().length, pending: manager.pending }));
-    if (config.proxyMode === 'shared') {
-      zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
-      zds.once('snapshot', done);
-      zds.start();
-    } else {
-      // Dedicated: one workload, whose netns is ours; the redirect to 15001 is the operator's (reference §4.5).
-      const info = config.proxyWorkloadInfo;
-      if (info === undefined) throw new StartupError('PROXY_MODE=dedicated needs PROXY_WORKLOAD_INFO');
-      try {
-        await pods.add(`dedicated/${info.namespace}/${info.name}`, info, openNetns('/proc/self/ns/net'));
-      } catch (err) {
-        await pods.close();
-        throw new StartupError(`dedicated mode: cannot start ${info.namespace}/${info.name}'s listeners: ${(err as Error).message}`);
-      }
-      done();
+  const proxyReady = readiness.register('workload proxy manager');
+  const hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
+  const deps = {
+    state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
+    onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
+    metrics: tcpMetrics, network: config.network, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
+  };
+  // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).
+  const dns = config.dnsProxy ? new DnsProxy({
+    state, metrics: new DnsMetrics(metrics.registry), log: scoped(log, 'dns'), clusterDomain: config.clusterDomain,
+    ipv6: config.ipv6Enabled, mark: config.packetMark, resolvConf: config.dnsResolvConf,
+  }) : undefined;
+  const inpodMetrics = new InpodMetrics(metrics.registry);
+  const pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); }, events: inpodMetrics });
+  inpodMetrics.countFrom(() => ({ running: pods.running().length, pending: pods.pending }));
+  if (config.proxyMode === 'shared') {
+    zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
+    zds.once('snapshot', proxyReady);
+    zds.start();
+  } else {
+    // Dedicated: one workload, whose netns is ours; the redirect to 15001 is the operator's (reference §4.5).
+    const info = config.proxyWorkloadInfo;
+    if (info === undefined) throw new StartupError('PROXY_MODE=dedicated needs PROXY_WORKLOAD_INFO');
+    try {
+      await pods.add(`dedicated/${info.namespace}/${info.name}`, info, openNetns('/proc/self/ns/net'));
+    } catch (err) {
+      // Nothing may keep the process alive after a failed start.
+      xds?.stop();
+      await pods.close();
+      throw new StartupError(`dedicated mode: cannot start ${info.namespace}/${info.name}'s listeners: ${(err as Error).message}`);
     }
+    proxyReady();
   }
   const kernel = new Accel({ config, state, pods, metrics: tcpMetrics, registry: metrics.registry, log, access: scoped(log, 'access') });
   onPods.changed = () => { kernel.schedule(); };

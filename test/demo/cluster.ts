@@ -8,7 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { listenTcp } from '@skein/bpf';
 import { startSkeinNodes } from '../bench/paths/skein-nodes.ts';
-import { forwarded } from '../integration/lab-helpers.ts';
+import { forwarded, haproxyWaypointConfig } from '../integration/lab-helpers.ts';
 import { until } from '../integration/until.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
 import { APP_PORT, labSpec, meshYaml, PODS, SERVICES, WAYPOINT_TUNNEL_PORT } from './mesh.ts';
@@ -46,23 +46,6 @@ async function startApp(p: LabPod): Promise<() => void> {
   return () => { server.close(); web.close(); };
 }
 
-function haproxyConfig(shopIp: string): string {
-  return [
-    '# The demo waypoint: PROXY v2 in (identity and service TLVs from Skein), HTTP routing on Host.',
-    'global', '  nbthread 1',
-    'defaults', '  mode http', '  timeout connect 3s', '  timeout client 10s', '  timeout server 10s',
-    'frontend waypoint',
-    `  bind 127.0.0.1:${WAYPOINT_TUNNEL_PORT} accept-proxy`,
-    '  http-request set-header x-client-src %[src]',
-    '  http-response set-header x-waypoint haproxy',
-    `  use_backend shop if { hdr(host) -i ${SERVICES.shop.hostname} }`,
-    '  http-request return status 404 content-type text/plain string "no route" if !{ hdr(host) -i ' + SERVICES.shop.hostname + ' }',
-    'backend shop',
-    `  server shop ${shopIp}:${APP_PORT}`,
-    '',
-  ].join('\n');
-}
-
 export async function startCluster(log: (line: string) => void): Promise<Cluster> {
   const lab = Lab.create(labSpec());
   const closers: (() => void)[] = [];
@@ -82,7 +65,8 @@ export async function startCluster(log: (line: string) => void): Promise<Cluster
     log('apps: an HTTP app in each pod, haproxy in the waypoint pod');
     for (const p of lab.pods.filter((x) => x.name !== 'waypoint')) closers.push(await startApp(p));
     const cfg = path.join(lab.dir, 'haproxy.cfg');
-    fs.writeFileSync(cfg, haproxyConfig(pod('shop').ip4));
+    // The demo waypoint: PROXY v2 in (identity and service TLVs from Skein), HTTP routing on Host.
+    fs.writeFileSync(cfg, haproxyWaypointConfig({ port: WAYPOINT_TUNNEL_PORT, host: SERVICES.shop.hostname, backend: `${pod('shop').ip4}:${APP_PORT}`, tag: true }));
     pod('waypoint').spawn('haproxy', ['-db', '-f', cfg], { stdio: 'ignore' });
     await until('haproxy to listen', () => pod('waypoint').run('ss', '-Hltn').includes(`:${WAYPOINT_TUNNEL_PORT}`));
 

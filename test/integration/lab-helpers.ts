@@ -52,3 +52,25 @@ for i in range(0, len(data), 1 << 20):
 s.shutdown(socket.SHUT_WR); f = s.makefile("rb"); got = f.readline().strip().decode(); back = f.read()
 print(got == hashlib.sha256(data).hexdigest(), len(back) == 32 * (1 << 18), back == hashlib.sha256(str(len(data)).encode()).digest() * (1 << 18))`;
 }
+
+/**
+ * haproxy standing in for a sandwiched waypoint's Envoy: PROXY v2 in on
+ * 127.0.0.1:`port` (the source it carries becomes `x-client-src`), HTTP
+ * routed on Host to one backend, 404 for any other host. With `tag`, every
+ * response says `x-waypoint: haproxy`.
+ */
+export function haproxyWaypointConfig(o: { port: number; host: string; backend: string; tag?: boolean }): string {
+  return [
+    'global', '  nbthread 1',
+    'defaults', '  mode http', '  timeout connect 3s', '  timeout client 10s', '  timeout server 10s',
+    'frontend waypoint',
+    `  bind 127.0.0.1:${o.port} accept-proxy`,
+    '  http-request set-header x-client-src %[src]',
+    ...(o.tag === true ? ['  http-response set-header x-waypoint haproxy'] : []),
+    `  use_backend app if { hdr(host) -i ${o.host} }`,
+    `  http-request return status 404 content-type text/plain string "no route" if !{ hdr(host) -i ${o.host} }`,
+    'backend app',
+    `  server app ${o.backend}`,
+    '',
+  ].join('\n');
+}

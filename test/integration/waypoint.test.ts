@@ -18,6 +18,7 @@ import { createLogger } from '@skein/ztunnel-compat/log';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
 import { kernelMode } from './kernel-mode.ts';
+import { haproxyWaypointConfig } from './lab-helpers.ts';
 import { until } from './until.ts';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
@@ -124,18 +125,7 @@ before(async () => {
   // The sandwiched waypoint: haproxy takes PROXY v2, routes on Host, and its
   // own outbound to the backend pod is captured by Skein again.
   const cfg = path.join(lab.dir, 'haproxy.cfg');
-  fs.writeFileSync(cfg, [
-    'global', '  nbthread 1',
-    'defaults', '  mode http', '  timeout connect 3s', '  timeout client 10s', '  timeout server 10s',
-    'frontend waypoint',
-    `  bind 127.0.0.1:${HAPROXY_PORT} accept-proxy`,
-    '  http-request set-header x-client-src %[src]',
-    '  use_backend echo if { hdr(host) -i echo.default.svc.cluster.local }',
-    '  http-request return status 404 content-type text/plain string "no route" if !{ hdr(host) -i echo.default.svc.cluster.local }',
-    'backend echo',
-    `  server backend ${pod('backend').ip4}:8080`,
-    '',
-  ].join('\n'));
+  fs.writeFileSync(cfg, haproxyWaypointConfig({ port: HAPROXY_PORT, host: 'echo.default.svc.cluster.local', backend: `${pod('backend').ip4}:8080` }));
   pod('waypoint').spawn('haproxy', ['-db', '-f', cfg], { stdio: 'ignore' });
   await until('haproxy listening', () => pod('waypoint').run('ss', '-Hltn').includes(`:${HAPROXY_PORT}`));
   await tunnelPort(pod('waypoint'), HAPROXY_PORT);

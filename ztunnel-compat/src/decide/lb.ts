@@ -156,3 +156,13 @@ export function pickWorkloadIp(w: Workload, requestIp: string, family: IpFamily 
   const allowed = w.workloadIps.filter((ip) => familyAccepts(family, ip));
   return allowed.find((ip) => isV6(ip) === isV6(requestIp)) ?? allowed[0];
 }
+
+/**
+ * ztunnel `resolve_on_demand_dns`'s pick among a hostname's addresses: one at
+ * random, of the family the client dialled when there is one. Undefined: none.
+ */
+export function pickResolvedIp(v4: readonly string[], v6: readonly string[], requestIp: string, random: () => number): string | undefined {
+  const [same, other] = isV6(requestIp) ? [v6, v4] : [v4, v6];
+  const from = same.length > 0 ? same : other;
+  return from[Math.floor(random() * from.length)];
+}

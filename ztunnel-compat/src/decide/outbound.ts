@@ -13,8 +13,9 @@
 // ServiceView.byVip does not take it.
 import { identityKey, parseSpiffe, spiffeUri, type Identity } from '../identity/spiffe.ts';
 import type { GatewayAddress } from '../state/address.ts';
+import { bestService } from '../state/service-index.ts';
+import { visibleTo, type Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
-import type { Service } from '../state/service.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { pickEndpoint, pickWorkloadIp, weightedIndex } from './lb.ts';
 
@@ -92,22 +93,13 @@ export function decideOutbound(state: ProxyState, f: OutboundFacts): OutboundDec
  * the visible ones.
  */
 function visibleServiceByVip(state: ProxyState, network: string, ip: string, clientNs: string): Service | undefined {
-  const visible = (s: Service): boolean => s.visibility === 'Public' || s.namespace === clientNs;
   const exact = state.services.allByVip(network, ip);
   if (exact.length === 0) {
     // CIDR VIPs: byVip already did the longest-prefix match and tie-break.
     const s = state.services.byVip(network, ip, clientNs);
-    return s !== undefined && visible(s) ? s : undefined;
+    return s !== undefined && visibleTo(s, clientNs) ? s : undefined;
   }
-  let canonical: Service | undefined;
-  let first: Service | undefined;
-  for (const s of exact) {
-    if (!visible(s)) continue;
-    if (s.namespace === clientNs) return s;
-    if (s.canonical) canonical = s;
-    first ??= s;
-  }
-  return canonical ?? first;
+  return bestService(exact.filter((s) => visibleTo(s, clientNs)), clientNs);
 }
 
 function toService(state: ProxyState, f: OutboundFacts, service: Service): OutboundDecision {

@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../log.ts';
-import type { Service } from '../state/service.ts';
+import { bestService } from '../state/service-index.ts';
+import { visibleTo, type Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { Workload } from '../state/workload.ts';
 import { respond, servfail, type Addresses } from './answer.ts';
@@ -69,19 +70,12 @@ export class DnsProxy {
   /**
    * The service a client in `namespace` means by `hostname`: only ones it may
    * see (a namespace-local ServiceEntry stays in its namespace) and that have
-   * a VIP (for a headless one the upstream knows better); its own namespace's
-   * first, then the (last) canonical one, then the first (as ServiceView does).
+   * a VIP (for a headless one the upstream knows better), then ztunnel's
+   * usual preference.
    */
   #visible(hostname: string, namespace: string): Service | undefined {
-    let canonical: Service | undefined;
-    let first: Service | undefined;
-    for (const s of this.#d.state.services.byHostname(hostname)) {
-      if (s.vips.length === 0 || (s.visibility !== 'Public' && s.namespace !== namespace)) continue;
-      if (s.namespace === namespace) return s;
-      if (s.canonical) canonical = s;
-      first ??= s;
-    }
-    return canonical ?? first;
+    const candidates = this.#d.state.services.byHostname(hostname).filter((s) => s.vips.length > 0 && visibleTo(s, namespace));
+    return bestService(candidates, namespace);
   }
 
   /** The handler for one pod's listeners; `source` finds the pod's workload (for the metrics' labels). */

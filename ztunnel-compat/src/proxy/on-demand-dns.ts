@@ -3,12 +3,12 @@
 // hostname (a ServiceEntry with DNS resolution) is looked up when a
 // connection needs it, from the node proxy's own namespace with the
 // nameservers of its resolv.conf. Answers are kept for their TTL, and one
-// lookup serves every connection waiting for the same name. The address is
-// picked at random, preferring the family the client dialled.
+// lookup serves every connection waiting for the same name; the address is
+// picked by decide/lb.ts (pickResolvedIp).
 import dns from 'node:dns';
 import fs from 'node:fs';
-import net from 'node:net';
 import { Counter, type Registry } from 'prom-client';
+import { pickResolvedIp } from '../decide/lb.ts';
 import { nameservers } from '../dns/resolv-conf.ts';
 
 export class OnDemandDnsError extends Error {
@@ -66,10 +66,7 @@ export class OnDemandDns {
       this.#misses.inc(labels);
       answer = await this.#lookupOnce(hostname);
     }
-    const v6 = net.isIPv6(requestIp);
-    const [same, other] = v6 ? [answer.v6, answer.v4] : [answer.v4, answer.v6];
-    const from = same.length > 0 ? same : other;
-    const ip = from[Math.floor((this.#o.random ?? Math.random)() * from.length)];
+    const ip = pickResolvedIp(answer.v4, answer.v6, requestIp, this.#o.random ?? Math.random);
     if (ip === undefined) throw new OnDemandDnsError(`${hostname} resolved to no address`);
     return ip;
   }

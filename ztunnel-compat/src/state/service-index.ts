@@ -31,7 +31,6 @@ export interface ServiceView {
   readonly stagedServices: ReadonlyMap<string, ReadonlyMap<string, Endpoint>>;
 }
 
-/** ztunnel `ServiceMatch::find_best_match`. */
 /** Replaces `prev` in `list` by `next`, or drops it (calling `emptied` if nothing is left). */
 function swap(list: Service[], prev: Service, next: Service | undefined, emptied: () => void): void {
   const i = list.indexOf(prev);
@@ -41,7 +40,8 @@ function swap(list: Service[], prev: Service, next: Service | undefined, emptied
   else list.splice(i, 1);
 }
 
-function best(services: readonly Service[], clientNamespace: string | undefined): Service | undefined {
+/** ztunnel `ServiceMatch::find_best_match`: one in `clientNamespace`, else the (last) canonical one, else the first. */
+export function bestService(services: readonly Service[], clientNamespace: string | undefined): Service | undefined {
   let canonical: Service | undefined;
   for (const s of services) {
     if (clientNamespace !== undefined && s.namespace === clientNamespace) return s;
@@ -91,14 +91,14 @@ export class ServiceIndex implements ServiceView {
 
   bestByHostname(hostname: string, clientNamespace?: string): Service | undefined {
     const list = this.#byHost.get(hostname);
-    return list === undefined ? undefined : best(list, clientNamespace);
+    return list === undefined ? undefined : bestService(list, clientNamespace);
   }
 
   byVip(network: string, ip: string, clientNamespace?: string): Service | undefined {
     const list = this.#byVip.get(network)?.get(ip);
-    if (list !== undefined) return best(list, clientNamespace);
+    if (list !== undefined) return bestService(list, clientNamespace);
     if (this.#cidrs.length === 0) return undefined;
-    return best(this.#byCidr(network, ip), clientNamespace);
+    return bestService(this.#byCidr(network, ip), clientNamespace);
   }
 
   allByVip(network: string, ip: string): readonly Service[] {

@@ -84,6 +84,11 @@ const fail: Fail = (reason) => {
 };
 
 /** The xDS name and store key of a service. */
+/** Whether a client in `namespace` may address `s` (a NAMESPACE-visible service stays in its namespace). */
+export function visibleTo(s: Service, namespace: string): boolean {
+  return s.visibility === 'Public' || s.namespace === namespace;
+}
+
 export function serviceKey(namespace: string, hostname: string): string {
   return `${namespace}/${hostname}`;
 }

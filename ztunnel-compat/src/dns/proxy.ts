@@ -25,9 +25,10 @@ export interface DnsProxyDeps {
   ipv6: boolean;
   mark: number | undefined;
   resolvConf: string;
-  /** Per nameserver tried. */
-  upstreamTimeoutMs?: number;
 }
+
+/** How long each nameserver gets to answer a forwarded query. */
+const UPSTREAM_TIMEOUT_MS = 2000;
 
 /** resolv.conf is re-read at most this often (it changes with the node proxy's pod, rarely). */
 const RESOLV_CONF_TTL_MS = 5000;
@@ -89,7 +90,7 @@ export class DnsProxy {
       if (v.kind !== 'forward') return v.response;
       const t0 = performance.now();
       try {
-        const answer = await forward(query, protocol, pod.netnsFd, { servers: this.#nameservers(), mark: this.#d.mark, timeoutMs: this.#d.upstreamTimeoutMs ?? 2000 });
+        const answer = await forward(query, protocol, pod.netnsFd, { servers: this.#nameservers(), mark: this.#d.mark, timeoutMs: UPSTREAM_TIMEOUT_MS });
         this.#d.metrics.upstream(labels, (performance.now() - t0) / 1000, true);
         return answer;
       } catch (err) {

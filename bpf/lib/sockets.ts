@@ -43,6 +43,8 @@ export interface ConnectOptions extends CreateOptions {
   /** Source address to bind before connecting (with `transparent`, any IP). */
   localAddress?: string;
   localPort?: number;
+  /** Read into buffers the caller supplies (net.Socket's `onread`). */
+  onread?: net.OnReadOpts;
 }
 
 type Family = 4 | 6;
@@ -157,7 +159,7 @@ export function connectTcp(o: ConnectOptions): net.Socket {
       native.bind(fd, o.localAddress ?? (family === 4 ? '0.0.0.0' : '::'), checkPort(o.localPort ?? 0, 'connectTcp'));
     }
   });
-  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: o.allowHalfOpen ?? false });
+  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: o.allowHalfOpen ?? false, ...(o.onread === undefined ? {} : { onread: o.onread }) });
   return socket.connect({ port, host: o.address });
 }
 

@@ -28,6 +28,8 @@ export interface ListenerOptions {
   reusePort: boolean;
   ipv6: boolean;
   onConnection: ConnectionHandler;
+  /** Replaces an accepted socket before it is tracked and handled (pod-proxy: pooled reads). */
+  adopt?: (kind: CaptureKind, socket: net.Socket) => net.Socket;
   /** The DNS proxy's port and per-pod handler; absent when DNS capture is off. */
   dns?: { port: number; handlerFor: (pod: PodContext) => DnsHandler };
 }
@@ -75,7 +77,14 @@ export function listenerFactory(o: ListenerOptions): ProxyFactory {
           for (const address of families) {
             let server: net.Server;
             try {
-              server = await listenTcp({ address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true }, (s) => {
+              server = await listenTcp({ address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true }, (accepted) => {
+                let s: net.Socket;
+                try {
+                  s = o.adopt?.(kind, accepted) ?? accepted;
+                } catch {
+                  accepted.destroy(); // out of fds: refuse this one, keep serving
+                  return;
+                }
                 proxy.track(s);
                 o.onConnection(kind, s, pod);
               });

@@ -2,7 +2,12 @@
 import assert from 'node:assert/strict';
 import { PassThrough, Writable } from 'node:stream';
 import { test } from 'node:test';
-import { coalesceWrites } from './coalesce.ts';
+import { forward } from './relay.ts';
+
+function pump(source: PassThrough, sink: Writable, coalesce: boolean): void {
+  forward(source, sink, { count: () => undefined, coalesce });
+  source.once('end', () => sink.end());
+}
 
 function recorder(): { sink: Writable; batches: number[] } {
   const batches: number[] = [];
@@ -16,8 +21,7 @@ function recorder(): { sink: Writable; batches: number[] } {
 test('chunks that arrive in one loop turn leave in one batch; a later turn starts another', async () => {
   const source = new PassThrough();
   const { sink, batches } = recorder();
-  coalesceWrites(source, sink);
-  source.pipe(sink);
+  pump(source, sink, true);
   source.write('a');
   source.write('b');
   source.write('c');
@@ -32,7 +36,7 @@ test('chunks that arrive in one loop turn leave in one batch; a later turn start
 test('without it every chunk is its own write (the control)', async () => {
   const source = new PassThrough();
   const { sink, batches } = recorder();
-  source.pipe(sink);
+  pump(source, sink, false);
   source.write('a');
   source.write('b');
   source.write('c');
@@ -44,8 +48,7 @@ test('without it every chunk is its own write (the control)', async () => {
 test('an end before the check phase flushes everything and leaves nothing corked', async () => {
   const source = new PassThrough();
   const { sink, batches } = recorder();
-  coalesceWrites(source, sink);
-  source.pipe(sink);
+  pump(source, sink, true);
   source.write('a');
   source.end('b');
   await new Promise((r) => sink.once('finish', r));

@@ -14,6 +14,7 @@ import type { PodContext } from '../inpod/listeners.ts';
 import type { Service } from '../state/service.ts';
 import type { Workload } from '../state/workload.ts';
 import { appTunnelHeader } from './app-tunnel.ts';
+import { pooledSocket } from './pooled-reads.ts';
 import type { ConnectDecision, ConnectRequest } from './hbone/server.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { findSourceWorkload } from './source-workload.ts';
@@ -30,10 +31,10 @@ export function inboundHboneHandler(p: ProxyInputs, pod: PodContext, onAccepted:
     const authz: AuthzRequest = { source: req.peer, sourceIp: req.peerAddress.ip, destinationIp: d.authzDestination.ip, destinationPort: d.authzDestination.port };
     const verdict = authorize(p.state.policies.forWorkload(destination.namespace, destination.authorizationPolicies).policies, authz);
     if (!verdict.allowed) return { status: 401, reason: `RBAC: ${verdict.reason}` };
-    const upstream = connectTcp({
-      address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true,
+    const upstream = pooledSocket((onread) => connectTcp({
+      address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
       ...(d.from === 'client' ? { localAddress: req.peerAddress.ip, transparent: true } : {}),
-    });
+    }));
     const err = await new Promise<Error | undefined>((resolve) => {
       upstream.once('connect', () => { resolve(undefined); });
       upstream.once('error', resolve);

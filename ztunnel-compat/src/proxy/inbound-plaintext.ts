@@ -12,6 +12,7 @@ import type { PodContext } from '../inpod/listeners.ts';
 import { accessFields, logComplete, logFailed } from './access-log.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels } from './metrics.ts';
+import { pooledSocket } from './pooled-reads.ts';
 import { relay } from './relay.ts';
 
 export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: PodContext): void {
@@ -47,10 +48,10 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
   p.metrics.opened(labels);
   // From the client's address: the reply gets connmark 0x111 and comes back
   // to this socket through route table 100 (istio-cni's rules).
-  const upstream = connectTcp({
-    address: dst.address, port: dst.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true,
+  const upstream = pooledSocket((onread) => connectTcp({
+    address: dst.address, port: dst.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
     ...(src.ip === '' ? {} : { localAddress: src.ip, transparent: true }),
-  });
+  }));
   const untrack = p.connections.register({
     destinationUid: destination.uid,
     request,

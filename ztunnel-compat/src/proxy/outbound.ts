@@ -16,6 +16,7 @@ import { baggageHeader, forwardedHeader, traceparent } from './hbone/headers.ts'
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
 import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
+import { pooledSocket } from './pooled-reads.ts';
 import { relay } from './relay.ts';
 import { waitForSourceWorkload } from './source-workload.ts';
 
@@ -106,7 +107,7 @@ async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, sour
   const destination = d.kind === 'tcp' ? d.destination : undefined;
   const service = d.kind === 'tcp' ? d.service : undefined;
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination, destinationService: service, mtls: false, flag });
-  const upstream = connectTcp({ address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true });
+  const upstream = pooledSocket((onread) => connectTcp({ address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread }));
   const connected = await new Promise<Error | undefined>((resolve) => {
     upstream.once('connect', () => { resolve(undefined); });
     upstream.once('error', resolve);

@@ -14,6 +14,7 @@ import { handleInboundPlaintext } from './inbound-plaintext.ts';
 import { accessFields, logComplete, logFailed } from './access-log.ts';
 import { tcpLabels } from './metrics.ts';
 import { handleOutbound, type OutboundDeps } from './outbound.ts';
+import { adoptPooled } from './pooled-reads.ts';
 import { findSourceWorkload } from './source-workload.ts';
 
 export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
@@ -28,6 +29,8 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
         handlerFor: (pod: PodContext) => dns.handlerFor({ namespace: pod.info.namespace, netnsFd: pod.netnsFd, source: () => findSourceWorkload(p.state, p.nodeName, pod.info) }),
       },
     }),
+    // Plaintext pod sockets read into pooled buffers; 15008's go to TLS as they are.
+    adopt: (kind, socket) => (kind === 'hbone' ? socket : adoptPooled(socket)),
     onConnection: (kind, socket, pod) => {
       switch (kind) {
         case 'outbound':

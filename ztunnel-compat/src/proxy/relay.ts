@@ -2,8 +2,9 @@
 // Copies bytes both ways between two duplex streams (a pod's socket and its
 // upstream: TCP or an HBONE tunnel) with backpressure, relaying half-closes,
 // and counts what went each way for metrics and access logs.
-import type { Duplex } from 'node:stream';
-import { coalesceWrites } from './coalesce.ts';
+import type { Duplex, Writable } from 'node:stream';
+import { corkPerTurn } from './coalesce.ts';
+import { consumeReads } from './pooled-reads.ts';
 
 export interface RelayResult {
   /** Bytes from `a` delivered to `b`. */
@@ -11,6 +12,36 @@ export interface RelayResult {
   /** Bytes from `b` delivered to `a`. */
   bToA: number;
   error: Error | undefined;
+}
+
+export interface ForwardOptions {
+  /** Called with each chunk's length as it is written. */
+  count: (bytes: number) => void;
+  /** Gather the writes of one event-loop turn into one (for a destination socket fed by an HTTP/2 stream). */
+  coalesce?: boolean;
+}
+
+/**
+ * Writes what `from` reads into `to`, pausing `from` while `to` is full.
+ * A socket with pooled reads (pooled-reads.ts) gets each buffer back once
+ * its write has completed, never earlier: until then `to` refers to it.
+ * Ends are not relayed here.
+ */
+export function forward(from: Duplex, to: Writable, o: ForwardOptions): void {
+  const cork = o.coalesce === true ? corkPerTurn(to) : undefined;
+  const pooled = consumeReads(from, (chunk, release) => {
+    o.count(chunk.length);
+    cork?.();
+    return to.write(chunk, (err) => { if (err === undefined || err === null) release(); });
+  });
+  if (!pooled) {
+    from.on('data', (chunk: Buffer) => {
+      o.count(chunk.length);
+      cork?.();
+      if (!to.write(chunk)) from.pause();
+    });
+  }
+  to.on('drain', () => from.resume());
 }
 
 /**
@@ -36,18 +67,9 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
     const halfDone = (): void => {
       if (--open === 0) finish();
     };
+    forward(a, b, { count: (n) => { result.aToB += n; } });
     // The pod side is a socket: gather what the upstream delivers per turn.
-    coalesceWrites(b, a);
-    a.on('data', (chunk: Buffer) => {
-      result.aToB += chunk.length;
-      if (!b.write(chunk)) a.pause();
-    });
-    b.on('data', (chunk: Buffer) => {
-      result.bToA += chunk.length;
-      if (!a.write(chunk)) b.pause();
-    });
-    b.on('drain', () => a.resume());
-    a.on('drain', () => b.resume());
+    forward(b, a, { count: (n) => { result.bToA += n; }, coalesce: true });
     a.once('end', () => { b.end(); halfDone(); });
     b.once('end', () => { a.end(); halfDone(); });
     a.once('error', fail);

@@ -13,7 +13,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import type { Identity } from '../../identity/spiffe.ts';
-import { coalesceWrites } from '../coalesce.ts';
+import { forward } from '../relay.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import {
   CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, SERVER_MAX_CONCURRENT_STREAMS,
@@ -302,9 +302,9 @@ export class HboneServer {
 }
 
 /**
- * One copy loop: `pipe` both ways (it honours backpressure with pause/drain
- * and ends the other side on 'end', which is HTTP/2 END_STREAM ⇄ TCP FIN).
- * Byte counts come from the 'data' events pipe already produces.
+ * One copy loop: `forward` both ways (backpressure with pause/drain, pooled
+ * reads on the upstream socket), and each side's 'end' ends the other:
+ * HTTP/2 END_STREAM ⇄ TCP FIN.
  */
 class Tunnel {
   readonly stream: ServerHttp2Stream;
@@ -327,8 +327,6 @@ class Tunnel {
 
   start(): void {
     const { stream, upstream } = this;
-    stream.on('data', (chunk: Buffer) => { this.bytesIn += chunk.length; });
-    upstream.on('data', (chunk: Buffer) => { this.bytesOut += chunk.length; });
     stream.on('error', (err: Error) => { this.#fail(err); });
     upstream.on('error', (err: Error) => { this.#fail(err); });
     stream.on('aborted', () => { this.#fail(new Error('the client reset the stream')); });
@@ -347,9 +345,10 @@ class Tunnel {
       }
       this.#closed();
     });
-    coalesceWrites(stream, upstream);
-    stream.pipe(upstream);
-    upstream.pipe(stream);
+    forward(stream, upstream, { count: (n) => { this.bytesIn += n; }, coalesce: true });
+    forward(upstream, stream, { count: (n) => { this.bytesOut += n; } });
+    stream.once('end', () => { upstream.end(); });
+    upstream.once('end', () => { stream.end(); });
   }
 
   #fail(err: Error): void {

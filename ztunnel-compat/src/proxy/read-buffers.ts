@@ -3,11 +3,11 @@
 // itself Node allocates a fresh 64 KiB ArrayBuffer for every socket read;
 // under bulk load that external memory makes V8 run a full mark-compact of
 // the whole heap several times a second (HBONE bench: 5/s in the sending
-// proxy). A socket waiting for data holds a small buffer, so idle
-// connections cost little; one whose last read filled its buffer gets a
-// large one for the next.
+// proxy). A socket waiting for data holds a small buffer, so an idle
+// connection costs 4 KiB per relayed socket; one whose last read filled its
+// buffer gets a large one for the next.
 
-export const SMALL_READ = 16 * 1024;
+export const SMALL_READ = 4 * 1024;
 export const LARGE_READ = 64 * 1024;
 
 /** Buffers of one size; at most `maxFree` kept when given back. */
@@ -36,7 +36,7 @@ export class BufferPool {
 }
 
 export class ReadBuffers {
-  readonly small = new BufferPool(SMALL_READ, 256);
+  readonly small = new BufferPool(SMALL_READ, 1024);
   readonly large = new BufferPool(LARGE_READ, 64);
 
   /** The buffer for a socket's next read, given how much its last read put in how big a buffer. */

@@ -141,3 +141,25 @@ test('pooled reads: a socket has one consumer', async () => {
   down.client.destroy();
   down.close();
 });
+
+test('a side that ended before the relay started still passes its end on', async () => {
+  // A client can send FIN while its tunnel is being set up; the relay must
+  // not wait for an 'end' that has already been emitted.
+  const down = await pairOverTcp();
+  const up = await pairOverTcp();
+  const left = adoptPooled(down.server, new ReadBuffers());
+  const ended = new Promise((r) => left.once('end', r));
+  down.client.end();
+  await ended;
+  const done = relay(left, up.client);
+  await new Promise((r) => up.server.once('end', r));
+  up.server.end('late reply');
+  const back: Buffer[] = [];
+  down.client.on('data', (d: Buffer) => back.push(d));
+  const r = await done;
+  await new Promise((res) => down.client.once('close', res));
+  assert.equal(Buffer.concat(back).toString(), 'late reply');
+  assert.equal(r.error, undefined);
+  down.close();
+  up.close();
+});

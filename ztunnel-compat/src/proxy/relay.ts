@@ -70,8 +70,14 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
     forward(a, b, { count: (n) => { result.aToB += n; } });
     // The pod side is a socket: gather what the upstream delivers per turn.
     forward(b, a, { count: (n) => { result.bToA += n; }, coalesce: true });
-    a.once('end', () => { b.end(); halfDone(); });
-    b.once('end', () => { a.end(); halfDone(); });
+    // A side may have ended already (a client's FIN while its tunnel was set up).
+    const onEnd = (from: Duplex, to: Duplex): void => {
+      const ended = (): void => { to.end(); halfDone(); };
+      if (from.readableEnded) ended();
+      else from.once('end', ended);
+    };
+    onEnd(a, b);
+    onEnd(b, a);
     a.once('error', fail);
     b.once('error', fail);
     a.once('close', () => { if (open > 0 && !a.readableEnded) fail(result.error ?? new Error('downstream closed')); });

@@ -45,6 +45,16 @@ export function forward(from: Duplex, to: Writable, o: ForwardOptions): void {
 }
 
 /**
+ * Ends `to` once `from` has ended, also when that happened before the call
+ * (a client's FIN while its tunnel was being set up).
+ */
+export function passEnd(from: Duplex, to: Writable, then?: () => void): void {
+  const ended = (): void => { to.end(); then?.(); };
+  if (from.readableEnded) ended();
+  else from.once('end', ended);
+}
+
+/**
  * Resolves once both directions are done (each side ended or either failed).
  * An error on one side destroys the other: a broken tunnel is not half-open.
  */
@@ -70,14 +80,8 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
     forward(a, b, { count: (n) => { result.aToB += n; } });
     // The pod side is a socket: gather what the upstream delivers per turn.
     forward(b, a, { count: (n) => { result.bToA += n; }, coalesce: true });
-    // A side may have ended already (a client's FIN while its tunnel was set up).
-    const onEnd = (from: Duplex, to: Duplex): void => {
-      const ended = (): void => { to.end(); halfDone(); };
-      if (from.readableEnded) ended();
-      else from.once('end', ended);
-    };
-    onEnd(a, b);
-    onEnd(b, a);
+    passEnd(a, b, halfDone);
+    passEnd(b, a, halfDone);
     a.once('error', fail);
     b.once('error', fail);
     a.once('close', () => { if (open > 0 && !a.readableEnded) fail(result.error ?? new Error('downstream closed')); });

@@ -13,7 +13,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import type { Identity } from '../../identity/spiffe.ts';
-import { forward } from '../relay.ts';
+import { forward, passEnd } from '../relay.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import {
   CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, SERVER_MAX_CONCURRENT_STREAMS,
@@ -347,8 +347,8 @@ class Tunnel {
     });
     forward(stream, upstream, { count: (n) => { this.bytesIn += n; }, coalesce: true });
     forward(upstream, stream, { count: (n) => { this.bytesOut += n; } });
-    stream.once('end', () => { upstream.end(); });
-    upstream.once('end', () => { stream.end(); });
+    passEnd(stream, upstream);
+    passEnd(upstream, stream);
   }
 
   #fail(err: Error): void {

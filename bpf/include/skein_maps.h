@@ -17,8 +17,9 @@
 #include <linux/types.h>
 #endif
 
-/* istio-cni skips sockets with this mark (mask 0xfff): ztunnel's own, and ours. */
+/* istio-cni skips sockets with this mark under this mask: ztunnel's own, and ours. */
 #define SKEIN_INPOD_MARK 0x539
+#define SKEIN_INPOD_MARK_MASK 0xfff
 
 #define SKEIN_MAX_PODS 4096
 #define SKEIN_MAX_SERVICES 8192

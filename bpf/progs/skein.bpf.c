@@ -167,6 +167,15 @@ int skein_connect4(struct bpf_sock_addr *ctx)
 
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
 		return 1;
+	/*
+	 * The node proxy dials from inside pods too (to the app behind a
+	 * tunnel, to a no-tunnel endpoint it picked), marked as istio-cni
+	 * expects. Those connects are already decided and are not the pod's
+	 * own flows: counting them would report every tunnelled connection a
+	 * second time, as the pod talking to itself.
+	 */
+	if (ctx->sk && (ctx->sk->mark & SKEIN_INPOD_MARK_MASK) == SKEIN_INPOD_MARK)
+		return 1;
 	netns = bpf_get_netns_cookie(ctx);
 	pod = bpf_map_lookup_elem(&skein_pods, &netns);
 	if (!pod)

@@ -39,6 +39,16 @@ function must<T>(x: T | undefined, what: string): T {
 const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
 const node = (i: number): LabNode => must(must(lab, 'lab').nodes[i], `node${i}`);
 
+/** The Prometheus text of node `i`'s daemon. */
+async function scrape(i: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${must(apps[i], `app${i}`).admin.ports.stats}/metrics`)).text();
+}
+
+/** The sum of the samples whose line matches `series` (0 when none does). */
+function sum(text: string, series: RegExp): number {
+  return text.split('\n').filter((l) => series.test(l)).reduce((acc, l) => acc + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
 function staticConfig(): string {
   const w = (p: LabPod, nodeName: string, extra = ''): string => `- uid: Kubernetes//Pod/${p.namespace}/${p.name}
   name: ${p.name}
@@ -143,6 +153,23 @@ test('pod → pod IP on another node goes over HBONE; the server sees the client
   assert.equal(seenBy.get('server')?.at(-1), pod('client').ip4, 'the app sees the original client IP');
   assert.equal(forwarded(node(1), pod('server').ip4, 8080), before.plain, 'nothing crossed the node to port 8080 in plaintext');
   assert.ok(forwarded(node(1), pod('server').ip4, 15008) > before.hbone, 'the bytes crossed as HBONE to 15008');
+});
+
+test("the proxy's own connection to the app is not a kernel flow: node1 reports an HBONE connection once, as its destination", { skip: needsRoot }, async () => {
+  // The inbound proxy dials the app from inside the server pod's netns, so
+  // the kernel's connect hook sees the server pod dialling itself. It must
+  // leave the proxy's (marked) sockets alone, or every tunnelled connection
+  // would also be counted as a same-node flow of the server pod.
+  const before = await scrape(1);
+  const r = await ask(pod('client'), pod('server').ip4, 8080);
+  assert.ok(r.ok, r.out);
+  const closed = /^istio_tcp_connections_closed_total\{reporter="destination"[^}]*source_workload="client"[^}]*destination_workload="server"/;
+  await until('node1 reports the connection closed', async () => sum(await scrape(1), closed) > sum(before, closed), 5000);
+  const after = await scrape(1);
+  const sameNode = /^skein_kernel_connects_total\{action="same_node"\}/;
+  assert.equal(sum(after, sameNode), sum(before, sameNode), 'no connect was taken for the same-node fast path');
+  const asSource = /^istio_tcp_connections_opened_total\{reporter="source"/;
+  assert.equal(sum(after, asSource), sum(before, asSource), 'node1 opened nothing as a source');
 });
 
 test('a client that half-closes still gets the reply through both proxies', { skip: needsRoot }, async () => {

@@ -163,3 +163,30 @@ test('a side that ended before the relay started still passes its end on', async
   down.close();
   up.close();
 });
+
+test('a slow reader still gets the whole reply after both sides have ended', async () => {
+  // The client half-closes at once and reads slowly; the upstream answers
+  // with more than the kernel buffers hold and ends. The relay sees both
+  // ends while the tail is still queued for the client: it must deliver it.
+  const down = await pairOverTcp();
+  const up = await pairOverTcp();
+  const done = relay(down.server, up.client);
+  const reply = randomBytes(8 * 1024 * 1024);
+  up.server.once('end', () => { up.server.end(reply); });
+  down.client.end();
+  const back: Buffer[] = [];
+  down.client.on('data', (d: Buffer) => {
+    back.push(d);
+    down.client.pause();
+    setTimeout(() => down.client.resume(), 2);
+  });
+  await new Promise((r) => down.client.once('end', r));
+  const r = await done;
+  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+  assert.equal(Buffer.concat(back).length, reply.length);
+  assert.equal(sha(Buffer.concat(back)), sha(reply));
+  assert.deepEqual({ bToA: r.bToA, error: r.error }, { bToA: reply.length, error: undefined });
+  down.client.destroy();
+  down.close();
+  up.close();
+});

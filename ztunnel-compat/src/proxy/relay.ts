@@ -46,36 +46,50 @@ export function forward(from: Duplex, to: Writable, o: ForwardOptions): void {
 
 /**
  * Ends `to` once `from` has ended, also when that happened before the call
- * (a client's FIN while its tunnel was being set up).
+ * (a client's FIN while its tunnel was being set up). `then` runs once `to`
+ * has taken everything, the end included ('finish').
  */
 export function passEnd(from: Duplex, to: Writable, then?: () => void): void {
-  const ended = (): void => { to.end(); then?.(); };
+  const ended = (): void => {
+    if (then !== undefined) {
+      if (to.writableFinished) then();
+      else to.once('finish', then);
+    }
+    to.end();
+  };
   if (from.readableEnded) ended();
   else from.once('end', ended);
 }
 
 /**
- * Resolves once both directions are done (each side ended or either failed).
- * An error on one side destroys the other: a broken tunnel is not half-open.
+ * Resolves once both directions are done: each side ended and the other
+ * side took everything up to that end. A clean finish closes nothing by
+ * force: the sockets close themselves once both ways are through, and an
+ * HTTP/2 stream closes with its two END_STREAMs; destroying either earlier
+ * would drop a slow reader's tail, or reset the stream (and a peer's
+ * rapid-reset guard ends the whole session after enough of those).
+ * An error on one side, or a side closing early, destroys both: a broken
+ * tunnel is not half-open.
  */
 export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
   return new Promise((resolve) => {
     const result: RelayResult = { aToB: 0, bToA: 0, error: undefined };
     let open = 2;
     let settled = false;
-    const finish = (): void => {
+    const settle = (): void => {
       if (settled) return;
       settled = true;
-      a.destroy();
-      b.destroy();
       resolve(result);
     };
     const fail = (err: Error): void => {
+      if (settled) return;
       result.error ??= err;
-      finish();
+      a.destroy();
+      b.destroy();
+      settle();
     };
     const halfDone = (): void => {
-      if (--open === 0) finish();
+      if (--open === 0) settle();
     };
     forward(a, b, { count: (n) => { result.aToB += n; } });
     // The pod side is a socket: gather what the upstream delivers per turn.
@@ -84,7 +98,11 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
     passEnd(b, a, halfDone);
     a.once('error', fail);
     b.once('error', fail);
-    a.once('close', () => { if (open > 0 && !a.readableEnded) fail(result.error ?? new Error('downstream closed')); });
-    b.once('close', () => { if (open > 0 && !b.readableEnded) fail(result.error ?? new Error('upstream closed')); });
+    // A side may close once it is through both ways; before that, it was reset.
+    const closedEarly = (s: Duplex, what: string) => (): void => {
+      if (!(s.readableEnded && s.writableFinished)) fail(result.error ?? new Error(`${what} closed`));
+    };
+    a.once('close', closedEarly(a, 'downstream'));
+    b.once('close', closedEarly(b, 'upstream'));
   });
 }

@@ -4,10 +4,12 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect as h2connect } from 'node:http2';
-import { createServer as createNetServer } from 'node:net';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
+import { relay } from '../relay.ts';
 import { HboneClient } from './client.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { baggageHeader, forwardedHeader, traceparent } from './headers.ts';
@@ -271,3 +273,93 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+test('tunnels the server side closes first end with END_STREAM, never a reset: a session outlives its peer\'s rapid-reset guard', async () => {
+  // An app that answers and closes (HTTP/1.1 `Connection: close`), a client
+  // that closes once it has the answer: the relay sees the server's end
+  // first. Resetting the stream then, while the TLS write of the client's
+  // END_STREAM is in flight, sends RST_STREAM, and nghttp2 (the peer's)
+  // ends the whole session with GOAWAY after about a thousand of those.
+  const app = createNetServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.once('data', () => { s.end('reply'); });
+  });
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  const appPort = (app.address() as AddressInfo).port;
+  const server = await startServer(c.server, { handler: (r) => connectUpstream(r.authority.port) });
+  const local = new HboneClient();
+  const pods = createNetServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => pods.listen(0, '127.0.0.1', r));
+  const podPort = (pods.address() as AddressInfo).port;
+  // Accepted pod-side sockets, matched to their clients by port.
+  const arrived = new Map<number, Socket>();
+  const waiting = new Map<number, (s: Socket) => void>();
+  pods.on('connection', (s: Socket) => {
+    const port = s.remotePort ?? 0;
+    const w = waiting.get(port);
+    if (w === undefined) arrived.set(port, s);
+    else { waiting.delete(port); w(s); }
+  });
+  const podSideOf = async (client: Socket): Promise<Socket> => {
+    await new Promise((r) => client.once('connect', r));
+    const port = client.localPort ?? 0;
+    const s = arrived.get(port);
+    if (s !== undefined) { arrived.delete(port); return s; }
+    return new Promise((r) => waiting.set(port, r));
+  };
+  // Sixteen at a time, as a loaded client would: a destroy then often
+  // lands while the session's previous TLS write is still in flight.
+  const WORKERS = 16;
+  const EACH = 100;
+  let clean = 0;
+  let failure = '';
+  const one = async (): Promise<void> => {
+    const client = netConnect({ port: podPort, host: '127.0.0.1', allowHalfOpen: true });
+    client.on('error', () => undefined);
+    const pod = await podSideOf(client);
+    let tunnel: Duplex;
+    try {
+      tunnel = await local.connect({ ...req(`127.0.0.1:${appPort}`), upstream: { ip: '127.0.0.1', port: server.port } });
+    } catch (err) {
+      failure ||= (err as Error).message;
+      client.destroy();
+      pod.destroy();
+      return;
+    }
+    const done = relay(pod, tunnel);
+    const got: Buffer[] = [];
+    client.on('data', (d: Buffer) => got.push(d));
+    const closed = new Promise((res) => client.once('close', res));
+    client.write('request');
+    await Promise.race([new Promise((r) => client.once('end', r)), closed]);
+    client.end();
+    const r = await done;
+    await closed;
+    if (r.error === undefined && Buffer.concat(got).toString() === 'reply') clean++;
+    else failure ||= r.error?.message ?? `got '${Buffer.concat(got).toString()}'`;
+  };
+  // And a bulk tunnel on the same session, echoing all along, keeps its TLS
+  // writes busy, as other pods' traffic does on a node.
+  const bulk = await local.connect({ ...req(`127.0.0.1:${server.echo.port}`), upstream: { ip: '127.0.0.1', port: server.port } });
+  bulk.on('data', () => undefined);
+  const stop = new AbortController();
+  const pump = (async () => {
+    const chunk = randomBytes(64 * 1024);
+    bulk.on('error', () => undefined);
+    const gone = new Promise((r) => bulk.once('close', r));
+    while (!stop.signal.aborted && !bulk.destroyed) if (!bulk.write(chunk)) await Promise.race([new Promise((r) => bulk.once('drain', r)), gone]);
+    bulk.end();
+  })();
+  await Promise.all(Array.from({ length: WORKERS }, async () => {
+    for (let i = 0; i < EACH && failure === ''; i++) await one();
+  }));
+  stop.abort();
+  await pump;
+  assert.equal(failure, '');
+  assert.equal(clean, WORKERS * EACH);
+  assert.equal(local.sessionCount, 1, 'one session carried them all');
+  await local.close();
+  await server.close();
+  app.close();
+  pods.close();
+});

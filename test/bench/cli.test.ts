@@ -33,6 +33,7 @@ const rep = (scale: number, proxies: Record<string, number>): RepFigures => ({
   p50Ms: 0.5 * scale,
   p99Ms: 1 * scale,
   rps: 10000 / scale,
+  rpsNewConn: 1000 / scale,
   gbps: 10 / scale,
   cpuPct: Object.fromEntries(Object.entries(proxies).map(([k, v]) => [k, v * scale])),
   rssMb: Object.fromEntries(Object.keys(proxies).map((k) => [k, 20])),
@@ -56,7 +57,7 @@ test('the JSON report: required keys by name, medians at the top, min and max be
   assert.deepEqual(Object.keys(report), ['scenario', 'reps', 'duration_s', 'paths']);
   const [direct, proxied] = report.paths;
   assert.ok(direct && proxied);
-  assert.deepEqual(Object.keys(direct), ['path', 'p50_ms', 'p99_ms', 'p50_ms_c1', 'p99_ms_c1', 'rps', 'gbps', 'cpu_pct', 'rss_mb', 'min', 'max']);
+  assert.deepEqual(Object.keys(direct), ['path', 'p50_ms', 'p99_ms', 'p50_ms_c1', 'p99_ms_c1', 'rps', 'rps_new_conn', 'gbps', 'cpu_pct', 'rss_mb', 'min', 'max']);
   assert.equal(direct.path, 'no-mesh');
   assert.deepEqual(direct.cpu_pct, {}, 'no proxy processes: empty objects');
   assert.deepEqual(direct.rss_mb, {});
@@ -64,6 +65,7 @@ test('the JSON report: required keys by name, medians at the top, min and max be
   assert.equal(direct.min.p50_ms, 0.5);
   assert.equal(direct.max.p99_ms, 3);
   assert.equal(proxied.rps, 5000);
+  assert.equal(proxied.rps_new_conn, 500);
   assert.equal(proxied.gbps, 5);
   assert.deepEqual(proxied.cpu_pct, { 'haproxy-node0': 80 });
   assert.deepEqual(proxied.max.cpu_pct, { 'haproxy-node0': 160 });

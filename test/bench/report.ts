@@ -12,6 +12,7 @@ export interface PathFigures {
   p50_ms_c1: number;
   p99_ms_c1: number;
   rps: number;
+  rps_new_conn: number;
   gbps: number;
   cpu_pct: Record<string, number>;
   rss_mb: Record<string, number>;
@@ -42,6 +43,7 @@ function figures(reps: readonly RepFigures[], which: Pick3): PathFigures {
     p50_ms_c1: s((r) => r.p50MsC1, 3),
     p99_ms_c1: s((r) => r.p99MsC1, 3),
     rps: s((r) => r.rps, 0),
+    rps_new_conn: s((r) => r.rpsNewConn, 0),
     gbps: s((r) => r.gbps, 2),
     cpu_pct: perProcess((r) => r.cpuPct, 1),
     rss_mb: perProcess((r) => r.rssMb, 1),
@@ -80,6 +82,7 @@ export function toTable(r: ScenarioResult): string {
     metric('latency p50, 16 conn (ms)', (f) => f.p50Ms, 3),
     metric('latency p99, 16 conn (ms)', (f) => f.p99Ms, 3),
     metric('requests/s, 16 conn', (f) => f.rps, 0),
+    metric('requests/s, 16 conn, new conn each', (f) => f.rpsNewConn, 0),
     metric('bulk, 1 stream (Gbit/s)', (f) => f.gbps, 2),
     ...processes.flatMap((name) => [
       { label: `CPU % ${name}`, cell: (p: PathResult) => cell(p.reps.flatMap((f) => f.cpuPct[name] ?? []), 1) },

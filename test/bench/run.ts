@@ -11,7 +11,7 @@ import { startServers, type Servers } from './servers.ts';
 
 export interface RunOptions {
   reps: number;
-  /** Seconds per load run (c1, c16 and bulk each); whole seconds for iperf3. */
+  /** Seconds per load run (c1, c16, c16 with new connections and bulk each); whole seconds for iperf3. */
   durationS: number;
   /** Seconds of c16 load per path before the first repetition (0: none). */
   warmupS: number;
@@ -31,6 +31,8 @@ export interface RepFigures {
   p99Ms: number;
   /** Requests/s at 16 connections. */
   rps: number;
+  /** Requests/s at 16 connections, each request on a new connection. */
+  rpsNewConn: number;
   gbps: number;
   /** Per proxy process: share of one core during the 16-connection run. */
   cpuPct: Record<string, number>;
@@ -85,7 +87,7 @@ export async function runScenario(scenario: Scenario, opts: RunOptions): Promise
           if (opts.warmupS > 0) await runWrk(client, { url: url(on), connections: C_HIGH, durationS: opts.warmupS });
           const f = await measure(env, on, opts.durationS);
           results[i]?.reps.push(f);
-          log(`[rep ${rep}/${opts.reps}] ${path.name}: c1 p50 ${f.p50MsC1.toFixed(3)} ms, c16 p99 ${f.p99Ms.toFixed(3)} ms, ${Math.round(f.rps)} req/s, ${f.gbps.toFixed(2)} Gbit/s`);
+          log(`[rep ${rep}/${opts.reps}] ${path.name}: c1 p50 ${f.p50MsC1.toFixed(3)} ms, c16 p99 ${f.p99Ms.toFixed(3)} ms, ${Math.round(f.rps)} req/s (${Math.round(f.rpsNewConn)} on new connections), ${f.gbps.toFixed(2)} Gbit/s`);
         } finally {
           await on.teardown();
         }
@@ -123,11 +125,13 @@ async function measure(env: BenchEnv, on: ActivePath, durationS: number): Promis
   const c1 = await runWrk(env.client, { url: url(on), connections: C_LOW, durationS });
   const [c16, load16] = await sampleDuring(on.proxies, () => runWrk(env.client, { url: url(on), connections: C_HIGH, durationS }));
   const [gbps, loadBulk] = await sampleDuring(on.proxies, () => runIperf(env.client, { ...on.targets.bulk, durationS }));
+  // Last, so the memory a burst of connections leaves behind is not in the RSS above.
+  const churn = await runWrk(env.client, { url: url(on), connections: C_HIGH, durationS, newConnections: true });
   const cpuPct: Record<string, number> = {};
   const rssMb: Record<string, number> = {};
   for (const p of on.proxies) {
     cpuPct[p.name] = load16[p.name]?.cpuPct ?? NaN;
     rssMb[p.name] = Math.max(load16[p.name]?.rssMb ?? NaN, loadBulk[p.name]?.rssMb ?? NaN);
   }
-  return { p50MsC1: c1.p50Ms, p99MsC1: c1.p99Ms, p50Ms: c16.p50Ms, p99Ms: c16.p99Ms, rps: c16.rps, gbps, cpuPct, rssMb };
+  return { p50MsC1: c1.p50Ms, p99MsC1: c1.p99Ms, p50Ms: c16.p50Ms, p99Ms: c16.p99Ms, rps: c16.rps, rpsNewConn: churn.rps, gbps, cpuPct, rssMb };
 }

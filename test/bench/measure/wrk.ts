@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Request latency and rate with wrk (Debian's), run in the client pod.
 // wrk keeps its connections open, so these figures are per request on warm
-// connections: what a proxy adds to each request, not to each handshake.
+// connections: what a proxy adds to each request, not to each handshake;
+// `newConnections` measures the handshakes instead.
 import type { LabPod } from '../../lab/index.ts';
 
 export interface WrkResult {
@@ -17,6 +18,8 @@ export interface WrkRun {
   url: string;
   connections: number;
   durationS: number;
+  /** A new connection for every request (`Connection: close`): what a proxy adds per connection. */
+  newConnections?: boolean;
 }
 
 export class WrkError extends Error {
@@ -28,7 +31,8 @@ export class WrkError extends Error {
  * load thread would only take CPU from the proxies being measured.
  */
 export async function runWrk(client: Pick<LabPod, 'exec'>, run: WrkRun): Promise<WrkResult> {
-  const args = ['-t1', `-c${run.connections}`, `-d${run.durationS}s`, '--timeout', '2s', '--latency', run.url];
+  const close = run.newConnections === true ? ['-H', 'Connection: close'] : [];
+  const args = ['-t1', `-c${run.connections}`, `-d${run.durationS}s`, '--timeout', '2s', '--latency', ...close, run.url];
   const r = await client.exec('wrk', args, { timeoutMs: (run.durationS + 10) * 1000 });
   if (r.code !== 0) throw new WrkError(`wrk ${args.join(' ')} exited ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`);
   const res = parseWrk(r.stdout);

@@ -14,6 +14,17 @@ export const MAX_FRAME = 1 * MiB;
 export const CLIENT_MAX_HEADER_LIST = 16 * 1024;
 export const SERVER_MAX_HEADER_LIST = 64 * 1024;
 export const SERVER_MAX_CONCURRENT_STREAMS = 200;
+/**
+ * RST_STREAMs a server session takes (a burst, then per second) before it
+ * ends the session with GOAWAY. Node's defaults (1000, then 33/s) would end
+ * a mesh client's session, and every tunnel on it, once its workloads abort
+ * more than 33 connections a second: each abort resets a stream. ztunnel's
+ * server does not limit resets of streams it has accepted. These sit far
+ * above the rate one node proxy opens tunnels at (under 2k/s on the bench),
+ * so only a flood trips them.
+ */
+export const SERVER_STREAM_RESET_BURST = 10_000;
+export const SERVER_STREAM_RESET_RATE = 10_000;
 /** POOL_MAX_STREAMS_PER_CONNECTION. */
 export const POOL_MAX_STREAMS = 100;
 export const PING_INTERVAL_MS = 10_000;

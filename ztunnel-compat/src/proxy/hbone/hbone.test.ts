@@ -3,7 +3,7 @@
 // 127.0.0.1, an echo upstream, and the server's §5.6 CONNECT checks.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { connect as h2connect } from 'node:http2';
+import { connect as h2connect, constants as h2constants } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -362,4 +362,37 @@ test('tunnels the server side closes first end with END_STREAM, never a reset: a
   await server.close();
   app.close();
   pods.close();
+});
+
+test('a client resetting tunnel after tunnel (aborted connections) does not get its session ended under the tunnels still open', async () => {
+  // ztunnel resets the stream when its client aborts a connection. Node's
+  // HTTP/2 server ends a session with GOAWAY after 1000 RST_STREAMs (then 33
+  // a second) unless told otherwise; ztunnel's server does not. A long-lived
+  // tunnel on the same session must outlive 2000 aborted ones.
+  const local = new HboneClient();
+  const long = await local.connect(req());
+  const echoed: Buffer[] = [];
+  long.on('data', (d: Buffer) => echoed.push(d));
+  long.on('error', () => undefined);
+  let aborted = 0;
+  let failure = '';
+  for (let i = 0; i < 2000 && failure === ''; i++) {
+    try {
+      const { tunnel } = await local.open(req());
+      const closed = new Promise((r) => tunnel.once('close', r));
+      tunnel.on('error', () => undefined);
+      tunnel.close(h2constants.NGHTTP2_CANCEL);
+      await closed;
+      aborted++;
+    } catch (err) {
+      failure = `tunnel ${i}: ${(err as Error).message}`;
+    }
+  }
+  assert.equal(failure, '');
+  assert.equal(aborted, 2000);
+  long.end('still here');
+  await new Promise((r) => long.once('end', r));
+  assert.equal(Buffer.concat(echoed).toString(), 'still here');
+  assert.equal(local.sessionCount, 1);
+  await local.close();
 });

@@ -17,7 +17,7 @@ import { forward, passEnd } from '../relay.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import {
   CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, SERVER_MAX_CONCURRENT_STREAMS,
-  SERVER_MAX_HEADER_LIST, STREAM_WINDOW,
+  SERVER_MAX_HEADER_LIST, SERVER_STREAM_RESET_BURST, SERVER_STREAM_RESET_RATE, STREAM_WINDOW,
 } from './h2.ts';
 import type { Authority, KeepaliveOptions } from './h2.ts';
 import { serverContext } from './tls.ts';
@@ -128,6 +128,8 @@ export class HboneServer {
         enablePush: false,
       },
       maxSessionMemory: MAX_SESSION_MEMORY_MB,
+      streamResetBurst: SERVER_STREAM_RESET_BURST,
+      streamResetRate: SERVER_STREAM_RESET_RATE,
     });
     this.#h2.on('session', (session: Http2Session) => { this.#onSession(session); });
     this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {

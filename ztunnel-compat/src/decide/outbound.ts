@@ -70,6 +70,9 @@ export type OutboundDecision =
   | { kind: 'no-upstream'; reason: string; service?: Service }
   | { kind: 'unsupported'; reason: string };
 
+/** A decision that dials somewhere: what a resolved hostname endpoint becomes. */
+export type DialDecision = Extract<OutboundDecision, { kind: 'tcp' | 'hbone' }>;
+
 /** The node proxy's own ports in a pod (and SOCKS5): never a destination. */
 export const SELF_PORTS: ReadonlySet<number> = new Set([15001, 15006, 15008, 15080]);
 const HBONE_PORT = 15008;
@@ -136,7 +139,7 @@ function toService(state: ProxyState, f: OutboundFacts, service: Service): Outbo
 }
 
 /** A 'resolve' decision finished with the address its hostname resolved to: as for any endpoint (§5.4.7). */
-export function decideResolved(f: OutboundFacts, d: Extract<OutboundDecision, { kind: 'resolve' }>, ip: string): OutboundDecision {
+export function decideResolved(f: OutboundFacts, d: Extract<OutboundDecision, { kind: 'resolve' }>, ip: string): DialDecision {
   return direct(f, d.destination, ip, d.targetPort, d.service);
 }
 
@@ -154,7 +157,7 @@ function toWorkload(state: ProxyState, f: OutboundFacts, workload: Workload): Ou
 }
 
 /** §5.4.7: straight to the chosen workload. */
-function direct(f: OutboundFacts, w: Workload, ip: string, targetPort: number, service: Service | undefined): OutboundDecision {
+function direct(f: OutboundFacts, w: Workload, ip: string, targetPort: number, service: Service | undefined): DialDecision {
   if (w.protocol === 'TCP') {
     return { kind: 'tcp', upstream: { ip, port: targetPort }, destination: w, ...(service === undefined ? {} : { service }) };
   }
@@ -165,7 +168,7 @@ function direct(f: OutboundFacts, w: Workload, ip: string, targetPort: number, s
 function hbone(
   f: OutboundFacts, upstream: SocketAddr, authority: string, expectedIdentities: Identity[],
   parts: { destination?: Workload; service?: Service; waypoint?: Workload },
-): OutboundDecision {
+): Extract<OutboundDecision, { kind: 'hbone' }> {
   return { kind: 'hbone', upstream, authority, expectedIdentities, ...parts, poolKey: poolKey(f, expectedIdentities, upstream) };
 }
 

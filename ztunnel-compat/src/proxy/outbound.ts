@@ -49,10 +49,11 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
     return;
   }
   const facts = { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random };
-  let decision = decideOutbound(p.state, facts);
-  if (decision.kind === 'resolve') {
+  const d = decideOutbound(p.state, facts);
+  let decision: Exclude<OutboundDecision, { kind: 'resolve' }>;
+  if (d.kind !== 'resolve') decision = d;
+  else {
     // An endpoint known only by hostname: look it up now (on-demand DNS).
-    const d = decision;
     try {
       decision = decideResolved(facts, d, await p.onDemandDns.resolve(d.hostname, d.requestIp, dnsLabels(source, d.hostname)));
     } catch (err) {
@@ -82,10 +83,6 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
       return;
     case 'hbone':
       await viaHbone(p, socket, pod, source, decision, fields, started);
-      return;
-    case 'resolve':
-      // decideResolved never answers 'resolve' again.
-      socket.destroy();
       return;
   }
 }

@@ -15,11 +15,9 @@ export interface ServiceView {
   byNamespacedHostname(namespace: string, hostname: string): Service | undefined;
   /** Every service with this hostname (ServiceEntry allows one per namespace), in arrival order. */
   byHostname(hostname: string): readonly Service[];
-  /** ztunnel `get_best_by_host`: one in `clientNamespace`, else the (last) canonical one, else the first. */
-  bestByHostname(hostname: string, clientNamespace?: string): Service | undefined;
   /**
    * ztunnel `get_best_by_vip`: services on the exact VIP, or failing that the
-   * longest matching CIDR VIP; then the same preference as bestByHostname.
+   * longest matching CIDR VIP; then bestService's preference.
    */
   byVip(network: string, ip: string, clientNamespace?: string): Service | undefined;
   /** Every service on the exact VIP. */
@@ -40,7 +38,7 @@ function swap(list: Service[], prev: Service, next: Service | undefined, emptied
   else list.splice(i, 1);
 }
 
-/** ztunnel `ServiceMatch::find_best_match`: one in `clientNamespace`, else the (last) canonical one, else the first. */
+/** ztunnel `ServiceMatch::find_best_match` (its get_best_by_host): one in `clientNamespace`, else the (last) canonical one, else the first. */
 export function bestService(services: readonly Service[], clientNamespace: string | undefined): Service | undefined {
   let canonical: Service | undefined;
   for (const s of services) {
@@ -87,11 +85,6 @@ export class ServiceIndex implements ServiceView {
 
   byHostname(hostname: string): readonly Service[] {
     return [...(this.#byHost.get(hostname) ?? [])];
-  }
-
-  bestByHostname(hostname: string, clientNamespace?: string): Service | undefined {
-    const list = this.#byHost.get(hostname);
-    return list === undefined ? undefined : bestService(list, clientNamespace);
   }
 
   byVip(network: string, ip: string, clientNamespace?: string): Service | undefined {

@@ -83,12 +83,12 @@ const fail: Fail = (reason) => {
   throw new ServiceError(reason);
 };
 
-/** The xDS name and store key of a service. */
 /** Whether a client in `namespace` may address `s` (a NAMESPACE-visible service stays in its namespace). */
 export function visibleTo(s: Service, namespace: string): boolean {
   return s.visibility === 'Public' || s.namespace === namespace;
 }
 
+/** The xDS name and store key of a service. */
 export function serviceKey(namespace: string, hostname: string): string {
   return `${namespace}/${hostname}`;
 }

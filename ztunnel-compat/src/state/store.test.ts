@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MessageInit, Service as XdsService, Workload as XdsWorkload } from '../xds/proto.ts';
+import { bestService } from './service-index.ts';
 import { ProxyState, type StateChange } from './store.ts';
 import { serviceFromXds, selectableEndpoints, type Service } from './service.ts';
 import { workloadFromXds, type Workload } from './workload.ts';
@@ -205,8 +206,8 @@ test('hostname lookup across namespaces; a canonical service wins ties', () => {
     w.upsertService(svc({ namespace: 'b', hostname: 'api.example.com', addresses: [], canonical: true }));
   });
   assert.deepEqual(st.services.byHostname('api.example.com').map((s) => s.namespace), ['a', 'b']);
-  assert.equal(st.services.bestByHostname('api.example.com')?.namespace, 'b');
-  assert.equal(st.services.bestByHostname('api.example.com', 'a')?.namespace, 'a');
+  assert.equal(bestService(st.services.byHostname('api.example.com'), undefined)?.namespace, 'b');
+  assert.equal(bestService(st.services.byHostname('api.example.com'), 'a')?.namespace, 'a');
   assert.equal(st.services.byNamespacedHostname('a', 'api.example.com')?.namespace, 'a');
   assert.equal(st.services.byNamespacedHostname('z', 'api.example.com'), undefined);
   assert.deepEqual(st.services.byHostname('nope'), []);
@@ -346,7 +347,7 @@ test('an updated service keeps its place, so "first" does not change hands', () 
   });
   st.apply((w) => { w.upsertService(svc({ namespace: 'a', hostname: 'h', addresses: shared, subjectAltNames: ['x'] })); });
   assert.deepEqual(st.services.byHostname('h').map((s) => s.namespace), ['a', 'b']);
-  assert.equal(st.services.bestByHostname('h')?.namespace, 'a');
+  assert.equal(bestService(st.services.byHostname('h'), undefined)?.namespace, 'a');
   assert.equal(st.services.byVip('', '10.96.0.8')?.subjectAltNames[0], 'x');
   // Moving a VIP away drops it from that VIP only.
   st.apply((w) => { w.upsertService(svc({ namespace: 'a', hostname: 'h', addresses: [{ address: ip('10.96.0.9') }] })); });

@@ -33,6 +33,13 @@ import { TcpMetrics } from './proxy/metrics.ts';
 import { podProxyFactory } from './proxy/pod-proxy.ts';
 import { Accel, cleanupKernel } from './accel/index.ts';
 
+/**
+ * How long after the first configuration the kernel maps wait for istio-cni's
+ * snapshot before they are rewritten without it (their pods then go to
+ * userspace until enrolled).
+ */
+const ZDS_SNAPSHOT_WAIT_MS = 10_000;
+
 export class StartupError extends Error {
   override name = 'StartupError';
   readonly code = 'SKEIN_STARTUP';
@@ -159,6 +166,11 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     xds.on('disconnected', (err: Error) => { xlog.warn({ err: err.message }, 'xDS stream closed; reconnecting'); });
     xds.start();
   }
+  // Start-up order (ztunnel's): nothing on the data path may act on an empty
+  // state, so pods are taken from istio-cni, and the kernel maps rewritten,
+  // only once the first configuration is in. Static config is in already.
+  const stateReady = xds === undefined ? Promise.resolve() : xds.whenReady();
+  let stopping = false;
 
   // The data path (shared mode): istio-cni hands pods over ZDS; each gets its
   // listeners, certificate and HBONE server (proxy/pod-proxy.ts).
@@ -188,28 +200,52 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const inpodMetrics = new InpodMetrics(metrics.registry);
   const pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); }, events: inpodMetrics });
   inpodMetrics.countFrom(() => ({ running: pods.running().length, pending: pods.pending }));
-  if (config.proxyMode === 'shared') {
-    zds = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
-    zds.once('snapshot', proxyReady);
-    zds.start();
-  } else {
-    // Dedicated: one workload, whose netns is ours; the redirect to 15001 is the operator's (reference §4.5).
-    const info = config.proxyWorkloadInfo;
-    if (info === undefined) throw new StartupError('PROXY_MODE=dedicated needs PROXY_WORKLOAD_INFO');
-    try {
-      await pods.add(`dedicated/${info.namespace}/${info.name}`, info, openNetns('/proc/self/ns/net'));
-    } catch (err) {
-      // Nothing may keep the process alive after a failed start.
-      xds?.stop();
-      await pods.close();
-      throw new StartupError(`dedicated mode: cannot start ${info.namespace}/${info.name}'s listeners: ${(err as Error).message}`);
-    }
-    proxyReady();
-  }
+  // Not ready while any enrolled pod's proxy is still pending (reference §4.2).
+  readiness.watch('workload proxy manager', () => pods.pending > 0);
   const kernel = new Accel({ config, state, pods, metrics: tcpMetrics, registry: metrics.registry, log, access: scoped(log, 'access') });
   onPods.changed = () => { kernel.schedule(); };
   // Every change reprojects the maps, then closes what they no longer allow.
   state.onChange(() => { kernel.schedule(); });
+  if (config.proxyMode === 'shared') {
+    const z = new ZdsClient({ path: config.inpodUds, manager: pods, log: scoped(log, 'inpod') });
+    zds = z;
+    z.once('snapshot', proxyReady);
+    // Until the pods are known too, the maps an earlier daemon pinned keep
+    // steering (its flows survive a restart); a CNI that never answers does
+    // not keep them stale for longer than ZDS_SNAPSHOT_WAIT_MS.
+    void stateReady.then(() => {
+      if (stopping) return;
+      log.info({ scope: 'inpod' }, 'initial configuration in place; taking pods from istio-cni');
+      z.start();
+      const timer = setTimeout(() => { kernel.start('no ZDS snapshot yet'); }, ZDS_SNAPSHOT_WAIT_MS);
+      timer.unref();
+      z.once('snapshot', () => { clearTimeout(timer); kernel.start(); });
+    });
+  } else {
+    // Dedicated: one workload, whose netns is ours; the redirect to 15001 is the operator's (reference §4.5).
+    const info = config.proxyWorkloadInfo;
+    if (info === undefined) throw new StartupError('PROXY_MODE=dedicated needs PROXY_WORKLOAD_INFO');
+    const startDedicated = async (): Promise<void> => {
+      try {
+        await pods.add(`dedicated/${info.namespace}/${info.name}`, info, openNetns('/proc/self/ns/net'));
+      } catch (err) {
+        // Nothing may keep the process alive after a failed start.
+        xds?.stop();
+        await pods.close();
+        throw new StartupError(`dedicated mode: cannot start ${info.namespace}/${info.name}'s listeners: ${(err as Error).message}`);
+      }
+      kernel.start();
+      proxyReady();
+    };
+    if (xds === undefined) {
+      await startDedicated();
+    } else {
+      void stateReady.then(() => (stopping ? undefined : startDedicated())).catch((err: unknown) => {
+        log.error({ scope: 'app', err: (err as Error).message }, 'cannot start the dedicated proxy; shutting down');
+        options.onShutdownRequest?.();
+      });
+    }
+  }
 
   const configDump = (): Record<string, unknown> => {
     const s = state.configDump();
@@ -251,6 +287,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     config, state, secrets, readiness, metrics, admin, xds, zds, pods, connections, accel: kernel, configDump,
     shutdown: (opts = {}) => {
       closing ??= (async () => {
+        stopping = true;
         xds?.stop();
         zds?.stop();
         await pods.close(opts.drainMs ?? config.drainMs);

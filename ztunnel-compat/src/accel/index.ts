@@ -52,6 +52,7 @@ export class Accel {
   readonly #refused: Counter<'map'>;
   readonly #cgroupPath: string;
   #scheduled = false;
+  #started = false;
   #closed = false;
   #revoking: Promise<void> | undefined;
   #revokeAgain = false;
@@ -99,6 +100,18 @@ export class Accel {
     });
     const line = Object.entries(status).map(([p, s]) => `${p}: ${s.active ? 'on' : `off (${s.reason})`}`).join('; ');
     log.info({ scope: 'accel', adopted: kernel?.adopted ?? false, bpffs: config.bpffsDir, cgroup: cgroupPath }, `kernel fast paths: ${line}`);
+  }
+
+  /**
+   * Starts keeping the maps in step, once the state (and, in shared mode,
+   * the enrolled pods) is known. Until then adopted maps stay as the last
+   * daemon left them: rewriting them from an empty state would drop every
+   * pod's fast path, and close its flows, for the length of a restart.
+   */
+  start(note?: string): void {
+    if (this.#started || this.#closed) return;
+    this.#started = true;
+    if (note !== undefined && this.#kernel !== undefined) this.#deps.log.warn({ scope: 'accel' }, `kernel maps follow the state from now on (${note})`);
     this.schedule();
   }
 
@@ -176,7 +189,7 @@ export class Accel {
 
   /** Reprojects on the next turn of the loop; many changes, one write. */
   schedule(): void {
-    if (this.#kernel === undefined || this.#scheduled || this.#closed) return;
+    if (this.#kernel === undefined || !this.#started || this.#scheduled || this.#closed) return;
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
@@ -257,6 +270,7 @@ export class Accel {
       bpffsDir: this.#deps.config.bpffsDir,
       cgroupPath: this.#cgroupPath,
       adopted: this.#kernel?.adopted ?? false,
+      following: this.#started,
       maps: this.#kernel === undefined ? {} : {
         pods: this.#last.pods, services: this.#last.services, sameNodeDestinations: this.#last.locals, flows: this.#kernel.size('flows'),
       },

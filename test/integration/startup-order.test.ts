@@ -115,10 +115,10 @@ test('a daemon replaced while istiod is away serves nothing before its first xDS
   // A long transfer (paced over ~2 s and more) through the fast path, and a
   // bounded stream of new connections, both across the whole restart.
   const bulk = client.exec('python3', ['-c', bulkClientScript(server.ip4, 15433, true)], { timeoutMs: 90_000 });
-  let stop = false;
+  const churning = { stop: false };
   const attempts = { ok: 0, failed: 0 };
   const churn = (async () => {
-    for (let i = 0; i < 400 && !stop; i++) {
+    for (let i = 0; i < 400 && !churning.stop; i++) {
       if (await ask(client, server.ip4, 8080)) attempts.ok++;
       else attempts.failed++;
     }
@@ -153,7 +153,7 @@ test('a daemon replaced while istiod is away serves nothing before its first xDS
   for (const p of [client, server]) assert.match(p.run('ss', '-Hltn'), /:15001\b/);
   assert.ok(await ask(client, server.ip4, 8080));
 
-  stop = true;
+  churning.stop = true;
   await churn;
   const b = await bulk;
   assert.equal(b.stdout.trim(), 'True True True', `the long transfer survived the restart intact (${b.stderr})`);

@@ -96,7 +96,7 @@ fi
 #    ~12 MB) into .skein/istio. istio.io/istio publishes no semver tags, so it
 #    is pinned to a master pseudo-version (2026-08-27, after 1.31).
 istio_version=v0.0.0-20260827124520-eed52ebb66ad
-istio_files=3
+istio_files=4
 istio_dir="$state/istio"
 if [ "$(cat "$istio_dir/version" 2>/dev/null)" != "$istio_version $istio_files" ]; then
   go=$(find_go)
@@ -111,6 +111,11 @@ if [ "$(cat "$istio_dir/version" 2>/dev/null)" != "$istio_version $istio_files" 
   cp "$src/manifests/profiles/"*.yaml "$istio_dir/profiles/"
   cp -r "$src/manifests/charts/ztunnel" "$istio_dir/ztunnel-chart"
   cp -r "$src/manifests/charts/istio-control/istio-discovery" "$istio_dir/istiod-chart"
+  # What ztunnel's peers read: istioctl's config_dump types and Istio's
+  # ztunnel dashboard (the metric names), for the compatibility tests.
+  mkdir -p "$istio_dir/ztunnel"
+  cp "$src/istioctl/pkg/writer/ztunnel/configdump/api.go" "$src/istioctl/pkg/writer/ztunnel/configdump/testdata/dump.json" \
+    "$src/manifests/addons/dashboards/ztunnel-dashboard.gen.json" "$istio_dir/ztunnel/"
   chmod -R u+w "$istio_dir"
   echo "$istio_version $istio_files" > "$istio_dir/version"
 fi

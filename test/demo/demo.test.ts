@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { POLICY_REJECTION_PREFIX } from '../compat/ztunnel-facts.ts';
 import { findLeftovers, LAB_PREFIX } from '../lab/index.ts';
 import type { DemoReport } from './report.ts';
 
@@ -33,7 +34,8 @@ test('`npm run demo -- --json`, as the README says it: every path taken, one JSO
   // This kernel has what the same-node fast path needs (see docs/kernel.md).
   assert.match(byName.get('same-node')?.decision ?? '', /allowed in the kernel/);
   assert.equal(byName.get('denied')?.bytes, 0);
-  assert.match(byName.get('denied')?.decision ?? '', /RBAC: explicitly denied by: default\/deny-blocked/);
+  // ztunnel's wording for an RBAC denial (test/compat/ztunnel-facts.ts).
+  assert.ok((byName.get('denied')?.decision ?? '').includes(`${POLICY_REJECTION_PREFIX}explicitly denied by: default/deny-blocked`), byName.get('denied')?.decision);
   assert.match(byName.get('dns')?.decision ?? '', /answered echo\.default\.svc\.cluster\.local → 10\.96\.0\.10 from WDS; curl then reached server by name/);
   assertNothingLeft();
 });

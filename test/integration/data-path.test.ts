@@ -16,6 +16,7 @@ import { LocalCa } from '@skein/ztunnel-compat/identity/local-ca';
 import { startApp, type App } from '@skein/ztunnel-compat/app';
 import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
+import { WORKLOAD_MANAGER_METRICS } from '../compat/ztunnel-facts.ts';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
 import { kernelMode } from './kernel-mode.ts';
@@ -318,12 +319,13 @@ test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot 
     const m = await (await fetch(`http://127.0.0.1:${app0.admin.ports.stats}/metrics`)).text();
     return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1] ?? -1);
   };
-  // ztunnel's workload manager metrics, as its dashboard reads them.
-  assert.deepEqual([await metric('istio_inpod_active_proxy_count'), await metric('istio_inpod_pending_proxy_count')], [5, 0]);
-  const stoppedBefore = await metric('istio_inpod_proxies_stopped_total');
-  assert.ok(await metric('istio_inpod_proxies_started_total') >= 5);
+  // ztunnel's workload manager metrics, under ztunnel's names (test/compat/ztunnel-facts.ts).
+  const wm = WORKLOAD_MANAGER_METRICS;
+  assert.deepEqual([await metric(wm.active), await metric(wm.pending)], [5, 0]);
+  const stoppedBefore = await metric(wm.stopped);
+  assert.ok(await metric(wm.started) >= 5);
   await must(cnis[0], 'cni0').unenroll(pod('local'));
   assert.doesNotMatch(pod('local').run('ss', '-Hltn'), /:15008\b/);
-  assert.equal(await metric('istio_inpod_active_proxy_count'), 4);
-  assert.equal(await metric('istio_inpod_proxies_stopped_total'), stoppedBefore + 1);
+  assert.equal(await metric(wm.active), 4);
+  assert.equal(await metric(wm.stopped), stoppedBefore + 1);
 });

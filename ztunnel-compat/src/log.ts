@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Structured logs (pino). `scope` plays the role of ztunnel's tracing target
 // (xds, ca, inpod, access…); the level can be changed at runtime through the
-// admin server's /logging.
+// admin server's /logging. LOG_FORMAT=json writes ztunnel's JSON lines
+// (level, time, scope, message, fields); plain (the default) writes ztunnel's
+// text lines (src/telemetry.rs IstioFormat): time, level, scope and message
+// separated by tabs, then the fields as k=v separated by spaces.
 import { pino, type Logger } from 'pino';
 import type { LogLevel } from './config.ts';
 
@@ -11,10 +14,49 @@ export function createLogger(level: LogLevel, format: 'plain' | 'json', destinat
   return pino({
     level,
     base: undefined,
-    messageKey: format === 'json' ? 'message' : 'msg',
+    messageKey: 'message',
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
-  }, destination as pino.DestinationStream);
+  }, (format === 'json' ? destination : plainDestination(destination)) as pino.DestinationStream);
+}
+
+/**
+ * A stream pino writes its JSON lines to, that writes each as a plain line
+ * to `out`. pino hands over whole lines, one per write; a line that is not
+ * JSON (never expected) passes through as it is.
+ */
+function plainDestination(out: NodeJS.WritableStream): { write(chunk: string): boolean } {
+  return {
+    write(chunk: string): boolean {
+      let text = '';
+      for (const line of chunk.split('\n')) {
+        if (line === '') continue;
+        try {
+          text += plainLine(JSON.parse(line) as Record<string, unknown>) + '\n';
+        } catch {
+          text += line + '\n';
+        }
+      }
+      return out.write(text);
+    },
+  };
+}
+
+/** One pino record as ztunnel's plain text line. */
+export function plainLine(r: Record<string, unknown>): string {
+  const { time, level, scope, message, ...fields } = r;
+  let line = `${String(time)}\t${String(level)}\t${typeof scope === 'string' ? scope : 'skein'}\t${typeof message === 'string' ? message : ''}`;
+  const kv = Object.entries(fields).map(([k, v]) => `${k}=${plainValue(k, v)}`);
+  if (kv.length > 0) line += `\t${kv.join(' ')}`;
+  return line;
+}
+
+// As ztunnel's fields print: numbers and booleans bare, addresses (recorded
+// with Display) bare, other strings quoted (Debug).
+function plainValue(key: string, v: unknown): string {
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (typeof v === 'string') return key.endsWith('.addr') ? v : JSON.stringify(v);
+  return v === undefined ? 'null' : JSON.stringify(v);
 }
 
 // One child per (logger, scope), so /logging can set a scope's level later.

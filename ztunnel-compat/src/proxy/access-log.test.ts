@@ -6,7 +6,8 @@ import { createLogger } from '../log.ts';
 import { ProxyState } from '../state/store.ts';
 import { pod, serviceResource, workloadResource, ip } from '../state/testing.ts';
 import { ProxyStateUpdater } from '../state/updater.ts';
-import { accessFields, logComplete, logFailed } from './access-log.ts';
+import { POLICY_REJECTION_PREFIX } from '../../../test/compat/ztunnel-facts.ts';
+import { accessFields, logComplete, logFailed, policyRejection } from './access-log.ts';
 
 function state(): ProxyState {
   const s = new ProxyState();
@@ -51,4 +52,8 @@ test('complete is INFO, or ERROR with error=; failed is WARN; all under scope ac
     ['error', 'connection complete', 'access', 'reset', 0, '1ms'],
     ['warn', 'connection failed', 'access', 'RBAC: denied', undefined, undefined],
   ]);
+});
+
+test("an RBAC denial's error has ztunnel's wording", () => {
+  assert.equal(policyRejection('explicitly denied by: default/deny'), `${POLICY_REJECTION_PREFIX}explicitly denied by: default/deny`);
 });

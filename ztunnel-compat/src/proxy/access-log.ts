@@ -60,3 +60,12 @@ export function logComplete(log: Logger, fields: AccessFields, c: Completion): v
 export function logFailed(log: Logger, fields: AccessFields, error: string): void {
   log.warn({ ...fields, error }, 'connection failed');
 }
+
+/**
+ * The error of an access-log line for an RBAC denial, with ztunnel's wording
+ * (src/proxy.rs Error::AuthorizationPolicyRejection), e.g.
+ * "connection closed due to policy rejection: explicitly denied by: ns/name".
+ */
+export function policyRejection(reason: string): string {
+  return `connection closed due to policy rejection: ${reason}`;
+}

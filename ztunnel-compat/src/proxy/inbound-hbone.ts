@@ -13,6 +13,7 @@ import { decideInbound } from '../decide/inbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import type { Service } from '../state/service.ts';
 import type { Workload } from '../state/workload.ts';
+import { policyRejection } from './access-log.ts';
 import { appTunnelHeader } from './app-tunnel.ts';
 import { pooledSocket } from './pooled-reads.ts';
 import type { ConnectDecision, ConnectRequest } from './hbone/server.ts';
@@ -30,7 +31,7 @@ export function inboundHboneHandler(p: ProxyInputs, pod: PodContext, onAccepted:
     if (d.kind === 'reject') return { status: d.status, reason: d.reason };
     const authz: AuthzRequest = { source: req.peer, sourceIp: req.peerAddress.ip, destinationIp: d.authzDestination.ip, destinationPort: d.authzDestination.port };
     const verdict = authorize(p.state.policies.forWorkload(destination.namespace, destination.authorizationPolicies).policies, authz);
-    if (!verdict.allowed) return { status: 401, reason: `RBAC: ${verdict.reason}` };
+    if (!verdict.allowed) return { status: 401, reason: policyRejection(verdict.reason) };
     const upstream = pooledSocket((onread) => connectTcp({
       address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
       ...(d.from === 'client' ? { localAddress: req.peerAddress.ip, transparent: true } : {}),

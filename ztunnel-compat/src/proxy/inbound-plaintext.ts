@@ -9,9 +9,9 @@ import { connectTcp, originalDst } from '@skein/bpf';
 import { authorize, type AuthzRequest } from '../decide/authz.ts';
 import { hostPort, SELF_PORTS } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
-import { accessFields, logComplete, logFailed } from './access-log.ts';
+import { accessFields, logComplete, logFailed, policyRejection } from './access-log.ts';
 import type { ProxyInputs } from './inputs.ts';
-import { tcpLabels } from './metrics.ts';
+import { guessInboundService, tcpLabels } from './metrics.ts';
 import { pooledSocket } from './pooled-reads.ts';
 import { relay } from './relay.ts';
 
@@ -29,7 +29,8 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
   const destination = p.state.workloads.byAddress(p.network, dst.address);
   const request: AuthzRequest = { source: undefined, sourceIp: src.ip, destinationIp: dst.address, destinationPort: dst.port };
   const source = p.state.workloads.byAddress(p.network, src.ip);
-  const base = { reporter: 'destination' as const, source, sourceIdentity: undefined, destination, destinationService: undefined, mtls: false };
+  const destinationService = destination === undefined ? undefined : guessInboundService(p.state.services.forWorkload(destination), destination, dst.port);
+  const base = { reporter: 'destination' as const, source, sourceIdentity: undefined, destination, destinationService, mtls: false };
   const fields = accessFields({ direction: 'inbound', srcAddr: hostPort(src.ip, src.port), source, srcIdentity: undefined, dstAddr: hostPort(dst.address, dst.port), destination, service: undefined });
 
   const refuse = (reason: string): void => {
@@ -42,7 +43,7 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
   if (destination === undefined || destination.namespace !== pod.info.namespace) { refuse('unknown destination workload'); return; }
   if (SELF_PORTS.has(dst.port)) { refuse(`port ${dst.port} is a proxy port`); return; }
   const verdict = authorize(p.state.policies.forWorkload(destination.namespace, destination.authorizationPolicies).policies, request);
-  if (!verdict.allowed) { refuse(`RBAC: ${verdict.reason}`); return; }
+  if (!verdict.allowed) { refuse(policyRejection(verdict.reason)); return; }
 
   const labels = tcpLabels({ ...base, flag: '-' });
   p.metrics.opened(labels);
@@ -64,14 +65,14 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
   upstream.once('connect', () => {
     void relay(socket, upstream).then((r) => {
       untrack();
-      p.metrics.closed(labels, r.aToB, r.bToA);
+      p.metrics.closed(labels, r.aToB, r.bToA, r.error);
       logComplete(p.access, fields, { bytesSent: r.bToA, bytesRecv: r.aToB, durationMs: Date.now() - started, error: r.error?.message });
     });
   });
   upstream.once('error', (err: Error) => {
     if (upstream.connecting) {
       untrack();
-      p.metrics.closed(labels, 0, 0);
+      p.metrics.closed(labels, 0, 0, err);
       logComplete(p.access, fields, { bytesSent: 0, bytesRecv: 0, durationMs: Date.now() - started, error: err.message });
       socket.destroy();
     }

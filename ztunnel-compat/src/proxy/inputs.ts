@@ -15,6 +15,8 @@ export interface ProxyInputs {
   /** Access log (scope "access"). */
   access: Logger;
   network: string;
+  /** CLUSTER_ID: the cluster named in the baggage of this node's connections. */
+  clusterId: string;
   nodeName: string;
   /** SO_MARK of pod-side sockets (1337 in shared mode). */
   mark: number | undefined;

@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Socket } from 'node:net';
 import { Registry } from 'prom-client';
-import { TcpMetrics, tcpLabels, type ConnectionFacts } from './metrics.ts';
+import { dashboardMetricNames } from '../../../test/compat/istio-files.ts';
+import { LOCALITY_LABELS, SOCKETS_OPEN, UNKNOWN } from '../../../test/compat/ztunnel-facts.ts';
+import { ProxyState } from '../state/store.ts';
+import { ip, pod, serviceResource, workloadResource } from '../state/testing.ts';
+import { ProxyStateUpdater } from '../state/updater.ts';
+import { guessInboundService, TcpMetrics, tcpLabels, type ConnectionFacts } from './metrics.ts';
 
 const facts = (over: Partial<ConnectionFacts> = {}): ConnectionFacts => ({
   reporter: 'source', source: undefined, sourceIdentity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'client' },
@@ -54,4 +60,72 @@ test('a connection that moved no bytes adds no byte series', async () => {
   assert.equal(await sample(r, 'istio_tcp_connections_closed_total', 'sa/client"'), 1);
   assert.equal(await sample(r, 'istio_tcp_sent_bytes_total', 'sa/client"'), undefined);
   assert.equal(await sample(r, 'istio_tcp_received_bytes_total', 'sa/client"'), undefined);
+});
+
+function state(): ProxyState {
+  const s = new ProxyState();
+  new ProxyStateUpdater(s).addressHandler.handle([
+    workloadResource(pod('client', 'a', '10.0.0.1', { locality: { region: 'eu-west', zone: 'eu-west-1a', subzone: '' } })),
+    workloadResource(pod('server', 'b', '10.0.0.2', { canonicalRevision: '', services: { 'b/web.b.svc.cluster.local': { ports: [{ servicePort: 80, targetPort: 8080 }] }, 'b/admin.b.svc.cluster.local': { ports: [{ servicePort: 9000, targetPort: 9090 }] } } })),
+    serviceResource({ name: 'admin', namespace: 'b', hostname: 'admin.b.svc.cluster.local', addresses: [{ address: ip('10.96.0.2') }], ports: [{ servicePort: 9000, targetPort: 9090 }] }),
+    serviceResource({ name: 'web', namespace: 'b', hostname: 'web.b.svc.cluster.local', addresses: [{ address: ip('10.96.0.1') }], ports: [{ servicePort: 80, targetPort: 8080 }] }),
+  ], []);
+  return s;
+}
+
+test("istio_tcp_* carry ztunnel's locality labels, from each workload's locality, unknown when it has none", async () => {
+  const s = state();
+  const l = tcpLabels(facts({ source: s.workloads.byAddress('', '10.0.0.1'), destination: s.workloads.byAddress('', '10.0.0.2') }));
+  for (const name of LOCALITY_LABELS) assert.ok(name in l, `label ${name}`);
+  assert.deepEqual([l.source_region, l.source_zone, l.destination_region, l.destination_zone], ['eu-west', 'eu-west-1a', UNKNOWN, UNKNOWN]);
+  const r = new Registry();
+  new TcpMetrics(r).opened(l);
+  assert.match(await r.metrics(), /istio_tcp_connections_opened_total\{[^}]*source_region="eu-west",source_zone="eu-west-1a",destination_region="unknown",destination_zone="unknown"\} 1/);
+});
+
+test('a workload without a canonical revision is labelled unknown, never latest', () => {
+  const s = state();
+  const l = tcpLabels(facts({ source: s.workloads.byAddress('', '10.0.0.2'), destination: s.workloads.byAddress('', '10.0.0.2') }));
+  assert.deepEqual([l.source_canonical_revision, l.source_version, l.destination_canonical_revision, l.destination_version], [UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN]);
+});
+
+test('a connection that ends in an error is closed and also counted as failed', async () => {
+  const r = new Registry();
+  const m = new TcpMetrics(r);
+  const l = tcpLabels(facts());
+  m.opened(l);
+  m.closed(l, 10, 20, new Error('reset'));
+  m.opened(l);
+  m.closed(l, 10, 20);
+  assert.equal(await sample(r, 'istio_tcp_connections_closed_total', 'sa/client"'), 2);
+  assert.equal(await sample(r, 'istio_tcp_connections_failed_total', 'sa/client"'), 1);
+});
+
+test("open sockets: Istio's ztunnel dashboard reads istio_tcp_sockets_open, labelled by reporter as in ztunnel", async () => {
+  assert.ok(dashboardMetricNames().has(SOCKETS_OPEN.name), 'the dashboard names it');
+  const r = new Registry();
+  const m = new TcpMetrics(r);
+  const a = new Socket();
+  const b = new Socket();
+  m.socketOpened('source', a);
+  m.socketOpened('destination', b);
+  m.socketOpened('destination', new Socket());
+  const lines = (await r.metrics()).split('\n').filter((x) => x.startsWith(`${SOCKETS_OPEN.name}{`));
+  assert.deepEqual(lines.sort(), [`${SOCKETS_OPEN.name}{reporter="destination"} 2`, `${SOCKETS_OPEN.name}{reporter="source"} 1`]);
+  for (const line of lines) assert.deepEqual([...line.matchAll(/(\w+)="/g)].map((x) => x[1]), [...SOCKETS_OPEN.labels]);
+  b.destroy();
+  await new Promise((res) => setImmediate(res));
+  assert.equal(await sample(r, SOCKETS_OPEN.name, 'reporter="destination"'), 1);
+});
+
+test("a pod IP dialled is labelled with the pod's service whose target port it is (ztunnel's guess_inbound_service)", () => {
+  const s = state();
+  const server = s.workloads.byAddress('', '10.0.0.2');
+  assert.ok(server !== undefined);
+  const services = s.services.forWorkload(server);
+  assert.equal(guessInboundService(services, server, 8080)?.hostname, 'web.b.svc.cluster.local');
+  assert.equal(guessInboundService(services, server, 9090)?.hostname, 'admin.b.svc.cluster.local');
+  assert.equal(guessInboundService(services, server, 7000), undefined);
+  assert.equal(guessInboundService(services, server, 7000, 'admin.b.svc.cluster.local')?.hostname, 'admin.b.svc.cluster.local', 'Forwarded host= names it');
+  assert.equal(guessInboundService(services, server, 8080, 'other.c.svc.cluster.local')?.hostname, 'web.b.svc.cluster.local', 'a host that is not one of its services is ignored');
 });

@@ -2,8 +2,10 @@
 // istio_tcp_* with ztunnel's label set (reference §8.1; ztunnel
 // src/proxy/metrics.rs CommonTrafficLabels), so Kiali and the Istio
 // dashboards read Skein's connections like ztunnel's. Missing values are
-// "unknown", as in ztunnel.
-import { Counter, type Registry } from 'prom-client';
+// "unknown", as in ztunnel (DefaultedUnknown): an empty canonical revision is
+// "unknown", never "latest".
+import type net from 'node:net';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { spiffeUri, type Identity } from '../identity/spiffe.ts';
 import type { Service } from '../state/service.ts';
@@ -16,6 +18,8 @@ export const TCP_LABELS = [
   'destination_workload', 'destination_canonical_service', 'destination_canonical_revision', 'destination_workload_namespace',
   'destination_principal', 'destination_app', 'destination_version', 'destination_cluster',
   'request_protocol', 'response_flags', 'connection_security_policy',
+  // ztunnel's LocalityLabels, flattened after the others (from Workload.locality).
+  'source_region', 'source_zone', 'destination_region', 'destination_zone',
 ] as const;
 
 export type TcpLabels = Record<(typeof TCP_LABELS)[number], string>;
@@ -45,27 +49,52 @@ export function tcpLabels(f: ConnectionFacts): TcpLabels {
     reporter: f.reporter,
     source_workload: unknown(s?.workloadName || s?.name),
     source_canonical_service: unknown(sName),
-    source_canonical_revision: unknown(s?.canonicalRevision || 'latest'),
+    source_canonical_revision: unknown(s?.canonicalRevision),
     source_workload_namespace: unknown(s?.namespace),
     source_principal: f.sourceIdentity === undefined ? 'unknown' : spiffeUri(f.sourceIdentity),
     source_app: unknown(sName),
-    source_version: unknown(s?.canonicalRevision || 'latest'),
+    source_version: unknown(s?.canonicalRevision),
     source_cluster: unknown(s?.clusterId),
     destination_service: unknown(svc?.hostname),
     destination_service_namespace: unknown(svc?.namespace),
     destination_service_name: unknown(svc?.name),
     destination_workload: unknown(d?.workloadName || d?.name),
     destination_canonical_service: unknown(dName),
-    destination_canonical_revision: unknown(d === undefined ? undefined : d.canonicalRevision || 'latest'),
+    destination_canonical_revision: unknown(d?.canonicalRevision),
     destination_workload_namespace: unknown(d?.namespace),
     destination_principal: d === undefined ? 'unknown' : spiffeUri(identityOf(d)),
     destination_app: unknown(dName),
-    destination_version: unknown(d === undefined ? undefined : d.canonicalRevision || 'latest'),
+    destination_version: unknown(d?.canonicalRevision),
     destination_cluster: unknown(d?.clusterId),
     request_protocol: 'tcp',
     response_flags: f.flag,
     connection_security_policy: f.mtls ? 'mutual_tls' : 'unknown',
+    source_region: unknown(s?.locality.region),
+    source_zone: unknown(s?.locality.zone),
+    destination_region: unknown(d?.locality.region),
+    destination_zone: unknown(d?.locality.zone),
   };
+}
+
+/**
+ * The service an inbound connection is labelled with when the client dialled
+ * the pod IP (ztunnel's guess_inbound_service, proxy.rs): the one the client
+ * named in `Forwarded: host=`, if it is one of the pod's services; else the
+ * first of the pod's services with a port whose target port (directly, or
+ * through the endpoint's named-port mapping) is the port dialled.
+ */
+export function guessInboundService(services: readonly Service[], destination: Workload, port: number, forHost?: string): Service | undefined {
+  if (forHost !== undefined) {
+    const named = services.find((s) => s.hostname === forHost);
+    if (named !== undefined) return named;
+  }
+  return services.find((s) => {
+    for (const [sport, tport] of s.ports) {
+      if (tport === port) return true;
+      if (s.endpoints.get(destination.uid)?.port[sport] === port) return true;
+    }
+    return false;
+  });
 }
 
 /** What one label set gathered since the last scrape. */
@@ -92,6 +121,7 @@ export class TcpMetrics {
   readonly #sent: Counter<(typeof TCP_LABELS)[number]>;
   readonly #received: Counter<(typeof TCP_LABELS)[number]>;
   readonly #pending = new Map<string, Tally>();
+  readonly #sockets: Gauge<'reporter'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -103,16 +133,31 @@ export class TcpMetrics {
     this.#failed = new Counter({ name: 'istio_tcp_connections_failed_total', help: 'The total number of TCP connections that failed to establish (unstable)', labelNames, registers, collect });
     this.#sent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'The size of total bytes sent during response in case of a TCP connection', labelNames, registers, collect });
     this.#received = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'The size of total bytes received during request in case of a TCP connection', labelNames, registers, collect });
+    // Downstream sockets a pod's listeners accepted and still hold (ztunnel: tcp_sockets_open{reporter}).
+    this.#sockets = new Gauge({ name: 'istio_tcp_sockets_open', help: 'The current number of open TCP sockets (unstable)', labelNames: ['reporter'], registers });
+    this.#sockets.set({ reporter: 'source' }, 0);
+    this.#sockets.set({ reporter: 'destination' }, 0);
+  }
+
+  /** Counts `socket` as open until it closes: outbound listener sockets as source, inbound ones as destination. */
+  socketOpened(reporter: 'source' | 'destination', socket: net.Socket): void {
+    this.#sockets.inc({ reporter });
+    socket.once('close', () => { this.#sockets.dec({ reporter }); });
   }
 
   opened(l: TcpLabels): void {
     this.#tally(l).opened++;
   }
 
-  /** `received`: request bytes (client → server); `sent`: response bytes. */
-  closed(l: TcpLabels, received: number, sent: number): void {
+  /**
+   * `received`: request bytes (client → server); `sent`: response bytes.
+   * A connection that ended in an error also counts as failed, as ztunnel's
+   * ConnectionResult does when its result is an error.
+   */
+  closed(l: TcpLabels, received: number, sent: number, error?: unknown): void {
     const t = this.#tally(l);
     t.closed++;
+    if (error !== undefined && error !== null) t.failed++;
     if (received > 0) t.received += received;
     if (sent > 0) t.sent += sent;
   }

@@ -12,7 +12,7 @@ import type { PodContext } from '../inpod/listeners.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { accessFields, logComplete, logFailed, type AccessFacts, type AccessFields } from './access-log.ts';
 import type { HboneClient } from './hbone/client.ts';
-import { baggageHeader, forwardedHeader, traceparent } from './hbone/headers.ts';
+import { forwardedHeader, sourceBaggage, traceparent } from './hbone/headers.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
 import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
@@ -119,7 +119,7 @@ async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, sour
   const l = labels('-');
   p.metrics.opened(l);
   const r = await relay(socket, upstream);
-  p.metrics.closed(l, r.aToB, r.bToA);
+  p.metrics.closed(l, r.aToB, r.bToA, r.error);
   logComplete(p.access, f, { bytesSent: r.aToB, bytesRecv: r.bToA, durationMs: Date.now() - started, error: r.error?.message });
 }
 
@@ -139,7 +139,7 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
       authority: d.authority,
       poolKey: d.poolKey,
       headers: {
-        baggage: baggageHeader({ clusterId: source.clusterId, namespace: source.namespace, workloadType: source.workloadType, workloadName: source.workloadName || source.name, canonicalName: source.canonicalName, canonicalRevision: source.canonicalRevision }),
+        baggage: sourceBaggage(source, p.clusterId),
         forwarded: forwardedHeader(socket.remoteAddress ?? '', socket.remotePort ?? 0, d.service?.hostname),
         traceparent: traceparent(),
       },
@@ -155,6 +155,6 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
   const l = labels('-');
   p.metrics.opened(l);
   const r = await relay(socket, tunnel);
-  p.metrics.closed(l, r.aToB, r.bToA);
+  p.metrics.closed(l, r.aToB, r.bToA, r.error);
   logComplete(p.access, f, { bytesSent: r.aToB, bytesRecv: r.bToA, durationMs: Date.now() - started, error: r.error?.message });
 }

@@ -8,11 +8,12 @@ import { hostPort } from '../decide/outbound.ts';
 import type { DnsProxy } from '../dns/proxy.ts';
 import { listenerFactory, type PodContext } from '../inpod/listeners.ts';
 import { Priority } from '../identity/manager.ts';
+import { forwardedHost } from './hbone/headers.ts';
 import { HboneServer } from './hbone/server.ts';
 import { inboundHboneHandler } from './inbound-hbone.ts';
 import { handleInboundPlaintext } from './inbound-plaintext.ts';
 import { accessFields, logComplete, logFailed } from './access-log.ts';
-import { tcpLabels } from './metrics.ts';
+import { guessInboundService, tcpLabels } from './metrics.ts';
 import { handleOutbound, type OutboundDeps } from './outbound.ts';
 import { adoptPooled } from './pooled-reads.ts';
 import { findSourceWorkload } from './source-workload.ts';
@@ -32,6 +33,7 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
     // Plaintext pod sockets read into pooled buffers; 15008's go to TLS as they are.
     adopt: (kind, socket) => (kind === 'hbone' ? socket : adoptPooled(socket)),
     onConnection: (kind, socket, pod) => {
+      p.metrics.socketOpened(kind === 'outbound' ? 'source' : 'destination', socket);
       switch (kind) {
         case 'outbound':
           handleOutbound(p, socket, pod);
@@ -58,14 +60,16 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
       const server = new HboneServer(cert, {
         tls12: config.tls12Enabled,
         handler: inboundHboneHandler(p, pod, (req, { destination, service, authz, upstream, headerBytes }) => {
-          const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService: service, mtls: true, flag: '-' });
+          // A pod IP dialled names no service; label it with the pod's, as ztunnel does.
+          const destinationService = service ?? guessInboundService(p.state.services.forWorkload(destination), destination, authz.destinationPort, forwardedHost(req.headers));
+          const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService, mtls: true, flag: '-' });
           p.metrics.opened(labels);
           const untrack = p.connections.register({ destinationUid: destination.uid, request: authz, close: () => { upstream.destroy(); } });
           // The app socket's own counters are the tunnel's bytes: what it
           // wrote came from the client (after our PROXY header), what it read went back.
-          upstream.once('close', () => {
+          upstream.once('close', (hadError: boolean) => {
             untrack();
-            p.metrics.closed(labels, upstream.bytesWritten - headerBytes, upstream.bytesRead);
+            p.metrics.closed(labels, upstream.bytesWritten - headerBytes, upstream.bytesRead, hadError ? 'error' : undefined);
           });
         }),
         onTunnelEnd: (end) => {

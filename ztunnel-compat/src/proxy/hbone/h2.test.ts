@@ -10,7 +10,11 @@ import { test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
 import { HboneClient } from './client.ts';
 import { CLIENT_MAX_HEADER_LIST, CONNECTION_WINDOW, MAX_FRAME, parseAuthority, STREAM_WINDOW } from './h2.ts';
-import { baggageHeader, forwardedHeader, traceparent } from './headers.ts';
+import { BAGGAGE_KEYS } from '../../../../test/compat/ztunnel-facts.ts';
+import { ProxyState } from '../../state/store.ts';
+import { pod, workloadResource } from '../../state/testing.ts';
+import { ProxyStateUpdater } from '../../state/updater.ts';
+import { baggageHeader, forwardedHeader, forwardedHost, sourceBaggage, traceparent } from './headers.ts';
 import { serverContext } from './tls.ts';
 import { certs, startServer } from './testing.ts';
 
@@ -31,6 +35,28 @@ test('baggage leaves out empty parts and lower-cases the workload type', () => {
   }), 'k8s.cluster.name=Kubernetes,k8s.namespace.name=default,k8s.deployment.name=reviews-v1,service.name=reviews,service.version=v1,cloud.region=eu,cloud.availability_zone=eu-1a');
   assert.equal(baggageHeader({ namespace: 'ns', workloadType: 'pod', workloadName: '', canonicalName: 'x' }), 'k8s.namespace.name=ns,service.name=x');
   assert.equal(baggageHeader({}), '');
+});
+
+test("a source's baggage: the node's CLUSTER_ID, not the workload's cluster, and the workload's region and zone, in ztunnel's keys and order", () => {
+  const s = new ProxyState();
+  new ProxyStateUpdater(s).addressHandler.handle([workloadResource(pod('reviews-v1-abc', 'default', '10.0.0.1', {
+    clusterId: 'workload-cluster', workloadType: 1, workloadName: 'reviews-v1', canonicalName: 'reviews', canonicalRevision: 'v1',
+    locality: { region: 'eu-west', zone: 'eu-west-1a', subzone: 'rack1' },
+  }))], []);
+  const w = s.workloads.byAddress('', '10.0.0.1');
+  assert.ok(w !== undefined);
+  const parts = sourceBaggage(w, 'node-cluster').split(',').map((p) => p.split('='));
+  assert.deepEqual(parts.map(([k]) => k), BAGGAGE_KEYS.map((k) => k.replace('<type>', w.workloadType.toLowerCase())));
+  assert.deepEqual(Object.fromEntries(parts), {
+    'k8s.cluster.name': 'node-cluster', 'k8s.namespace.name': 'default', [`k8s.${w.workloadType.toLowerCase()}.name`]: 'reviews-v1',
+    'service.name': 'reviews', 'service.version': 'v1', 'cloud.region': 'eu-west', 'cloud.availability_zone': 'eu-west-1a',
+  });
+});
+
+test("the Forwarded header's host= is the service the client addressed", () => {
+  assert.equal(forwardedHost({ forwarded: 'for="10.0.0.1:1234";host=reviews.default.svc.cluster.local' }), 'reviews.default.svc.cluster.local');
+  assert.equal(forwardedHost({ forwarded: 'for="10.0.0.1:1234"' }), undefined);
+  assert.equal(forwardedHost({}), undefined);
 });
 
 test('forwarded and traceparent follow ztunnel', () => {

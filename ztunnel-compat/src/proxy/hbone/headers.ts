@@ -2,7 +2,9 @@
 // The request headers ztunnel puts on an HBONE CONNECT (create_hbone_request,
 // src/baggage.rs): baggage, forwarded and a random W3C traceparent.
 import { randomFillSync } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http2';
 import { isIPv6 } from 'node:net';
+import type { Workload } from '../../state/workload.ts';
 
 /** What the baggage header describes; empty or missing parts are left out. */
 export interface BaggageFields {
@@ -31,6 +33,30 @@ export function baggageHeader(f: BaggageFields): string {
   add('cloud.region', f.region);
   add('cloud.availability_zone', f.zone);
   return parts.join(',');
+}
+
+/**
+ * The baggage a source workload's connections carry: the cluster is this
+ * node's CLUSTER_ID (ztunnel's config cluster_id), not the workload's; the
+ * region and zone are the workload's locality.
+ */
+export function sourceBaggage(source: Workload, clusterId: string): string {
+  return baggageHeader({
+    clusterId, namespace: source.namespace, workloadType: source.workloadType, workloadName: source.workloadName || source.name,
+    canonicalName: source.canonicalName, canonicalRevision: source.canonicalRevision, region: source.locality.region, zone: source.locality.zone,
+  });
+}
+
+/** The `host=` of a request's `Forwarded` header (the service the client addressed), if any. */
+export function forwardedHost(headers: IncomingHttpHeaders): string | undefined {
+  const v = headers.forwarded;
+  const raw = Array.isArray(v) ? v.join(',') : v;
+  if (raw === undefined) return undefined;
+  for (const part of raw.split(/[;,]/)) {
+    const [k, val] = part.trim().split('=', 2);
+    if (k?.toLowerCase() === 'host' && val !== undefined && val !== '') return val.replace(/^"|"$/g, '');
+  }
+  return undefined;
 }
 
 /** `for="ip:port"` (IPv6 bracketed, as a Rust SocketAddr prints), plus `;host=<service>` when service-addressed. */

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: Apache-2.0
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { test } from 'node:test';
+import { createLogger, scoped } from './log.ts';
+
+async function written(format: 'plain' | 'json', write: (log: ReturnType<typeof createLogger>) => void): Promise<string[]> {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d: Buffer) => { text += d.toString(); });
+  write(createLogger('info', format, out));
+  await new Promise((r) => setImmediate(r));
+  return text.split('\n').filter((l) => l !== '');
+}
+
+// ztunnel's plain format (src/telemetry.rs IstioFormat::format_event): time,
+// level, target and message separated by tabs, then k=v fields separated by
+// spaces, strings as Debug (quoted), addresses as Display, numbers bare.
+test('LOG_FORMAT=plain writes ztunnel-style text lines, not JSON', async () => {
+  const [line, bare, ...rest] = await written('plain', (log) => {
+    scoped(log, 'access').error({ 'src.addr': '10.0.0.1:4000', direction: 'inbound', bytes_sent: 0, error: 'connection closed due to policy rejection: x' }, 'connection complete');
+    scoped(log, 'app').info({}, 'skein started');
+  });
+  assert.deepEqual(rest, []);
+  const parts = (line ?? '').split('\t');
+  assert.equal(parts.length, 5, line);
+  assert.match(parts[0] ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+  assert.deepEqual(parts.slice(1), ['error', 'access', 'connection complete', 'src.addr=10.0.0.1:4000 direction="inbound" bytes_sent=0 error="connection closed due to policy rejection: x"']);
+  assert.deepEqual((bare ?? '').split('\t').slice(1), ['info', 'app', 'skein started'], 'no trailing tab without fields');
+  assert.throws(() => JSON.parse(line ?? ''));
+});
+
+test('LOG_FORMAT=json writes one JSON object per line with level, time, scope and message', async () => {
+  const [line] = await written('json', (log) => { scoped(log, 'xds').warn({ nonce: 'n' }, 'rejected'); });
+  const o = JSON.parse(line ?? '') as Record<string, unknown>;
+  assert.deepEqual([o.level, o.scope, o.message, o.nonce, typeof o.time], ['warn', 'xds', 'rejected', 'n', 'string']);
+});

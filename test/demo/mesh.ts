@@ -64,11 +64,12 @@ export function meshYaml(ipOf: (pod: string) => string): string {
   const workloads = PODS.filter((p) => p.enrolled).map((p) => `- uid: Kubernetes//Pod/default/${p.name}
   name: ${p.name}
   namespace: default
+  trustDomain: cluster.local
   serviceAccount: ${p.serviceAccount}
   workloadIps: ["${ipOf(p.name)}"]
   protocol: HBONE
   node: node${p.node}
-${extra[p.name] ?? ''}`).join('');
+${extra[p.name] ?? '  services: {}\n'}`).join('');
   const service = (key: keyof typeof SERVICES, target: number, more = ''): string => {
     const s = SERVICES[key];
     return `- {name: ${key}, namespace: default, hostname: ${s.hostname}, vips: ["/${s.vip}"], ports: {${s.port}: ${target}}${more}}\n`;

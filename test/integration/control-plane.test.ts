@@ -172,9 +172,11 @@ test('static mode: LOCAL_XDS_PATH and the built-in CA, no istiod', async () => {
 - uid: cluster1//Pod/default/local
   name: local
   namespace: default
+  trustDomain: cluster.local
   workloadIps: ["10.244.0.10"]
   protocol: HBONE
   node: node0
+  services: {}
 services:
 - {name: echo, namespace: default, hostname: echo.default.svc.cluster.local, vips: ["/10.96.0.10"], ports: {80: 8080}}
 policies:
@@ -210,7 +212,7 @@ policies:
 
 test('bad static config and unreadable files stop the start with a clear message', async () => {
   const bad = path.join(dir, 'bad.yaml');
-  fs.writeFileSync(bad, 'workloads:\n- {name: x, namespace: default, workloadIps: ["10.0.0.1"], protocl: TCP}\n');
+  fs.writeFileSync(bad, 'workloads:\n- {name: x, namespace: default, trustDomain: cluster.local, workloadIps: ["10.0.0.1"], protocl: TCP, services: {}}\n');
   await assert.rejects(startApp(parseConfig({ XDS_ADDRESS: '', LOCAL_XDS_PATH: bad, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca2') }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } }),
     /workloads\[0\]: unknown field 'protocl'/);
   await assert.rejects(startApp(parseConfig({ XDS_ADDRESS: '127.0.0.1:1', AUTH_TOKEN: '/nonexistent/istio-token', XDS_ROOT_CA: '/nonexistent/root-cert.pem', FAKE_CA: 'true' }), quiet),

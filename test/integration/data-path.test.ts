@@ -54,11 +54,12 @@ function staticConfig(): string {
   const w = (p: LabPod, nodeName: string, extra = ''): string => `- uid: Kubernetes//Pod/${p.namespace}/${p.name}
   name: ${p.name}
   namespace: ${p.namespace}
+  trustDomain: cluster.local
   serviceAccount: ${p.serviceAccount}
   workloadIps: ["${p.ip4}"]
   protocol: HBONE
   node: ${nodeName}
-${extra}`;
+${extra.includes('  services:') ? extra : `${extra}  services: {}\n`}`;
   return `workloads:
 ${w(pod('client'), 'node0')}${w(pod('blocked'), 'node0')}${w(pod('server'), 'node1', '  services:\n    default/echo.default.svc.cluster.local: {80: 8080}\n')}${w(pod('local'), 'node0')}${w(pod('stranger'), 'node0')}${w(pod('reader'), 'node0')}${w(pod('guarded'), 'node1', '  authorizationPolicies: [default/only-client]\n')}
 services:

@@ -56,7 +56,7 @@ before(async () => {
   lab = Lab.create({ nodes: [{ pods: [{ name: 'client', serviceAccount: 'client' }, { name: 'dns', serviceAccount: 'dns' }] }] });
   const c = pod('client');
   fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), `workloads:
-- {uid: Kubernetes//Pod/${c.namespace}/${c.name}, name: ${c.name}, namespace: ${c.namespace}, serviceAccount: ${c.serviceAccount}, canonicalName: client, workloadIps: ["${c.ip4}"], protocol: HBONE, node: node0}
+- {uid: Kubernetes//Pod/${c.namespace}/${c.name}, name: ${c.name}, namespace: ${c.namespace}, trustDomain: cluster.local, serviceAccount: ${c.serviceAccount}, canonicalName: client, workloadIps: ["${c.ip4}"], protocol: HBONE, node: node0, services: {}}
 services:
 - {name: echo, namespace: ${c.namespace}, hostname: echo.${c.namespace}.svc.cluster.local, vips: ["/${SVC_VIP}", "/${SVC_VIP6}"], ports: {80: 8080}}
 - {name: api.example.test, namespace: ${c.namespace}, hostname: api.example.test, vips: ["/${SE_VIP}"], ports: {443: 443}}

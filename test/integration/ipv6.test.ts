@@ -33,7 +33,7 @@ const pod = (name: string): LabPod => must(lab, 'lab').pod(name);
 before(async () => {
   if (needsRoot) return;
   lab = Lab.create({ nodes: [{ pods: [{ name: 'client' }] }, { pods: [{ name: 'server' }] }] });
-  const w = (p: LabPod, n: string): string => `- {uid: Kubernetes//Pod/default/${p.name}, name: ${p.name}, namespace: default, serviceAccount: default, workloadIps: ["${p.ip4}", "${p.ip6}"], protocol: HBONE, node: ${n}}\n`;
+  const w = (p: LabPod, n: string): string => `- {uid: Kubernetes//Pod/default/${p.name}, name: ${p.name}, namespace: default, trustDomain: cluster.local, serviceAccount: default, workloadIps: ["${p.ip4}", "${p.ip6}"], protocol: HBONE, node: ${n}, services: {}}\n`;
   fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), `workloads:\n${w(pod('client'), 'node0')}${w(pod('server'), 'node1')}`);
   server = await listenTcp({ address: pod('server').ip6, port: 8080, netns: pod('server').netnsPath }, (s) => {
     seen.push(s.remoteAddress ?? '');

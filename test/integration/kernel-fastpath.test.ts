@@ -76,7 +76,7 @@ async function ask(): Promise<string> {
 before(async () => {
   if (why !== false) return;
   lab = Lab.create({ nodes: [{ pods: [{ name: 'client' }, { name: 'local', serviceAccount: 'local' }] }, { pods: [{ name: 'db-0', namespace: 'data' }, { name: 'db-1', namespace: 'data' }] }] });
-  const w = (p: LabPod, proto: string, extra = ''): string => `- {uid: Kubernetes//Pod/${p.namespace}/${p.name}, name: ${p.name}, namespace: ${p.namespace}, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: ${proto}, node: ${p.node.name}${extra}}\n`;
+  const w = (p: LabPod, proto: string, extra = ''): string => `- {uid: Kubernetes//Pod/${p.namespace}/${p.name}, name: ${p.name}, namespace: ${p.namespace}, trustDomain: cluster.local, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: ${proto}, node: ${p.node.name}${extra}${extra.includes('services:') ? '' : ', services: {}'}}\n`;
   const member = 'data/db.data.svc.cluster.local: {5432: 15432}';
   fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), `workloads:\n${w(pod('client'), 'HBONE')}${w(pod('local'), 'HBONE')}${w(pod('db-0'), 'TCP', `, capacity: 1, services: {${member}}`)}\
 ${w(pod('db-1'), 'TCP', `, capacity: 3, services: {${member}, data/bulk.data.svc.cluster.local: {5433: 15433}}`)}services:

@@ -58,7 +58,7 @@ before(async () => {
   fs.writeFileSync(resolv, `nameserver ${ext.ip4}\n`);
   // A ServiceEntry-like service per hostname: the endpoint has no IP, only the name, and takes plain TCP.
   const hostOnly = (name: string, host: string): string =>
-    `- {uid: Kubernetes//ServiceEntry/default/${name}, name: ${name}, namespace: default, hostname: ${host}, protocol: TCP, services: {default/${host}: {80: 8080}}}\n`;
+    `- {uid: Kubernetes//ServiceEntry/default/${name}, name: ${name}, namespace: default, trustDomain: cluster.local, hostname: ${host}, protocol: TCP, services: {default/${host}: {80: 8080}}}\n`;
   skein = await startSkeinNodes(lab, {
     name: 'on-demand-dns', nodes: [node0()], enroll: [pod('client')], fastpath: 'off', logs: true,
     env: { SKEIN_DNS_RESOLV_CONF: resolv },

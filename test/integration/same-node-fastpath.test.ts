@@ -54,7 +54,7 @@ before(async () => {
     { pods: [{ name: 'client', serviceAccount: 'client' }, { name: 'server', serviceAccount: 'server' }, { name: 'blocked', serviceAccount: 'blocked' }, { name: 'faker', serviceAccount: 'faker' }] },
     { pods: [{ name: 'remote', serviceAccount: 'remote' }] },
   ] });
-  const w = (p: LabPod, extra = ''): string => `- {uid: Kubernetes//Pod/${p.namespace}/${p.name}, name: ${p.name}, namespace: ${p.namespace}, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: HBONE, node: ${p.node.name}${extra}}\n`;
+  const w = (p: LabPod, extra = ''): string => `- {uid: Kubernetes//Pod/${p.namespace}/${p.name}, name: ${p.name}, namespace: ${p.namespace}, trustDomain: cluster.local, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: HBONE, node: ${p.node.name}${extra}${extra.includes('services:') ? '' : ', services: {}'}}\n`;
   fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), `workloads:
 ${w(pod('client'))}${w(pod('server'), ', services: {default/echo.default.svc.cluster.local: {80: 8080}}')}${w(pod('blocked'))}${w(pod('remote'))}services:
 - {name: echo, namespace: default, hostname: echo.default.svc.cluster.local, vips: ["/${VIP}"], ports: {80: 8080}}

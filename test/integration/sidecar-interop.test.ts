@@ -45,7 +45,7 @@ before(async () => {
     { pods: [{ name: 'client', serviceAccount: 'client' }] },
     { pods: [{ name: 'server', serviceAccount: 'server' }, { name: 'sidecar', serviceAccount: 'sidecar' }] },
   ] });
-  const w = (p: LabPod, extra = ''): string => `- {uid: Kubernetes//Pod/default/${p.name}, name: ${p.name}, namespace: default, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: HBONE, node: ${p.node.name}${extra}}\n`;
+  const w = (p: LabPod, extra = ''): string => `- {uid: Kubernetes//Pod/default/${p.name}, name: ${p.name}, namespace: default, trustDomain: cluster.local, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: HBONE, node: ${p.node.name}${extra}${extra.includes('services:') ? '' : ', services: {}'}}\n`;
   // The sidecar pod is not enrolled (no istio-cni rules, no Skein listeners in it): its own proxy answers on 15008.
   fs.writeFileSync(path.join(lab.dir, 'mesh.yaml'), `workloads:\n${w(pod('client'))}${w(pod('server'))}${w(pod('sidecar'), ', nativeTunnel: true')}`);
   for (const p of ['server', 'sidecar']) for (const port of [8080, 15008]) node(1).run('iptables', '-t', 'mangle', '-A', 'FORWARD', '-d', pod(p).ip4, '-p', 'tcp', '--dport', String(port));

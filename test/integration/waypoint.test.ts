@@ -49,11 +49,12 @@ function staticConfig(): string {
   const w = (p: LabPod, nodeName: string, extra = ''): string => `- uid: Kubernetes//Pod/${p.namespace}/${p.name}
   name: ${p.name}
   namespace: ${p.namespace}
+  trustDomain: cluster.local
   serviceAccount: ${p.serviceAccount}
   workloadIps: ["${p.ip4}"]
   protocol: HBONE
   node: ${nodeName}
-${extra}`;
+${extra.includes('  services:') ? extra : `${extra}  services: {}\n`}`;
   const tunnel = `  applicationTunnel: {protocol: PROXY, port: ${APP_TUNNEL}}\n`;
   const memberOf = (svc: string, port: number): string => `  services:\n    default/${svc}.default.svc.cluster.local: {${port}: ${port === 15008 ? 15008 : 8080}}\n`;
   const waypointSvc = (name: string, vip: string): string => `- {name: ${name}, namespace: default, hostname: ${name}.default.svc.cluster.local, vips: ["/${vip}"], ports: {15008: 15008}}\n`;

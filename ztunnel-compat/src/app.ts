@@ -19,7 +19,7 @@ import { InpodMetrics } from './inpod/metrics.ts';
 import { OnDemandDns } from './proxy/on-demand-dns.ts';
 import { ProxyState } from './state/store.ts';
 import { ProxyStateUpdater } from './state/updater.ts';
-import { identityOf } from './state/workload.ts';
+import { identityOf, STATIC_WORKLOAD_DEFAULTS } from './state/workload.ts';
 import { readRoot, readToken } from './xds/channel.ts';
 import { AdsClient } from './xds/client.ts';
 import { applyLocalConfig, readLocalConfig } from './xds/local.ts';
@@ -143,7 +143,9 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   let staticConfig = false;
   if (config.localXdsPath !== undefined || config.localXds !== undefined) {
     const cfg = readLocalConfig(config.localXdsPath !== undefined ? { path: config.localXdsPath } : { inline: config.localXds ?? '' });
-    applyLocalConfig(cfg, { address: updater.addressHandler, authorization: updater.authorizationHandler });
+    // A static file's missing trust domain stays empty, as in ztunnel (its LocalWorkload's serde defaults).
+    const local = new ProxyStateUpdater(state, { workloadDefaults: STATIC_WORKLOAD_DEFAULTS });
+    applyLocalConfig(cfg, { address: local.addressHandler, authorization: local.authorizationHandler });
     staticConfig = true;
     log.info({ scope: 'xds', workloads: state.workloads.count, services: state.services.count, policies: state.policies.size }, 'static config loaded');
   }

@@ -41,7 +41,7 @@ export interface SkeinNodesOptions {
 }
 
 export function workloadYaml(p: LabPod, protocol: 'HBONE' | 'TCP' = 'HBONE', extra = ''): string {
-  return `- {uid: Kubernetes//Pod/${p.namespace}/${p.name}, name: ${p.name}, namespace: ${p.namespace}, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: ${protocol}, node: ${p.node.name}${extra}}\n`;
+  return `- {uid: Kubernetes//Pod/${p.namespace}/${p.name}, name: ${p.name}, namespace: ${p.namespace}, trustDomain: cluster.local, serviceAccount: ${p.serviceAccount}, workloadIps: ["${p.ip4}"], protocol: ${protocol}, node: ${p.node.name}${extra}${extra.includes('services:') ? '' : ', services: {}'}}\n`;
 }
 
 export async function startSkeinNodes(lab: Lab, o: SkeinNodesOptions): Promise<SkeinNodes> {

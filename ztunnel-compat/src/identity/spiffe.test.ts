@@ -25,7 +25,6 @@ test('anything but exactly spiffe://<td>/ns/<ns>/sa/<sa> with non-empty parts is
     'spiffe://cluster.local/namespace/a/sa/b',
     'spiffe://cluster.local/ns/a/serviceaccount/b',
     'spiffe://cluster.local/sa/b/ns/a',
-    'spiffe:///ns/a/sa/b',
     'spiffe://cluster.local/ns//sa/b',
     'spiffe://cluster.local/ns/a/sa/',
   ];

@@ -26,8 +26,12 @@ const PREFIX = 'spiffe://';
  * Parses exactly `spiffe://<td>/ns/<ns>/sa/<sa>`.
  *
  * ztunnel's `FromStr for Identity` takes the same shape but lets a part be
- * empty; we reject empty parts, since no istiod-issued identity has one and an
- * empty namespace would alias the "no identity" namespace "" in authorization.
+ * empty. An empty trust domain is accepted too: ztunnel's static config
+ * leaves a workload's trust domain empty when the file names none, and such
+ * a workload's certificate says spiffe:///ns/... . Empty namespaces and
+ * service accounts are refused, since no istiod-issued identity has one and
+ * an empty namespace would alias the "no identity" namespace "" in
+ * authorization.
  */
 export function parseSpiffe(uri: string): Identity {
   if (!uri.startsWith(PREFIX)) throw bad(uri, 'does not start with spiffe://');
@@ -35,7 +39,6 @@ export function parseSpiffe(uri: string): Identity {
   if (parts.length !== 5) throw bad(uri, 'want spiffe://<trust domain>/ns/<namespace>/sa/<service account>');
   const [trustDomain = '', ns, namespace = '', sa, serviceAccount = ''] = parts;
   if (ns !== 'ns' || sa !== 'sa') throw bad(uri, 'want spiffe://<trust domain>/ns/<namespace>/sa/<service account>');
-  if (trustDomain === '') throw bad(uri, 'empty trust domain');
   if (namespace === '') throw bad(uri, 'empty namespace');
   if (serviceAccount === '') throw bad(uri, 'empty service account');
   return { trustDomain, namespace, serviceAccount };

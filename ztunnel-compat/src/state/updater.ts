@@ -9,7 +9,7 @@ import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, unpackResource } from '../xds
 import { policyFromXds, policyKey, type Policy } from './policy.ts';
 import { flat } from './intern.ts';
 import { serviceFromXds, type Service } from './service.ts';
-import { workloadFromXds, type Workload } from './workload.ts';
+import { workloadFromXds, XDS_WORKLOAD_DEFAULTS, type Workload, type WorkloadDefaults } from './workload.ts';
 import type { ProxyState, StateWriter } from './store.ts';
 
 export type { XdsHandler, XdsResource, Rejected } from '../xds/client.ts';
@@ -41,13 +41,16 @@ function removeAddress(w: StateWriter, name: string): void {
 
 export class ProxyStateUpdater {
   readonly #state: ProxyState;
+  readonly #defaults: WorkloadDefaults;
   /** WDS: type.googleapis.com/istio.workload.Address (workloads and services). */
   readonly addressHandler: XdsHandler;
   /** type.googleapis.com/istio.security.Authorization. */
   readonly authorizationHandler: XdsHandler;
 
-  constructor(state: ProxyState) {
+  /** `workloadDefaults`: STATIC_WORKLOAD_DEFAULTS for static config, whose empty strings stay empty. */
+  constructor(state: ProxyState, options: { workloadDefaults?: WorkloadDefaults } = {}) {
     this.#state = state;
+    this.#defaults = options.workloadDefaults ?? XDS_WORKLOAD_DEFAULTS;
     this.addressHandler = { typeUrl: ADDRESS_TYPE_URL, handle: (res, removed) => this.#handleAddresses(res, removed) };
     this.authorizationHandler = {
       typeUrl: AUTHORIZATION_TYPE_URL,
@@ -63,7 +66,7 @@ export class ProxyStateUpdater {
           // Decode and convert fully before touching state, so a bad
           // resource leaves its previous version in place.
           const a = unpackResource(ADDRESS_TYPE_URL, r.resource);
-          if (a.workload !== undefined) w.upsertWorkload(workloadFromXds(a.workload));
+          if (a.workload !== undefined) w.upsertWorkload(workloadFromXds(a.workload, this.#defaults));
           else if (a.service !== undefined) w.upsertService(serviceFromXds(a.service));
           else rejected.push({ name: r.name, reason: 'unknown address type' });
         } catch (err) {

@@ -194,11 +194,23 @@ function stringsOf(list: readonly string[]): readonly string[] {
 
 // ---- conversion ------------------------------------------------------------------
 
+/** What an empty trust domain or service account stands for. */
+export interface WorkloadDefaults { trustDomain: string; serviceAccount: string }
+
+/** xDS (ztunnel's TryFrom<XdsWorkload>): an empty trust domain is cluster.local, an empty account default. */
+export const XDS_WORKLOAD_DEFAULTS: WorkloadDefaults = Object.freeze({ trustDomain: 'cluster.local', serviceAccount: 'default' });
+
+/**
+ * Static config (ztunnel's LocalWorkload, serde `#[serde(default)]` on the
+ * Workload's strings): a missing trust domain or account stays empty.
+ */
+export const STATIC_WORKLOAD_DEFAULTS: WorkloadDefaults = Object.freeze({ trustDomain: '', serviceAccount: '' });
+
 /**
  * ztunnel `TryFrom<XdsWorkload> for Workload`, plus a required uid (the xDS
  * name and every index key). Throws WorkloadError; nothing is half-converted.
  */
-export function workloadFromXds(x: XdsWorkload): Workload {
+export function workloadFromXds(x: XdsWorkload, defaults: WorkloadDefaults = XDS_WORKLOAD_DEFAULTS): Workload {
   const uid = flat(x.uid ?? '');
   if (uid === '') fail('workload has no uid');
   const workloadIps = x.addresses.length === 0 ? EMPTY : Object.freeze(x.addresses.map((a) => ipOrFail(a, fail)));
@@ -211,8 +223,8 @@ export function workloadFromXds(x: XdsWorkload): Workload {
     networkMode: networkModeOf(x.networkMode),
     name: flat(x.name ?? ''),
     namespace: str(x.namespace),
-    trustDomain: str(x.trustDomain) || 'cluster.local',
-    serviceAccount: str(x.serviceAccount) || 'default',
+    trustDomain: str(x.trustDomain) || defaults.trustDomain,
+    serviceAccount: str(x.serviceAccount) || defaults.serviceAccount,
     network: str(x.network),
     workloadName: str(x.workloadName),
     workloadType: workloadKindOf(x.workloadType),

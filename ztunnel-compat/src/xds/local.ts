@@ -100,6 +100,8 @@ function workload(w: Obj, where: string): MessageInit<NonNullable<Address['workl
   if (ips.length === 0 && (optStr(w.hostname, `${where}.hostname`) ?? '') === '') {
     throw new LocalConfigError(`${where}.workloadIps: required (or a hostname)`);
   }
+  // Required, as in ztunnel (src/xds.rs LocalWorkload: `services` has no serde default); `{}` for none.
+  if (w.services === undefined) throw new LocalConfigError(`${where}.services: required (write services: {} for a workload in no service)`);
   const services: Record<string, { ports: { servicePort: number; targetPort: number }[] }> = {};
   for (const [key, ports] of Object.entries(optObj(w.services, `${where}.services`) ?? {})) {
     services[key] = { ports: Object.entries(obj(ports, `${where}.services.${key}`)).map(([sp, tp]) => ({ servicePort: port(sp, `${where}.services.${key}`), targetPort: port(tp, `${where}.services.${key}`) })) };

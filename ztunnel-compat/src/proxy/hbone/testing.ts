@@ -21,6 +21,8 @@ export interface Certs {
   foreignRoot: WorkloadCertificate;
   /** Another identity in the trusted root, for "unexpected server" tests. */
   stranger: WorkloadCertificate;
+  /** The server's namespace and account with an empty trust domain (a ztunnel static-config workload). */
+  emptyTrustDomain: WorkloadCertificate;
 }
 
 let cached: Promise<Certs> | undefined;
@@ -30,14 +32,15 @@ export function certs(): Promise<Certs> {
     const [ca, foreign] = await Promise.all([LocalCa.generate(), LocalCa.generate()]);
     const serverId = { trustDomain: 'cluster.local', namespace: 'server-ns', serviceAccount: 'server-sa' };
     const clientId = { trustDomain: 'cluster.local', namespace: 'client-ns', serviceAccount: 'client-sa' };
-    const [server, client, otherTrustDomain, foreignRoot, stranger] = await Promise.all([
+    const [server, client, otherTrustDomain, foreignRoot, stranger, emptyTrustDomain] = await Promise.all([
       ca.fetch(serverId),
       ca.fetch(clientId),
       ca.fetch({ trustDomain: 'other.td', namespace: 'client-ns', serviceAccount: 'client-sa' }),
       foreign.fetch(clientId),
       ca.fetch({ trustDomain: 'cluster.local', namespace: 'evil', serviceAccount: 'mallory' }),
+      ca.fetch({ ...serverId, trustDomain: '' }),
     ]);
-    return { serverId, clientId, server, client, otherTrustDomain, foreignRoot, stranger };
+    return { serverId, clientId, server, client, otherTrustDomain, foreignRoot, stranger, emptyTrustDomain };
   })();
   return cached;
 }

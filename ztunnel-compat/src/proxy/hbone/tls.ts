@@ -37,23 +37,33 @@ const SAN_ENTRY = /(?:^|, )([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)/g;
  * of the exact form spiffe://td/ns/X/sa/Y count; other SANs are ignored.
  */
 export function spiffeIdentities(cert: X509Certificate): Identity[] {
-  const text = cert.subjectAltName;
   const out: Identity[] = [];
-  if (text === undefined) return out;
-  for (const m of text.matchAll(SAN_ENTRY)) {
-    if (m[1] !== 'URI') continue;
-    let value = m[2] ?? '';
-    if (value.startsWith('"')) {
-      try {
-        value = JSON.parse(value) as string;
-      } catch {
-        continue;
-      }
-    }
+  for (const value of uriSans(cert)) {
     try {
       out.push(parseSpiffe(value));
     } catch {
       // Not a SPIFFE workload identity: not an identity for HBONE.
+    }
+  }
+  return out;
+}
+
+/** A certificate's URI SANs as written, whatever they are. */
+function uriSans(cert: X509Certificate): string[] {
+  const text = cert.subjectAltName;
+  const out: string[] = [];
+  if (text === undefined) return out;
+  for (const m of text.matchAll(SAN_ENTRY)) {
+    if (m[1] !== 'URI') continue;
+    const value = m[2] ?? '';
+    if (!value.startsWith('"')) {
+      out.push(value);
+      continue;
+    }
+    try {
+      out.push(JSON.parse(value) as string);
+    } catch {
+      // A quoted value that is not JSON: not a URI we can name.
     }
   }
   return out;
@@ -131,15 +141,19 @@ export function clientOptions(cert: WorkloadCertificate, expected: readonly Iden
 
 function verifyServer(peer: PeerCertificate, expected: readonly Identity[]): Error | undefined {
   let ids: Identity[];
+  let uris: string[];
   try {
-    ids = spiffeIdentities(new X509Certificate(peer.raw));
+    const cert = new X509Certificate(peer.raw);
+    ids = spiffeIdentities(cert);
+    uris = uriSans(cert);
   } catch (err) {
     return new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE', `the server certificate does not parse: ${(err as Error).message}`, { cause: err });
   }
   for (const id of ids) {
     for (const e of expected) if (sameIdentity(id, e)) return undefined;
   }
-  const got = ids.length === 0 ? 'no SPIFFE identity' : ids.map(spiffeUri).join(', ');
+  // Name what it presented, identity or not: a trust domain mismatch must read as one.
+  const got = uris.length === 0 ? 'no URI SAN (no SPIFFE identity)' : uris.join(', ');
   return new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE',
     `the server presented ${got}, expected one of ${expected.length === 0 ? '(none)' : expected.map(spiffeUri).join(', ')}`);
 }

@@ -227,7 +227,7 @@ test('a DENY by principal at the destination fails the connection and is counted
   const metrics = await (await fetch(`http://127.0.0.1:${must(apps[0], 'app0').admin.ports.stats}/metrics`)).text();
   assert.match(metrics, /istio_tcp_connections_failed_total\{[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/blocked"[^}]*response_flags="CONNECT"/);
   const server = await (await fetch(`http://127.0.0.1:${must(apps[1], 'app1').admin.ports.stats}/metrics`)).text();
-  assert.match(server, /istio_tcp_connections_opened_total\{reporter="destination"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/default"[^}]*connection_security_policy="mutual_tls"\} [1-9]/);
+  assert.match(server, /istio_tcp_connections_opened_total\{reporter="destination"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/default"[^}]*connection_security_policy="mutual_tls"[^}]*\} [1-9]/);
 });
 
 test('a plaintext client on 15008 cannot open a stream', { skip: needsRoot }, async () => {
@@ -314,7 +314,23 @@ test('two hundred connections along every path leave no file descriptor behind',
 // Last: it removes a pod from the mesh.
 test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot }, async () => {
   const app0 = must(apps[0], 'app0');
-  const d = JSON.parse(await (await fetch(`http://127.0.0.1:${app0.admin.ports.admin}/config_dump`)).text()) as { workloadState: Record<string, { state: string; info: { name: string } }> };
+  type Conn = { src: string; originalDst: string | null; actualDst: string; protocol: string };
+  type Dump = { workloadState: Record<string, { state: string; info: { name: string }; connections: { inbound: Conn[]; outbound: Conn[] } }> };
+  const dumpOf = async (a: App): Promise<Dump> => JSON.parse(await (await fetch(`http://127.0.0.1:${a.admin.ports.admin}/config_dump`)).text()) as Dump;
+  // A connection held open from client to server is listed on both ends, as ztunnel lists it (istioctl ztunnel-config connections).
+  const held = pod('client').spawn('bash', ['-c', `exec 3<>/dev/tcp/${pod('server').ip4}/8080; sleep 20`], { stdio: 'ignore' });
+  try {
+    const stateOf = (d: Dump, name: string) => Object.values(d.workloadState).find((s) => s.info.name === name);
+    let out: Conn[] = [];
+    await until('the held connection in the client pod\'s outbound list', async () => (out = stateOf(await dumpOf(app0), 'client')?.connections.outbound ?? []).length > 0, 10_000);
+    assert.deepEqual(out.map((c) => [c.originalDst, c.actualDst, c.protocol]), [[`${pod('server').ip4}:8080`, `${pod('server').ip4}:15008`, 'HBONE']]);
+    assert.match(out[0]?.src ?? '', new RegExp(`^${pod('client').ip4.replaceAll('.', '\\.')}:\\d+$`));
+    const inbound = stateOf(await dumpOf(must(apps[1], 'app1')), 'server')?.connections.inbound ?? [];
+    assert.ok(inbound.some((c) => c.actualDst === `${pod('server').ip4}:8080` && c.protocol === 'HBONE' && c.src.startsWith(`${pod('client').ip4}:`)), JSON.stringify(inbound));
+  } finally {
+    held.kill('SIGKILL');
+  }
+  const d = await dumpOf(app0);
   assert.deepEqual(Object.values(d.workloadState).map((s) => [s.info.name, s.state]).sort(), [['blocked', 'Up'], ['client', 'Up'], ['local', 'Up'], ['reader', 'Up'], ['stranger', 'Up']]);
   const metric = async (name: string): Promise<number> => {
     const m = await (await fetch(`http://127.0.0.1:${app0.admin.ports.stats}/metrics`)).text();

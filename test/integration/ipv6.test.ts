@@ -66,7 +66,7 @@ test('pod → pod over IPv6 on another node goes through both proxies; the serve
   assert.equal(seen.at(-1), pod('client').ip6);
   // Proof it was proxied: the server node's Skein counted an inbound mTLS connection.
   const metrics = await (await fetch(`http://127.0.0.1:${must(apps[1], 'app1').admin.ports.stats}/metrics`)).text();
-  assert.match(metrics, /istio_tcp_connections_opened_total\{reporter="destination"[^}]*connection_security_policy="mutual_tls"\} [1-9]/);
+  assert.match(metrics, /istio_tcp_connections_opened_total\{reporter="destination"[^}]*connection_security_policy="mutual_tls"[^}]*\} [1-9]/);
   // Both pods listen on the IPv6 wildcard as well as IPv4.
   assert.match(pod('server').run('ss', '-Hltn'), /\[::\]:15008/);
 });

@@ -123,7 +123,7 @@ test('pod → no-tunnel service: the kernel connects it to an endpoint; the capt
   const answer = await ask();
   assert.match(answer, /^db-[01]$/);
   assert.equal(capturedOut(), before, 'istio-cni\'s rule redirected nothing to 15001');
-  const closed = /istio_tcp_connections_closed_total\{reporter="source"[^}]*destination_service="db.data.svc.cluster.local"[^}]*connection_security_policy="unknown"\} [1-9]/;
+  const closed = /istio_tcp_connections_closed_total\{reporter="source"[^}]*destination_service="db.data.svc.cluster.local"[^}]*connection_security_policy="unknown"[^}]*\} [1-9]/;
   await until('kernel telemetry', async () => closed.test(await metrics()), 5000).catch(() => undefined);
   const m = await metrics();
   assert.match(m, closed, `${m.split('\n').filter((l) => l.startsWith('istio_tcp') || l.startsWith('skein_')).join('\n')}\n${fs.readFileSync(path.join(must(lab, 'lab').dir, 'node0.log'), 'utf8').slice(-3000)}`);

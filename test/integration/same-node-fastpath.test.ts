@@ -139,7 +139,7 @@ test('same-node pod → pod IP: 32 MiB one way and 8 MiB back arrive intact, hal
   // Skein's userspace saw nothing: every access-log line is the kernel's, for both reporters' flow.
   assert.ok(lines.length > 0, 'the kernel flow was logged');
   for (const l of lines) assert.equal(l.fastpath, 'same-node', JSON.stringify(l));
-  assert.match(await metrics(app0()), /istio_tcp_received_bytes_total\{reporter="destination",source_workload="client"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/client"[^}]*destination_workload="server"[^}]*connection_security_policy="unknown"\} [1-9]/);
+  assert.match(await metrics(app0()), /istio_tcp_received_bytes_total\{reporter="destination",source_workload="client"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/client"[^}]*destination_workload="server"[^}]*connection_security_policy="unknown"[^}]*\} [1-9]/);
 });
 
 test('a DENY for the source\'s identity makes the connect fail at once and closes its open fast-path connections; removing it allows the next one', { skip: why }, async () => {

@@ -98,7 +98,7 @@ test('sidecar → ambient: straight to Skein\'s 15008 in the destination pod; th
   assert.equal(answer, 'pong from server\n');
   assert.equal(seenBy.get('server')?.at(-1), pod('sidecar').ip4);
   const metrics = await (await fetch(`http://127.0.0.1:${must(apps[1], 'app1').admin.ports.stats}/metrics`)).text();
-  assert.match(metrics, /istio_tcp_connections_opened_total\{reporter="destination"[^}]*source_workload="sidecar"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/sidecar"[^}]*destination_workload="server"[^}]*connection_security_policy="mutual_tls"\} [1-9]/);
+  assert.match(metrics, /istio_tcp_connections_opened_total\{reporter="destination"[^}]*source_workload="sidecar"[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/sidecar"[^}]*destination_workload="server"[^}]*connection_security_policy="mutual_tls"[^}]*\} [1-9]/);
 });
 
 test('fail closed: a sidecar presenting another identity than WDS names for it is not sent the traffic', { skip: needsRoot }, async () => {

@@ -7,6 +7,7 @@ import { openNetns } from '@skein/bpf';
 import type { Config } from './config.ts';
 import { startAdminServers, type AdminServers } from './admin/servers.ts';
 import { Readiness } from './admin/readiness.ts';
+import { buildInfo, configSection, staticConfigSection, workloadStateEntry } from './admin/config-dump.ts';
 import { CaClient } from './identity/ca-client.ts';
 import type { CertificateProvider } from './identity/certificate.ts';
 import { LocalCa } from './identity/local-ca.ts';
@@ -31,6 +32,7 @@ import { ConnectionManager } from './proxy/connection-manager.ts';
 import { HboneClient } from './proxy/hbone/client.ts';
 import { TcpMetrics } from './proxy/metrics.ts';
 import { podProxyFactory } from './proxy/pod-proxy.ts';
+import { findSourceWorkload } from './proxy/source-workload.ts';
 import { Accel, cleanupKernel } from './accel/index.ts';
 
 /**
@@ -141,12 +143,14 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   });
 
   let staticConfig = false;
+  let staticDocument: unknown;
   if (config.localXdsPath !== undefined || config.localXds !== undefined) {
     const cfg = readLocalConfig(config.localXdsPath !== undefined ? { path: config.localXdsPath } : { inline: config.localXds ?? '' });
     // A static file's missing trust domain stays empty, as in ztunnel (its LocalWorkload's serde defaults).
     const local = new ProxyStateUpdater(state, { workloadDefaults: STATIC_WORKLOAD_DEFAULTS });
     applyLocalConfig(cfg, { address: local.addressHandler, authorization: local.authorizationHandler });
     staticConfig = true;
+    staticDocument = cfg.document;
     log.info({ scope: 'xds', workloads: state.workloads.count, services: state.services.count, policies: state.policies.size }, 'static config loaded');
   }
 
@@ -256,12 +260,12 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       services: s.services,
       policies: s.policies,
       stagedServices: s.stagedServices,
-      staticConfig: staticConfig ? { workloads: state.workloads.count, services: state.services.count, policies: state.policies.size } : {},
-      version: { version, component: 'skein', node: process.versions.node },
-      config: configView(config),
+      staticConfig: staticConfigSection(staticDocument),
+      version: buildInfo(),
+      config: configSection(config),
       certificates: secrets.certificates(),
       kernelFastpaths: kernel.dump(),
-      workloadState: Object.fromEntries(pods.status().map((p) => [p.uid, { state: p.state === 'running' ? 'Up' : 'Pending', info: p.info, ...(p.lastError === undefined ? {} : { error: p.lastError }) }])),
+      workloadState: Object.fromEntries(pods.status().map((p) => [p.uid, workloadStateEntry(p, connections.byPod(p.uid), findSourceWorkload(state, config.nodeName, p.info)?.trustDomain ?? config.trustDomain)])),
     };
   };
 
@@ -302,16 +306,5 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       })();
       return closing;
     },
-  };
-}
-
-/** The config section of config_dump: what Skein runs with, secrets left out. */
-function configView(c: Config): Record<string, unknown> {
-  return {
-    proxyMode: c.proxyMode, xdsAddress: c.xdsAddress ?? null, caAddress: c.caAddress ?? null, localCa: c.localCa,
-    clusterId: c.clusterId, network: c.network, nodeName: c.nodeName, trustDomain: c.trustDomain,
-    inpodUds: c.inpodUds, packetMark: c.packetMark ?? null, secretTtl: `${c.secretTtlSeconds}s`,
-    adminPort: c.adminPort, statsPort: c.statsPort, readinessPort: c.readinessPort,
-    localXdsPath: c.localXdsPath ?? null, kernelFastpath: c.kernelFastpath, bpffsDir: c.bpffsDir, cgroupPath: c.cgroupPath ?? null,
   };
 }

@@ -56,6 +56,7 @@ export function handleInboundPlaintext(p: ProxyInputs, socket: net.Socket, pod: 
   const untrack = p.connections.register({
     destinationUid: destination.uid,
     request,
+    pod: { uid: pod.uid, view: { src: hostPort(src.ip, src.port), originalDst: null, actualDst: hostPort(dst.address, dst.port), protocol: 'TCP' } },
     close: (reason) => {
       p.access.info({ ...fields, reason }, 'connection closed by policy change');
       socket.destroy();

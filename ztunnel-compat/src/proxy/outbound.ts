@@ -79,11 +79,18 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
     }
     case 'passthrough':
     case 'tcp':
-      await viaTcp(p, socket, pod, source, decision, fields, started);
+    case 'hbone': {
+      // Listed in config_dump (workloadState connections) while it lasts.
+      const untrack = p.connections.registerOutbound(pod.uid, {
+        src: srcAddr, originalDst: dstAddr, actualDst: hostPort(decision.upstream.ip, decision.upstream.port), protocol: decision.kind === 'hbone' ? 'HBONE' : 'TCP',
+      });
+      try {
+        await (decision.kind === 'hbone' ? viaHbone(p, socket, pod, source, decision, fields, started) : viaTcp(p, socket, pod, source, decision, fields, started));
+      } finally {
+        untrack();
+      }
       return;
-    case 'hbone':
-      await viaHbone(p, socket, pod, source, decision, fields, started);
-      return;
+    }
   }
 }
 

@@ -64,7 +64,11 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
           const destinationService = service ?? guessInboundService(p.state.services.forWorkload(destination), destination, authz.destinationPort, forwardedHost(req.headers));
           const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService, mtls: true, flag: '-' });
           p.metrics.opened(labels);
-          const untrack = p.connections.register({ destinationUid: destination.uid, request: authz, close: () => { upstream.destroy(); } });
+          const view = {
+            src: hostPort(req.peerAddress.ip, req.peerAddress.port), originalDst: req.authority.kind === 'hostname' ? req.authority.host : forwardedHost(req.headers) ?? null,
+            actualDst: hostPort(authz.destinationIp, authz.destinationPort), protocol: 'HBONE' as const,
+          };
+          const untrack = p.connections.register({ destinationUid: destination.uid, request: authz, pod: { uid, view }, close: () => { upstream.destroy(); } });
           // The app socket's own counters are the tunnel's bytes: what it
           // wrote came from the client (after our PROXY header), what it read went back.
           upstream.once('close', (hadError: boolean) => {

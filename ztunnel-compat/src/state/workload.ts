@@ -202,9 +202,11 @@ export const XDS_WORKLOAD_DEFAULTS: WorkloadDefaults = Object.freeze({ trustDoma
 
 /**
  * Static config (ztunnel's LocalWorkload, serde `#[serde(default)]` on the
- * Workload's strings): a missing trust domain or account stays empty.
+ * Workload's strings): a missing trust domain stays empty. (ztunnel leaves a
+ * missing service account empty too; Skein keeps `default`, since an
+ * identity with an empty account can get no certificate.)
  */
-export const STATIC_WORKLOAD_DEFAULTS: WorkloadDefaults = Object.freeze({ trustDomain: '', serviceAccount: '' });
+export const STATIC_WORKLOAD_DEFAULTS: WorkloadDefaults = Object.freeze({ trustDomain: '', serviceAccount: 'default' });
 
 /**
  * ztunnel `TryFrom<XdsWorkload> for Workload`, plus a required uid (the xDS

@@ -36,6 +36,8 @@ const MATCH_KEYS = ['namespaces', 'notNamespaces', 'principals', 'notPrincipals'
 export interface LocalConfig {
   addresses: { name: string; message: MessageInit<Address> }[];
   policies: { name: string; message: MessageInit<Authorization> }[];
+  /** The document as read, for config_dump's staticConfig. */
+  document: unknown;
 }
 
 export function readLocalConfig(source: { path: string } | { inline: string }): LocalConfig {
@@ -61,7 +63,7 @@ export function readLocalConfig(source: { path: string } | { inline: string }): 
 export function parseLocalConfig(doc: unknown): LocalConfig {
   const top = obj(doc, 'static config');
   onlyKeys(top, ['workloads', 'services', 'policies'], 'static config');
-  const out: LocalConfig = { addresses: [], policies: [] };
+  const out: LocalConfig = { addresses: [], policies: [], document: doc };
   list(top.workloads, 'workloads').forEach((w, i) => {
     const m = workload(obj(w, `workloads[${i}]`), `workloads[${i}]`);
     out.addresses.push({ name: m.uid ?? '', message: { workload: m } });

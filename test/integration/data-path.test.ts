@@ -172,6 +172,9 @@ test("the proxy's own connection to the app is not a kernel flow: node1 reports 
   assert.equal(sum(after, sameNode), sum(before, sameNode), 'no connect was taken for the same-node fast path');
   const asSource = /^istio_tcp_connections_opened_total\{reporter="source"/;
   assert.equal(sum(after, asSource), sum(before, asSource), 'node1 opened nothing as a source');
+  // The pod IP was dialled, yet the destination is labelled with the pod's service, as ztunnel does
+  // (its guess_inbound_service: the server is echo's endpoint, and 8080 is echo's target port).
+  assert.ok(sum(after, /^istio_tcp_connections_closed_total\{reporter="destination"[^}]*source_workload="client"[^}]*destination_service="echo\.default\.svc\.cluster\.local"[^}]*destination_workload="server"/) > 0);
 });
 
 test('a client that half-closes still gets the reply through both proxies', { skip: needsRoot }, async () => {

@@ -10,7 +10,8 @@
         "src/seqpacket.cc",
         "src/poller.cc",
         "src/libbpf.cc",
-        "src/ebpf.cc"
+        "src/ebpf.cc",
+        "src/bpffs.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

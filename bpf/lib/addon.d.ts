@@ -72,6 +72,10 @@ export interface NativeConstants {
   BPF_NOEXIST: number;
   BPF_EXIST: number;
   BPF_F_ALLOW_MULTI: number;
+  /** statfs f_type of a bpf filesystem (linux/magic.h). */
+  BPF_FS_MAGIC: number;
+  /** statfs f_type of sysfs: /sys/fs/bpf with nothing mounted on it. */
+  SYSFS_MAGIC: number;
 }
 
 export interface NativePoller {
@@ -175,6 +179,14 @@ export interface Native {
   closeFd(fd: number): void;
   /** fcntl(F_DUPFD_CLOEXEC). */
   dupFd(fd: number): number;
+  /** statfs(2) f_type of the filesystem `path` is on; ENOENT when it does not exist. */
+  statfsType(path: string): number;
+  /**
+   * Mounts a bpf filesystem on the directory `path` (nosuid,nodev,noexec,mode=0700)
+   * unless one is there; checked and mounted under an flock on `path`, so racing
+   * callers mount one. True when it mounted.
+   */
+  mountBpffs(path: string): boolean;
   /** An O_RDONLY|O_CLOEXEC|O_NONBLOCK fd, with O_DIRECTORY when asked (cgroup dirs). */
   openPath(path: string, directory: boolean): number;
   /** bpf_link_create without options; returns the link fd. */

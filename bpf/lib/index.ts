@@ -19,6 +19,7 @@ export {
   type SocketOptions,
   type UdpOptions,
 } from './sockets.ts';
+export { isBpffs, mountBpffs, statfsType } from './bpffs.ts';
 export { SeqpacketServer, SeqpacketSocket, type SeqpacketOptions } from './seqpacket.ts';
 
 import { native } from './native.ts';

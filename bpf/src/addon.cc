@@ -3,6 +3,7 @@
 // Typed for TypeScript in lib/addon.d.ts.
 #include <napi.h>
 
+#include "bpffs.h"
 #include "ebpf.h"
 #include "libbpf.h"
 #include "netns.h"
@@ -17,6 +18,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   skein::Poller::Init(env, exports);
   skein::InitLibbpf(env, exports);
   skein::InitEbpf(env, exports);  // after InitSockets: extends `constants`
+  skein::InitBpffs(env, exports);  // likewise
   return exports;
 }
 

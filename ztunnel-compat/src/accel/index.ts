@@ -17,6 +17,7 @@ import type { ProxyState } from '../state/store.ts';
 import type { Workload } from '../state/workload.ts';
 import { KernelState } from './kernel.ts';
 import { authzKey, authzValue, decodeEvent, localKey, localValue, podKey, podValue, serviceKey, serviceValue } from './layout.ts';
+import { ensureBpffs } from './bpffs.ts';
 import { cgroup2Mount, decideFastpaths, offAll, readKernelFacts, type FastpathStatus } from './probe.ts';
 import { IdTable, project, type EnrolledPod } from './project.ts';
 import { destroyClientSocket, revoked } from './revoke.ts';
@@ -51,6 +52,8 @@ export class Accel {
   readonly #learned = new Set<bigint>();
   readonly #refused: Counter<'map'>;
   readonly #cgroupPath: string;
+  /** The bpffs mount point this daemon mounted (none was there), for config_dump. */
+  readonly #mountedBpffs: string | null;
   #scheduled = false;
   #started = false;
   #closed = false;
@@ -64,9 +67,18 @@ export class Accel {
     const objectPath = deps.objectPath ?? DEFAULT_OBJECT;
     const cgroupPath = config.cgroupPath ?? cgroup2Mount() ?? '/sys/fs/cgroup';
     this.#cgroupPath = cgroupPath;
-    let status = config.proxyMode === 'shared'
-      ? decideFastpaths(config.kernelFastpath, readKernelFacts({ objectPath, bpffsDir: config.bpffsDir, cgroupPath }), config.sameNode)
-      : offAll('only in shared (in-pod) mode: there are no enrolled pods to steer');
+    const wanted = config.proxyMode === 'shared' && config.kernelFastpath === 'auto';
+    // A fresh machine has no bpffs on /sys/fs/bpf: mount one, as Cilium's agent does.
+    const bpffs = wanted ? ensureBpffs(config.bpffsDir) : undefined;
+    if (bpffs?.ok === true && bpffs.mounted !== undefined) {
+      log.info({ scope: 'accel', mountpoint: bpffs.mounted }, `mounted a bpf filesystem at ${bpffs.mounted} (none was mounted) to pin the fast paths' programs and maps`);
+    }
+    this.#mountedBpffs = bpffs?.ok === true ? bpffs.mounted ?? null : null;
+    let status = offAll('only in shared (in-pod) mode: there are no enrolled pods to steer');
+    if (config.proxyMode === 'shared') {
+      const facts = readKernelFacts({ objectPath, bpffsDir: config.bpffsDir, cgroupPath });
+      status = decideFastpaths(config.kernelFastpath, bpffs?.ok === false ? { ...facts, bpffsMounted: false, bpffsWhy: bpffs.reason } : facts, config.sameNode);
+    }
     let kernel: KernelState | undefined;
     let ring: RingBufferLike | undefined;
     if (status['connect-lb'].active) {
@@ -268,6 +280,8 @@ export class Accel {
       mode: this.#deps.config.kernelFastpath,
       paths: this.status,
       bpffsDir: this.#deps.config.bpffsDir,
+      /** Where this daemon mounted bpffs because none was mounted; null when it found one. */
+      bpffsMountedByDaemon: this.#mountedBpffs,
       cgroupPath: this.#cgroupPath,
       adopted: this.#kernel?.adopted ?? false,
       following: this.#started,

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { bpffsMounted, cgroup2, ebpfObject, root, skipUnless } from '../../../test/skips.ts';
 import { KernelState } from './kernel.ts';
 import { cgroup2Mount } from './probe.ts';
 
@@ -16,9 +17,7 @@ const SOURCE = fileURLToPath(new URL('../../../bpf/progs/skein.bpf.c', import.me
 const BUILT = fileURLToPath(new URL('../../../bpf/build/bpf/', import.meta.url));
 const INCLUDE = fileURLToPath(new URL('../../../bpf/include', import.meta.url));
 const cg2 = cgroup2Mount();
-const why = process.getuid?.() !== 0 ? 'needs root (eBPF)'
-  : !fs.existsSync(path.join(BUILT, 'skein.bpf.o')) ? 'the eBPF object is not built (no kernel BTF here)'
-    : cg2 === undefined ? 'no cgroup v2 mount' : false;
+const why = skipUnless(root('eBPF'), ebpfObject(), cgroup2(), bpffsMounted());
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-kernel-'));
 const bpffs = `/sys/fs/bpf/skein-kernel-test-${process.pid}`;

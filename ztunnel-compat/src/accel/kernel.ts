@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { constants, native } from '@skein/bpf';
+import { checkBpffs } from './bpffs.ts';
 import { decodeApproval, LAYOUT, MAPS, PROGRAMS, STAT, type Approval } from './layout.ts';
 
 type MapName = keyof typeof MAPS;
@@ -153,6 +154,9 @@ export class KernelState {
     const fds: number[] = [];
     let cgroupFd = -1;
     try {
+      // Never mkdir off bpffs: on a bare /sys/fs/bpf (sysfs) a recursive mkdir spins forever.
+      const bpffs = checkBpffs(o.bpffsDir);
+      if (!bpffs.ok) throw new KernelError(bpffs.reason);
       for (const d of [mapsDir, linksDir, progsDir, netnsDir]) fs.mkdirSync(d(o.bpffsDir), { recursive: true });
       const maps = {} as Record<MapName, MapRef>;
       const byName = new Map(obj.maps().map((m) => [m.name, m]));

@@ -3,6 +3,7 @@
 // real kernel here has them all.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { bpffsMounted, root, skipUnless } from '../../../test/skips.ts';
 import { cgroup2Mount, decideFastpaths, readKernelFacts, type KernelFacts } from './probe.ts';
 
 const all: KernelFacts = {
@@ -47,7 +48,12 @@ test('each missing capability is named, and steering never runs without its tele
   }
 });
 
-test('this machine\'s kernel: the probes find what the fast path needs', { skip: process.getuid?.() === 0 ? false : 'needs root to probe eBPF' }, () => {
+test('a failed bpffs mount is named in the reason', () => {
+  const s = decideFastpaths('auto', { ...all, bpffsMounted: false, bpffsWhy: 'mounting one at /sys/fs/bpf failed: EPERM' });
+  assert.match(s['connect-lb'].reason, /a bpf filesystem to pin into \(mounting one at \/sys\/fs\/bpf failed: EPERM\)/);
+});
+
+test('this machine\'s kernel: the probes find what the fast path needs', { skip: skipUnless(root('to probe eBPF'), bpffsMounted()) }, () => {
   const cg = cgroup2Mount();
   assert.ok(cg !== undefined, 'a cgroup2 mount');
   const f = readKernelFacts({ objectPath: '/nonexistent.o', bpffsDir: '/sys/fs/bpf/skein/x', cgroupPath: cg });

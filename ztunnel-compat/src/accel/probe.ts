@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { constants, native } from '@skein/bpf';
+import { checkBpffs } from './bpffs.ts';
 
 export type FastpathName = 'connect-lb' | 'kernel-telemetry' | 'same-node';
 
@@ -20,6 +21,8 @@ export interface KernelFacts {
   objectPath: string;
   objectBuilt: boolean;
   bpffsMounted: boolean;
+  /** Why the pin directory is not on bpffs (a failed mount, another filesystem there). */
+  bpffsWhy?: string;
   cgroup2: boolean;
   progSockAddr: boolean;
   progSockOps: boolean;
@@ -44,7 +47,7 @@ export function decideFastpaths(mode: 'auto' | 'off', f: KernelFacts, sameNodeMo
   const missing: string[] = [];
   if (!f.root) missing.push('privileges to load eBPF (root or CAP_BPF + CAP_NET_ADMIN)');
   if (!f.objectBuilt) missing.push(`the eBPF object ${f.objectPath} (built by npm run setup)`);
-  if (!f.bpffsMounted) missing.push('a bpf filesystem to pin into');
+  if (!f.bpffsMounted) missing.push(`a bpf filesystem to pin into${f.bpffsWhy === undefined ? '' : ` (${f.bpffsWhy})`}`);
   if (!f.cgroup2) missing.push('the cgroup v2 directory to attach to');
   if (!f.progSockAddr) missing.push('cgroup/connect4 programs');
   if (!f.helperNetnsCookie) missing.push('bpf_get_netns_cookie in cgroup/connect4 (Linux 5.7)');
@@ -109,11 +112,14 @@ function safe(probe: () => boolean): boolean {
 export function readKernelFacts(o: { objectPath: string; bpffsDir: string; cgroupPath: string }): KernelFacts {
   const c = constants;
   const sockAddr = c.BPF_PROG_TYPE_CGROUP_SOCK_ADDR;
+  // The filesystem by its statfs magic, as the kernel sees it.
+  const bpffs = checkBpffs(o.bpffsDir);
   return {
     root: process.getuid?.() === 0,
     objectPath: o.objectPath,
     objectBuilt: fs.existsSync(o.objectPath),
-    bpffsMounted: isMountedType(o.bpffsDir, 'bpf'),
+    bpffsMounted: bpffs.ok,
+    ...(bpffs.ok ? {} : { bpffsWhy: bpffs.reason }),
     cgroup2: isMountedType(o.cgroupPath, 'cgroup2') && fs.existsSync(path.join(o.cgroupPath, 'cgroup.procs')),
     progSockAddr: safe(() => native.probeProgType(sockAddr)),
     progSockOps: safe(() => native.probeProgType(c.BPF_PROG_TYPE_SOCK_OPS)),

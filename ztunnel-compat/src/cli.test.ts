@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { parseArgs, UsageError } from './cli.ts';
 
 const bin = fileURLToPath(new URL('../bin/skein', import.meta.url));
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-cli-'));
+after(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
 
 test('parseArgs knows help and version and refuses the rest', () => {
   assert.deepEqual(parseArgs([]), { kind: 'help' });
@@ -32,4 +38,23 @@ test('the skein binary runs on Node 24 with the addon loaded', () => {
   const bad = spawnSync(bin, ['nope'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^skein: unknown command 'nope'/);
+});
+
+test('the installed command starts: npm\'s node_modules/.bin/skein, npx skein, and a link of its own on PATH', { timeout: 60_000 }, () => {
+  const version = (file: string, args: string[] = [], cwd = root): Record<string, string> => {
+    const r = spawnSync(file, [...args, 'version', '--json'], { cwd, encoding: 'utf8', timeout: 50_000 });
+    assert.equal(r.status, 0, `${file} ${args.join(' ')}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as Record<string, string>;
+  };
+  // npm links the workspace's bin here (a link to a link: @skein/ztunnel-compat is one too).
+  const dotBin = path.join(root, 'node_modules', '.bin', 'skein');
+  assert.ok(fs.lstatSync(dotBin).isSymbolicLink(), `${dotBin} is npm's link`);
+  assert.match(version(dotBin).node ?? '', /^24\./);
+  // npx finds the same link, from another directory of the project too.
+  assert.match(version('npx', ['--no-install', 'skein'], path.join(root, 'docs')).node ?? '', /^24\./);
+  // A link from anywhere, and the same for test/node.
+  fs.symlinkSync(dotBin, path.join(tmp, 'skein'));
+  assert.match(version(path.join(tmp, 'skein')).node ?? '', /^24\./);
+  fs.symlinkSync(path.join(root, 'test', 'node'), path.join(tmp, 'node24'));
+  assert.match(execFileSync(path.join(tmp, 'node24'), ['-p', 'process.version'], { cwd: tmp, encoding: 'utf8' }), /^v24\./);
 });

@@ -6,8 +6,9 @@ import fs from 'node:fs';
 import { test } from 'node:test';
 import { findLeftovers, liveRunIds } from './lab/registry.ts';
 import { listNetns } from './lab/sh.ts';
+import { needsRoot as rootOnly } from './skips.ts';
 
-const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces)';
+const needsRoot = rootOnly('lab namespaces');
 
 // Runs of a concurrent process (another suite on the same machine) are alive
 // and not counted; anything whose owner is gone is a leak.

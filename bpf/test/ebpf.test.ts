@@ -27,9 +27,10 @@ import {
   RingBuffer,
   type BpfObject,
 } from '../lib/index.ts';
+import { bpffsMounted, cgroup2, root, skipUnless } from '../../test/skips.ts';
 import { isRoot, openFdCount } from './netns-fixture.ts';
 
-const skip = isRoot ? false : 'needs root (loading BPF programs, cgroups, bpffs)';
+const skip = skipUnless(root('loading BPF programs'));
 
 /**
  * Where cgroup v2 is mounted: /sys/fs/cgroup on a unified host, elsewhere
@@ -42,7 +43,9 @@ function cgroup2Root(): string | undefined {
   return roots.includes('/sys/fs/cgroup') ? '/sys/fs/cgroup' : roots[0];
 }
 const cgroupRoot = isRoot ? cgroup2Root() : undefined;
-const skipCgroup = skip !== false ? skip : cgroupRoot === undefined ? 'no cgroup v2 mount' : false;
+// Pins need bpffs on /sys/fs/bpf: mounted here when root finds none, else a failure.
+const skipPins = skipUnless(root('loading BPF programs, bpffs'), bpffsMounted());
+const skipCgroup = skipUnless(root('loading BPF programs, cgroups, bpffs'), cgroup2(), bpffsMounted());
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
 let tmp = '';
@@ -178,7 +181,7 @@ test('map update, lookup, delete and next-key round-trip; absent keys are null/f
   }
 });
 
-test('a pinned map comes back by path as the same map; absent pins are ENOENT', { skip }, () => {
+test('a pinned map comes back by path as the same map; absent pins are ENOENT', { skip: skipPins }, () => {
   const dir = `/sys/fs/bpf/skein-test-${process.pid}`;
   const cleanup = new Cleanup();
   try {

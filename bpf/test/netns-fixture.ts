@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { after, before } from 'node:test';
+import { needsRoot as rootOnly } from '../../test/skips.ts';
 
 export interface TempNetns {
   name: string;
@@ -16,7 +17,7 @@ export interface TempNetns {
 let seq = 0;
 
 export const isRoot = process.getuid?.() === 0;
-export const needsRoot = isRoot ? false : 'needs root (network namespaces, iptables)';
+export const needsRoot = rootOnly('network namespaces, iptables');
 
 export function createNetns(): TempNetns {
   const name = `skein-t${process.pid}-${seq++}`;

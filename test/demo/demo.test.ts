@@ -8,10 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { POLICY_REJECTION_PREFIX } from '../compat/ztunnel-facts.ts';
 import { findLeftovers, LAB_PREFIX } from '../lab/index.ts';
+import { needsRoot as rootOnly } from '../skips.ts';
 import type { DemoReport } from './report.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
-const needsRoot = process.getuid?.() === 0 ? false : 'needs root (the demo builds a lab)';
+const needsRoot = rootOnly('the demo builds a lab');
 
 function assertNothingLeft(): void {
   const left = findLeftovers();

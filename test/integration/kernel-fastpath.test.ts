@@ -17,14 +17,15 @@ import { fileURLToPath } from 'node:url';
 import { listenTcp } from '@skein/bpf';
 import { startDaemon, type Daemon } from '../bench/daemon.ts';
 import { CniDouble } from '../cni/cni-double.ts';
+import { withoutBpffs } from '../lab/bpffs.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { ebpfObject, kernelFastpath, root, skipUnless } from '../skips.ts';
 import { bulkClientScript, bulkPeerScript, captured, must } from './lab-helpers.ts';
 import { until } from './until.ts';
 
 const MAIN = fileURLToPath(new URL('../../ztunnel-compat/src/main.ts', import.meta.url));
-const OBJECT = fileURLToPath(new URL('../../bpf/build/bpf/skein.bpf.o', import.meta.url));
-const why = process.getuid?.() !== 0 ? 'needs root (lab namespaces, eBPF)'
-  : !fs.existsSync(OBJECT) ? 'the eBPF object is not built (no kernel BTF here; see npm run setup)' : false;
+// The daemon mounts bpffs itself where none is; the kernel must have the rest.
+const why = skipUnless(root('lab namespaces, eBPF'), ebpfObject(), kernelFastpath('same-node'));
 
 const VIP = '10.96.0.50';
 /** A service with one no-tunnel endpoint (db-1) for the bulk transfer. */
@@ -47,9 +48,11 @@ function env(mode: 'auto' | 'off'): NodeJS.ProcessEnv {
   };
 }
 
-async function start(mode: 'auto' | 'off'): Promise<void> {
+/** `fresh`: in a mount namespace of its own with nothing on /sys/fs/bpf, as on a new machine. */
+async function start(mode: 'auto' | 'off', fresh = false): Promise<void> {
+  const cmd = fresh ? withoutBpffs(process.execPath, [MAIN, 'proxy']) : { cmd: process.execPath, args: [MAIN, 'proxy'] };
   daemon = await startDaemon(node0(), {
-    cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000, env: env(mode),
+    ...cmd, ports: [15021], comm: 'MainThread', timeoutMs: 20_000, env: env(mode),
     logPath: path.join(must(lab, 'lab').dir, 'node0.log'),
   });
   await must(cni, 'cni').zds.waitReady(20_000);
@@ -201,4 +204,22 @@ test('a daemon started with the fast paths off removes what an earlier one pinne
   const before = capturedOut();
   assert.match(await ask(), /^db-[01]$/);
   assert.ok(capturedOut() > before, 'userspace carries it');
+});
+
+test('on a machine with nothing on /sys/fs/bpf the daemon mounts bpffs there, says so, and steers; its pins go with that mount', { skip: why }, async () => {
+  await must(daemon, 'daemon').stop();
+  await start('auto', true);
+  const d = JSON.parse(await configDump()) as { kernelFastpaths: { bpffsMountedByDaemon: string | null; paths: Record<string, { active: boolean; reason: string }> } };
+  assert.equal(d.kernelFastpaths.bpffsMountedByDaemon, '/sys/fs/bpf', JSON.stringify(d.kernelFastpaths));
+  assert.equal(d.kernelFastpaths.paths['connect-lb']?.active, true, JSON.stringify(d.kernelFastpaths));
+  assert.equal(d.kernelFastpaths.paths['same-node']?.active, true);
+  const logged = fs.readFileSync(path.join(must(lab, 'lab').dir, 'node0.log'), 'utf8');
+  assert.match(logged, /"scope":"accel"[^\n]*"message":"mounted a bpf filesystem at \/sys\/fs\/bpf \(none was mounted\)/);
+  const before = capturedOut();
+  assert.match(await ask(), /^db-[01]$/);
+  assert.equal(capturedOut(), before, 'the kernel steered it');
+  // That bpffs lived in the daemon's own mount namespace (a test stand-in for
+  // a node's): with the daemon gone, so are its pins, and with them the links.
+  await must(daemon, 'daemon').stop();
+  await until('links released', () => !/skein_/.test(spawnSync('bpftool', ['cgroup', 'show', must(lab, 'lab').cgroupDir], { encoding: 'utf8' }).stdout), 5000);
 });

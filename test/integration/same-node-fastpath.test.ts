@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { startApp, type App } from '@skein/ztunnel-compat/app';
 import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
@@ -19,12 +18,12 @@ import { ProxyStateUpdater } from '@skein/ztunnel-compat/state/updater';
 import { policyResource } from '@skein/ztunnel-compat/state/testing';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { ebpfObject, kernelFastpath, root, skipUnless } from '../skips.ts';
 import { bulkClientScript, bulkPeerScript, captured, forwarded, must } from './lab-helpers.ts';
 import { until } from './until.ts';
 
-const OBJECT = fileURLToPath(new URL('../../bpf/build/bpf/skein.bpf.o', import.meta.url));
-const why = process.getuid?.() !== 0 ? 'needs root (lab namespaces, eBPF)'
-  : !fs.existsSync(OBJECT) ? 'the eBPF object is not built (no kernel BTF here; see npm run setup)' : false;
+// The daemon mounts bpffs itself where none is; the kernel must have the rest.
+const why = skipUnless(root('lab namespaces, eBPF'), ebpfObject(), kernelFastpath('same-node'));
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
 let accessLog = '';
 const VIP = '10.96.0.60';

@@ -8,10 +8,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { listenTcp } from '@skein/bpf';
+import { needsRoot as rootOnly } from '../skips.ts';
 import { findLeftovers, Lab, LabSpecError, type ExecResult } from './index.ts';
 import { listNetns } from './sh.ts';
 
-const needsRoot = process.getuid?.() === 0 ? false : 'needs root (network namespaces, cgroups)';
+const needsRoot = rootOnly('network namespaces, cgroups');
 let lab: Lab | undefined;
 const theLab = (): Lab => {
   if (lab === undefined) throw new Error('lab not built');

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { POLICY_REJECTION_PREFIX } from '../compat/ztunnel-facts.ts';
 import { findLeftovers, LAB_PREFIX } from '../lab/index.ts';
-import { needsRoot as rootOnly } from '../skips.ts';
+import { kernelFastpath, kernelSupports, needsRoot as rootOnly, root, skipUnless } from '../skips.ts';
 import type { DemoReport } from './report.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
@@ -32,12 +32,24 @@ test('`npm run demo -- --json`, as the README says it: every path taken, one JSO
   }
   assert.equal(byName.get('cross-node-hbone')?.bytes, 1 << 20);
   assert.match(byName.get('cross-node-hbone')?.decision ?? '', /spiffe:\/\/cluster\.local\/ns\/default\/sa\/client → spiffe:\/\/cluster\.local\/ns\/default\/sa\/server over mTLS/);
-  // This kernel has what the same-node fast path needs (see docs/kernel.md).
-  assert.match(byName.get('same-node')?.decision ?? '', /allowed in the kernel/);
+  // Where the kernel has what the same-node fast path needs (docs/kernel.md), it must be taken.
+  if (kernelSupports('same-node')) assert.match(byName.get('same-node')?.decision ?? '', /allowed in the kernel/);
   assert.equal(byName.get('denied')?.bytes, 0);
   // ztunnel's wording for an RBAC denial (test/compat/ztunnel-facts.ts).
   assert.ok((byName.get('denied')?.decision ?? '').includes(`${POLICY_REJECTION_PREFIX}explicitly denied by: default/deny-blocked`), byName.get('denied')?.decision);
   assert.match(byName.get('dns')?.decision ?? '', /answered echo\.default\.svc\.cluster\.local → 10\.96\.0\.10 from WDS; curl then reached server by name/);
+  assertNothingLeft();
+});
+
+test('where the kernel has the same-node fast path, same-node traffic in userspace fails the demo, saying why', { skip: skipUnless(root('the demo builds a lab'), kernelFastpath('same-node')), timeout: 120_000 }, () => {
+  // SKEIN_SAME_NODE=hbone (which the daemons inherit) keeps same-node traffic on HBONE.
+  const r = spawnSync(process.execPath, [MAIN, '--json'], { encoding: 'utf8', timeout: 110_000, env: { ...process.env, SKEIN_SAME_NODE: 'hbone' } });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /same-node: not taken, FAILED/);
+  const same = (JSON.parse(r.stdout) as DemoReport).paths.find((p) => p.path === 'same-node');
+  assert.equal(same?.taken, false);
+  assert.equal(same.ok, false);
+  assert.match(same.decision, /NOT on the kernel fast path although this machine supports it: .* node0's daemon says: off \(SKEIN_SAME_NODE=hbone/);
   assertNothingLeft();
 });
 

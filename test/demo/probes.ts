@@ -4,6 +4,7 @@
 // logs) and what Skein decided.
 import { captured } from '../integration/lab-helpers.ts';
 import type { LabPod } from '../lab/index.ts';
+import { kernelSupports } from '../skips.ts';
 import { accessSince, describe, mark, type AccessLine } from './access-log.ts';
 import type { Cluster } from './cluster.ts';
 import { APP_PORT, CLUSTER_DNS, DENY_POLICY, SERVICES, spiffe } from './mesh.ts';
@@ -49,6 +50,20 @@ async function exercise(from: LabPod, base: string, host?: string): Promise<{ bi
 }
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+
+/** Why node0's daemon has the same-node fast path off, from its config_dump. */
+async function fastpathReason(c: Cluster): Promise<string> {
+  const n = c.nodes[0];
+  if (n === undefined) return 'no node0';
+  const r = await n.exec('curl', ['-sS', '-m', '5', 'http://127.0.0.1:15000/config_dump'], { timeoutMs: 10_000 });
+  try {
+    const d = JSON.parse(r.stdout) as { kernelFastpaths?: { paths?: Record<string, { active: boolean; reason: string }> } };
+    const s = d.kernelFastpaths?.paths?.['same-node'];
+    return s === undefined ? 'no kernelFastpaths in its config_dump' : s.active ? 'on (yet this flow missed it)' : `off (${s.reason})`;
+  } catch {
+    return `config_dump unreadable: ${r.stderr.trim()}`;
+  }
+}
 
 /** Counters and log offsets before a probe, and what changed after it. */
 function watch(c: Cluster) {
@@ -105,17 +120,24 @@ export async function sameNode(c: Cluster): Promise<PathReport> {
   const outbound = lines.find((l) => l.direction === 'outbound' && l.fastpath === undefined && l['dst.workload'] === 'neighbour');
   const userspace = inbound !== undefined && outbound !== undefined;
   const via = kernel ?? inbound;
+  // On a kernel that has what the fast path needs, userspace here is a
+  // failure, not a fallback: the daemon should have taken it (see why below).
+  const expected = kernelSupports('same-node');
+  const missed = expected && kernel === undefined;
+  const why = missed ? await fastpathReason(c) : '';
   return {
     path: 'same-node',
-    taken: (kernel !== undefined || userspace) && w.access(1).length === 0,
-    ok: big.code === 200 && big.size === BIG && big.servedBy === 'neighbour' && big.seenFrom === client.ip4 && small.every((s) => s.code === 200),
+    taken: (expected ? kernel !== undefined : kernel !== undefined || userspace) && w.access(1).length === 0,
+    ok: !missed && big.code === 200 && big.size === BIG && big.servedBy === 'neighbour' && big.seenFrom === client.ip4 && small.every((s) => s.code === 200),
     bytes: big.size,
     latency_ms: median(small.map((s) => s.ms)),
     decision: via === undefined
       ? 'no access-log line on node0'
       : kernel !== undefined
         ? `allowed in the kernel: ${str(kernel['src.identity'])} → ${str(kernel['dst.identity'])} by the destination's policy, checked at connect(); eBPF fast path, no proxy on the path`
-        : `allowed: ${str(via['src.identity'])} → ${str(via['dst.identity'])}, HBONE within node0 (userspace; the kernel fast path is off)`,
+        : missed
+          ? `NOT on the kernel fast path although this machine supports it: ${str(via['src.identity'])} → ${str(via['dst.identity'])} went over HBONE within node0 in userspace; node0's daemon says: ${why}`
+          : `allowed: ${str(via['src.identity'])} → ${str(via['dst.identity'])}, HBONE within node0 (userspace; this kernel lacks the fast path)`,
     evidence: kernel !== undefined
       ? 'node0\'s daemon logged one kernel flow (fastpath: same-node) and no userspace connection; node1 saw nothing'
       : 'node0\'s daemon logged both ends (outbound from client, inbound to neighbour); node1 saw nothing',

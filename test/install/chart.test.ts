@@ -167,12 +167,29 @@ describe('the Skein chart', () => {
     assert.deepEqual([...(sc.capabilities.add ?? [])].sort(), ['BPF', 'NET_ADMIN', 'NET_RAW', 'PERFMON', 'SYS_ADMIN']);
   });
 
+  it('mounts bpffs on the host where none is, in a privileged init container; the daemon itself stays unprivileged', async () => {
+    const ds = await daemonSet();
+    const inits = podSpec(ds).initContainers ?? [];
+    assert.deepEqual(inits.map((c) => c.name), ['mount-bpffs']);
+    const init = inits[0];
+    assert.equal(init?.image, `${image}:${chartAppVersion}`);
+    // Kubernetes admits Bidirectional propagation only for privileged containers; without it the host never sees the mount.
+    assert.equal(init.securityContext?.privileged, true);
+    assert.deepEqual(init.volumeMounts, [{ name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'Bidirectional' }]);
+    // BPF_FS_MAGIC is 0xcafe4a11 (linux/magic.h); the mount is the one the daemon would make.
+    assert.match(init.command?.join(' ') ?? '', /stat -f -c %t \/sys\/fs\/bpf\)" = cafe4a11 \] \|\| mount -t bpf -o nosuid,nodev,noexec,mode=0700 bpffs \/sys\/fs\/bpf/);
+    const c = container(ds, 'istio-proxy');
+    assert.equal(c.securityContext?.privileged, false);
+    assert.equal(c.volumeMounts?.find((m) => m.name === 'bpffs')?.mountPropagation, 'HostToContainer');
+  });
+
   it('with kernelFastpath=off drops the BPF capabilities and the bpffs and cgroup mounts', async () => {
     const ds = await daemonSet(['--set', 'kernelFastpath=off']);
     const c = container(ds, 'istio-proxy');
     assert.deepEqual([...(c.securityContext?.capabilities?.add ?? [])].sort(), ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN']);
     const hostPaths = (podSpec(ds).volumes ?? []).flatMap((v) => (v.hostPath === undefined ? [] : [v.hostPath.path]));
     assert.deepEqual(hostPaths, ['/var/run/ztunnel']);
+    assert.equal(podSpec(ds).initContainers, undefined, 'no privileged bpffs mount');
     assert.equal(envOf(ds).get('SKEIN_KERNEL_FASTPATH'), 'off');
     assert.equal(envOf(ds).has('SKEIN_CGROUP_PATH'), false);
   });

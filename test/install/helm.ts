@@ -28,17 +28,19 @@ export function helm(args: readonly string[]): Promise<HelmResult> {
 
 // The parts of Kubernetes objects the tests look at.
 export interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }
-export interface VolumeMount { name: string; mountPath: string; readOnly?: boolean }
+export interface VolumeMount { name: string; mountPath: string; readOnly?: boolean; mountPropagation?: string }
 export interface Container {
   name: string;
   image: string;
   imagePullPolicy?: string;
+  command?: string[];
   args?: string[];
   env?: EnvVar[];
   ports?: { name?: string; containerPort: number }[];
   volumeMounts?: VolumeMount[];
   readinessProbe?: { httpGet?: { path: string; port: number | string } };
   securityContext?: {
+    privileged?: boolean;
     runAsUser?: number;
     readOnlyRootFilesystem?: boolean;
     capabilities?: { drop?: string[]; add?: string[] };
@@ -55,6 +57,7 @@ export interface PodSpec {
   serviceAccountName?: string;
   priorityClassName?: string;
   tolerations?: Record<string, unknown>[];
+  initContainers?: Container[];
   containers: Container[];
   volumes?: Volume[];
 }

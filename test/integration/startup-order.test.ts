@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { startApp, type App } from '@skein/ztunnel-compat/app';
 import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
@@ -18,12 +17,11 @@ import { TunnelProtocol } from '@skein/ztunnel-compat/xds/proto';
 import { CniDouble } from '../cni/cni-double.ts';
 import { IstiodDouble } from '../doubles/istiod/istiod-double.ts';
 import { Lab, type LabPod } from '../lab/index.ts';
+import { ebpfObject, kernelFastpath, root, skipUnless } from '../skips.ts';
 import { bulkClientScript, bulkPeerScript, must } from './lab-helpers.ts';
 import { until } from './until.ts';
 
-const OBJECT = fileURLToPath(new URL('../../bpf/build/bpf/skein.bpf.o', import.meta.url));
-const why = process.getuid?.() !== 0 ? 'needs root (lab namespaces, eBPF)'
-  : !fs.existsSync(OBJECT) ? 'the eBPF object is not built (no kernel BTF here; see npm run setup)' : false;
+const why = skipUnless(root('lab namespaces, eBPF'), ebpfObject(), kernelFastpath('same-node'));
 const quiet = createLogger('error', 'json', fs.createWriteStream('/dev/null'));
 const TOKEN = 'node0-ztunnel-token';
 

@@ -31,6 +31,10 @@ export interface NativeConstants {
   IPV6_FREEBIND: number;
   IPV6_V6ONLY: number;
   TCP_NODELAY: number;
+  SO_KEEPALIVE: number;
+  TCP_KEEPIDLE: number;
+  TCP_KEEPINTVL: number;
+  TCP_KEEPCNT: number;
   UV_READABLE: number;
   UV_WRITABLE: number;
   BPF_PROG_TYPE_SOCKET_FILTER: number;

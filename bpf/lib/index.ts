@@ -17,6 +17,7 @@ export {
   type ListenOptions,
   type SocketAddress,
   type SocketOptions,
+  type TcpKeepalive,
   type UdpOptions,
 } from './sockets.ts';
 export { isBpffs, mountBpffs, statfsType } from './bpffs.ts';

@@ -22,6 +22,26 @@ export interface SocketOptions {
   freebind?: boolean;
   /** TCP_NODELAY. */
   noDelay?: boolean;
+  /** SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT (Node's setKeepAlive sets only the first two). */
+  keepalive?: TcpKeepalive;
+}
+
+/** TCP keepalive probing (ztunnel's SocketConfig keepalive_*). */
+export interface TcpKeepalive {
+  /** Idle time before the first probe, in seconds (TCP_KEEPIDLE, 1..32767). */
+  timeSeconds: number;
+  /** Between unanswered probes, in seconds (TCP_KEEPINTVL, 1..32767). */
+  intervalSeconds: number;
+  /** Unanswered probes before the connection is dropped (TCP_KEEPCNT, 1..127). */
+  retries: number;
+}
+
+function checkKeepalive(k: TcpKeepalive): void {
+  const bad = (v: number, max: number): boolean => !Number.isInteger(v) || v < 1 || v > max;
+  // The kernel's own bounds (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT).
+  if (bad(k.timeSeconds, 32767) || bad(k.intervalSeconds, 32767) || bad(k.retries, 127)) {
+    throw new RangeError(`keepalive: time and interval must be 1..32767 s and retries 1..127, got ${k.timeSeconds}/${k.intervalSeconds}/${k.retries}`);
+  }
 }
 
 export interface CreateOptions extends SocketOptions {
@@ -80,6 +100,13 @@ function applyToFd(fd: number, family: Family, o: SocketOptions): void {
     native.setIntOpt(fd, level, name, o.freebind ? 1 : 0);
   }
   if (o.noDelay !== undefined) native.setIntOpt(fd, c.IPPROTO_TCP, c.TCP_NODELAY, o.noDelay ? 1 : 0);
+  if (o.keepalive !== undefined) {
+    checkKeepalive(o.keepalive);
+    native.setIntOpt(fd, c.IPPROTO_TCP, c.TCP_KEEPIDLE, o.keepalive.timeSeconds);
+    native.setIntOpt(fd, c.IPPROTO_TCP, c.TCP_KEEPINTVL, o.keepalive.intervalSeconds);
+    native.setIntOpt(fd, c.IPPROTO_TCP, c.TCP_KEEPCNT, o.keepalive.retries);
+    native.setIntOpt(fd, c.SOL_SOCKET, c.SO_KEEPALIVE, 1);
+  }
 }
 
 /** Creates a configured, non-blocking socket fd; closes it on any error. */

@@ -194,6 +194,10 @@ void InitSockets(Napi::Env env, Napi::Object exports) {
   set("IPV6_FREEBIND", IPV6_FREEBIND);
   set("IPV6_V6ONLY", IPV6_V6ONLY);
   set("TCP_NODELAY", TCP_NODELAY);
+  set("SO_KEEPALIVE", SO_KEEPALIVE);
+  set("TCP_KEEPIDLE", TCP_KEEPIDLE);
+  set("TCP_KEEPINTVL", TCP_KEEPINTVL);
+  set("TCP_KEEPCNT", TCP_KEEPCNT);
   exports.Set("constants", c);
 }
 

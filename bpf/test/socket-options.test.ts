@@ -62,3 +62,26 @@ test('IP_TRANSPARENT allows binding a source address the namespace does not have
   f.destroy();
   server.close();
 });
+
+test('TCP keepalive: SO_KEEPALIVE with idle time, probe interval and probe count, on created and adopted sockets; bad values refused', { skip: needsRoot }, async () => {
+  const keepalive = { timeSeconds: 180, intervalSeconds: 60, retries: 9 };
+  const server = await listenTcp({ address: '127.0.0.1', port: 0, netns: ns().path }, (s) => s.resume());
+  const { port } = server.address() as net.AddressInfo;
+  const client = connectTcp({ address: '127.0.0.1', port, netns: ns().path, keepalive });
+  await new Promise((r) => client.once('connect', r));
+  const read = (s: net.Socket): number[] => [
+    getSocketOption(s, c.SOL_SOCKET, c.SO_KEEPALIVE), getSocketOption(s, c.IPPROTO_TCP, c.TCP_KEEPIDLE),
+    getSocketOption(s, c.IPPROTO_TCP, c.TCP_KEEPINTVL), getSocketOption(s, c.IPPROTO_TCP, c.TCP_KEEPCNT),
+  ];
+  assert.deepEqual(read(client), [1, 180, 60, 9]);
+  const other = connectTcp({ address: '127.0.0.1', port, netns: ns().path });
+  await new Promise((r) => other.once('connect', r));
+  assert.equal(read(other)[0], 0, 'off unless asked');
+  setSocketOptions(other, { keepalive: { timeSeconds: 5, intervalSeconds: 2, retries: 3 } });
+  assert.deepEqual(read(other), [1, 5, 2, 3]);
+  assert.throws(() => { setSocketOptions(other, { keepalive: { timeSeconds: 0, intervalSeconds: 2, retries: 3 } }); }, RangeError);
+  assert.throws(() => { setSocketOptions(other, { keepalive: { timeSeconds: 5, intervalSeconds: 2, retries: 128 } }); }, RangeError);
+  client.destroy();
+  other.destroy();
+  server.close();
+});

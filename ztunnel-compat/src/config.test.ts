@@ -107,3 +107,18 @@ test('the DNS proxy: on by default on 15053, off with ISTIO_META_DNS_CAPTURE=fal
   assert.deepEqual([off.dnsProxy, off.dnsProxyPort, off.dnsResolvConf], [false, 15054, '/tmp/r']);
   assert.throws(() => parseConfig({ ISTIO_META_DNS_PROXY_ADDR: 'localhost' }), /ISTIO_META_DNS_PROXY_ADDR: expected host:port/);
 });
+
+test('TCP keepalive follows ztunnel: on, 180 s idle, 180 s between probes, 9 probes; KEEPALIVE_* override it', () => {
+  // ztunnel src/config.rs SocketConfig::default(): keepalive_time 180s,
+  // keepalive_interval 180s, keepalive_retries 9, keepalive_enabled true.
+  assert.deepEqual(parseConfig({}).keepalive, { timeSeconds: 180, intervalSeconds: 180, retries: 9 });
+  assert.deepEqual(parseConfig({ KEEPALIVE_TIME: '30s', KEEPALIVE_INTERVAL: '1m', KEEPALIVE_RETRIES: '3' }).keepalive, { timeSeconds: 30, intervalSeconds: 60, retries: 3 });
+  assert.deepEqual(parseConfig({ KEEPALIVE_TIME: '1500ms' }).keepalive?.timeSeconds, 2, 'the kernel takes whole seconds: rounded up');
+  assert.equal(parseConfig({ KEEPALIVE_ENABLED: 'false' }).keepalive, undefined);
+  assert.throws(() => parseConfig({ KEEPALIVE_TIME: '0s', KEEPALIVE_INTERVAL: 'soon', KEEPALIVE_RETRIES: '200', KEEPALIVE_ENABLED: 'maybe' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.problems.length, 4, err.message);
+    for (const v of ['KEEPALIVE_TIME', 'KEEPALIVE_INTERVAL', 'KEEPALIVE_RETRIES', 'KEEPALIVE_ENABLED']) assert.match(err.message, new RegExp(`${v}:`));
+    return true;
+  });
+});

@@ -78,7 +78,22 @@ export interface Config {
   dnsProxyPort: number;
   /** The resolv.conf whose nameservers get the queries Skein does not answer (SKEIN_DNS_RESOLV_CONF). */
   dnsResolvConf: string;
+  /** TCP keepalive on pod-side and upstream sockets (KEEPALIVE_*); undefined when KEEPALIVE_ENABLED=false. */
+  keepalive: KeepaliveConfig | undefined;
 }
+
+/** ztunnel's SocketConfig keepalive_* (src/config.rs), in whole seconds as the kernel takes them. */
+export interface KeepaliveConfig {
+  timeSeconds: number;
+  intervalSeconds: number;
+  retries: number;
+}
+
+/**
+ * ztunnel's SocketConfig::default() (src/config.rs): keepalive enabled,
+ * 180 s idle, 180 s between probes, 9 probes.
+ */
+export const DEFAULT_KEEPALIVE: KeepaliveConfig = { timeSeconds: 180, intervalSeconds: 180, retries: 9 };
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -194,6 +209,7 @@ export function parseConfig(env: Env): Config {
     dnsProxy: (meta.DNS_CAPTURE ?? 'true').toLowerCase() === 'true',
     dnsProxyPort: dnsProxyPort(meta.DNS_PROXY_ADDR, problems),
     dnsResolvConf: p.str('SKEIN_DNS_RESOLV_CONF') ?? '/etc/resolv.conf',
+    keepalive: keepaliveConfig(p),
   };
   if ((config.localCaCert === undefined) !== (config.localCaKey === undefined)) {
     problems.push('SKEIN_LOCAL_CA_CERT and SKEIN_LOCAL_CA_KEY: set both or neither');
@@ -201,6 +217,17 @@ export function parseConfig(env: Env): Config {
   if (config.secretTtlSeconds <= 0) problems.push('SECRET_TTL: must be positive');
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+function keepaliveConfig(p: Reader): KeepaliveConfig | undefined {
+  const enabled = p.bool('KEEPALIVE_ENABLED', true);
+  const k = {
+    timeSeconds: p.seconds('KEEPALIVE_TIME', 32_767) ?? DEFAULT_KEEPALIVE.timeSeconds,
+    intervalSeconds: p.seconds('KEEPALIVE_INTERVAL', 32_767) ?? DEFAULT_KEEPALIVE.intervalSeconds,
+    // The kernel's TCP_KEEPCNT limit is 127.
+    retries: p.int('KEEPALIVE_RETRIES', 1, 127) ?? DEFAULT_KEEPALIVE.retries,
+  };
+  return enabled ? k : undefined;
 }
 
 /**
@@ -262,6 +289,18 @@ class Reader {
     const ms = parseDurationMs(v);
     if (ms === undefined) this.#problems.push(`${name}: '${v}' is not a duration (e.g. 24h, 5m, 30s)`);
     return ms;
+  }
+
+  /** A duration the kernel takes in whole seconds: at least 1 s, at most `max`, rounded up. */
+  seconds(name: string, max: number): number | undefined {
+    const ms = this.duration(name);
+    if (ms === undefined) return undefined;
+    const secs = Math.ceil(ms / 1000);
+    if (secs < 1 || secs > max) {
+      this.#problems.push(`${name}: '${this.#env[name] ?? ''}' must be between 1s and ${max}s`);
+      return undefined;
+    }
+    return secs;
   }
 
   oneOf<T extends string>(name: string, values: readonly T[], dflt: T): T {

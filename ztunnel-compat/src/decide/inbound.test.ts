@@ -8,7 +8,7 @@ import { ProxyState } from '../state/store.ts';
 import { ProxyStateUpdater, type XdsResource } from '../state/updater.ts';
 import { ip, pod, serviceResource, workloadResource } from '../state/testing.ts';
 import type { Workload } from '../state/workload.ts';
-import { decideInbound, type InboundDecision } from './inbound.ts';
+import { decideInbound, plaintextRefusal, type InboundDecision } from './inbound.ts';
 
 const POD_IP = '10.0.1.5';
 const WP_IP = '10.0.9.1';
@@ -89,4 +89,16 @@ test('LOCALHOST_APP_TUNNEL=false reaches the tunnel port on the pod IP from the 
 test('an app tunnel with port 0 keeps the authority port; protocol NONE writes no header', () => {
   const d = decide(mesh({ applicationTunnel: { protocol: 0, port: 0 } }), 'wp', '10.96.0.10:80', WP_IP);
   assert.deepEqual(d.kind === 'connect' ? [d.upstream, d.from, d.proxyProtocol] : d, [{ ip: WP_IP, port: 80 }, 'client', false]);
+});
+
+test('plaintext (15006) to a PROXY application-tunnel port is refused: its sender could write the identity TLV itself', () => {
+  const w = (tunnel: Parameters<typeof pod>[3]): Workload => must(mesh(tunnel).workloads.byUid('Kubernetes//Pod/ns/wp'));
+  const onPort = w({ applicationTunnel: { protocol: 1, port: 15088 } });
+  assert.match(plaintextRefusal(onPort, 15088) ?? '', /application tunnel/);
+  assert.equal(plaintextRefusal(onPort, 8080), undefined, 'other ports of the pod take plain bytes');
+  // A PROXY tunnel without a port puts the header in front of every port (decideInbound keeps the authority port).
+  const everyPort = w({ applicationTunnel: { protocol: 1, port: 0 } });
+  assert.match(plaintextRefusal(everyPort, 8080) ?? '', /application tunnel/);
+  assert.equal(plaintextRefusal(w({ applicationTunnel: { protocol: 0, port: 15088 } }), 15088), undefined, 'protocol NONE: no header is trusted');
+  assert.equal(plaintextRefusal(w({}), 15088), undefined);
 });

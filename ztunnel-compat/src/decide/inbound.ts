@@ -95,3 +95,22 @@ function gatewayIncludes(state: ProxyState, gw: GatewayAddress, self: Workload):
   }
   return service?.endpoints.has(self.uid) ?? false;
 }
+
+/**
+ * Plaintext arriving on 15006 for `port` of `w`: why it must be refused, or
+ * undefined. A pod that takes a PROXY application tunnel (a sandwiched
+ * waypoint) trusts the PROXY v2 header in front of the bytes on its tunnel
+ * port — on every port when the tunnel names none — and reads the caller's
+ * identity from its TLV 0xD0. Plaintext is relayed byte for byte, so its
+ * sender would write that header, identity included. Only Skein writes it,
+ * from a peer verified by mTLS (§6), so such plaintext is refused rather
+ * than carried (a header of our own naming no identity would still hand the
+ * waypoint a source address nobody verified, and Envoy's inbound binding
+ * expects a mesh peer there).
+ */
+export function plaintextRefusal(w: Workload, port: number): string | undefined {
+  const tunnel = w.applicationTunnel;
+  if (tunnel?.protocol !== 'PROXY') return undefined;
+  if (tunnel.port !== undefined && tunnel.port !== 0 && tunnel.port !== port) return undefined;
+  return `port ${port} takes a PROXY application tunnel: only HBONE from a verified peer may reach it`;
+}

@@ -57,3 +57,29 @@ test('a connection whose destination workload disappeared is closed', () => {
   untrack();
   assert.equal(conns.size, 0);
 });
+
+test('admit registers before it authorizes: an allowed connection is tracked until released, so a DENY during its upstream connect closes it', () => {
+  const { state, updater, conns, closed } = setup();
+  const uid = state.workloads.byAddress('', '10.0.0.2')?.uid ?? '';
+  const a = conns.admit({ destinationUid: uid, request: from('sleep', '10.0.0.5'), close: (r) => { closed.push(r); } });
+  assert.ok(a.allowed);
+  assert.equal(conns.size, 1, 'tracked from admission, before any upstream exists');
+  // The policy arrives while the connection is still connecting to its app.
+  updater.authorizationHandler.handle([policyResource({ name: 'deny-sleep', namespace: 'default', scope: 1, action: 1, rules: [{ clauses: [{ matches: [{ principals: [{ exact: 'cluster.local/ns/default/sa/sleep' }] }] }] }] })], []);
+  assert.equal(conns.recheck(), 1);
+  assert.deepEqual(closed, ['explicitly denied by: default/deny-sleep']);
+  a.release();
+  assert.equal(conns.size, 0);
+});
+
+test('admit refuses what the current policies deny and keeps nothing', () => {
+  const { state, updater, conns, closed } = setup();
+  const uid = state.workloads.byAddress('', '10.0.0.2')?.uid ?? '';
+  updater.authorizationHandler.handle([policyResource({ name: 'deny-sleep', namespace: 'default', scope: 1, action: 1, rules: [{ clauses: [{ matches: [{ principals: [{ exact: 'cluster.local/ns/default/sa/sleep' }] }] }] }] })], []);
+  const a = conns.admit({ destinationUid: uid, request: from('sleep', '10.0.0.5'), close: (r) => { closed.push(r); } });
+  assert.deepEqual(a, { allowed: false, reason: 'explicitly denied by: default/deny-sleep' });
+  assert.equal(conns.size, 0);
+  const gone = conns.admit({ destinationUid: 'no-such-uid', request: from('curl', '10.0.0.6'), close: (r) => { closed.push(r); } });
+  assert.deepEqual(gone, { allowed: false, reason: 'destination workload removed' });
+  assert.deepEqual(closed, []);
+});

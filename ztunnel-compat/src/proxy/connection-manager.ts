@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// Inbound connections that passed authorization, kept so that a policy change
-// can re-check them (ztunnel proxy/connection_manager.rs): a connection the
-// new policies no longer allow is closed. Outbound connections are listed
-// too, so that config_dump shows each pod's connections both ways, as
-// ztunnel's workloadState does (istioctl's configdump InboundConnection and
-// OutboundConnection).
-import { authorize, type AuthzRequest } from '../decide/authz.ts';
+// Inbound connections, kept so that a policy change can re-check them
+// (ztunnel proxy/connection_manager.rs): a connection the new policies no
+// longer allow is closed. As ztunnel's assert_rbac, a connection is
+// registered before it is authorized and stays registered through its
+// upstream connect, so a DENY that arrives while the app is being dialled
+// closes it too. Outbound connections are listed too, so that config_dump
+// shows each pod's connections both ways, as ztunnel's workloadState does
+// (istioctl's configdump InboundConnection and OutboundConnection).
+import { authorize, type AuthzRequest, type AuthzVerdict } from '../decide/authz.ts';
 import type { ProxyState } from '../state/store.ts';
 
 /** A connection as config_dump lists it. */
@@ -29,6 +31,10 @@ export interface TrackedConnection {
 }
 
 export interface PodConnections { inbound: ConnectionView[]; outbound: ConnectionView[] }
+
+export type Admission =
+  | { allowed: true; /** Stops tracking (the connection ended). */ release: () => void }
+  | { allowed: false; reason: string };
 
 export class ConnectionManager {
   readonly #state: ProxyState;
@@ -64,13 +70,26 @@ export class ConnectionManager {
     return out;
   }
 
+  /**
+   * Registers `c`, then authorizes it against the destination's current
+   * policies (ztunnel's assert_rbac order); a denied connection is not kept.
+   * From here until `release`, a policy change that denies it calls its `close`.
+   */
+  admit(c: TrackedConnection): Admission {
+    this.#conns.add(c);
+    const verdict = this.#verdict(c);
+    if (!verdict.allowed) {
+      this.#conns.delete(c);
+      return { allowed: false, reason: verdict.reason };
+    }
+    return { allowed: true, release: () => { this.#conns.delete(c); } };
+  }
+
   /** Re-authorizes every tracked connection; closes the denied ones. */
   recheck(): number {
     let closed = 0;
     for (const c of [...this.#conns]) {
-      const w = this.#state.workloads.byUid(c.destinationUid);
-      const policies = w === undefined ? [] : this.#state.policies.forWorkload(w.namespace, w.authorizationPolicies).policies;
-      const verdict = w === undefined ? { allowed: false as const, reason: 'destination workload removed' } : authorize(policies, c.request);
+      const verdict = this.#verdict(c);
       if (!verdict.allowed) {
         this.#conns.delete(c);
         c.close(verdict.reason);
@@ -78,5 +97,11 @@ export class ConnectionManager {
       }
     }
     return closed;
+  }
+
+  #verdict(c: TrackedConnection): AuthzVerdict {
+    const w = this.#state.workloads.byUid(c.destinationUid);
+    if (w === undefined) return { allowed: false, reason: 'destination workload removed', dryRun: [] };
+    return authorize(this.#state.policies.forWorkload(w.namespace, w.authorizationPolicies).policies, c.request);
   }
 }

@@ -2,19 +2,25 @@
 // Port 15008: HBONE into a pod (reference §5.6). The HboneServer does TLS
 // (client certificate required, same trust domain) and CONNECT parsing; this
 // handler does the rest in ztunnel's order — destination validation and the
-// self-call port check (decide/inbound.ts), RBAC with the peer identity
-// against the target port — and only then connects to the app (from the
-// client's address, or from loopback with a PROXY v2 header for an app
-// tunnel) so that the 200 goes out once the upstream exists.
+// self-call port check (decide/inbound.ts), registration for policy
+// re-checks, RBAC with the peer identity against the target port — and only
+// then connects to the app (from the client's address, or from loopback with
+// a PROXY v2 header for an app tunnel; within ztunnel's 10 s) so that the 200
+// goes out once the upstream exists. The server turns a throw here into a
+// 503 for this stream alone.
 import type net from 'node:net';
 import { connectTcp } from '@skein/bpf';
-import { authorize, type AuthzRequest } from '../decide/authz.ts';
+import type { AuthzRequest } from '../decide/authz.ts';
 import { decideInbound } from '../decide/inbound.ts';
+import { hostPort } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import type { Service } from '../state/service.ts';
 import type { Workload } from '../state/workload.ts';
 import { policyRejection } from './access-log.ts';
 import { appTunnelHeader } from './app-tunnel.ts';
+import { forwardedHost } from './hbone/headers.ts';
+import { connected, CONNECT_TIMEOUT_MS } from './connect.ts';
+import { checkFault } from './guard.ts';
 import { pooledSocket } from './pooled-reads.ts';
 import type { ConnectDecision, ConnectRequest } from './hbone/server.ts';
 import type { ProxyInputs } from './inputs.ts';
@@ -22,7 +28,26 @@ import { findSourceWorkload } from './source-workload.ts';
 
 
 export function inboundHboneHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: ConnectRequest, accepted: InboundAccepted) => void) {
+  const handle = connectHandler(p, pod, onAccepted);
   return async (req: ConnectRequest): Promise<ConnectDecision> => {
+    // The guard for one CONNECT: whatever fails answers this stream 503 (the
+    // server's onReject writes the access-log line), closes its upstream,
+    // and is counted; the session and every other tunnel go on.
+    let upstream: net.Socket | undefined;
+    try {
+      return await handle(req, (u) => { upstream = u; });
+    } catch (err) {
+      upstream?.destroy();
+      p.guard.count('hbone', err);
+      return { status: 503, reason: `internal error: ${err instanceof Error ? err.message : String(err)}` };
+    }
+  };
+}
+
+function connectHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: ConnectRequest, accepted: InboundAccepted) => void) {
+  return async (req: ConnectRequest, made: (upstream: net.Socket) => void): Promise<ConnectDecision> => {
+    const fault = checkFault('hbone');
+    if (fault !== undefined) await fault;
     const destination = findSourceWorkload(p.state, p.nodeName, pod.info);
     if (destination === undefined) return { status: 503, reason: `no workload for pod ${pod.info.namespace}/${pod.info.name}` };
     const d = decideInbound(p.state, {
@@ -30,22 +55,51 @@ export function inboundHboneHandler(p: ProxyInputs, pod: PodContext, onAccepted:
     });
     if (d.kind === 'reject') return { status: d.status, reason: d.reason };
     const authz: AuthzRequest = { source: req.peer, sourceIp: req.peerAddress.ip, destinationIp: d.authzDestination.ip, destinationPort: d.authzDestination.port };
-    const verdict = authorize(p.state.policies.forWorkload(destination.namespace, destination.authorizationPolicies).policies, authz);
-    if (!verdict.allowed) return { status: 401, reason: policyRejection(verdict.reason) };
-    const upstream = pooledSocket((onread) => connectTcp({
-      address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
-      ...(d.from === 'client' ? { localAddress: req.peerAddress.ip, transparent: true } : {}),
-    }));
-    const err = await new Promise<Error | undefined>((resolve) => {
-      upstream.once('connect', () => { resolve(undefined); });
-      upstream.once('error', resolve);
+    // Registered before it is authorized and through the connect below: a
+    // DENY arriving meanwhile closes it (ConnectionManager.admit).
+    let upstream: net.Socket | undefined;
+    let revoked: string | undefined;
+    const admission = p.connections.admit({
+      destinationUid: destination.uid,
+      request: authz,
+      // As config_dump lists it (workloadState connections).
+      pod: {
+        uid: pod.uid,
+        view: {
+          src: hostPort(req.peerAddress.ip, req.peerAddress.port), originalDst: req.authority.kind === 'hostname' ? req.authority.host : forwardedHost(req.headers) ?? null,
+          actualDst: hostPort(authz.destinationIp, authz.destinationPort), protocol: 'HBONE',
+        },
+      },
+      close: (reason) => {
+        revoked = reason;
+        upstream?.destroy();
+      },
     });
-    if (err !== undefined) return { status: 503, reason: `connect to ${d.upstream.ip}:${d.upstream.port} failed: ${err.message}` };
+    if (!admission.allowed) return { status: 401, reason: policyRejection(admission.reason) };
+    try {
+      upstream = pooledSocket((onread) => connectTcp({
+        address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
+        ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
+        ...(d.from === 'client' ? { localAddress: req.peerAddress.ip, transparent: true } : {}),
+      }));
+    } catch (err) {
+      admission.release();
+      throw err;
+    }
+    made(upstream);
+    const err = await connected(upstream, CONNECT_TIMEOUT_MS, req.signal);
+    if (revoked !== undefined) return { status: 401, reason: `connection closed due to policy change: ${revoked}` };
+    if (err !== undefined) {
+      admission.release();
+      return { status: 503, reason: `connect to ${d.upstream.ip}:${d.upstream.port} failed: ${err.message}` };
+    }
+    const app = upstream;
+    app.once('close', admission.release);
     // §6: the header goes first, before the 200 lets any payload through.
     const header = d.proxyProtocol ? appTunnelHeader(req, d.service) : undefined;
-    if (header !== undefined) upstream.write(header);
-    onAccepted(req, { destination, service: d.service, authz, upstream, headerBytes: header?.length ?? 0 });
-    return { status: 200, upstream };
+    if (header !== undefined) app.write(header);
+    onAccepted(req, { destination, service: d.service, authz, upstream: app, headerBytes: header?.length ?? 0 });
+    return { status: 200, upstream: app };
   };
 }
 

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Everything a pod's proxy needs, passed in once (ztunnel's ProxyInputs).
+import type { TcpKeepalive } from '@skein/bpf';
 import type { Logger } from '../log.ts';
 import type { SecretManager } from '../identity/manager.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { ConnectionManager } from './connection-manager.ts';
+import type { ConnectionGuard } from './guard.ts';
 import type { TcpMetrics } from './metrics.ts';
 
 export interface ProxyInputs {
@@ -22,4 +24,8 @@ export interface ProxyInputs {
   mark: number | undefined;
   /** LOCALHOST_APP_TUNNEL. */
   localhostAppTunnel: boolean;
+  /** KEEPALIVE_*: on pod-side and upstream sockets; undefined when disabled. */
+  keepalive: TcpKeepalive | undefined;
+  /** Catches, logs, counts and closes what a per-connection task throws (guard.ts). */
+  guard: ConnectionGuard;
 }

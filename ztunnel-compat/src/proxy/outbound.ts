@@ -4,6 +4,9 @@
 // (passthrough or a TunnelProtocol NONE destination), or HBONE with the pod's
 // own certificate. Every upstream socket is made in the pod's netns with
 // SO_MARK 0x539, so it leaves from the pod's IP and is not captured again.
+// Plain TCP connects are bounded by ztunnel's 10 s; sockets on both sides
+// keep TCP keepalive (KEEPALIVE_*); the whole task runs under the
+// connection guard (guard.ts).
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connectTcp, originalDst } from '@skein/bpf';
@@ -17,6 +20,8 @@ import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
 import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
 import { pooledSocket } from './pooled-reads.ts';
+import { connected, CONNECT_TIMEOUT_MS, keepPodSocketAlive } from './connect.ts';
+import { checkFault } from './guard.ts';
 import { relay } from './relay.ts';
 import { waitForSourceWorkload } from './source-workload.ts';
 
@@ -27,14 +32,17 @@ export interface OutboundDeps extends ProxyInputs {
 
 export function handleOutbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): void {
   socket.on('error', () => undefined);
-  void outbound(p, socket, pod).catch((err: unknown) => {
-    p.log.error({ scope: 'outbound', err: (err as Error).message }, 'outbound connection failed unexpectedly');
-    socket.destroy();
-  });
+  // The upstream (a TCP socket or an HBONE tunnel) once there is one, for the guard to close.
+  let upstream: Duplex | undefined;
+  const fields = (): AccessFields => ({ 'src.addr': hostPort(socket.remoteAddress ?? '', socket.remotePort ?? 0), direction: 'outbound' });
+  p.guard.run('outbound', fields, () => [socket, upstream], () => outbound(p, socket, pod, (u) => { upstream = u; }));
 }
 
-async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): Promise<void> {
+async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, made: Made): Promise<void> {
+  const fault = checkFault('outbound');
+  if (fault !== undefined) await fault;
   const started = Date.now();
+  keepPodSocketAlive(socket, p.keepalive);
   const dst = originalDst(socket);
   const srcIp = socket.remoteAddress ?? '';
   const srcAddr = `${srcIp}:${socket.remotePort ?? 0}`;
@@ -85,7 +93,7 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): P
         src: srcAddr, originalDst: dstAddr, actualDst: hostPort(decision.upstream.ip, decision.upstream.port), protocol: decision.kind === 'hbone' ? 'HBONE' : 'TCP',
       });
       try {
-        await (decision.kind === 'hbone' ? viaHbone(p, socket, pod, source, decision, fields, started) : viaTcp(p, socket, pod, source, decision, fields, started));
+        await (decision.kind === 'hbone' ? viaHbone(p, socket, pod, source, decision, fields, started, made) : viaTcp(p, socket, pod, source, decision, fields, started, made));
       } finally {
         untrack();
       }
@@ -104,22 +112,30 @@ function dnsLabels(source: Workload, hostname: string): OnDemandDnsLabels {
 }
 
 type Fields = (more?: Partial<AccessFacts>) => AccessFields;
+/** Hands the upstream, once made, to the connection's guard. */
+type Made = (upstream: Duplex) => void;
 type TcpDecision = Extract<OutboundDecision, { kind: 'passthrough' | 'tcp' }>;
 type HboneDecision = Extract<OutboundDecision, { kind: 'hbone' }>;
 
-async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number): Promise<void> {
+async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number, made: Made): Promise<void> {
   const destination = d.kind === 'tcp' ? d.destination : undefined;
   const service = d.kind === 'tcp' ? d.service : undefined;
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination, destinationService: service, mtls: false, flag });
-  const upstream = pooledSocket((onread) => connectTcp({ address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread }));
-  const connected = await new Promise<Error | undefined>((resolve) => {
-    upstream.once('connect', () => { resolve(undefined); });
-    upstream.once('error', resolve);
-  });
+  const upstream = pooledSocket((onread) => connectTcp({
+    address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
+    ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
+  }));
+  made(upstream);
+  // ztunnel's connect timeout; a client that leaves meanwhile abandons the connect.
+  const gone = new AbortController();
+  const onGone = (): void => { gone.abort(); };
+  socket.once('close', onGone);
+  const failed = await connected(upstream, CONNECT_TIMEOUT_MS, gone.signal);
+  socket.off('close', onGone);
   const f = fields({ dstAddr: hostPort(d.upstream.ip, d.upstream.port), destination, service });
-  if (connected !== undefined) {
+  if (failed !== undefined) {
     p.metrics.failed(labels('CONNECT'));
-    logFailed(p.access, f, connected.message);
+    logFailed(p.access, f, failed.message);
     socket.destroy();
     return;
   }
@@ -130,7 +146,7 @@ async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, sour
   logComplete(p.access, f, { bytesSent: r.aToB, bytesRecv: r.bToA, durationMs: Date.now() - started, error: r.error?.message });
 }
 
-async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: HboneDecision, fields: Fields, started: number): Promise<void> {
+async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: HboneDecision, fields: Fields, started: number, made: Made): Promise<void> {
   // As ztunnel: the workload dialled (a waypoint, when there is one) is the
   // destination; the service is the one the client addressed.
   const identity = identityOf(source);
@@ -150,8 +166,12 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
         forwarded: forwardedHeader(socket.remoteAddress ?? '', socket.remotePort ?? 0, d.service?.hostname),
         traceparent: traceparent(),
       },
-      createSocket: () => connectTcp({ address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, noDelay: true }),
+      createSocket: () => connectTcp({
+        address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, noDelay: true,
+        ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
+      }),
     });
+    made(tunnel);
   } catch (err) {
     const e = err as Error & { flag?: ResponseFlag; status?: number };
     p.metrics.failed(labels(e.flag ?? 'CONNECT'));

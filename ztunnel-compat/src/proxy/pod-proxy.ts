@@ -16,6 +16,7 @@ import { accessFields, logComplete, logFailed } from './access-log.ts';
 import { guessInboundService, tcpLabels } from './metrics.ts';
 import { handleOutbound, type OutboundDeps } from './outbound.ts';
 import { adoptPooled } from './pooled-reads.ts';
+import { keepPodSocketAlive } from './connect.ts';
 import { findSourceWorkload } from './source-workload.ts';
 
 export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
@@ -44,7 +45,7 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
           return;
         case 'hbone': {
           const server = servers.get(pod.uid);
-          if (server === undefined) socket.destroy();
+          if (server === undefined || !keepPodSocketAlive(socket, p.keepalive)) socket.destroy();
           else server.accept(socket);
           return;
         }
@@ -64,15 +65,9 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
           const destinationService = service ?? guessInboundService(p.state.services.forWorkload(destination), destination, authz.destinationPort, forwardedHost(req.headers));
           const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService, mtls: true, flag: '-' });
           p.metrics.opened(labels);
-          const view = {
-            src: hostPort(req.peerAddress.ip, req.peerAddress.port), originalDst: req.authority.kind === 'hostname' ? req.authority.host : forwardedHost(req.headers) ?? null,
-            actualDst: hostPort(authz.destinationIp, authz.destinationPort), protocol: 'HBONE' as const,
-          };
-          const untrack = p.connections.register({ destinationUid: destination.uid, request: authz, pod: { uid, view }, close: () => { upstream.destroy(); } });
           // The app socket's own counters are the tunnel's bytes: what it
           // wrote came from the client (after our PROXY header), what it read went back.
           upstream.once('close', (hadError: boolean) => {
-            untrack();
             p.metrics.closed(labels, upstream.bytesWritten - headerBytes, upstream.bytesRead, hadError ? 'error' : undefined);
           });
         }),
@@ -84,6 +79,9 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
             destination: findSourceWorkload(p.state, p.nodeName, info), service: undefined,
           });
           logComplete(p.access, fields, { bytesSent: end.bytesOut, bytesRecv: end.bytesIn, durationMs: end.durationMs, error: end.reason === 'closed' ? undefined : end.reason });
+        },
+        onStreamError: (err, r) => {
+          p.guard.fail('hbone', () => ({ 'src.addr': hostPort(r.peerAddress.ip, r.peerAddress.port), 'dst.addr': hostPort(r.localAddress.ip, r.localAddress.port), direction: 'inbound' }), () => [], err);
         },
         onReject: (r) => {
           const fields = accessFields({

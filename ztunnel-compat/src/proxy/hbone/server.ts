@@ -87,6 +87,8 @@ export interface HboneServerOptions extends HboneTlsOptions {
   /** A CONNECT answered with an error status (400/401/503). */
   onReject?: (r: StreamRejection) => void;
   onHandshakeReject?: (r: HandshakeRejection) => void;
+  /** A stream whose handling threw (a bug): it was reset; the session and its other streams go on. */
+  onStreamError?: (err: unknown, session: { peer: Identity; peerAddress: SocketAddress; localAddress: SocketAddress }) => void;
   /** Every TLS connection that completed a handshake, before our checks (for tests and metrics). */
   onSecureConnection?: (socket: TLSSocket) => void;
   keepalive?: KeepaliveOptions;
@@ -133,7 +135,8 @@ export class HboneServer {
     });
     this.#h2.on('session', (session: Http2Session) => { this.#onSession(session); });
     this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-      void this.#onStream(stream, headers);
+      // A failure is this stream's alone: reset it, report it, serve the rest.
+      this.#onStream(stream, headers).catch((err: unknown) => { this.#streamFailed(stream, err); });
     });
     this.#tlsServer = createTlsServer({ ...this.#tls.options });
     this.#tlsServer.on('secureConnection', (socket: TLSSocket) => { this.#onSecureConnection(socket); });
@@ -239,6 +242,12 @@ export class HboneServer {
     keepalive(session, this.#opts.keepalive);
   }
 
+  #streamFailed(stream: ServerHttp2Stream, err: unknown): void {
+    if (!stream.destroyed && !stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
+    const info = this.#sessions.get(stream.session as Http2Session);
+    if (info !== undefined) this.#opts.onStreamError?.(err, info);
+  }
+
   #reject(stream: ServerHttp2Stream, info: SessionInfo, status: 400 | 401 | 503, reason: string, authority: string | undefined): void {
     this.#opts.onReject?.({ status, reason, authority, peer: info.peer, peerAddress: info.peerAddress, localAddress: info.localAddress });
     if (stream.destroyed || stream.closed) return;
@@ -289,8 +298,13 @@ export class HboneServer {
     }
     const resp: Record<string, string | number> = { ':status': 200 };
     if (decision.baggage !== undefined) resp.baggage = decision.baggage;
-    stream.respond(resp);
-    this.#tunnel(stream, upstream, request);
+    try {
+      stream.respond(resp);
+      this.#tunnel(stream, upstream, request);
+    } catch (err) {
+      upstream.destroy();
+      throw err;
+    }
   }
 
   #tunnel(stream: ServerHttp2Stream, upstream: Duplex, request: ConnectRequest): void {

@@ -7,6 +7,7 @@ import type { WaypointCommand } from '@skein/waypoint/args';
 import { parseArgs, usage, UsageError } from './cli.ts';
 import { ConfigError, parseConfig } from './config.ts';
 import { createLogger } from './log.ts';
+import { installProcessPolicy } from './process-policy.ts';
 import { version } from './version.ts';
 
 function readConfig(): ReturnType<typeof parseConfig> | undefined {
@@ -34,6 +35,8 @@ async function proxy(): Promise<number> {
   const config = readConfig();
   if (config === undefined) return 1;
   const log = createLogger(config.logLevel, config.logFormat);
+  // From here an error nothing caught is logged and counted, never fatal.
+  const policy = installProcessPolicy(log);
   let app;
   try {
     app = await startApp(config, log, { onShutdownRequest: () => { void stop('quitquitquit'); } });
@@ -44,6 +47,7 @@ async function proxy(): Promise<number> {
     }
     throw err;
   }
+  policy.attach(app.metrics.registry);
   const done = Promise.withResolvers<number>();
   const stop = async (why: string): Promise<void> => {
     log.info({ scope: 'app', why }, 'shutting down');

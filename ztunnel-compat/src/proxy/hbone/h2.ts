@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // HTTP/2 facts shared by the HBONE client and server (ztunnel src/proxy/h2/*):
 // window and frame sizes, the PING keepalive, and `:authority` parsing.
-import type { Http2Session } from 'node:http2';
+import { constants as h2c, type Http2Session, type ServerHttp2Stream } from 'node:http2';
 import { isIPv4, isIPv6 } from 'node:net';
 
 const MiB = 1024 * 1024;
@@ -15,16 +15,27 @@ export const CLIENT_MAX_HEADER_LIST = 16 * 1024;
 export const SERVER_MAX_HEADER_LIST = 64 * 1024;
 export const SERVER_MAX_CONCURRENT_STREAMS = 200;
 /**
- * RST_STREAMs a server session takes (a burst, then per second) before it
- * ends the session with GOAWAY. Node's defaults (1000, then 33/s) would end
- * a mesh client's session, and every tunnel on it, once its workloads abort
- * more than 33 connections a second: each abort resets a stream. ztunnel's
- * server does not limit resets of streams it has accepted. These sit far
- * above the rate one node proxy opens tunnels at (under 2k/s on the bench),
- * so only a flood trips them.
+ * nghttp2's own RST_STREAM token bucket (a burst, then per second) before
+ * it ends a server session with GOAWAY. It counts every reset, those of
+ * tunnels long accepted too, which ztunnel's server (the Rust h2 crate)
+ * never limits: a mesh client resets a stream whenever its workload aborts
+ * a connection, and Node's defaults (1000, then 33/s) would end its pooled
+ * session, with every tunnel on it, past 33 aborts a second. So this is only
+ * a backstop above the rate one node proxy opens tunnels at (under 2k/s on
+ * the bench); the limit ztunnel's peer does apply, on resets of streams not
+ * yet answered, is PendingResets below.
  */
 export const SERVER_STREAM_RESET_BURST = 10_000;
 export const SERVER_STREAM_RESET_RATE = 10_000;
+/**
+ * The Rust h2 crate's server default `max_pending_accept_reset_streams`
+ * (h2 src/proto/mod.rs DEFAULT_REMOTE_RESET_STREAM_MAX = 20, the server
+ * Builder's pending_accept_reset_stream_max): streams
+ * the peer reset before the server took them up. More at once is the
+ * rapid-reset attack (CVE-2023-44487), and the session gets GOAWAY
+ * ENHANCE_YOUR_CALM.
+ */
+export const MAX_PENDING_RESET_STREAMS = 20;
 /** POOL_MAX_STREAMS_PER_CONNECTION. */
 export const POOL_MAX_STREAMS = 100;
 export const PING_INTERVAL_MS = 10_000;
@@ -105,4 +116,73 @@ export function keepalive(session: Http2Session, opts: KeepaliveOptions = {}): v
   }, intervalMs);
   timer.unref();
   session.once('close', () => { clearInterval(timer); });
+}
+
+/**
+ * Per server session: the CONNECTs the peer reset while the server was
+ * still answering them (authorizing, dialling the app), as h2 counts the
+ * reset streams its application has not accepted yet. HEADERS then
+ * RST_STREAM in one burst — the rapid-reset attack — makes work for each
+ * stream that the peer never waits for; MAX_CONCURRENT_STREAMS does not
+ * bound it, since a reset stream no longer counts. A reset stays counted
+ * until its handler has wound down and the event loop has turned once
+ * (h2: until the accept loop got to run), so resets arriving faster than
+ * the daemon gets round to them pile up; past `max` at once (h2's
+ * max_pending_accept_reset_streams) the session is told ENHANCE_YOUR_CALM
+ * and closed. A client aborting tunnels one by one never gets near it: each
+ * abort costs it a round trip, and each handler gives up its connect as
+ * soon as its stream is reset.
+ */
+export class PendingResets {
+  readonly #session: Http2Session;
+  readonly #max: number;
+  #count = 0;
+  #calmed = false;
+
+  constructor(session: Http2Session, max = MAX_PENDING_RESET_STREAMS) {
+    this.#session = session;
+    this.#max = max;
+  }
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** A CONNECT being answered; the returned function marks it answered (or given up). */
+  begin(stream: ServerHttp2Stream): () => void {
+    let counted = false;
+    const onAborted = (): void => {
+      counted = true;
+      if (++this.#count > this.#max) this.#calm();
+    };
+    stream.once('aborted', onAborted);
+    return () => {
+      stream.off('aborted', onAborted);
+      if (counted) {
+        counted = false;
+        setImmediate(() => { this.#count--; });
+      }
+    };
+  }
+
+  #calm(): void {
+    const s = this.#session;
+    if (this.#calmed || s.destroyed || s.closed) return;
+    this.#calmed = true;
+    // The GOAWAY first; the session goes once it had a turn to be written.
+    s.goaway(h2c.NGHTTP2_ENHANCE_YOUR_CALM);
+    setImmediate(() => { s.destroy(); });
+  }
+}
+
+const pendingResets = new WeakMap<Http2Session, PendingResets>();
+
+/** The PendingResets of a stream's session (made on first use). */
+export function pendingResetsOf(session: Http2Session): PendingResets {
+  let p = pendingResets.get(session);
+  if (p === undefined) {
+    p = new PendingResets(session);
+    pendingResets.set(session, p);
+  }
+  return p;
 }

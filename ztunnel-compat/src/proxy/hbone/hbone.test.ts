@@ -396,3 +396,110 @@ test('a client resetting tunnel after tunnel (aborted connections) does not get 
   assert.equal(local.sessionCount, 1);
   await local.close();
 });
+
+/** An HTTP/2 session to `port` with the client certificate, without HboneClient's pooling. */
+function rawSession(port: number): ReturnType<typeof h2connect> {
+  const tls = tlsConnect({ ...clientOptions(c.client, [c.serverId]), host: '127.0.0.1', port });
+  return h2connect(`https://127.0.0.1:${port}`, { createConnection: () => tls });
+}
+
+test('rapid reset (CONNECT then RST_STREAM in one burst) gets the session GOAWAY ENHANCE_YOUR_CALM past 20 pending resets, as ztunnel\'s h2 peer', { timeout: 20_000 }, async () => {
+  // h2's server default max_pending_accept_reset_streams is 20; nghttp2's
+  // own bucket (raised for aborted tunnels) would let 10k through.
+  let handled = 0;
+  const server = await startServer(c.server, {
+    handler: async (r) => {
+      handled++;
+      // A connect that takes a while, given up as soon as the client resets.
+      await new Promise((resolve) => { const t = setTimeout(resolve, 500); r.signal.addEventListener('abort', () => { clearTimeout(t); resolve(undefined); }); });
+      return r.signal.aborted ? { status: 503, reason: 'client went away' } : connectUpstream(server.echo.port);
+    },
+  });
+  const session = rawSession(server.port);
+  session.on('error', () => undefined);
+  try {
+    await new Promise<void>((r) => { session.once('connect', () => { r(); }); });
+    const goaway = new Promise<number>((resolve) => { session.once('goaway', (code: number) => { resolve(code); }); });
+    for (let i = 0; i < 200; i++) {
+      const s = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${server.echo.port}` }, { endStream: false });
+      s.on('error', () => undefined);
+      s.close(h2constants.NGHTTP2_CANCEL);
+    }
+    assert.equal(await goaway, h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    await waitFor(() => server.server.sessionCount === 0);
+    assert.ok(handled <= 200, `handled ${handled}`);
+  } finally {
+    session.destroy();
+    await server.close();
+  }
+});
+
+test('a client aborting tunnels one at a time while they connect keeps its session (resets never pile up)', { timeout: 20_000 }, async () => {
+  const server = await startServer(c.server, {
+    handler: async (r) => {
+      await new Promise((resolve) => { const t = setTimeout(resolve, 500); r.signal.addEventListener('abort', () => { clearTimeout(t); resolve(undefined); }); });
+      return r.signal.aborted ? { status: 503, reason: 'client went away' } : connectUpstream(server.echo.port);
+    },
+  });
+  const session = rawSession(server.port);
+  let goaway = false;
+  session.on('goaway', () => { goaway = true; });
+  session.on('error', () => undefined);
+  try {
+    for (let i = 0; i < 100; i++) {
+      const s = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${server.echo.port}` }, { endStream: false });
+      s.on('error', () => undefined);
+      await waitFor(() => server.requests.length === i + 1);
+      const closed = new Promise((r) => s.once('close', r));
+      s.close(h2constants.NGHTTP2_CANCEL);
+      await closed;
+    }
+    assert.equal(goaway, false);
+    assert.equal(server.server.sessionCount, 1);
+  } finally {
+    session.destroy();
+    await server.close();
+  }
+});
+
+test('a stream whose handling throws after the handler (a bug) is reset alone: reported, its upstream closed, the session serves on', { timeout: 20_000 }, async () => {
+  const failures: unknown[] = [];
+  let upstreamClosed = false;
+  let bad = true;
+  const server = await startServer(c.server, {
+    handler: async () => {
+      const d = await connectUpstream(server.echo.port);
+      if (d.status !== 200) return d;
+      if (!bad) return d;
+      bad = false;
+      d.upstream.once('close', () => { upstreamClosed = true; });
+      // A bug after the handler: the tunnel's first listener throws.
+      const on = d.upstream.on.bind(d.upstream);
+      d.upstream.on = ((event: string, fn: (...args: unknown[]) => void) => {
+        if (event === 'error') throw new Error('broken upstream');
+        return on(event, fn);
+      }) as typeof d.upstream.on;
+      return d;
+    },
+    onStreamError: (err) => { failures.push(err); },
+  });
+  const local = new HboneClient();
+  try {
+    // The 200 may already be out when the bug strikes: then the tunnel is reset.
+    const first = await local.connect({ ...req(), upstream: { ip: '127.0.0.1', port: server.port } }).then(async (t) => {
+      t.on('error', () => undefined);
+      await new Promise((r) => t.once('close', r));
+      return 'reset';
+    }, () => 'refused');
+    assert.ok(['reset', 'refused'].includes(first));
+    await waitFor(() => failures.length === 1 && upstreamClosed);
+    assert.match(String(failures[0]), /broken upstream/);
+    const t = await local.connect({ ...req(), upstream: { ip: '127.0.0.1', port: server.port } });
+    const got = await roundTrip(t, Buffer.from('after'));
+    assert.equal(got.bytes, 5);
+    assert.equal(local.sessionCount, 1, 'the same session served the next tunnel');
+  } finally {
+    await local.close();
+    await server.close();
+  }
+});

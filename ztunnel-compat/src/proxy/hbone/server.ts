@@ -16,7 +16,7 @@ import type { Identity } from '../../identity/spiffe.ts';
 import { forward, passEnd } from '../relay.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import {
-  CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, SERVER_MAX_CONCURRENT_STREAMS,
+  CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, pendingResetsOf, SERVER_MAX_CONCURRENT_STREAMS,
   SERVER_MAX_HEADER_LIST, SERVER_STREAM_RESET_BURST, SERVER_STREAM_RESET_RATE, STREAM_WINDOW,
 } from './h2.ts';
 import type { Authority, KeepaliveOptions } from './h2.ts';
@@ -277,6 +277,8 @@ export class HboneServer {
     };
     const onGone = (): void => { abort.abort(new Error('the client went away')); };
     stream.once('close', onGone);
+    // Resets of CONNECTs still being answered are bounded as ztunnel's h2 peer bounds them (h2.ts).
+    const answered = pendingResetsOf(stream.session as Http2Session).begin(stream);
     let decision: ConnectDecision;
     try {
       decision = await this.#opts.handler(request);
@@ -285,6 +287,7 @@ export class HboneServer {
       return;
     } finally {
       stream.off('close', onGone);
+      answered();
     }
     if (decision.status !== 200) {
       this.#reject(stream, info, decision.status, decision.reason, rawAuthority);

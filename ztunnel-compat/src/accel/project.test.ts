@@ -133,3 +133,20 @@ test('same-node destinations: enrolled HBONE pods here, with a verdict per sourc
   const hbone = project({ state, nodeName: NODE, network: '', pods, podIds: new IdTable(), serviceIds: new IdTable(), sameNode: 'hbone' });
   assert.equal(hbone.locals.size + hbone.authz.size, 0);
 });
+
+test('a pod that takes a PROXY application tunnel (a sandwiched waypoint) is never a same-node fast-path destination', () => {
+  // The kernel would connect the caller straight to the pod, and the caller's
+  // own bytes — a forged PROXY header among them — would be the first the
+  // tunnel port reads. Only the userspace path writes Skein's header first.
+  const here = (name: string, addr: string, extra: MessageInit<XdsWorkload> = {}): XdsResource => workloadResource(pod(name, 'ns', addr, { node: NODE, serviceAccount: name, ...extra }));
+  const state = stateOf([
+    here('a', '10.0.0.1'),
+    here('gw', '10.0.0.5', { applicationTunnel: { protocol: 1, port: 15088 } }),
+    here('gw-any-port', '10.0.0.6', { applicationTunnel: { protocol: 1, port: 0 } }),
+  ]);
+  const p = run(state, enrolled(['a', 'ns'], ['gw', 'ns'], ['gw-any-port', 'ns']));
+  assert.deepEqual([...p.locals.keys()], ['10.0.0.1']);
+  const id = (name: string): number => [...p.pods.values()].find((x) => x.workload?.name === name)?.podId ?? -1;
+  assert.equal(p.authz.has(`${id('a')}/${id('gw')}`), false);
+  assert.equal(p.authz.has(`${id('a')}/${id('gw-any-port')}`), false);
+});

@@ -136,7 +136,10 @@ export function fdOf(s: net.Socket | net.Server): number {
 /** Sets options on a socket Node already owns. */
 export function setSocketOptions(s: net.Socket | net.Server, o: SocketOptions): void {
   const fd = fdOf(s);
-  applyToFd(fd, native.localAddress(fd).family, o);
+  // Only the IP-level options depend on the family: the others (keepalive on
+  // every pod-side socket) spare the getsockname.
+  const family = o.transparent !== undefined || o.freebind !== undefined ? native.localAddress(fd).family : 4;
+  applyToFd(fd, family, o);
 }
 
 /** Reads an integer socket option (for checks and tests). */

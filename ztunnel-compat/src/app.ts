@@ -198,7 +198,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
     onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
     metrics: tcpMetrics, network: config.network, clusterId: config.clusterId, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
-    keepalive: config.keepalive, guard: new ConnectionGuard({ registry: metrics.registry, log: scoped(log, 'proxy'), access: scoped(log, 'access') }),
+    keepalive: config.keepalive.enabled ? config.keepalive : undefined, guard: new ConnectionGuard({ registry: metrics.registry, log: scoped(log, 'proxy'), access: scoped(log, 'access') }),
   };
   // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).
   const dns = config.dnsProxy ? new DnsProxy({

@@ -111,10 +111,10 @@ test('the DNS proxy: on by default on 15053, off with ISTIO_META_DNS_CAPTURE=fal
 test('TCP keepalive follows ztunnel: on, 180 s idle, 180 s between probes, 9 probes; KEEPALIVE_* override it', () => {
   // ztunnel src/config.rs SocketConfig::default(): keepalive_time 180s,
   // keepalive_interval 180s, keepalive_retries 9, keepalive_enabled true.
-  assert.deepEqual(parseConfig({}).keepalive, { timeSeconds: 180, intervalSeconds: 180, retries: 9 });
-  assert.deepEqual(parseConfig({ KEEPALIVE_TIME: '30s', KEEPALIVE_INTERVAL: '1m', KEEPALIVE_RETRIES: '3' }).keepalive, { timeSeconds: 30, intervalSeconds: 60, retries: 3 });
-  assert.deepEqual(parseConfig({ KEEPALIVE_TIME: '1500ms' }).keepalive?.timeSeconds, 2, 'the kernel takes whole seconds: rounded up');
-  assert.equal(parseConfig({ KEEPALIVE_ENABLED: 'false' }).keepalive, undefined);
+  assert.deepEqual(parseConfig({}).keepalive, { enabled: true, timeSeconds: 180, intervalSeconds: 180, retries: 9 });
+  assert.deepEqual(parseConfig({ KEEPALIVE_TIME: '30s', KEEPALIVE_INTERVAL: '1m', KEEPALIVE_RETRIES: '3' }).keepalive, { enabled: true, timeSeconds: 30, intervalSeconds: 60, retries: 3 });
+  assert.deepEqual(parseConfig({ KEEPALIVE_TIME: '1500ms' }).keepalive.timeSeconds, 2, 'the kernel takes whole seconds: rounded up');
+  assert.equal(parseConfig({ KEEPALIVE_ENABLED: 'false' }).keepalive.enabled, false);
   assert.throws(() => parseConfig({ KEEPALIVE_TIME: '0s', KEEPALIVE_INTERVAL: 'soon', KEEPALIVE_RETRIES: '200', KEEPALIVE_ENABLED: 'maybe' }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.equal(err.problems.length, 4, err.message);

@@ -78,8 +78,8 @@ export interface Config {
   dnsProxyPort: number;
   /** The resolv.conf whose nameservers get the queries Skein does not answer (SKEIN_DNS_RESOLV_CONF). */
   dnsResolvConf: string;
-  /** TCP keepalive on pod-side and upstream sockets (KEEPALIVE_*); undefined when KEEPALIVE_ENABLED=false. */
-  keepalive: KeepaliveConfig | undefined;
+  /** TCP keepalive on pod-side and upstream sockets (KEEPALIVE_*). */
+  keepalive: KeepaliveConfig & { enabled: boolean };
 }
 
 /** ztunnel's SocketConfig keepalive_* (src/config.rs), in whole seconds as the kernel takes them. */
@@ -219,15 +219,14 @@ export function parseConfig(env: Env): Config {
   return config;
 }
 
-function keepaliveConfig(p: Reader): KeepaliveConfig | undefined {
-  const enabled = p.bool('KEEPALIVE_ENABLED', true);
-  const k = {
+function keepaliveConfig(p: Reader): KeepaliveConfig & { enabled: boolean } {
+  return {
+    enabled: p.bool('KEEPALIVE_ENABLED', true),
     timeSeconds: p.seconds('KEEPALIVE_TIME', 32_767) ?? DEFAULT_KEEPALIVE.timeSeconds,
     intervalSeconds: p.seconds('KEEPALIVE_INTERVAL', 32_767) ?? DEFAULT_KEEPALIVE.intervalSeconds,
     // The kernel's TCP_KEEPCNT limit is 127.
     retries: p.int('KEEPALIVE_RETRIES', 1, 127) ?? DEFAULT_KEEPALIVE.retries,
   };
-  return enabled ? k : undefined;
 }
 
 /**

@@ -58,3 +58,12 @@ test("staticConfig: ztunnel's empty LocalConfig without a file, the file's own l
   const w = [{ name: 'a', namespace: 'b', workloadIps: ['10.0.0.1'], services: {} }];
   assert.deepEqual(staticConfigSection({ workloads: w }), { workloads: w, policies: [], services: [] });
 });
+
+test('config.socketConfig shows the KEEPALIVE_* in force, as ztunnel serializes its SocketConfig', () => {
+  assert.deepEqual(configSection(parseConfig({})).socketConfig, {
+    keepaliveTime: { secs: 180, nanos: 0 }, keepaliveInterval: { secs: 180, nanos: 0 }, keepaliveRetries: 9, keepaliveEnabled: true, userTimeoutEnabled: false,
+  });
+  assert.deepEqual(configSection(parseConfig({ KEEPALIVE_TIME: '30s', KEEPALIVE_INTERVAL: '10s', KEEPALIVE_RETRIES: '4', KEEPALIVE_ENABLED: 'false' })).socketConfig, {
+    keepaliveTime: { secs: 30, nanos: 0 }, keepaliveInterval: { secs: 10, nanos: 0 }, keepaliveRetries: 4, keepaliveEnabled: false, userTimeoutEnabled: false,
+  });
+});

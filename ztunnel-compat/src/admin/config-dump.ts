@@ -82,7 +82,10 @@ export function configSection(c: Config): Record<string, unknown> {
     inpodUds: c.inpodUds,
     inpodPortReuse: c.inpodPortReuse,
     packetMark: c.packetMark ?? null,
-    socketConfig: { keepaliveTime: duration(180_000), keepaliveInterval: duration(180_000), keepaliveRetries: 9, keepaliveEnabled: true, userTimeoutEnabled: false },
+    socketConfig: {
+      keepaliveTime: duration(c.keepalive.timeSeconds * 1000), keepaliveInterval: duration(c.keepalive.intervalSeconds * 1000),
+      keepaliveRetries: c.keepalive.retries, keepaliveEnabled: c.keepalive.enabled, userTimeoutEnabled: false,
+    },
     xdsHeaders: Object.entries(c.xdsHeaders),
     caHeaders: Object.entries(c.caHeaders),
     localhostAppTunnel: c.localhostAppTunnel,

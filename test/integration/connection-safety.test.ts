@@ -52,10 +52,12 @@ function staticConfig(): string {
   const w = (p: LabPod, nodeName: string, extra = ''): string => `- uid: Kubernetes//Pod/${p.namespace}/${p.name}
   name: ${p.name}
   namespace: ${p.namespace}
+  trustDomain: cluster.local
   serviceAccount: ${p.serviceAccount}
   workloadIps: ["${p.ip4}"]
   protocol: HBONE
   node: ${nodeName}
+  services: {}
 ${extra}`;
   return `workloads:
 ${w(pod('client'), 'node0')}${w(pod('server'), 'node1')}${w(pod('neighbour'), 'node1')}\

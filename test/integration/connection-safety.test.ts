@@ -23,11 +23,12 @@ import { policyResource } from '@skein/ztunnel-compat/state/testing';
 import { ProxyStateUpdater } from '@skein/ztunnel-compat/state/updater';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
+import { needsRoot as rootOnly } from '../skips.ts';
 import { kernelMode } from './kernel-mode.ts';
 import { must } from './lab-helpers.ts';
 import { until } from './until.ts';
 
-const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
+const needsRoot = rootOnly('lab namespaces, iptables');
 const APP_TUNNEL = 15088;
 const FORGED = 'spiffe://cluster.local/ns/istio-system/sa/istiod';
 

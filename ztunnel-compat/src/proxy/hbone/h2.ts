@@ -131,7 +131,12 @@ export function keepalive(session: Http2Session, opts: KeepaliveOptions = {}): v
  * max_pending_accept_reset_streams) the session is told ENHANCE_YOUR_CALM
  * and closed. A client aborting tunnels one by one never gets near it: each
  * abort costs it a round trip, and each handler gives up its connect as
- * soon as its stream is reset.
+ * soon as its stream is reset. 'aborted' also fires for a stream the server
+ * resets itself; h2's other budget, local_max_error_reset_streams (1024
+ * resets the server sends for a peer's stream errors), has no Node knob, but
+ * nghttp2 ends the whole session (GOAWAY PROTOCOL_ERROR / STREAM_CLOSED) on
+ * the usual triggers, a zero WINDOW_UPDATE or DATA after END_STREAM
+ * (measured on Node 24), which is stricter.
  */
 export class PendingResets {
   readonly #session: Http2Session;

@@ -17,6 +17,7 @@ apt_pkgs=(
   clang llvm libbpf-dev bpftool
   iproute2 iptables
   curl openssl haproxy nginx-light nghttp2-client iperf3 wrk dnsmasq-base bind9-dnsutils dnsperf
+  qemu-system-x86
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -139,3 +140,8 @@ if [ -r /sys/kernel/btf/vmlinux ]; then
 else
   say "no kernel BTF (/sys/kernel/btf/vmlinux): eBPF programs not built, kernel fast paths will stay off"
 fi
+
+# 7. The VM lab (test/vm/): Debian's kernel, headers and busybox through
+#    apt-get download, kmod/ built against them, the C programs the VM tests
+#    run. This machine's kernel loads no modules; the VM's does.
+bash "$root/test/vm/setup.sh"

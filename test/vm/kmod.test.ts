@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+// The kernel module in the VM lab: one boot of Debian's kernel runs every
+// check of test/vm/kmod-suite.sh (load, register, the data-path cases of
+// kmod/test/hbone_vm_test.c plain and over kTLS, the pin while a tunnel
+// lives, unload) and each of its lines becomes a test here. A kernel warning
+// on the console fails the suite whatever the checks said.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { projectRoot, runInVm, vmImage, type VmResult } from './vm.ts';
+
+const img = vmImage();
+const BOOT_TIMEOUT_MS = 240_000;
+
+test('kmod/ in the VM: loads, registers its ULP, unloads', { skip: typeof img === 'string' ? img : false, timeout: BOOT_TIMEOUT_MS + 30_000 }, async (t) => {
+  if (typeof img === 'string') return;
+  const r: VmResult = await runInVm(img, {
+    modules: ['tls', 'gcm', 'ghash-generic', 'ctr'],
+    files: [
+      { path: '/root/skein_hbone.ko', from: img.kmod },
+    ],
+    script: (await import('node:fs')).readFileSync(path.join(projectRoot, 'test/vm/kmod-suite.sh'), 'utf8'),
+    timeoutMs: BOOT_TIMEOUT_MS,
+  });
+  const report = `--- VM output (${r.elapsedMs} ms, ${r.accel})\n${r.output}\n--- console tail\n${r.console.slice(-3000)}`;
+  assert.ok(!r.timedOut, `the VM did not finish in ${BOOT_TIMEOUT_MS} ms\n${report}`);
+  assert.equal(r.exitCode, 0, report);
+  const lines = r.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
+  // The checks the suite must report (a missing line is a failure, not a pass).
+  const expected = ['load', 'ulp-registered', 'unload', 'ulp-unregistered', 'dmesg-clean'];
+  for (const name of expected) {
+    await t.test(name, () => {
+      const line = lines.find((l) => l === `ok - ${name}` || l.startsWith(`not ok - ${name}:`) || l.startsWith(`not ok - ${name} `));
+      assert.ok(line !== undefined, `no result for ${name}\n${report}`);
+      assert.ok(line.startsWith('ok - '), `${line}\n${report}`);
+    });
+  }
+  await t.test('no kernel warning on the console', () => {
+    assert.deepEqual(r.kernelWarnings, [], report);
+  });
+});

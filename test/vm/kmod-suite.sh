@@ -11,6 +11,30 @@ ulps=/proc/sys/net/ipv4/tcp_available_ulp
 if insmod /root/skein_hbone.ko; then ok load; else nok load "insmod failed"; fi
 if grep -qw skein_hbone $ulps; then ok ulp-registered; else nok ulp-registered "$(cat $ulps)"; fi
 
+for c in roundtrip window ping recv_window fallback garbage refusals; do
+  for m in plain tls; do
+    /root/hbone_vm_test "$c" "$m" || true
+  done
+done
+
+# Every socket the cases opened is closed: the module holds no reference.
+refs=$(cat /sys/module/skein_hbone/refcnt)
+if [ "$refs" = 0 ]; then ok no-leaked-references; else nok no-leaked-references "refcnt $refs"; fi
+
+# A live tunnel pins the module: rmmod must be refused, then work once it is gone.
+/root/hbone_vm_test hold tls > /tmp/hold.out 2>&1 &
+pid=$!
+i=0
+while ! grep -q held /tmp/hold.out && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if ! grep -q held /tmp/hold.out; then
+  nok unload-refused-while-live "no live tunnel: $(cat /tmp/hold.out)"
+elif rmmod skein_hbone 2>/dev/null; then
+  nok unload-refused-while-live "rmmod succeeded with a live tunnel"
+  insmod /root/skein_hbone.ko
+else
+  ok unload-refused-while-live
+fi
+kill "$pid"; wait "$pid" 2>/dev/null
 if rmmod skein_hbone; then ok unload; else nok unload "rmmod failed: refcnt $(cat /sys/module/skein_hbone/refcnt)"; fi
 if grep -qw skein_hbone $ulps; then nok ulp-unregistered "$(cat $ulps)"; else ok ulp-unregistered; fi
 

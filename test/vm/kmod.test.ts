@@ -12,12 +12,13 @@ import { projectRoot, runInVm, vmImage, type VmResult } from './vm.ts';
 const img = vmImage();
 const BOOT_TIMEOUT_MS = 240_000;
 
-test('kmod/ in the VM: loads, registers its ULP, unloads', { skip: typeof img === 'string' ? img : false, timeout: BOOT_TIMEOUT_MS + 30_000 }, async (t) => {
+test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { skip: typeof img === 'string' ? img : false, timeout: BOOT_TIMEOUT_MS + 30_000 }, async (t) => {
   if (typeof img === 'string') return;
   const r: VmResult = await runInVm(img, {
     modules: ['tls', 'gcm', 'ghash-generic', 'ctr'],
     files: [
       { path: '/root/skein_hbone.ko', from: img.kmod },
+      { path: '/root/hbone_vm_test', from: path.join(img.binDir, 'hbone_vm_test'), mode: 0o755 },
     ],
     script: (await import('node:fs')).readFileSync(path.join(projectRoot, 'test/vm/kmod-suite.sh'), 'utf8'),
     timeoutMs: BOOT_TIMEOUT_MS,
@@ -27,7 +28,8 @@ test('kmod/ in the VM: loads, registers its ULP, unloads', { skip: typeof img ==
   assert.equal(r.exitCode, 0, report);
   const lines = r.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
   // The checks the suite must report (a missing line is a failure, not a pass).
-  const expected = ['load', 'ulp-registered', 'unload', 'ulp-unregistered', 'dmesg-clean'];
+  const expected = ['load', 'ulp-registered', 'no-leaked-references', 'unload-refused-while-live', 'unload', 'ulp-unregistered', 'dmesg-clean'];
+  for (const c of ['roundtrip', 'window', 'ping', 'recv_window', 'fallback', 'garbage', 'refusals']) expected.push(`${c}/plain`, `${c}/tls`);
   for (const name of expected) {
     await t.test(name, () => {
       const line = lines.find((l) => l === `ok - ${name}` || l.startsWith(`not ok - ${name}:`) || l.startsWith(`not ok - ${name} `));

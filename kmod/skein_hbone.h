@@ -3,7 +3,7 @@
  * skein_hbone: the interface between Skein (userspace) and the kernel module
  * that carries an established HBONE tunnel's HTTP/2 DATA frames over kTLS.
  * Shared by kmod/skein_hbone.c, the VM test programs (kmod/test/) and, for
- * its numbers, ztunnel-compat/src/accel/kmod.ts.
+ * its ULP name, ztunnel-compat/src/accel/kmod.ts (checked by its test).
  *
  * Hand-over, on a connected TCP socket (docs/kernel.md has the whole story):
  *   1. setsockopt(IPPROTO_TCP, TCP_ULP, "skein_hbone")   the module takes it,

@@ -119,6 +119,9 @@ test('config_dump and metrics say the connect-time fast path is active', { skip:
   assert.equal(d.kernelFastpaths.maps.pods, 2);
   assert.equal(d.kernelFastpaths.maps.services, 2);
   assert.match(await metrics(), /skein_kernel_fastpath_active\{path="connect-lb"\} 1/);
+  // The kernel-module path is reported too, off here: this kernel loads no modules.
+  assert.match(d.kernelFastpaths.paths['kmod-hbone']?.reason ?? '', /^missing: the skein_hbone module/);
+  assert.match(await metrics(), /skein_kernel_fastpath_active\{path="kmod-hbone"\} 0/);
 });
 
 test('pod → no-tunnel service: the kernel connects it to an endpoint; the capture and :15001 never see it', { skip: why }, async () => {

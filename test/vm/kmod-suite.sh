@@ -11,6 +11,12 @@ ulps=/proc/sys/net/ipv4/tcp_available_ulp
 if insmod /root/skein_hbone.ko; then ok load; else nok load "insmod failed"; fi
 if grep -qw skein_hbone $ulps; then ok ulp-registered; else nok ulp-registered "$(cat $ulps)"; fi
 
+# What the daemon's probe reads (ztunnel-compat/src/accel/kmod.ts), as seen
+# from a network namespace of its own, as a pod's: tcp_available_ulp is not
+# there, the module's sysfs state and tls's per-netns stats are.
+probe=$(unshare -n sh -c 'cat /sys/module/skein_hbone/initstate; [ -e /proc/net/tls_stat ] && echo tls; [ -e /proc/sys/net/ipv4/tcp_available_ulp ] && echo ulps' 2>&1 | tr '\n' ' ')
+if [ "$probe" = "live tls " ]; then ok probe-facts; else nok probe-facts "in a new netns: $probe"; fi
+
 for c in roundtrip window ping recv_window fallback garbage refusals; do
   for m in plain tls; do
     /root/hbone_vm_test "$c" "$m" || true

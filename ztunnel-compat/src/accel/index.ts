@@ -16,9 +16,10 @@ import type { Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { Workload } from '../state/workload.ts';
 import { KernelState } from './kernel.ts';
+import { decideKmod, KMOD_PATH, readKmodFacts } from './kmod.ts';
 import { authzKey, authzValue, decodeEvent, localKey, localValue, podKey, podValue, serviceKey, serviceValue } from './layout.ts';
 import { ensureBpffs } from './bpffs.ts';
-import { cgroup2Mount, decideFastpaths, offAll, readKernelFacts, type FastpathStatus } from './probe.ts';
+import { cgroup2Mount, decideFastpaths, offAll, readKernelFacts, type FastpathState, type FastpathStatus } from './probe.ts';
 import { IdTable, project, type EnrolledPod } from './project.ts';
 import { destroyClientSocket, revoked } from './revoke.ts';
 import { recordKernelEvent } from './telemetry.ts';
@@ -40,6 +41,8 @@ interface RingBufferLike { start(): void; close(): void }
 
 export class Accel {
   readonly status: FastpathStatus;
+  /** The kernel module path (kmod/): probed and reported, not used yet. */
+  readonly kmod: FastpathState;
   readonly #deps: AccelDeps;
   readonly #kernel: KernelState | undefined;
   readonly #ring: RingBufferLike | undefined;
@@ -100,17 +103,19 @@ export class Accel {
       log.warn({ scope: 'accel', bpffs: config.bpffsDir, removed: removed.length }, 'kernel fast paths off: removed the programs an earlier daemon left pinned');
     }
     this.status = status;
+    this.kmod = decideKmod(config.kernelFastpath, readKmodFacts());
     this.#kernel = kernel;
     this.#ring = ring;
     const registers = [deps.registry];
     const active = new Gauge({ name: 'skein_kernel_fastpath_active', help: 'Whether a kernel fast path is active (1) or off (0); see config_dump kernelFastpaths for why', labelNames: ['path'] as const, registers });
     for (const [path, s] of Object.entries(status)) active.set({ path }, s.active ? 1 : 0);
+    active.set({ path: KMOD_PATH }, this.kmod.active ? 1 : 0);
     this.#refused = new Counter({ name: 'skein_kernel_map_refused_total', help: 'Map entries the kernel refused (map full); their flows stay in userspace', labelNames: ['map'] as const, registers });
     const kernelCounters = new Counter({
       name: 'skein_kernel_connects_total', help: 'Connects seen by the kernel fast path, by what it did', labelNames: ['action'] as const, registers,
       collect: () => { this.#collect(kernelCounters); },
     });
-    const line = Object.entries(status).map(([p, s]) => `${p}: ${s.active ? 'on' : `off (${s.reason})`}`).join('; ');
+    const line = [...Object.entries(status), [KMOD_PATH, this.kmod] as const].map(([p, s]) => `${p}: ${s.active ? 'on' : `off (${s.reason})`}`).join('; ');
     log.info({ scope: 'accel', adopted: kernel?.adopted ?? false, bpffs: config.bpffsDir, cgroup: cgroupPath }, `kernel fast paths: ${line}`);
   }
 
@@ -278,7 +283,7 @@ export class Accel {
   dump(): Record<string, unknown> {
     return {
       mode: this.#deps.config.kernelFastpath,
-      paths: this.status,
+      paths: { ...this.status, [KMOD_PATH]: this.kmod },
       bpffsDir: this.#deps.config.bpffsDir,
       /** Where this daemon mounted bpffs because none was mounted; null when it found one. */
       bpffsMountedByDaemon: this.#mountedBpffs,

@@ -753,9 +753,10 @@ static void wrap(struct sock *sk, struct skein_ctx *ctx)
 	ctx->ops = *ctx->lower_ops;
 	ctx->ops.sendpage = sock_no_sendpage;
 	/* These read or write below sk_prot; without them the VFS falls back to
-	 * plain reads and writes, which come to us. */
+	 * plain reads and writes, which come to us. read_sock stays: tls's own
+	 * record parser reads TCP through it (tls_strp_read_copy), and nothing
+	 * else reaches it here (sockmap and kcm refuse a socket with a ULP). */
 	ctx->ops.splice_read = NULL;
-	ctx->ops.read_sock = NULL;
 	ctx->ops.read_skb = NULL;
 	ctx->ops.sendpage_locked = NULL;
 	ctx->ops.sendmsg_locked = NULL;

@@ -5,6 +5,7 @@
 // lives, unload) and each of its lines becomes a test here. A kernel warning
 // on the console fails the suite whatever the checks said.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { projectRoot, runInVm, vmImage, type VmResult } from './vm.ts';
@@ -19,8 +20,17 @@ test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { 
     files: [
       { path: '/root/skein_hbone.ko', from: img.kmod },
       { path: '/root/hbone_vm_test', from: path.join(img.binDir, 'hbone_vm_test'), mode: 0o755 },
+      { path: '/root/hbone_interop', from: path.join(img.binDir, 'hbone_interop'), mode: 0o755 },
     ],
-    script: (await import('node:fs')).readFileSync(path.join(projectRoot, 'test/vm/kmod-suite.sh'), 'utf8'),
+    // The kmod cases, then the interop with Skein's userspace HBONE server,
+    // which runs on the project's Node from the host's root shared read-only.
+    script: [
+      readFileSync(path.join(projectRoot, 'test/vm/kmod-suite.sh'), 'utf8'),
+      `SKEIN_ROOT='${projectRoot}'`,
+      readFileSync(path.join(projectRoot, 'test/vm/interop-suite.sh'), 'utf8'),
+    ].join('\n'),
+    shareHostDir: '/',
+    memoryMb: 1024,
     timeoutMs: BOOT_TIMEOUT_MS,
   });
   const report = `--- VM output (${r.elapsedMs} ms, ${r.accel})\n${r.output}\n--- console tail\n${r.console.slice(-3000)}`;
@@ -30,9 +40,10 @@ test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { 
   // The checks the suite must report (a missing line is a failure, not a pass).
   const expected = ['load', 'ulp-registered', 'probe-facts', 'no-leaked-references', 'unload-refused-while-live', 'unload', 'ulp-unregistered', 'dmesg-clean'];
   for (const c of ['roundtrip', 'window', 'ping', 'recv_window', 'fallback', 'garbage', 'refusals']) expected.push(`${c}/plain`, `${c}/tls`);
+  expected.push('interop/node-server', 'unload-after-interop', 'dmesg-clean-after-interop');
   for (const name of expected) {
     await t.test(name, () => {
-      const line = lines.find((l) => l === `ok - ${name}` || l.startsWith(`not ok - ${name}:`) || l.startsWith(`not ok - ${name} `));
+      const line = lines.find((l) => l === `ok - ${name}` || l.startsWith(`ok - ${name} (`) || l.startsWith(`not ok - ${name}:`));
       assert.ok(line !== undefined, `no result for ${name}\n${report}`);
       assert.ok(line.startsWith('ok - '), `${line}\n${report}`);
     });

@@ -69,14 +69,16 @@ if [ ! -f "$vm/kmod-build/skein_hbone.ko" ] || [ "$(cat "$vm/kmod.stamp" 2>/dev/
   echo "$kmod_sum" > "$vm/kmod.stamp"
 fi
 
-# 4. The programs the VM tests run: static, so the initramfs needs no libc.
+# 4. The programs the VM tests run: static (OpenSSL too), so they run from
+#    the initramfs without a libc.
 tests_sum=$(cat "$root"/kmod/test/*.c "$root"/kmod/skein_hbone.h | sha256sum | cut -d" " -f1)
 if [ "$(cat "$vm/tests.stamp" 2>/dev/null)" != "$tests_sum" ]; then
   say "building the VM test programs"
+  rm -rf "$vm/bin"
   mkdir -p "$vm/bin"
   for src in "$root"/kmod/test/*.c; do
     [ -e "$src" ] || continue
-    gcc -static -O2 -Wall -Wextra -Werror -I"$root/kmod" -o "$vm/bin/$(basename "$src" .c)" "$src"
+    gcc -static -O2 -Wall -Wextra -Werror -I"$root/kmod" -o "$vm/bin/$(basename "$src" .c)" "$src" -lssl -lcrypto -lpthread
   done
   echo "$tests_sum" > "$vm/tests.stamp"
 fi

@@ -121,6 +121,12 @@ export interface VmRunOptions {
   /** Kill qemu after this long (boot included). */
   timeoutMs: number;
   memoryMb?: number;
+  /**
+   * A host directory shared read-only into the VM over virtio-9p, mounted at
+   * /host before the script runs (the script may chroot into it to run the
+   * host's dynamically linked programs, Node among them).
+   */
+  shareHostDir?: string;
 }
 
 export interface VmResult {
@@ -151,6 +157,10 @@ ip link set lo up
 while read -r m; do
   [ -n "$m" ] && { insmod "/lib/modules/$m" || echo "init: insmod $m failed" > /dev/ttyS1; }
 done < /etc/skein-modules
+if [ -e /etc/skein-share ]; then
+  mkdir -p /host
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host || echo "init: mounting the 9p share failed" > /dev/ttyS1
+fi
 cd /root
 sh /root/run.sh > /dev/ttyS1 2>&1 < /dev/null
 echo "${EXIT_MARK}$?" > /dev/ttyS1
@@ -169,7 +179,8 @@ export async function runInVm(img: VmImage, opts: VmRunOptions): Promise<VmResul
   if (qemu === null) throw new Error('qemu-system-x86_64 not found');
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-vm-'));
   try {
-    const mods = resolveModules(img.modulesDir, opts.modules ?? []);
+    const share = opts.shareHostDir;
+    const mods = resolveModules(img.modulesDir, [...(share === undefined ? [] : ['virtio_pci', '9pnet_virtio', '9p']), ...(opts.modules ?? [])]);
     const entries: CpioEntry[] = [];
     const dirs = new Set<string>();
     const mkdirs = (p: string): void => {
@@ -197,6 +208,7 @@ export async function runInVm(img: VmImage, opts: VmRunOptions): Promise<VmResul
       add(f.path, typeof f.from === 'string' ? fs.readFileSync(f.from) : f.from, f.mode ?? 0o644);
     }
     add('/root/run.sh', Buffer.from(opts.script), 0o755);
+    if (share !== undefined) add('/etc/skein-share', Buffer.from(share));
     const initrd = path.join(work, 'initrd.cpio');
     fs.writeFileSync(initrd, cpioArchive(entries));
 
@@ -212,6 +224,7 @@ export async function runInVm(img: VmImage, opts: VmRunOptions): Promise<VmResul
       '-kernel', img.kernel, '-initrd', initrd,
       '-append', 'console=ttyS0 panic=-1 loglevel=5',
       '-serial', `file:${consoleLog}`, '-serial', `file:${outputLog}`,
+      ...(share === undefined ? [] : ['-virtfs', `local,path=${share},mount_tag=host,security_model=none,readonly=on`]),
     ];
     const started = Date.now();
     const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: Apache-2.0
+# Runs inside the VM after kmod-suite.sh, with the host's root shared
+# read-only at /host and $SKEIN_ROOT the project's path there: Skein's
+# userspace HBONE server (test/vm/hbone-peer.ts, under the project's Node in
+# a chroot) against kmod/test/hbone_interop.c, whose tunnel the module
+# carries over kTLS. Same "ok - NAME" lines as kmod-suite.sh.
+set -u
+ok() { echo "ok - $1"; }
+nok() { echo "not ok - $1: $2"; }
+
+mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev && mount -t tmpfs tmp /host/tmp \
+  || { nok interop/node-server "cannot prepare the chroot"; exit 0; }
+insmod /root/skein_hbone.ko || nok interop/node-server "insmod failed"
+chroot /host sh -c "cd '$SKEIN_ROOT' && exec test/node test/vm/hbone-peer.ts /tmp/hbone" > /tmp/peer.out 2>&1 &
+peer=$!
+i=0
+while ! grep -q '^ready ' /tmp/peer.out && [ $i -lt 300 ] && kill -0 $peer 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+port=$(sed -n 's/^ready //p' /tmp/peer.out)
+if [ -z "$port" ]; then
+  nok interop/node-server "the HBONE server did not start: $(cat /tmp/peer.out)"
+else
+  /root/hbone_interop "$port" /host/tmp/hbone 1048576 || true
+fi
+kill $peer 2>/dev/null; wait $peer 2>/dev/null
+echo "--- hbone-peer.ts"; cat /tmp/peer.out
+if rmmod skein_hbone; then ok unload-after-interop; else nok unload-after-interop "refcnt $(cat /sys/module/skein_hbone/refcnt)"; fi
+if dmesg | grep -qE 'WARNING:|BUG:|Oops|Call Trace|refcount_t'; then nok dmesg-clean-after-interop "see the kernel log"; else ok dmesg-clean-after-interop; fi

@@ -8,9 +8,11 @@ import { runScenario } from './run.ts';
 import { findScenario, scenarios } from './scenarios/index.ts';
 import { dnsTable, runDnsBench } from './dns/run.ts';
 import { runXdsBench, xdsTable } from './xds/run.ts';
+import { kmodTable, runKmodBench } from './kmod/run.ts';
 
-// `xds` measures the control-plane client and needs no lab; `dns` runs its own.
-const names = [...scenarios.map((s) => s.name), 'xds', 'dns'];
+// `xds` measures the control-plane client and needs no lab; `dns` runs its
+// own; `kmod` runs in the VM lab (test/vm).
+const names = [...scenarios.map((s) => s.name), 'xds', 'dns', 'kmod'];
 const log = (line: string): void => { process.stderr.write(`bench: ${line}\n`); };
 
 let args: BenchArgs;
@@ -25,7 +27,7 @@ if (args.help) {
   process.stdout.write(usage(names));
   process.exit(0);
 }
-if ((args.scenario === 'xds' || args.scenario === 'dns') && (args.paths !== undefined || args.nodeArgs !== undefined)) {
+if ((args.scenario === 'xds' || args.scenario === 'dns' || args.scenario === 'kmod') && (args.paths !== undefined || args.nodeArgs !== undefined)) {
   process.stderr.write(`bench: --paths and --node-arg apply to the lab scenarios, not to ${args.scenario}\n${usage(names)}`);
   process.exit(2);
 }
@@ -41,6 +43,12 @@ if (args.scenario === 'dns') {
   }
   const report = await runDnsBench({ reps: args.reps, durationS: args.durationS, log });
   process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : dnsTable(report));
+  process.exit(0);
+}
+if (args.scenario === 'kmod') {
+  // 16 MiB each way per run: a few seconds per path under emulation.
+  const report = await runKmodBench({ reps: args.reps, bytes: 16 * 2 ** 20, log });
+  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : kmodTable(report));
   process.exit(0);
 }
 const found = findScenario(args.scenario);

@@ -25,6 +25,7 @@ fs.mkdirSync(dir, { recursive: true });
 fs.writeFileSync(path.join(dir, 'client.pem'), c.client.chainPems.map((p) => `${p.trimEnd()}\n`).join(''));
 fs.writeFileSync(path.join(dir, 'client.key'), `${c.client.keyPem.trimEnd()}\n`);
 fs.writeFileSync(path.join(dir, 'ca.pem'), c.client.rootPems.map((p) => `${p.trimEnd()}\n`).join(''));
+
 console.log(`ready ${addr.port}`);
 const stop = async (): Promise<void> => {
   console.log(`tunnels ${tunnels}`);
@@ -33,5 +34,5 @@ const stop = async (): Promise<void> => {
   process.exit(0);
 };
 process.once('SIGTERM', () => { void stop(); });
-setTimeout(() => { void stop(); }, 120_000).unref();
+setTimeout(() => { void stop(); }, 300_000).unref();
 setInterval(() => { /* stay up until told */ }, 1_000);

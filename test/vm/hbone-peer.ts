@@ -2,9 +2,9 @@
 // Runs inside the VM (under Node, from the 9p share): Skein's own userspace
 // HBONE server (proxy/hbone/server.ts, as the daemon runs it on :15008) in
 // front of an echo server, with certificates from a local CA. It writes the
-// client's certificate, key and the root to the directory it is given for
-// the C client that drives the kernel module, prints "ready PORT", and
-// exits by itself after a bounded time.
+// client's and the server's certificates and keys and the root to the
+// directory it is given, for the C programs that drive the kernel module,
+// prints "ready PORT", and exits by itself after a bounded time.
 import fs from 'node:fs';
 import path from 'node:path';
 import { HboneServer } from '../../ztunnel-compat/src/proxy/hbone/server.ts';
@@ -24,6 +24,9 @@ const addr = await server.listen({ port: 0, host: '127.0.0.1' });
 fs.mkdirSync(dir, { recursive: true });
 fs.writeFileSync(path.join(dir, 'client.pem'), c.client.chainPems.map((p) => `${p.trimEnd()}\n`).join(''));
 fs.writeFileSync(path.join(dir, 'client.key'), `${c.client.keyPem.trimEnd()}\n`);
+// The server's too, for kmod/test/hbone_interop_server.c (the other way round).
+fs.writeFileSync(path.join(dir, 'server.pem'), c.server.chainPems.map((p) => `${p.trimEnd()}\n`).join(''));
+fs.writeFileSync(path.join(dir, 'server.key'), `${c.server.keyPem.trimEnd()}\n`);
 fs.writeFileSync(path.join(dir, 'ca.pem'), c.client.rootPems.map((p) => `${p.trimEnd()}\n`).join(''));
 
 console.log(`ready ${addr.port}`);

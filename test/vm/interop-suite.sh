@@ -2,8 +2,10 @@
 # Runs inside the VM after kmod-suite.sh, with the host's root shared
 # read-only at /host and $SKEIN_ROOT the project's path there: Skein's
 # userspace HBONE server (test/vm/hbone-peer.ts, under the project's Node in
-# a chroot) against kmod/test/hbone_interop.c, whose tunnel the module
-# carries over kTLS. Same "ok - NAME" lines as kmod-suite.sh.
+# a chroot) against kmod/test/hbone_interop.c, and Skein's userspace HBONE
+# client (test/vm/hbone-client.ts) against kmod/test/hbone_interop_server.c;
+# in both the module carries the C side's tunnel over kTLS. Same
+# "ok - NAME" lines as kmod-suite.sh.
 set -u
 ok() { echo "ok - $1"; }
 nok() { echo "not ok - $1: $2"; }
@@ -20,6 +22,25 @@ if [ -z "$port" ]; then
   nok interop/node-server "the HBONE server did not start: $(cat /tmp/peer.out)"
 else
   /root/hbone_interop "$port" /host/tmp/hbone 1048576 || true
+fi
+
+# The other way round: Skein's userspace HBONE client (Node) against a server
+# whose tunnel the module carries (it echoes; the client checks every byte).
+if [ -n "$port" ]; then
+  /root/hbone_interop_server /host/tmp/hbone > /tmp/server.out 2>&1 &
+  server=$!
+  i=0
+  while ! grep -q '^listening ' /tmp/server.out && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  sport=$(sed -n 's/^listening //p' /tmp/server.out)
+  if chroot /host sh -c "cd '$SKEIN_ROOT' && exec test/node test/vm/hbone-client.ts $sport /tmp/hbone 1048576" > /tmp/client.out 2>&1; then
+    ok interop/node-client-bytes
+  else
+    nok interop/node-client-bytes "$(tail -5 /tmp/client.out)"
+  fi
+  i=0
+  while kill -0 $server 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  kill $server 2>/dev/null; wait $server 2>/dev/null
+  grep -v '^listening ' /tmp/server.out
 fi
 kill $peer 2>/dev/null; wait $peer 2>/dev/null
 echo "--- hbone-peer.ts"; cat /tmp/peer.out

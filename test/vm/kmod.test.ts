@@ -21,6 +21,7 @@ test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { 
       { path: '/root/skein_hbone.ko', from: img.kmod },
       { path: '/root/hbone_vm_test', from: path.join(img.binDir, 'hbone_vm_test'), mode: 0o755 },
       { path: '/root/hbone_interop', from: path.join(img.binDir, 'hbone_interop'), mode: 0o755 },
+      { path: '/root/hbone_interop_server', from: path.join(img.binDir, 'hbone_interop_server'), mode: 0o755 },
     ],
     // The kmod cases, then the interop with Skein's userspace HBONE server,
     // which runs on the project's Node from the host's root shared read-only.
@@ -40,7 +41,7 @@ test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { 
   // The checks the suite must report (a missing line is a failure, not a pass).
   const expected = ['load', 'ulp-registered', 'probe-facts', 'no-leaked-references', 'unload-refused-while-live', 'unload', 'ulp-unregistered', 'dmesg-clean'];
   for (const c of ['roundtrip', 'window', 'ping', 'recv_window', 'fallback', 'garbage', 'refusals']) expected.push(`${c}/plain`, `${c}/tls`);
-  expected.push('interop/node-server', 'unload-after-interop', 'dmesg-clean-after-interop');
+  expected.push('interop/node-server', 'interop/node-client', 'interop/node-client-bytes', 'unload-after-interop', 'dmesg-clean-after-interop');
   for (const name of expected) {
     await t.test(name, () => {
       const line = lines.find((l) => l === `ok - ${name}` || l.startsWith(`ok - ${name} (`) || l.startsWith(`not ok - ${name}:`));

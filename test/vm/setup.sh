@@ -71,7 +71,7 @@ fi
 
 # 4. The programs the VM tests run: static (OpenSSL too), so they run from
 #    the initramfs without a libc.
-tests_sum=$(cat "$root"/kmod/test/*.c "$root"/kmod/skein_hbone.h | sha256sum | cut -d" " -f1)
+tests_sum=$(cat "$root"/kmod/test/*.c "$root"/kmod/test/*.h "$root"/kmod/skein_hbone.h | sha256sum | cut -d" " -f1)
 if [ "$(cat "$vm/tests.stamp" 2>/dev/null)" != "$tests_sum" ]; then
   say "building the VM test programs"
   rm -rf "$vm/bin"

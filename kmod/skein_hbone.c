@@ -26,6 +26,7 @@
 #include <linux/slab.h>
 #include <linux/uio.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 #include <net/sock.h>
 #include <net/tcp.h>
 
@@ -76,6 +77,12 @@ struct skein_ctx {
 	u32 pad_left;			/* its padding still to skip */
 	bool end_stream;		/* the current DATA frame ends the stream */
 	bool rx_eof;
+
+	/* shutdown(SHUT_WR) ends our side of the stream (END_STREAM), not TCP:
+	 * it runs inside the socket lock, so the frame goes out from a work item. */
+	bool tx_ended;
+	struct work_struct end_work;
+	struct sock *sk;
 
 	struct skein_hbone_info info;
 };
@@ -508,6 +515,10 @@ static int skein_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 			err = -EPROTO;
 			break;
 		}
+		if (READ_ONCE(ctx->tx_ended)) {
+			err = -EPIPE;
+			break;
+		}
 		mutex_lock(&ctx->tx_lock);
 		win = min(ctx->conn_send_win, ctx->stream_send_win);
 		if (win <= 0) {
@@ -719,12 +730,49 @@ static int skein_getsockopt(struct sock *sk, int level, int optname, char __user
 	return 0;
 }
 
+static void end_stream_work(struct work_struct *work)
+{
+	struct skein_ctx *ctx = container_of(work, struct skein_ctx, end_work);
+	u8 frame[H2_HDR];
+
+	put_h2_header(frame, 0, H2_DATA, H2_F_END_STREAM, ctx->stream_id);
+	mutex_lock(&ctx->tx_lock);
+	send_all(ctx->sk, ctx, frame, H2_HDR);
+	mutex_unlock(&ctx->tx_lock);
+	sock_put(ctx->sk);
+}
+
+/* Called by inet_shutdown with the socket locked, after it set sk_shutdown. */
+static void skein_shutdown(struct sock *sk, int how)
+{
+	struct skein_ctx *ctx = skein_ctx(sk);
+
+	if (ctx->mode == SKEIN_HBONE_MODE_FRAMING && (how & SEND_SHUTDOWN)) {
+		/* The TCP connection stays open for the other direction and for
+		 * control frames; only our stream's sending side ends. */
+		WRITE_ONCE(sk->sk_shutdown, sk->sk_shutdown & ~SEND_SHUTDOWN);
+		if (!ctx->tx_ended) {
+			WRITE_ONCE(ctx->tx_ended, true);
+			sock_hold(sk);
+			if (!schedule_work(&ctx->end_work))
+				sock_put(sk);
+		}
+		how &= ~SEND_SHUTDOWN;
+		if (!how)
+			return;
+	}
+	if (ctx->lower->shutdown)
+		ctx->lower->shutdown(sk, how);
+}
+
 static void skein_close(struct sock *sk, long timeout)
 {
 	struct skein_ctx *ctx = skein_ctx(sk);
 	struct proto *lower = ctx->lower;
 	bool put_module = !ctx->ulp_is_ours;
 
+	/* An END_STREAM still queued goes out before the connection closes. */
+	flush_work(&ctx->end_work);
 	lock_sock(sk);
 	WRITE_ONCE(sk->sk_prot, lower);
 	if (sk->sk_socket)
@@ -748,6 +796,7 @@ static void wrap(struct sock *sk, struct skein_ctx *ctx)
 	ctx->proto.recvmsg = skein_recvmsg;
 	ctx->proto.setsockopt = skein_setsockopt;
 	ctx->proto.getsockopt = skein_getsockopt;
+	ctx->proto.shutdown = skein_shutdown;
 	/* Page sends become sendmsg (sock_no_sendpage), so they are framed too. */
 	ctx->proto.sendpage = NULL;
 	ctx->ops = *ctx->lower_ops;
@@ -777,6 +826,8 @@ static int skein_ulp_init(struct sock *sk)
 	mutex_init(&ctx->rx_lock);
 	mutex_init(&ctx->tx_lock);
 	init_waitqueue_head(&ctx->wq);
+	INIT_WORK(&ctx->end_work, end_stream_work);
+	ctx->sk = sk;
 	ctx->mode = SKEIN_HBONE_MODE_PASSTHROUGH;
 	ctx->ulp_is_ours = true;
 	wrap(sk, ctx);

@@ -418,6 +418,32 @@ static void case_recv_window(void)
 	close(peer);
 }
 
+/* shutdown(SHUT_WR) ends the stream (empty DATA with END_STREAM), not the
+ * connection: the other direction still flows. */
+static void case_half_close(void)
+{
+	static struct frame f;
+	char b[8];
+	int mod, peer;
+
+	tunnel(&mod, &peer);
+	start(mod, stream_defaults());
+	write_all(mod, "abc", 3);
+	CHECK(shutdown(mod, SHUT_WR) == 0, "shutdown");
+	recv_frame(peer, &f);
+	CHECK(f.type == 0 && f.len == 3 && f.flags == 0 && memcmp(f.payload, "abc", 3) == 0, "DATA abc");
+	recv_frame(peer, &f);
+	CHECK(f.type == 0 && f.sid == 1 && f.len == 0 && f.flags == 1, "END_STREAM: type %u len %u flags %u", f.type, f.len, f.flags);
+	errno = 0;
+	CHECK(write(mod, "x", 1) == -1 && errno == EPIPE, "write after shutdown: want EPIPE");
+	send_frame(peer, 0, 1, 1, "back", 4);
+	read_exact(mod, b, 4);
+	CHECK(memcmp(b, "back", 4) == 0, "read after our END_STREAM");
+	CHECK(read(mod, b, 1) == 0, "EOF after theirs");
+	close(mod);
+	close(peer);
+}
+
 /* Any other frame stops the module; after DETACH userspace reads it byte for byte. */
 static void case_fallback(void)
 {
@@ -586,7 +612,7 @@ int main(int argc, char **argv)
 {
 	struct { const char *name; void (*fn)(void); } cases[] = {
 		{ "roundtrip", case_roundtrip }, { "window", case_window }, { "ping", case_ping },
-		{ "recv_window", case_recv_window }, { "fallback", case_fallback },
+		{ "recv_window", case_recv_window }, { "half_close", case_half_close }, { "fallback", case_fallback },
 		{ "garbage", case_garbage }, { "refusals", case_refusals }, { "hold", case_hold },
 	};
 

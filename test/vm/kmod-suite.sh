@@ -17,7 +17,7 @@ if grep -qw skein_hbone $ulps; then ok ulp-registered; else nok ulp-registered "
 probe=$(unshare -n sh -c 'cat /sys/module/skein_hbone/initstate; [ -e /proc/net/tls_stat ] && echo tls; [ -e /proc/sys/net/ipv4/tcp_available_ulp ] && echo ulps' 2>&1 | tr '\n' ' ')
 if [ "$probe" = "live tls " ]; then ok probe-facts; else nok probe-facts "in a new netns: $probe"; fi
 
-for c in roundtrip window ping recv_window fallback garbage refusals; do
+for c in roundtrip window ping recv_window half_close fallback garbage refusals; do
   for m in plain tls; do
     /root/hbone_vm_test "$c" "$m" || true
   done

@@ -40,7 +40,7 @@ test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { 
   const lines = r.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
   // The checks the suite must report (a missing line is a failure, not a pass).
   const expected = ['load', 'ulp-registered', 'probe-facts', 'no-leaked-references', 'unload-refused-while-live', 'unload', 'ulp-unregistered', 'dmesg-clean'];
-  for (const c of ['roundtrip', 'window', 'ping', 'recv_window', 'fallback', 'garbage', 'refusals']) expected.push(`${c}/plain`, `${c}/tls`);
+  for (const c of ['roundtrip', 'window', 'ping', 'recv_window', 'half_close', 'fallback', 'garbage', 'refusals']) expected.push(`${c}/plain`, `${c}/tls`);
   expected.push('interop/node-server', 'interop/node-client', 'interop/node-client-bytes', 'unload-after-interop', 'dmesg-clean-after-interop');
   for (const name of expected) {
     await t.test(name, () => {

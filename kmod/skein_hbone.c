@@ -29,6 +29,7 @@
 #include <linux/workqueue.h>
 #include <net/sock.h>
 #include <net/tcp.h>
+#include <net/tls.h>
 
 #include "skein_hbone.h"
 
@@ -433,14 +434,10 @@ static int skein_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int fl
 		/* RX_NEED_BYTES: return what we have rather than wait for more. */
 		if (copied > 0 && !(flags & MSG_WAITALL))
 			break;
-		err = rx_need(sk, ctx, copied > 0 ? flags | MSG_DONTWAIT : flags);
-		if (err > 0) {
-			err = 0;
-			continue;
-		}
-		if (err == 0 || ctx->rx_eof)
-			break;
-		break;
+		err = rx_need(sk, ctx, flags);
+		if (err <= 0)
+			break;	/* end of stream, or an error */
+		err = 0;
 	}
 	if (copied == 0 && err == 0) {
 		if (ctx->mode == SKEIN_HBONE_MODE_FALLBACK)
@@ -488,6 +485,14 @@ static int wait_send_window(struct sock *sk, struct skein_ctx *ctx)
 	return signal_pending(current) ? -EINTR : 0;
 }
 
+/* The largest DATA payload to send: the peer's limit, and under kTLS one
+ * that makes a frame exactly one full TLS record (16 KiB of plaintext), not
+ * a full record and a 9-byte one. */
+static u32 frame_cap(const struct skein_ctx *ctx)
+{
+	return ctx->tls ? min_t(u32, ctx->max_frame, TLS_MAX_PAYLOAD_SIZE - H2_HDR) : ctx->max_frame;
+}
+
 static int skein_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 {
 	struct skein_ctx *ctx = skein_ctx(sk);
@@ -500,7 +505,7 @@ static int skein_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 		return ctx->lower->sendmsg(sk, msg, size);
 	if (msg->msg_controllen)
 		return -EINVAL;
-	frame = kmalloc(H2_HDR + min_t(size_t, size, ctx->max_frame), GFP_KERNEL);
+	frame = kmalloc(H2_HDR + min_t(size_t, size, frame_cap(ctx)), GFP_KERNEL);
 	if (!frame)
 		return -ENOMEM;
 	while (msg_data_left(msg) > 0) {
@@ -532,7 +537,7 @@ static int skein_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 				break;
 			continue;
 		}
-		n = min_t(size_t, msg_data_left(msg), min_t(s64, win, ctx->max_frame));
+		n = min_t(size_t, msg_data_left(msg), min_t(s64, win, frame_cap(ctx)));
 		put_h2_header(frame, n, H2_DATA, 0, ctx->stream_id);
 		if (copy_from_iter(frame + H2_HDR, n, &msg->msg_iter) != n) {
 			mutex_unlock(&ctx->tx_lock);

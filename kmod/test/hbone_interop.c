@@ -115,8 +115,7 @@ int main(int argc, char **argv)
 
 	memcpy(req, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
 	n = 24;
-	put_frame(req + n, 0, 4, 0, 0);
-	n += 9;
+	n += put_our_settings(req + n);
 	unsigned hb = 0;
 	unsigned char block[128];
 
@@ -180,7 +179,7 @@ int main(int argc, char **argv)
 	struct skein_hbone_stream s = {
 		.stream_id = 1, .max_frame_size = 16384,
 		.conn_send_window = conn_win, .stream_send_window = stream_win,
-		.recv_window = 65535, .conn_recv_avail = 65535, .stream_recv_avail = 65535,
+		.recv_window = RECV_STREAM_WINDOW, .conn_recv_avail = RECV_CONN_WINDOW, .stream_recv_avail = RECV_STREAM_WINDOW,
 		.max_recv_frame_size = 16384,
 	};
 

@@ -83,8 +83,7 @@ int main(int argc, char **argv)
 	/* The client's preface, then our SETTINGS (defaults). */
 	read_app(fd, payload, 24);
 	CHECK(memcmp(payload, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24) == 0, "no HTTP/2 preface");
-	put_frame(out, 0, 4, 0, 0);
-	write_all(fd, out, 9);
+	write_all(fd, out, put_our_settings(out));
 	while (!(got_headers && got_ack)) {
 		unsigned len, type, flags, sid;
 
@@ -132,7 +131,7 @@ int main(int argc, char **argv)
 	struct skein_hbone_stream s = {
 		.stream_id = 1, .max_frame_size = 16384,
 		.conn_send_window = conn_win, .stream_send_window = stream_win,
-		.recv_window = 65535, .conn_recv_avail = 65535, .stream_recv_avail = 65535,
+		.recv_window = RECV_STREAM_WINDOW, .conn_recv_avail = RECV_CONN_WINDOW, .stream_recv_avail = RECV_STREAM_WINDOW,
 		.max_recv_frame_size = 16384,
 	};
 

@@ -134,6 +134,11 @@ static inline int select_h2(SSL *ssl, const unsigned char **out, unsigned char *
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* The receive windows Skein's HBONE code advertises (proxy/hbone/h2.ts,
+ * ztunnel's HTTP2_STREAM_WINDOW_SIZE and HTTP2_CONNECTION_WINDOW_SIZE). */
+#define RECV_STREAM_WINDOW (4u << 20)
+#define RECV_CONN_WINDOW (16u << 20)
+
 /* --- HTTP/2 in userspace until the stream is open -------------------------- */
 
 static inline void write_all(int fd, const void *p, size_t n)
@@ -175,6 +180,20 @@ static inline void put_frame(unsigned char *b, unsigned len, unsigned type, unsi
 	b[0] = len >> 16; b[1] = len >> 8; b[2] = len;
 	b[3] = type; b[4] = flags;
 	b[5] = sid >> 24; b[6] = sid >> 16; b[7] = sid >> 8; b[8] = sid;
+}
+
+/* Our SETTINGS (INITIAL_WINDOW_SIZE) and the connection WINDOW_UPDATE that
+ * bring the windows to Skein's sizes: 9 + 6 + 9 + 4 bytes into b. */
+static inline unsigned put_our_settings(unsigned char *b)
+{
+	unsigned inc = RECV_CONN_WINDOW - 65535, win = RECV_STREAM_WINDOW;
+
+	put_frame(b, 6, 4, 0, 0);
+	b[9] = 0; b[10] = 4;
+	b[11] = win >> 24; b[12] = win >> 16; b[13] = win >> 8; b[14] = win;
+	put_frame(b + 15, 4, 8, 0, 0);
+	b[24] = inc >> 24; b[25] = inc >> 16; b[26] = inc >> 8; b[27] = inc;
+	return 28;
 }
 
 static inline unsigned be32(const unsigned char *p)

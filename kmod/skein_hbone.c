@@ -786,9 +786,15 @@ static void skein_close(struct sock *sk, long timeout)
 	kvfree(ctx->rxbuf);
 	kfree(ctx);
 	lower->close(sk, timeout);
-	/* With tls below, tcp drops tls's reference, not ours: drop it here. */
-	if (put_module)
+	/* With tls below, tcp drops tls's reference, not ours: drop it here.
+	 * This code is the module's own; the read-side section keeps rmmod
+	 * (tcp_unregister_ulp's synchronize_rcu, before the text is freed)
+	 * from completing until it has left module_put. */
+	if (put_module) {
+		rcu_read_lock();
 		module_put(THIS_MODULE);
+		rcu_read_unlock();
+	}
 }
 
 static void wrap(struct sock *sk, struct skein_ctx *ctx)

@@ -236,8 +236,12 @@ export async function runInVm(img: VmImage, opts: VmRunOptions): Promise<VmResul
       run.timedOut = true;
       if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
     }, opts.timeoutMs);
-    // If the test process dies first, qemu must not outlive it.
-    const onExit = (): void => { if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL'); };
+    // If the test process exits first (a runner's forced exit), qemu must not
+    // outlive it, nor its files.
+    const onExit = (): void => {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+      fs.rmSync(work, { recursive: true, force: true });
+    };
     process.once('exit', onExit);
     const code = await new Promise<number | null>((resolve, reject) => {
       child.once('error', reject);

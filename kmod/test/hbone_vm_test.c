@@ -480,6 +480,53 @@ static void case_fallback(void)
 	close(peer);
 }
 
+/* A TLS record that is not application data (here a handshake record, as a
+ * KeyUpdate would be) stops the module too; after DETACH userspace reads it
+ * with its record type, then what followed. kTLS only. */
+static void case_tls_control(void)
+{
+	char cbuf[CMSG_SPACE(sizeof(unsigned char))];
+	unsigned char rec[5] = { 24, 0, 0, 1, 0 }, got[16], type = 0;
+	struct iovec iov = { rec, sizeof(rec) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c;
+	char out[8];
+	int mod, peer;
+
+	CHECK(use_tls, "tls_control runs over kTLS only");
+	tunnel(&mod, &peer);
+	start(mod, stream_defaults());
+	send_frame(peer, 0, 0, 1, "abc", 3);
+	c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_TLS;
+	c->cmsg_type = TLS_SET_RECORD_TYPE;
+	c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
+	*CMSG_DATA(c) = 22;	/* handshake */
+	m.msg_controllen = c->cmsg_len;
+	CHECK(sendmsg(peer, &m, 0) == (ssize_t)sizeof(rec), "sending a handshake record");
+	write_all(peer, "raw", 3);
+	read_exact(mod, out, 3);
+	CHECK(memcmp(out, "abc", 3) == 0, "DATA before the record");
+	errno = 0;
+	CHECK(read(mod, out, sizeof(out)) == -1 && errno == ENOMSG, "read at the record: want ENOMSG");
+	CHECK(info(mod).fallback_frame_type == 256, "fallback_frame_type %u", info(mod).fallback_frame_type);
+	CHECK(setsockopt(mod, SOL_SKEIN_HBONE, SKEIN_HBONE_DETACH, NULL, 0) == 0, "DETACH");
+	iov.iov_base = got;
+	iov.iov_len = sizeof(got);
+	m.msg_control = cbuf;
+	m.msg_controllen = sizeof(cbuf);
+	ssize_t r = recvmsg(mod, &m, 0);
+
+	c = CMSG_FIRSTHDR(&m);
+	if (c && c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
+		type = *CMSG_DATA(c);
+	CHECK(r == (ssize_t)sizeof(rec) && type == 22 && memcmp(got, rec, sizeof(rec)) == 0, "the record after DETACH: %zd bytes, type %u", r, type);
+	read_exact(mod, out, 3);
+	CHECK(memcmp(out, "raw", 3) == 0, "what followed the record");
+	close(mod);
+	close(peer);
+}
+
 /* A peer that breaks the protocol gets GOAWAY with the right code and EOF. */
 static void expect_goaway(int mod, int peer, unsigned code)
 {
@@ -612,7 +659,7 @@ int main(int argc, char **argv)
 {
 	struct { const char *name; void (*fn)(void); } cases[] = {
 		{ "roundtrip", case_roundtrip }, { "window", case_window }, { "ping", case_ping },
-		{ "recv_window", case_recv_window }, { "half_close", case_half_close }, { "fallback", case_fallback },
+		{ "recv_window", case_recv_window }, { "half_close", case_half_close }, { "tls_control", case_tls_control }, { "fallback", case_fallback },
 		{ "garbage", case_garbage }, { "refusals", case_refusals }, { "hold", case_hold },
 	};
 

@@ -22,6 +22,7 @@ for c in roundtrip window ping recv_window half_close fallback garbage refusals;
     /root/hbone_vm_test "$c" "$m" || true
   done
 done
+/root/hbone_vm_test tls_control tls || true
 
 # Every socket the cases opened is closed: the module holds no reference.
 refs=$(cat /sys/module/skein_hbone/refcnt)

@@ -11,13 +11,14 @@ mkdir -p "$state"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages. The kernel-side tools (clang, libbpf, bpftool), the real
-#    protocol peers the tests talk to, and what node-gyp needs to build the addon.
+#    protocol peers the tests talk to, what node-gyp needs to build the addon,
+#    and the VM lab's qemu and the OpenSSL its C test programs link (step 7).
 apt_pkgs=(
   build-essential python3 pkg-config
   clang llvm libbpf-dev bpftool
   iproute2 iptables
   curl openssl haproxy nginx-light nghttp2-client iperf3 wrk dnsmasq-base bind9-dnsutils dnsperf
-  qemu-system-x86
+  qemu-system-x86 libssl-dev
 )
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -128,7 +128,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   // Certificates: prefetched for HBONE workloads on this node, dropped when
   // the last workload of an identity leaves (reference §3).
   const provider = await certificateProvider(config, log);
-  const secrets = new SecretManager({ provider, logger: scoped(log, 'ca') });
+  const secrets = new SecretManager({ provider, logger: scoped(log, 'ca'), metrics: metrics.certificates });
   state.onChange((change) => {
     for (const uid of change.workloads.removed) secrets.untrackWorkload(uid);
     for (const uid of change.workloads.added) {
@@ -195,7 +195,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const proxyReady = readiness.register('workload proxy manager');
   const hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
   const deps = {
-    state, secrets, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
+    state, secrets, certificates: metrics.certificates, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
     onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
     metrics: tcpMetrics, network: config.network, clusterId: config.clusterId, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     keepalive: config.keepalive.enabled ? config.keepalive : undefined, guard: new ConnectionGuard({ registry: metrics.registry, log: scoped(log, 'proxy'), access: scoped(log, 'access') }),

@@ -2,10 +2,13 @@
 // Prometheus metrics with ztunnel's names (reference §8.1), in one registry
 // served on :15020. Subsystems get small typed views, not the registry.
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { CertificateMetrics } from './identity/metrics.ts';
 import type { TerminationReason, XdsMetrics } from './xds/client.ts';
 
 export class Metrics {
   readonly registry = new Registry();
+  /** skein_certificate_* (ztunnel has no certificate metrics). */
+  readonly certificates = new CertificateMetrics(this.registry);
   readonly #xdsMessages: Counter<'url'>;
   readonly #xdsBytes: Counter<'url'>;
   readonly #xdsTerminations: Counter<'reason'>;

@@ -19,6 +19,19 @@ export interface CertificateProvider {
   fetch(identity: Identity, opts?: FetchOptions): Promise<WorkloadCertificate>;
 }
 
+/**
+ * One identity's certificate as a server uses it (an HBONE server's
+ * injected source; the SecretManager makes one with sourceFor).
+ */
+export interface CertificateSource {
+  /** The certificate valid now, or undefined; never waits, never returns an expired one. */
+  current(): WorkloadCertificate | undefined;
+  /** Gets one now (on demand); rejects when none can be had. */
+  fetch(): Promise<WorkloadCertificate>;
+  /** Calls `fn` with each new certificate (rotation); returns the unsubscribe. */
+  subscribe?(fn: (cert: WorkloadCertificate) => void): () => void;
+}
+
 export interface FetchOptions {
   /** Ask for another workload's identity (shared mode); defaults to the provider's setting. */
   impersonate?: boolean;

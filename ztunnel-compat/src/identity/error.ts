@@ -13,6 +13,8 @@ export const IdentityErrorCode = Object.freeze({
   EMPTY_RESPONSE: 'SKEIN_EMPTY_RESPONSE',
   /** A certificate or key in a response, file or chain does not parse or does not match. */
   CERT_PARSE: 'SKEIN_CERT_PARSE',
+  /** A certificate that is not valid now: issued already expired, or not yet valid. */
+  CERT_EXPIRED: 'SKEIN_CERT_EXPIRED',
   /** The leaf's URI SAN is not the identity that was asked for. */
   SAN_MISMATCH: 'SKEIN_SAN_MISMATCH',
   /** CreateCertificate ended with a gRPC error status; `cause` is the grpc-js ServiceError. */

@@ -8,11 +8,11 @@
 // Which identities to hold is driven by the workloads on this node
 // (trackWorkload/untrackWorkload), counted per identity.
 import { certRetryDelay } from './backoff.ts';
-import type { CertificateProvider, CertsDump, WorkloadCertificate } from './certificate.ts';
+import type { CertificateProvider, CertificateSource, CertsDump, WorkloadCertificate } from './certificate.ts';
 import { IdentityError, identityError, IdentityErrorCode } from './error.ts';
 import { silentLogger } from './log.ts';
 import type { IdentityLogger } from './log.ts';
-import { identityKey, spiffeUri } from './spiffe.ts';
+import { identityKey, sameIdentity, spiffeUri } from './spiffe.ts';
 import type { Identity } from './spiffe.ts';
 
 /** Lowest first, as ztunnel's Priority enum. */
@@ -47,6 +47,12 @@ export interface SecretManagerStats {
   failures: number;
 }
 
+/** Where the manager counts its fetches (identity/metrics.ts). */
+export interface SecretManagerMetrics {
+  /** One finished fetch: `ok`, or the failure's reason (the error code, e.g. `ca_rpc`, `san_mismatch`). */
+  fetched(result: string): void;
+}
+
 export interface SecretManagerOptions {
   provider: CertificateProvider;
   /** Fetches in flight at once. Default 8. */
@@ -56,6 +62,12 @@ export interface SecretManagerOptions {
   random?: () => number;
   logger?: IdentityLogger;
   onEvent?: (e: SecretManagerEvent) => void;
+  metrics?: SecretManagerMetrics;
+}
+
+/** `SKEIN_SAN_MISMATCH` -> `san_mismatch`: the metric's reason label. */
+export function fetchFailureReason(err: IdentityError): string {
+  return err.code.replace(/^SKEIN_/, '').toLowerCase();
 }
 
 /** setTimeout's limit; longer waits are re-armed when they fire. */
@@ -101,6 +113,9 @@ export class SecretManager {
   readonly #random: () => number;
   readonly #logger: IdentityLogger;
   readonly #onEvent: ((e: SecretManagerEvent) => void) | undefined;
+  readonly #metrics: SecretManagerMetrics | undefined;
+  /** Identity key -> who wants each new certificate of it (HBONE servers). Outlives forget(). */
+  readonly #subscribers = new Map<string, Set<(cert: WorkloadCertificate) => void>>();
   readonly #entries = new Map<string, Entry>();
   /** Workload uid -> the identity it holds a reference on. */
   readonly #workloads = new Map<string, Identity>();
@@ -124,6 +139,7 @@ export class SecretManager {
     this.#random = opts.random ?? Math.random;
     this.#logger = opts.logger ?? silentLogger;
     this.#onEvent = opts.onEvent;
+    this.#metrics = opts.metrics;
   }
 
   /**
@@ -148,6 +164,37 @@ export class SecretManager {
   find(identity: Identity): WorkloadCertificate | undefined {
     const entry = this.#entries.get(identityKey(identity));
     return entry?.cert && this.#timers.now() < entry.cert.notAfter.getTime() ? entry.cert : undefined;
+  }
+
+  /**
+   * Calls `fn` with every certificate fetched for the identity from now on
+   * (first fetch and each rotation), so a server can swap its context at
+   * rotation instead of at its next connection. Returns the unsubscribe.
+   */
+  subscribe(identity: Identity, fn: (cert: WorkloadCertificate) => void): () => void {
+    const key = identityKey(identity);
+    let set = this.#subscribers.get(key);
+    if (set === undefined) {
+      set = new Set();
+      this.#subscribers.set(key, set);
+    }
+    set.add(fn);
+    return () => {
+      const s = this.#subscribers.get(key);
+      if (s?.delete(fn) === true && s.size === 0) this.#subscribers.delete(key);
+    };
+  }
+
+  /**
+   * The identity as a CertificateSource for an HBONE server: the valid
+   * certificate now, one fetched on demand (RealTime), and each rotation.
+   */
+  sourceFor(identity: Identity): CertificateSource {
+    return {
+      current: () => this.find(identity),
+      fetch: () => this.fetch(identity, Priority.RealTime),
+      subscribe: (fn) => this.subscribe(identity, fn),
+    };
   }
 
   /** Starts managing the identity and fetches it at Warmup priority, without waiting. */
@@ -226,6 +273,7 @@ export class SecretManager {
       for (const w of e.waiters.splice(0)) w.reject(err);
     }
     this.#entries.clear();
+    this.#subscribers.clear();
   }
 
   // ---- internals ----------------------------------------------------------
@@ -313,9 +361,30 @@ export class SecretManager {
     this.#emit({ type: 'fetch-start', identity: entry.uri, priority });
     // A provider that throws synchronously is a failed fetch like any other.
     Promise.resolve().then(() => this.#provider.fetch(entry.identity)).then(
-      (cert) => { this.#done(entry, cert, undefined); },
+      (cert) => {
+        const bad = this.#unusable(entry, cert);
+        if (bad === undefined) this.#done(entry, cert, undefined);
+        else this.#done(entry, undefined, bad);
+      },
       (err: unknown) => { this.#done(entry, undefined, asIdentityError(err, entry.uri)); },
     );
+  }
+
+  /**
+   * Fail closed on what a provider should never return: a certificate for
+   * another identity (the CA client checks the leaf's SAN; this covers any
+   * provider), or one that is not valid now.
+   */
+  #unusable(entry: Entry, cert: WorkloadCertificate): IdentityError | undefined {
+    if (!sameIdentity(cert.identity, entry.identity)) {
+      return identityError(IdentityErrorCode.SAN_MISMATCH, `asked for ${entry.uri}, got a certificate for ${spiffeUri(cert.identity)}`);
+    }
+    const now = this.#timers.now();
+    if (cert.isExpired(now) || now < cert.notBefore.getTime()) {
+      return identityError(IdentityErrorCode.CERT_EXPIRED,
+        `the certificate issued for ${entry.uri} is valid only from ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}`);
+    }
+    return undefined;
   }
 
   #done(entry: Entry, cert: WorkloadCertificate | undefined, error: IdentityError | undefined): void {
@@ -337,28 +406,41 @@ export class SecretManager {
       this.#enqueue(entry, Priority.Background, Math.max(refreshAt.getTime(), now));
       this.#emit({ type: 'fetch-ok', identity: entry.uri, serial: cert.serial, refreshAt, notAfter: cert.notAfter });
       this.#logger.debug({ identity: entry.uri, refreshAt: refreshAt.toISOString() }, 'certificate fetched');
+      this.#metrics?.fetched('ok');
       for (const w of entry.waiters.splice(0)) w.resolve(cert);
+      this.#publish(entry.key, cert);
     } else if (error) {
       this.#counts.failures++;
+      this.#metrics?.fetched(fetchFailureReason(error));
       const retryInMs = certRetryDelay(entry.failures++, this.#random());
       const old = entry.cert;
       const kept = old !== undefined && now < old.notAfter.getTime();
       if (old && kept) {
         // Keep serving the old certificate; try again before it runs out.
         this.#enqueue(entry, Priority.Background, Math.min(now + retryInMs, old.notAfter.getTime()));
-        this.#logger.info({ identity: entry.uri, err: error.message, expires: old.notAfter.toISOString() }, 'certificate renewal failed; keeping the valid one');
+        this.#logger.warn({ identity: entry.uri, code: error.code, err: error.message, retryInMs, expires: old.notAfter.toISOString() }, 'certificate renewal failed; keeping the valid one');
         for (const w of entry.waiters.splice(0)) w.resolve(old);
       } else {
         entry.state = 'Unavailable';
         entry.cert = undefined;
         entry.error = error;
         this.#enqueue(entry, Priority.Background, now + retryInMs);
-        this.#logger.warn({ identity: entry.uri, err: error.message, retryInMs }, 'certificate fetch failed and no valid certificate is left');
+        this.#logger.warn({ identity: entry.uri, code: error.code, err: error.message, retryInMs }, 'certificate fetch failed and no valid certificate is left');
         for (const w of entry.waiters.splice(0)) w.reject(error);
       }
       this.#emit({ type: 'fetch-error', identity: entry.uri, error, retryInMs, kept });
     }
     this.#pump();
+  }
+
+  #publish(key: string, cert: WorkloadCertificate): void {
+    for (const fn of this.#subscribers.get(key) ?? []) {
+      try {
+        fn(cert);
+      } catch (err) {
+        this.#logger.warn({ identity: spiffeUri(cert.identity), err: String(err) }, 'a certificate subscriber threw');
+      }
+    }
   }
 
   #emit(e: SecretManagerEvent): void {

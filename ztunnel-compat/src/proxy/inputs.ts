@@ -3,6 +3,7 @@
 import type { TcpKeepalive } from '@skein/bpf';
 import type { Logger } from '../log.ts';
 import type { SecretManager } from '../identity/manager.ts';
+import type { CertificateMetrics } from '../identity/metrics.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { ConnectionManager } from './connection-manager.ts';
 import type { ConnectionGuard } from './guard.ts';
@@ -11,6 +12,8 @@ import type { TcpMetrics } from './metrics.ts';
 export interface ProxyInputs {
   state: ProxyState;
   secrets: SecretManager;
+  /** Connections refused for want of a valid certificate. */
+  certificates?: CertificateMetrics;
   connections: ConnectionManager;
   metrics: TcpMetrics;
   log: Logger;

@@ -15,6 +15,8 @@ import type { PodContext } from '../inpod/listeners.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { accessFields, logComplete, logFailed, type AccessFacts, type AccessFields } from './access-log.ts';
 import type { HboneClient } from './hbone/client.ts';
+import { HboneError, HboneErrorCode } from './hbone/error.ts';
+import { IdentityError } from '../identity/error.ts';
 import { forwardedHeader, sourceBaggage, traceparent } from './hbone/headers.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
@@ -174,6 +176,9 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
     made(tunnel);
   } catch (err) {
     const e = err as Error & { flag?: ResponseFlag; status?: number };
+    // No valid certificate of our own: refused, never presented expired.
+    if (err instanceof IdentityError) p.certificates?.refused('outbound', 'unavailable');
+    else if (err instanceof HboneError && err.code === HboneErrorCode.CERT_EXPIRED) p.certificates?.refused('outbound', 'expired');
     p.metrics.failed(labels(e.flag ?? 'CONNECT'));
     logFailed(p.access, f, e.message);
     socket.destroy();

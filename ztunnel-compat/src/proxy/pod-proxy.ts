@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// One pod's proxy, as the ZDS manager starts it: the pod's certificate, its
-// HBONE server on 15008, and the capture listeners dispatching to outbound
-// (15001), inbound plaintext (15006) and HBONE (15008).
+// One pod's proxy, as the ZDS manager starts it: its HBONE server on 15008,
+// and the capture listeners dispatching to outbound (15001), inbound
+// plaintext (15006) and HBONE (15008). Starting never waits on the CA (an
+// absent CA must not hold the ZDS ack past istio-cni's deadline): the server
+// takes the pod's certificate from the SecretManager at each connection,
+// fetched on demand with the manager's backoff, and follows its rotations.
 import type { Config } from '../config.ts';
 import type { PodProxy, ProxyFactory } from '../inpod/manager.ts';
 import { hostPort } from '../decide/outbound.ts';
 import type { DnsProxy } from '../dns/proxy.ts';
 import { listenerFactory, type PodContext } from '../inpod/listeners.ts';
-import { Priority } from '../identity/manager.ts';
 import { forwardedHost } from './hbone/headers.ts';
 import { HboneServer } from './hbone/server.ts';
 import { inboundHboneHandler } from './inbound-hbone.ts';
@@ -57,8 +59,8 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
       const pod: PodContext = { uid, info, netnsFd };
       const workload = findSourceWorkload(p.state, p.nodeName, info);
       const identity = { trustDomain: workload?.trustDomain ?? config.trustDomain, namespace: info.namespace, serviceAccount: info.serviceAccount };
-      const cert = await p.secrets.fetch(identity, Priority.RealTime);
-      const server = new HboneServer(cert, {
+      p.secrets.prefetch(identity);
+      const server = new HboneServer(p.secrets.sourceFor(identity), {
         tls12: config.tls12Enabled,
         handler: inboundHboneHandler(p, pod, (req, { destination, service, authz, upstream, headerBytes }) => {
           // A pod IP dialled names no service; label it with the pod's, as ztunnel does.
@@ -82,6 +84,11 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
         },
         onStreamError: (err, r) => {
           p.guard.fail('hbone', () => ({ 'src.addr': hostPort(r.peerAddress.ip, r.peerAddress.port), 'dst.addr': hostPort(r.localAddress.ip, r.localAddress.port), direction: 'inbound' }), () => [], err);
+        },
+        onCertificateRefused: (r) => {
+          p.certificates?.refused('inbound', r.reason);
+          p.log.warn({ scope: 'inbound', pod: `${info.namespace}/${info.name}`, src: hostPort(r.peerAddress.ip, r.peerAddress.port), reason: r.reason, err: r.error.message },
+            'refused an HBONE connection: no valid certificate to serve it with');
         },
         onReject: (r) => {
           const fields = accessFields({

@@ -4,7 +4,11 @@
 // SPIFFE identity check before any byte of HTTP/2 is sent), one HTTP/2
 // session carrying up to min(maxStreams, peer MAX_CONCURRENT_STREAMS) CONNECT
 // streams, first connects per key serialised, sessions dropped on GOAWAY or
-// close and released after an idle period.
+// close and released after an idle period. Sessions are keyed by the client
+// certificate too: after a rotation new tunnels get new sessions handshaken
+// with the new certificate (older sessions finish their streams), and a
+// session whose certificate has expired takes no new stream; an expired
+// certificate is never presented.
 import { connect as h2connect, constants as h2c } from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders, Settings } from 'node:http2';
 import { isIPv6 } from 'node:net';
@@ -42,7 +46,7 @@ export interface TunnelRequest {
   localAddress?: string;
   /** Supplies the raw TCP socket (in the pod netns, SO_MARK'd); connected here if it is not already. */
   createSocket?: () => Socket;
-  /** Which sessions may carry this tunnel; defaults to src identity | expected | upstream | localAddress. */
+  /** Which sessions may carry this tunnel; defaults to src identity | expected | upstream | localAddress. The certificate's serial is always added. */
   poolKey?: string;
 }
 
@@ -66,6 +70,8 @@ interface PooledSession {
   readonly session: ClientHttp2Session;
   readonly key: string;
   readonly limit: number;
+  /** The client certificate's expiry: no new stream after it. */
+  readonly certNotAfter: number;
   active: number;
   usable: boolean;
   idleTimer: NodeJS.Timeout | undefined;
@@ -115,7 +121,12 @@ export class HboneClient {
   }
 
   async open(req: TunnelRequest): Promise<OpenedTunnel> {
-    const ps = await this.#acquire(req.poolKey ?? defaultPoolKey(req), req);
+    if (req.cert.isExpired()) {
+      throw new HboneError(HboneErrorCode.CERT_EXPIRED, 'CONNECT',
+        `the certificate of ${spiffeUri(req.cert.identity)} expired at ${req.cert.notAfter.toISOString()}; it is never presented`);
+    }
+    // The serial: a rotated certificate never rides on a session made with the old one.
+    const ps = await this.#acquire(`${req.poolKey ?? defaultPoolKey(req)}|${req.cert.serial}`, req);
     let stream: ClientHttp2Stream;
     try {
       stream = ps.session.request({ ...req.headers, ':method': 'CONNECT', ':authority': req.authority }, { endStream: false });
@@ -186,6 +197,14 @@ export class HboneClient {
       if (entry === undefined) {
         entry = { sessions: [], opening: undefined };
         this.#entries.set(key, entry);
+      }
+      const now = Date.now();
+      const expired = entry.sessions.filter((ps) => now >= ps.certNotAfter);
+      if (expired.length > 0) {
+        // Their certificate expired: open streams finish, new ones go elsewhere.
+        // The drops may remove the entry, so look it up again.
+        for (const ps of expired) this.#drop(ps);
+        continue;
       }
       for (const ps of entry.sessions) {
         if (ps.usable && ps.active < ps.limit) {
@@ -314,7 +333,7 @@ export class HboneClient {
           clearTimeout(timer);
           const peerMax = settings.maxConcurrentStreams ?? Number.MAX_SAFE_INTEGER;
           const ps: PooledSession = {
-            session: s, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, usable: true, idleTimer: undefined,
+            session: s, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), certNotAfter: req.cert.notAfter.getTime(), active: 0, usable: true, idleTimer: undefined,
           };
           this.#adopt(ps);
           resolve(ps);

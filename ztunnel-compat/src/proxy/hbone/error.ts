@@ -18,6 +18,8 @@ export const HboneErrorCode = Object.freeze({
   H2_HANDSHAKE: 'SKEIN_HBONE_H2_HANDSHAKE',
   /** The stream failed before a response arrived. */
   STREAM: 'SKEIN_HBONE_STREAM',
+  /** Our own certificate has expired; it is never presented (fail closed). */
+  CERT_EXPIRED: 'SKEIN_HBONE_CERT_EXPIRED',
   /** The pool or server was closed. */
   CLOSED: 'SKEIN_HBONE_CLOSED',
 } as const);

@@ -5,13 +5,20 @@
 // for destination validation, RBAC and the upstream connect); the 200 goes out
 // only once the handler has an upstream, then bytes are copied both ways with
 // backpressure and half-close.
+// The certificate comes from a source, not a fixed value: every accepted
+// connection is served with the source's current valid certificate (fetched
+// on demand, within a bound, when there is none), and rotations are pushed,
+// so new handshakes use the new certificate while open connections keep
+// theirs. An expired certificate is never served: no valid certificate, no
+// handshake (ztunnel fetches the certificate per connection the same way).
 import { createServer as createH2Server, constants as h2c } from 'node:http2';
 import type { Http2Server, Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import type { AddressInfo, ListenOptions, Socket } from 'node:net';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo, ListenOptions, Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import type { CertificateSource, WorkloadCertificate } from '../../identity/certificate.ts';
 import type { Identity } from '../../identity/spiffe.ts';
 import { forward, passEnd } from '../relay.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
@@ -81,6 +88,14 @@ export interface HandshakeRejection {
   peerAddress: SocketAddress | undefined;
 }
 
+/** A connection refused because there was no valid certificate to serve it with. */
+export interface CertificateRefusal {
+  /** `expired`: the certificate in use ran out and no new one came; `unavailable`: there never was one. */
+  reason: 'expired' | 'unavailable';
+  error: Error;
+  peerAddress: SocketAddress;
+}
+
 export interface HboneServerOptions extends HboneTlsOptions {
   handler: ConnectHandler;
   onTunnelEnd?: (end: TunnelEnd) => void;
@@ -92,6 +107,31 @@ export interface HboneServerOptions extends HboneTlsOptions {
   /** Every TLS connection that completed a handshake, before our checks (for tests and metrics). */
   onSecureConnection?: (socket: TLSSocket) => void;
   keepalive?: KeepaliveOptions;
+  /** A connection closed before TLS because no valid certificate could be had (fail closed). */
+  onCertificateRefused?: (r: CertificateRefusal) => void;
+  /** The certificate now served to new connections changed (first install and rotations). */
+  onCertificateInstalled?: (cert: WorkloadCertificate) => void;
+  /** How long a connection may wait for an on-demand certificate. Default 5 s. */
+  certificateWaitMs?: number;
+}
+
+/** A source that always offers the same certificate while it is valid; updateCertificate replaces it. */
+class FixedSource implements CertificateSource {
+  cert: WorkloadCertificate;
+  constructor(cert: WorkloadCertificate) {
+    this.cert = cert;
+  }
+  current(): WorkloadCertificate | undefined {
+    return this.cert.isExpired() ? undefined : this.cert;
+  }
+  fetch(): Promise<WorkloadCertificate> {
+    const cert = this.current();
+    return cert === undefined ? Promise.reject(new Error(`the certificate expired at ${this.cert.notAfter.toISOString()}`)) : Promise.resolve(cert);
+  }
+}
+
+function isSource(x: WorkloadCertificate | CertificateSource): x is CertificateSource {
+  return typeof (x as Partial<CertificateSource>).current === 'function';
 }
 
 interface SessionInfo {
@@ -112,15 +152,23 @@ export class HboneServer {
   readonly #tlsServer: TlsServer;
   readonly #h2: Http2Server;
   readonly #opts: HboneServerOptions;
-  #tls: ServerTls;
+  readonly #source: CertificateSource;
+  readonly #unsubscribe: (() => void) | undefined;
+  /** What new handshakes are served with; undefined until the first certificate arrives. */
+  #tls: ServerTls | undefined;
+  #installed: WorkloadCertificate | undefined;
+  /** Our own listener (listen()); in-pod mode hands connections to accept() instead. */
+  #listener: NetServer | undefined;
+  #closing = false;
   readonly #sessions = new Map<Http2Session, SessionInfo>();
   /** Set just before handing a verified socket to the h2 server, which emits 'session' synchronously. */
   #pending: SessionInfo | undefined;
   #activeTunnels = 0;
 
-  constructor(cert: WorkloadCertificate, opts: HboneServerOptions) {
+  /** `cert`: a source (rotating), or one certificate that serves until it expires. */
+  constructor(cert: WorkloadCertificate | CertificateSource, opts: HboneServerOptions) {
     this.#opts = opts;
-    this.#tls = serverContext(cert, opts);
+    this.#source = isSource(cert) ? cert : new FixedSource(cert);
     this.#h2 = createH2Server({
       settings: {
         initialWindowSize: STREAM_WINDOW,
@@ -138,37 +186,100 @@ export class HboneServer {
       // A failure is this stream's alone: reset it, report it, serve the rest.
       this.#onStream(stream, headers).catch((err: unknown) => { this.#streamFailed(stream, err); });
     });
-    this.#tlsServer = createTlsServer({ ...this.#tls.options });
+    // No certificate yet: none is needed until a connection is handed over, and each gets one installed first.
+    this.#tlsServer = createTlsServer();
+    const now = this.#source.current();
+    if (now !== undefined) this.#install(now);
+    this.#unsubscribe = this.#source.subscribe?.((c) => { if (!this.#closing && !c.isExpired()) this.#install(c); });
     this.#tlsServer.on('secureConnection', (socket: TLSSocket) => { this.#onSecureConnection(socket); });
     this.#tlsServer.on('tlsClientError', (error: Error, socket: TLSSocket) => {
       this.#opts.onHandshakeReject?.({ error, peerAddress: addressOf(socket.remoteAddress, socket.remotePort) });
     });
   }
 
-  /** Rotation: new connections use `cert`; existing ones keep theirs. */
+  /** Rotation: new connections use `cert`; existing ones keep theirs. With a fixed certificate, it becomes the one served. */
   updateCertificate(cert: WorkloadCertificate): void {
-    this.#tls = serverContext(cert, this.#opts);
-    this.#tlsServer.setSecureContext(this.#tls.options);
+    if (this.#source instanceof FixedSource) this.#source.cert = cert;
+    this.#install(cert);
+  }
+
+  /** The certificate new handshakes get, if one is installed. */
+  get certificate(): WorkloadCertificate | undefined {
+    return this.#installed;
   }
 
   listen(opts: ListenOptions = { port: 15008 }): Promise<AddressInfo> {
+    const listener = createNetServer((socket) => { this.accept(socket); });
+    this.#listener = listener;
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => { reject(err); };
-      this.#tlsServer.once('error', onError);
-      this.#tlsServer.listen(opts, () => {
-        this.#tlsServer.off('error', onError);
-        resolve(this.#tlsServer.address() as AddressInfo);
+      listener.once('error', onError);
+      listener.listen(opts, () => {
+        listener.off('error', onError);
+        resolve(listener.address() as AddressInfo);
       });
     });
   }
 
   /**
    * Serves a TCP connection accepted elsewhere (in-pod mode: the pod's
-   * :15008 listener lives in the pod netns). TLS and everything after it
-   * proceeds as for a connection on our own listener.
+   * :15008 listener lives in the pod netns), or by our own listener. TLS
+   * starts with the source's current certificate; without one, the
+   * connection waits (bounded) for one fetched on demand, or is refused.
    */
   accept(socket: Socket): void {
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    const cert = this.#source.current();
+    if (cert !== undefined) {
+      this.#handOver(socket, cert);
+      return;
+    }
+    socket.on('error', () => { /* it may reset while we wait; the wait ends on close */ });
+    this.#acceptLater(socket).catch((err: unknown) => { this.#refuse(socket, err); });
+  }
+
+  async #acceptLater(socket: Socket): Promise<void> {
+    const waitMs = this.#opts.certificateWaitMs ?? 5_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => { reject(new Error(`no certificate within ${waitMs} ms`)); }, waitMs);
+    });
+    try {
+      const cert = await Promise.race([this.#source.fetch(), timeout]);
+      if (cert.isExpired()) throw new Error(`the certificate offered expired at ${cert.notAfter.toISOString()}`);
+      if (socket.destroyed || this.#closing) {
+        socket.destroy();
+        return;
+      }
+      this.#handOver(socket, cert);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #handOver(socket: Socket, cert: WorkloadCertificate): void {
+    if (cert !== this.#installed) this.#install(cert);
     this.#tlsServer.emit('connection', socket);
+  }
+
+  /** Fail closed: no valid certificate, no handshake. */
+  #refuse(socket: Socket, err: unknown): void {
+    socket.destroy();
+    const error = err instanceof Error ? err : new Error(String(err));
+    const reason = this.#installed?.isExpired() === true ? 'expired' : 'unavailable';
+    this.#opts.onCertificateRefused?.({ reason, error, peerAddress: addressOf(stripV4Mapped(socket.remoteAddress), socket.remotePort) });
+  }
+
+  /** New handshakes use `cert` from now on; open connections keep the context they were made with. */
+  #install(cert: WorkloadCertificate): void {
+    if (cert === this.#installed) return;
+    this.#tls = serverContext(cert, this.#opts);
+    this.#tlsServer.setSecureContext(this.#tls.options);
+    this.#installed = cert;
+    this.#opts.onCertificateInstalled?.(cert);
   }
 
   get sessionCount(): number {
@@ -184,9 +295,14 @@ export class HboneServer {
    * tunnels to finish; after `graceMs`, if given, destroys what is left.
    */
   async close(graceMs?: number): Promise<void> {
+    this.#stopAccepting();
     const timer = graceMs === undefined ? undefined : setTimeout(() => { this.destroy(); }, graceMs);
     timer?.unref();
-    const closed = new Promise<void>((resolve) => { this.#tlsServer.close(() => { resolve(); }); });
+    const listener = this.#listener;
+    const closed = new Promise<void>((resolve) => {
+      if (listener?.listening === true) listener.close(() => { resolve(); });
+      else resolve();
+    });
     const sessions = [...this.#sessions.keys()].map((s) => new Promise<void>((resolve) => {
       if (s.destroyed) {
         resolve();
@@ -201,14 +317,22 @@ export class HboneServer {
 
   /** Closes every session abruptly. */
   destroy(): void {
-    if (this.#tlsServer.listening) this.#tlsServer.close();
+    this.#stopAccepting();
+    if (this.#listener?.listening === true) this.#listener.close();
     for (const s of this.#sessions.keys()) s.destroy();
+  }
+
+  #stopAccepting(): void {
+    this.#closing = true;
+    this.#unsubscribe?.();
   }
 
   #onSecureConnection(socket: TLSSocket): void {
     this.#opts.onSecureConnection?.(socket);
     let peer: Identity;
     try {
+      // The trust domain is the identity's, the same for every certificate the source gives.
+      if (this.#tls === undefined) throw new HboneError(HboneErrorCode.TLS, 'TLS_FAILURE', 'no server certificate');
       peer = this.#tls.verifyPeer(socket);
     } catch (err) {
       // Fail closed: nothing is read from a peer we could not verify.

@@ -110,9 +110,11 @@ export class HboneClient {
     return this.#all.size;
   }
 
-  /** Pooled sessions for one key. */
+  /** Pooled sessions for one pool key, whatever certificate they were made with. */
   sessionsFor(key: string): number {
-    return this.#entries.get(key)?.sessions.length ?? 0;
+    let n = 0;
+    for (const [k, e] of this.#entries) if (k.slice(0, k.lastIndexOf('|')) === key) n += e.sessions.length;
+    return n;
   }
 
   /** Opens a tunnel; resolves on 200. Rejects with HboneError (`status` + flag CONNECT for a non-200 answer). */

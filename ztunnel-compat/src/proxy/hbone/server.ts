@@ -27,7 +27,7 @@ import {
   SERVER_MAX_HEADER_LIST, SERVER_STREAM_RESET_BURST, SERVER_STREAM_RESET_RATE, STREAM_WINDOW,
 } from './h2.ts';
 import type { Authority, KeepaliveOptions } from './h2.ts';
-import { serverContext } from './tls.ts';
+import { serverBaseOptions, serverContext } from './tls.ts';
 import type { HboneTlsOptions, ServerTls } from './tls.ts';
 
 export interface SocketAddress {
@@ -187,7 +187,7 @@ export class HboneServer {
       this.#onStream(stream, headers).catch((err: unknown) => { this.#streamFailed(stream, err); });
     });
     // No certificate yet: none is needed until a connection is handed over, and each gets one installed first.
-    this.#tlsServer = createTlsServer();
+    this.#tlsServer = createTlsServer(serverBaseOptions(opts));
     const now = this.#source.current();
     if (now !== undefined) this.#install(now);
     this.#unsubscribe = this.#source.subscribe?.((c) => { if (!this.#closing && !c.isExpired()) this.#install(c); });

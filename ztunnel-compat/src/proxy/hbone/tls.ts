@@ -84,6 +84,15 @@ export interface ServerTls {
   verifyPeer(socket: TLSSocket): Identity;
 }
 
+/**
+ * The server options that do not depend on a certificate. ALPN and the
+ * client-certificate demand are the server's own, not its secure context's:
+ * they must be given to tls.createServer, as setSecureContext keeps them.
+ */
+export function serverBaseOptions(opts: HboneTlsOptions = {}): TlsOptions {
+  return { ...versionOptions(opts), ALPNProtocols: [ALPN_H2], requestCert: true, rejectUnauthorized: true };
+}
+
 export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions = {}): ServerTls {
   const trustDomain = cert.identity.trustDomain;
   return {
@@ -92,10 +101,7 @@ export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions =
       key: cert.keyPem,
       cert: cert.chainPems.join(''),
       ca: [...cert.rootPems],
-      ...versionOptions(opts),
-      ALPNProtocols: [ALPN_H2],
-      requestCert: true,
-      rejectUnauthorized: true,
+      ...serverBaseOptions(opts),
     },
     verifyPeer(socket: TLSSocket): Identity {
       if (socket.alpnProtocol !== ALPN_H2) {

@@ -373,3 +373,90 @@ test('close() stops every timer and fails waiting callers', async () => {
   assert.equal(time.pending, 0);
   assert.throws(() => new SecretManager({ provider, concurrency: 0 }), /concurrency/);
 });
+
+test('subscribers get the first certificate and each rotation; sourceFor gives the valid one, never an expired one', async () => {
+  const { sm, provider } = setup();
+  const a = id('a');
+  const seen: string[] = [];
+  const unsubscribe = sm.subscribe(a, (c) => { seen.push(c.serial); });
+  const source = sm.sourceFor(a);
+  assert.equal(source.current(), undefined, 'nothing before the first fetch');
+  const onDemand = source.fetch();
+  await flush();
+  assert.deepEqual(provider.calls.map((c) => c.uri), [spiffeUri(a)]);
+  const first = await answer(provider.last(), 3540);
+  assert.equal(await onDemand, first);
+  assert.equal(source.current(), first);
+
+  await time.advanceTo(first.refreshAt.getTime());
+  const second = await answer(provider.last(), 3540);
+  assert.deepEqual(seen, [first.serial, second.serial], 'pushed at first fetch and at rotation');
+  assert.equal(source.current(), second);
+
+  // The renewal fails until the certificate runs out: current() stops offering it at expiry.
+  unsubscribe();
+  await time.advanceTo(second.refreshAt.getTime());
+  while (time.t < second.notAfter.getTime()) {
+    await fail(provider.last());
+    assert.equal(source.current(), time.t < second.notAfter.getTime() ? second : undefined);
+    await time.advanceTo(time.next ?? Infinity);
+  }
+  await fail(provider.last());
+  assert.equal(source.current(), undefined, 'an expired certificate is never offered');
+  await assert.rejects(source.fetch(), /istiod is down/);
+  await time.advanceTo(time.next ?? Infinity);
+  await answer(provider.last());
+  assert.deepEqual(seen, [first.serial, second.serial], 'no push after unsubscribe');
+  sm.close();
+});
+
+test('a certificate for another identity, or one not valid now, is a failed fetch: counted, logged, the valid one kept', async () => {
+  const results: string[] = [];
+  const warnings: string[] = [];
+  const logger = { debug: () => undefined, info: () => undefined, warn: (f: Record<string, unknown>, msg: string) => { warnings.push(`${msg}: ${String(f.err)}`); } };
+  const { sm, provider } = setup({ metrics: { fetched: (r) => { results.push(r); } }, logger });
+  const a = id('a');
+  const p = sm.fetch(a);
+  await flush();
+  const good = await answer(provider.last(), 3540);
+  assert.equal(await p, good);
+
+  // At rotation the CA answers with another identity's certificate.
+  await time.advanceTo(good.refreshAt.getTime());
+  provider.last().resolve(await certFor(id('mallory')));
+  await flush();
+  assert.equal(sm.find(a), good, 'the valid certificate is kept');
+  assert.match(warnings.at(-1) ?? '', /renewal failed.*asked for spiffe:\/\/cluster.local\/ns\/test\/sa\/a, got a certificate for .*\/sa\/mallory/);
+
+  // Then with one that expired before it arrived (issued an hour "ago").
+  await time.advanceTo(time.next ?? Infinity);
+  const now = time.t;
+  time.t = now - 3_600_000;
+  const stale = await certFor(a, 60);
+  time.t = now;
+  provider.last().resolve(stale);
+  await flush();
+  assert.equal(sm.find(a), good);
+  assert.match(warnings.at(-1) ?? '', /valid only from/);
+
+  // A CA that refuses.
+  await time.advanceTo(time.next ?? Infinity);
+  await fail(provider.last(), 'PERMISSION_DENIED');
+  assert.deepEqual(results, ['ok', 'san_mismatch', 'cert_expired', 'ca_rpc']);
+  assert.equal(sm.state(a), 'Available');
+  sm.close();
+});
+
+test('a certificate already past its half-life on arrival renews half way through what is left, not in a loop', async () => {
+  const { sm, provider } = setup();
+  const a = id('a');
+  const p = sm.fetch(a);
+  await flush();
+  // The CA back-dates by 60 s: a 20 s certificate's half-life is 20 s in the past.
+  const cert = await answer(provider.last(), 20);
+  await p;
+  assert.ok(cert.refreshAt.getTime() < time.t);
+  assert.equal(time.next, time.t + 10_000, 'renewed 10 s from now, half of the 20 s left');
+  assert.equal(provider.calls.length, 1, 'no immediate refetch');
+  sm.close();
+});

@@ -70,6 +70,18 @@ export function fetchFailureReason(err: IdentityError): string {
   return err.code.replace(/^SKEIN_/, '').toLowerCase();
 }
 
+/**
+ * When to renew: at half-life (ztunnel's refresh_at). A certificate already
+ * past its half-life when it arrives (back-dated by a minute, as our local CA
+ * and many CAs do, with a short SECRET_TTL) would be due at once, again and
+ * again: ztunnel would refetch in a loop. It is renewed half way through what
+ * is left of it instead.
+ */
+export function rotationTime(cert: WorkloadCertificate, now: number): Date {
+  const at = cert.refreshAt.getTime();
+  return at > now ? cert.refreshAt : new Date(now + Math.max(0, cert.notAfter.getTime() - now) / 2);
+}
+
 /** setTimeout's limit; longer waits are re-armed when they fire. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -402,8 +414,8 @@ export class SecretManager {
       entry.cert = cert;
       entry.error = undefined;
       entry.failures = 0;
-      const refreshAt = cert.refreshAt;
-      this.#enqueue(entry, Priority.Background, Math.max(refreshAt.getTime(), now));
+      const refreshAt = rotationTime(cert, now);
+      this.#enqueue(entry, Priority.Background, refreshAt.getTime());
       this.#emit({ type: 'fetch-ok', identity: entry.uri, serial: cert.serial, refreshAt, notAfter: cert.notAfter });
       this.#logger.debug({ identity: entry.uri, refreshAt: refreshAt.toISOString() }, 'certificate fetched');
       this.#metrics?.fetched('ok');

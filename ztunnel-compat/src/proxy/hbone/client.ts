@@ -6,9 +6,9 @@
 // streams, first connects per key serialised, sessions dropped on GOAWAY or
 // close and released after an idle period. Sessions are keyed by the client
 // certificate too: after a rotation new tunnels get new sessions handshaken
-// with the new certificate (older sessions finish their streams), and a
-// session whose certificate has expired takes no new stream; an expired
-// certificate is never presented.
+// with the new certificate (older sessions finish their streams). An expired
+// certificate is never presented, so a session made with it (its key holds
+// the serial) never gets another stream.
 import { connect as h2connect, constants as h2c } from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders, Settings } from 'node:http2';
 import { isIPv6 } from 'node:net';
@@ -70,8 +70,6 @@ interface PooledSession {
   readonly session: ClientHttp2Session;
   readonly key: string;
   readonly limit: number;
-  /** The client certificate's expiry: no new stream after it. */
-  readonly certNotAfter: number;
   active: number;
   usable: boolean;
   idleTimer: NodeJS.Timeout | undefined;
@@ -200,14 +198,6 @@ export class HboneClient {
         entry = { sessions: [], opening: undefined };
         this.#entries.set(key, entry);
       }
-      const now = Date.now();
-      const expired = entry.sessions.filter((ps) => now >= ps.certNotAfter);
-      if (expired.length > 0) {
-        // Their certificate expired: open streams finish, new ones go elsewhere.
-        // The drops may remove the entry, so look it up again.
-        for (const ps of expired) this.#drop(ps);
-        continue;
-      }
       for (const ps of entry.sessions) {
         if (ps.usable && ps.active < ps.limit) {
           ps.active++;
@@ -335,7 +325,7 @@ export class HboneClient {
           clearTimeout(timer);
           const peerMax = settings.maxConcurrentStreams ?? Number.MAX_SAFE_INTEGER;
           const ps: PooledSession = {
-            session: s, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), certNotAfter: req.cert.notAfter.getTime(), active: 0, usable: true, idleTimer: undefined,
+            session: s, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, usable: true, idleTimer: undefined,
           };
           this.#adopt(ps);
           resolve(ps);

@@ -267,10 +267,13 @@ export class HboneServer {
 
   /** Fail closed: no valid certificate, no handshake. */
   #refuse(socket: Socket, err: unknown): void {
+    // Read before destroy(), which forgets the peer.
+    const peerAddress = addressOf(stripV4Mapped(socket.remoteAddress), socket.remotePort);
     socket.destroy();
     const error = err instanceof Error ? err : new Error(String(err));
-    const reason = this.#installed?.isExpired() === true ? 'expired' : 'unavailable';
-    this.#opts.onCertificateRefused?.({ reason, error, peerAddress: addressOf(stripV4Mapped(socket.remoteAddress), socket.remotePort) });
+    const last = this.#installed ?? (this.#source instanceof FixedSource ? this.#source.cert : undefined);
+    const reason = last?.isExpired() === true ? 'expired' : 'unavailable';
+    this.#opts.onCertificateRefused?.({ reason, error, peerAddress });
   }
 
   /** New handshakes use `cert` from now on; open connections keep the context they were made with. */

@@ -5,7 +5,7 @@
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
 import { LocalCa } from '../../identity/local-ca.ts';
-import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import type { CertificateSource, WorkloadCertificate } from '../../identity/certificate.ts';
 import type { Identity } from '../../identity/spiffe.ts';
 import { HboneServer } from './server.ts';
 import type { ConnectDecision, ConnectHandler, ConnectRequest, HboneServerOptions } from './server.ts';
@@ -90,7 +90,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startServer(cert: WorkloadCertificate, opts: Partial<HboneServerOptions> & { handler?: ConnectHandler } = {}): Promise<Harness> {
+export async function startServer(cert: WorkloadCertificate | CertificateSource, opts: Partial<HboneServerOptions> & { handler?: ConnectHandler } = {}): Promise<Harness> {
   const echo = await echoServer();
   const requests: ConnectRequest[] = [];
   const handler: ConnectHandler = opts.handler ?? (() => connectUpstream(echo.port));

@@ -100,6 +100,12 @@ export class IstiodDouble {
   readonly log: string[] = [];
   /** The Node of the last stream that passed the node id check. */
   lastNode: Node | undefined;
+  /**
+   * CA faults for tests: `silent` accepts CreateCertificate and never
+   * answers (until the caller gives up); `wrong-identity` signs the CSR's
+   * key for `identity` instead of the caller's.
+   */
+  caFault: { kind: 'silent' } | { kind: 'wrong-identity'; identity: string } | undefined;
 
   readonly #tokens: Map<string, CallerIdentity>;
   readonly #serving: KeyAndCert;
@@ -432,7 +438,12 @@ export class IstiodDouble {
     if (uri !== identity) throw fail(status.INVALID_ARGUMENT, `CSR SAN ${uri} is not the identity ${identity}`);
 
     const validity = req.validityDuration !== undefined && req.validityDuration > 0 ? req.validityDuration : 86_400;
-    const certChain = [await this.ca.issueLeaf(csr, identity, validity), this.ca.rootPem];
+    const fault = this.caFault;
+    if (fault?.kind === 'silent') {
+      this.log.push(`CreateCertificate: silent for ${identity}`);
+      return new Promise((_, reject) => { call.once('cancelled', () => { reject(rpcError(status.CANCELLED, 'the caller gave up')); }); });
+    }
+    const certChain = [await this.ca.issueLeaf(csr, fault?.kind === 'wrong-identity' ? fault.identity : identity, validity), this.ca.rootPem];
     this.issued.push({ identity, caller, impersonated, certChain });
     return { certChain };
   }

@@ -170,6 +170,32 @@ test('a server that never completes the handshake fails within the connect timeo
   }
 });
 
+test('a CA that issues a certificate for another identity is refused (SAN_MISMATCH)', async () => {
+  istiod.caFault = { kind: 'wrong-identity', identity: 'spiffe://cluster.local/ns/other/sa/web' };
+  try {
+    const ca = client({ token: { kind: 'literal', token: SLEEP_TOKEN } });
+    const err = await failure(ca.fetch(SLEEP));
+    assert.equal(err.code, IdentityErrorCode.SAN_MISMATCH);
+    assert.match(err.message, /issued a certificate for spiffe:\/\/cluster.local\/ns\/other\/sa\/web, expected spiffe:\/\/cluster.local\/ns\/default\/sa\/sleep/);
+  } finally {
+    istiod.caFault = undefined;
+  }
+});
+
+test('a CA that takes the call and never answers fails at the request deadline', async () => {
+  istiod.caFault = { kind: 'silent' };
+  try {
+    const ca = client({ token: { kind: 'literal', token: SLEEP_TOKEN }, requestTimeoutMs: 300 });
+    const started = Date.now();
+    const err = await failure(ca.fetch(SLEEP));
+    assert.equal(err.code, IdentityErrorCode.CA_RPC);
+    assert.match(err.message, /DEADLINE_EXCEEDED/);
+    assert.ok(Date.now() - started < 3000);
+  } finally {
+    istiod.caFault = undefined;
+  }
+});
+
 test('TLS 1.3 only: a TLS 1.2 server is refused unless tls12 is set', async () => {
   const { certPem, keyPem } = await istiod.ca.issueServerCert();
   const seen = { handshakes: 0 };

@@ -6,18 +6,19 @@
 // new pod gets its certificate on the manager's backoff and serves HBONE.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { needsRoot } from '../skips.ts';
 import { must } from './lab-helpers.ts';
 import { ask, longLivedClientScript, startMeshLab, sum, type MeshLab } from './mesh-lab.ts';
 import { until } from './until.ts';
 
-const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
+const skip = needsRoot('lab namespaces, iptables');
 const OUTAGE_MS = 60_000;
 
 let mesh: MeshLab | undefined;
 const m = (): MeshLab => must(mesh, 'mesh');
 
 before(async () => {
-  if (needsRoot) return;
+  if (skip !== false) return;
   // `late` exists in the lab but istiod learns of it only during the outage.
   mesh = await startMeshLab({ nodes: [[{ name: 'client' }], [{ name: 'server', serviceAccount: 'server' }, { name: 'late', serviceAccount: 'late' }]], unpublished: ['late'] });
   await m().cnis[0]?.enroll(m().pod('client'));
@@ -33,7 +34,7 @@ const hasCert = (i: number, sa: string): boolean =>
 // The wait for the new pod's certificate: the manager retries on ztunnel's
 // backoff (1 s doubling, ±20%), so after a 60 s outage the next try can be
 // up to ~2 min after the first failure.
-test('istiod stopped for 60 s: a new pod is acked within 5 s and existing traffic keeps flowing; the new pod gets its certificate when istiod is back', { skip: needsRoot, timeout: 300_000 }, async () => {
+test('istiod stopped for 60 s: a new pod is acked within 5 s and existing traffic keeps flowing; the new pod gets its certificate when istiod is back', { skip, timeout: 300_000 }, async () => {
   const { istiod, cnis } = m();
   const client = m().pod('client');
   const server = m().pod('server');

@@ -6,18 +6,19 @@
 // opened before the first rotation still carries bytes after it.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { needsRoot } from '../skips.ts';
 import { must } from './lab-helpers.ts';
 import { ask, longLivedClientScript, startMeshLab, sum, type MeshLab } from './mesh-lab.ts';
 import { until } from './until.ts';
 
-const needsRoot = process.getuid?.() === 0 ? false : 'needs root (lab namespaces, iptables)';
+const skip = needsRoot('lab namespaces, iptables');
 const TTL_S = 20;
 
 let mesh: MeshLab | undefined;
 const m = (): MeshLab => must(mesh, 'mesh');
 
 before(async () => {
-  if (needsRoot) return;
+  if (skip !== false) return;
   mesh = await startMeshLab({ nodes: [[{ name: 'client' }], [{ name: 'server', serviceAccount: 'server' }]], env: { SECRET_TTL: `${TTL_S}s` } });
   await m().cnis[0]?.enroll(m().pod('client'));
   await m().cnis[1]?.enroll(m().pod('server'));
@@ -29,7 +30,7 @@ after(async () => {
 /** Certificates istiod issued for an identity so far. */
 const issuedFor = (sa: string): number => m().istiod.issued.filter((c) => c.identity === `spiffe://cluster.local/ns/default/sa/${sa}`).length;
 
-test('traffic into and out of pods works for 3+ lifetimes of a 20 s certificate; a connection opened before the first rotation still carries bytes after it', { skip: needsRoot, timeout: 150_000 }, async () => {
+test('traffic into and out of pods works for 3+ lifetimes of a 20 s certificate; a connection opened before the first rotation still carries bytes after it', { skip, timeout: 150_000 }, async () => {
   const client = m().pod('client');
   const server = m().pod('server');
   await until('both pods have a certificate', () => issuedFor('default') >= 1 && issuedFor('server') >= 1, 15_000);

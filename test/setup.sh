@@ -2,7 +2,16 @@
 # One idempotent set-up for a fresh Debian machine: system packages, Node.js 24,
 # npm dependencies, the native addon. `npm test` and `npm run demo` both run it
 # first; a second run finds everything in place and takes about a second.
+# With --control-plane (npm test, npm run lab:istio) it also builds the real
+# Kubernetes and Istio control plane (step 7; about 30 min the first time).
 set -euo pipefail
+control_plane=false
+for a in "$@"; do
+  case "$a" in
+    --control-plane) control_plane=true ;;
+    *) printf 'setup: unknown argument %s\n' "$a" >&2; exit 2 ;;
+  esac
+done
 root=$(cd -- "$(dirname -- "$0")/.." && pwd)
 cd "$root"
 state="$root/.skein"
@@ -146,3 +155,114 @@ fi
 #    apt-get download, kmod/ built against them, the C programs the VM tests
 #    run. This machine's kernel loads no modules; the VM's does.
 bash "$root/test/vm/setup.sh"
+
+# 8. The real control plane for the lab (test/istio/): etcd, kube-apiserver,
+#    istiod (pilot-discovery), istioctl and the istio-cni node agent
+#    (install-cni), built with Go from the module proxy into .skein/bin, plus
+#    Istio's and the Gateway API's CRDs in .skein/crds. Only with
+#    --control-plane. Pinned here, once (Istio's version is step 5's).
+etcd_version=v3.6.8
+kubernetes_version=v1.36.1   # its staging modules are published as k8s.io/<name> v0.36.1
+if [ "$control_plane" = true ]; then
+  go=$(find_go)
+  mkdir -p "$state/bin"
+  # go_build <name> <stamp> <module dir | -> <go args...>: builds .skein/bin/<name>
+  # in that module (with -: `go install pkg@version`, outside any module),
+  # niced (the machine is shared), unless its stamp matches. Log: .skein/<name>-build.log.
+  go_build() {
+    local name=$1 stamp=$2 dir=$3
+    shift 3
+    if [ -x "$state/bin/$name" ] && [ "$(cat "$state/$name.stamp" 2>/dev/null)" = "$stamp" ]; then return 0; fi
+    say "building $name $stamp (first time: minutes; log in .skein/$name-build.log)"
+    local log="$state/$name-build.log" t0=$SECONDS
+    local cmd=(build -o "$state/bin/$name")
+    if [ "$dir" = - ]; then dir="$state/gomod/install"; cmd=(install); mkdir -p "$dir"; fi
+    if ! (cd "$dir" && GOBIN="$dir" nice -n 10 "$go" "${cmd[@]}" "$@") >"$log" 2>&1; then
+      cat "$log" >&2
+      say "building $name failed (log above, also in $log)"
+      exit 1
+    fi
+    if [ "${cmd[0]}" = install ]; then mv "$dir/$name" "$state/bin/$name"; fi
+    echo "$stamp" > "$state/$name.stamp"
+    say "built $name in $((SECONDS - t0)) s"
+  }
+  # A throwaway module per build where `go install pkg@version` cannot work
+  # (the module has replace directives); its go.mod is generated here.
+  gomod() {
+    local dir=$1 body=$2
+    mkdir -p "$dir"
+    if [ "$(cat "$dir/go.mod" 2>/dev/null)" != "$body" ]; then
+      printf '%s\n' "$body" > "$dir/go.mod"
+      rm -f "$dir/go.sum"
+    fi
+  }
+  # gofetch <dir> <pkg@version>...: resolves them into the module's go.sum.
+  gofetch() {
+    local dir=$1
+    shift
+    [ -f "$dir/go.sum" ] && return 0
+    if ! (cd "$dir" && "$go" get "$@") >"$dir/get.log" 2>&1; then
+      cat "$dir/get.log" >&2
+      say "fetching $* failed"
+      rm -f "$dir/go.sum"
+      exit 1
+    fi
+  }
+
+  # etcd: its server module has the etcd main package at its root.
+  d="$state/gomod/etcd"
+  gomod "$d" "module skein.local/etcd
+go 1.24"
+  gofetch "$d" "go.etcd.io/etcd/server/v3@$etcd_version"
+  go_build etcd "$etcd_version" "$d" go.etcd.io/etcd/server/v3
+
+  # kube-apiserver: k8s.io/kubernetes replaces its staging modules with
+  # ./staging/... paths, which do not exist outside its own tree; point each
+  # at the published k8s.io/<name> of the same release instead. The list is
+  # read from kubernetes' own go.mod.
+  staging_version="v0.${kubernetes_version#v1.}"
+  d="$state/gomod/kube-apiserver"
+  if [ ! -f "$d/replaces" ] || [ "$(head -1 "$d/replaces")" != "$kubernetes_version" ]; then
+    mkdir -p "$d"
+    k8s_mod=$(cd "$state" && "$go" mod download -json "k8s.io/kubernetes@$kubernetes_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+    [ -n "$k8s_mod" ] || { say "could not download k8s.io/kubernetes@$kubernetes_version"; exit 1; }
+    { echo "$kubernetes_version"; sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$k8s_mod"; } > "$d/replaces"
+  fi
+  gomod "$d" "module skein.local/kube-apiserver
+go 1.26
+require k8s.io/kubernetes $kubernetes_version
+replace (
+$(tail -n +2 "$d/replaces" | sed "s#.*#\t& => & $staging_version#")
+)"
+  gofetch "$d" "k8s.io/kubernetes/cmd/kube-apiserver@$kubernetes_version"
+  # The version the server reports (clients such as istiod read it), as the
+  # release build stamps it.
+  minor=${kubernetes_version#v1.}; minor=${minor%%.*}
+  go_build kube-apiserver "$kubernetes_version" "$d" \
+    -ldflags "-X k8s.io/component-base/version.gitVersion=$kubernetes_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean" \
+    k8s.io/kubernetes/cmd/kube-apiserver
+
+  # Istio: istiod, istioctl, the istio-cni node agent (install-cni runs it).
+  # istio.io/istio has no replace directives, so `go install pkg@version`
+  # builds it with exactly its own go.mod.
+  for cmd in pilot/cmd/pilot-discovery istioctl/cmd/istioctl cni/cmd/install-cni; do
+    go_build "$(basename "$cmd")" "$istio_version" - "istio.io/istio/$cmd@$istio_version"
+  done
+
+  # CRDs the lab applies: Istio's own, and the Gateway API's at the version
+  # Istio requires (the experimental channel, a superset of the standard one).
+  crds="$state/crds"
+  if [ "$(cat "$crds/version" 2>/dev/null)" != "$istio_version" ]; then
+    src=$(cd "$state" && "$go" mod download -json "istio.io/istio@$istio_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    gw=$(sed -n 's/^[[:space:]]*sigs.k8s.io\/gateway-api \(v[^ ]*\)$/\1/p' "$src/go.mod")
+    gwsrc=$(cd "$state" && "$go" mod download -json "sigs.k8s.io/gateway-api@$gw" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -n "$src" ] && [ -n "$gwsrc" ] || { say "could not find the istio or gateway-api module sources"; exit 1; }
+    rm -rf "$crds"
+    mkdir -p "$crds/gateway-api"
+    cp "$src/manifests/charts/base/files/crd-all.gen.yaml" "$crds/istio.yaml"
+    cp "$gwsrc/config/crd/experimental/"*.yaml "$crds/gateway-api/"
+    chmod -R u+w "$crds"
+    echo "$gw" > "$crds/gateway-api.version"
+    echo "$istio_version" > "$crds/version"
+  fi
+fi

@@ -260,7 +260,10 @@ $(tail -n +2 "$d/replaces" | sed "s#.*#\t& => & $staging_version#")
     rm -rf "$crds"
     mkdir -p "$crds/gateway-api"
     cp "$src/manifests/charts/base/files/crd-all.gen.yaml" "$crds/istio.yaml"
-    cp "$gwsrc/config/crd/experimental/"*.yaml "$crds/gateway-api/"
+    for f in "$gwsrc/config/crd/experimental/"*.yaml; do
+      # CRDs only (the directory also holds a kustomization and a ValidatingAdmissionPolicy).
+      if grep -q '^kind: CustomResourceDefinition' "$f"; then cp "$f" "$crds/gateway-api/"; fi
+    done
     chmod -R u+w "$crds"
     echo "$gw" > "$crds/gateway-api.version"
     echo "$istio_version" > "$crds/version"

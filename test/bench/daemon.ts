@@ -5,12 +5,15 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { LabNode, LabPod } from '../lab/index.ts';
+import type { LabNode } from '../lab/index.ts';
 
 export interface Daemon {
   pid: number;
   stop(): Promise<void>;
 }
+
+/** Where a daemon runs: a lab node or pod, or anything that spawns into a netns the same way. */
+export type DaemonHost = Pick<LabNode, 'spawn' | 'run' | 'netns'>;
 
 export interface DaemonSpec {
   cmd: string;
@@ -22,6 +25,8 @@ export interface DaemonSpec {
   env?: NodeJS.ProcessEnv;
   /** Its /proc/<pid>/comm when not the command's name (Node names its main thread "MainThread"). */
   comm?: string;
+  /** Its working directory (default: ours). */
+  cwd?: string;
   /** Append its stderr (where Skein logs) to this file instead of keeping a tail in memory. */
   logPath?: string;
 }
@@ -32,9 +37,9 @@ export class DaemonError extends Error {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function startDaemon(host: LabPod | LabNode, spec: DaemonSpec): Promise<Daemon> {
+export async function startDaemon(host: DaemonHost, spec: DaemonSpec): Promise<Daemon> {
   const logFd = spec.logPath === undefined ? undefined : fs.openSync(spec.logPath, 'a');
-  const child = host.spawn(spec.cmd, spec.args, { stdio: ['ignore', 'ignore', logFd ?? 'pipe'], env: spec.env ?? process.env });
+  const child = host.spawn(spec.cmd, spec.args, { stdio: ['ignore', 'ignore', logFd ?? 'pipe'], env: spec.env ?? process.env, ...(spec.cwd === undefined ? {} : { cwd: spec.cwd }) });
   if (logFd !== undefined) fs.closeSync(logFd); // the child has its own copy
   // Keep the last few KB of stderr for error messages; draining it also keeps
   // a chatty daemon from blocking on a full pipe.
@@ -65,7 +70,7 @@ export async function startDaemon(host: LabPod | LabNode, spec: DaemonSpec): Pro
   return { pid, stop: () => stop(child) };
 }
 
-function listening(host: LabPod | LabNode, port: number): boolean {
+function listening(host: DaemonHost, port: number): boolean {
   // ss reads the kernel's socket table: no connection is made to find out.
   return host.run('ss', '-Hltn', 'sport', '=', `:${port}`).trim() !== '';
 }

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+// Skein against the real Istio control plane: etcd, kube-apiserver and
+// istiod built from their Go modules by test/setup.sh --control-plane, in the
+// lab's control-plane netns. The lab comes up once (a few minutes on a small
+// machine); every test below reads what that run saw. Bounded: the whole file
+// has a 15-minute timeout and every wait in the run is bounded.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { connectTcp } from '@skein/bpf';
+import { missingBinaries } from './binaries.ts';
+import { APP_PODS, APP_SERVICES } from './cluster.ts';
+import { checkKind, type IstioctlCheck } from './istioctl.ts';
+import { untilDump } from './dump.ts';
+import { DENY_POLICY, runIstioLab, type IstioLabReport } from './run.ts';
+
+interface Seen {
+  /** istiod's own count of rejected xDS pushes (pilot_total_xds_rejects, all types). */
+  istiodRejects: number;
+  /** istioctl `connections` on node1's dump taken while client held a connection to echo open. */
+  connections: IstioctlCheck;
+  /** The same dump's workloadState for the server pod (what Skein holds). */
+  serverState: unknown;
+  /** istiod's view of its connected proxies (/debug/connections): id and ISTIO_VERSION metadata. */
+  proxies: { id: string; version: string }[];
+}
+
+const skipReason = process.getuid?.() !== 0 ? 'needs root (the lab)' : undefined;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'skein-istio-lab-'));
+let report: IstioLabReport | undefined;
+let seen: Seen | undefined;
+
+describe('Skein against real istiod and kube-apiserver', { skip: skipReason, timeout: 900_000 }, () => {
+  before(async () => {
+    // setup.sh --control-plane (npm test runs it) builds these; their absence is a failure, not a skip.
+    const missing = missingBinaries();
+    if (missing.length > 0) throw new Error(missing.join('; '));
+    report = await runIstioLab({
+      log: (l) => { process.stderr.write(`# istio-lab: ${l}\n`); },
+      outDir: path.join(tmp, 'out'),
+      inspect: async (c) => {
+        const metrics = await c.cp.host.exec(['curl', '-sS', '-m', '5', 'http://127.0.0.1:15014/metrics']);
+        const istiodRejects = metrics.split('\n').filter((l) => l.startsWith('pilot_total_xds_rejects')).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+        const proxiesRaw = await c.cp.host.exec(['curl', '-sS', '-m', '5', 'http://127.0.0.1:8080/debug/connections']);
+        const proxies = (JSON.parse(proxiesRaw) as { totalClients?: number; clients?: { connectionId: string; metadata?: { ISTIO_VERSION?: string } }[] }).clients?.map((x) => ({ id: x.connectionId, version: x.metadata?.ISTIO_VERSION ?? '' })) ?? [];
+        // A connection held open from client to the echo service, so node1's
+        // dump has one inbound connection for istioctl to list.
+        const client = c.pod('client');
+        const sock = connectTcp({ address: c.vip('echo'), port: APP_SERVICES.echo.port, netns: client.netnsPath });
+        await new Promise<void>((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+        sock.write('GET / HTTP/1.1\r\nHost: echo\r\n'); // no blank line: the request stays open
+        try {
+          const dump = await untilDump(c, 1, 'an inbound connection', (d) => JSON.stringify(d.workloadState ?? {}).includes(client.ip4), 15_000)
+            // Without Skein's `connections` the condition never holds: take the dump as it is.
+            .catch(() => untilDump(c, 1, 'a dump', () => true));
+          const file = path.join(tmp, 'node1.open.config_dump.json');
+          fs.writeFileSync(file, JSON.stringify(dump));
+          const states = Object.values((dump.workloadState ?? {}) as Record<string, { info?: { name?: string } }>);
+          seen = { istiodRejects, proxies, connections: await checkKind('connections', file, dump), serverState: states.find((s) => s.info?.name === 'server') };
+        } finally {
+          sock.destroy();
+        }
+      },
+    });
+  });
+  after(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
+
+  test('istiod pushed every enrolled workload to Skein, and nothing was NACKed (Skein\'s log and istiod\'s pilot_total_xds_rejects)', () => {
+    assert.ok(report !== undefined && seen !== undefined);
+    assert.ok(report.workloads >= APP_PODS.filter((p) => p.enrolled).length, `workloads: ${report.workloads}`);
+    assert.equal(report.nacks, 0);
+    assert.equal(seen.istiodRejects, 0);
+  });
+
+  for (const name of ['cross-node', 'same-node', 'denied', 'waypoint']) {
+    test(`path ${name}`, () => {
+      const p = report?.paths.find((x) => x.path === name);
+      assert.ok(p !== undefined, `no ${name} path in the report`);
+      assert.ok(p.ok, p.decision);
+      if (name === 'denied') assert.match(p.decision, new RegExp(DENY_POLICY));
+    });
+  }
+
+  for (const kind of ['workload', 'service', 'policy', 'certificate', 'all']) {
+    test(`istioctl ztunnel-config ${kind} --file -o json agrees with Skein's dump on every node`, () => {
+      const checks = report?.istioctl.checks.filter((c) => c.kind.endsWith(`: ${kind}`)) ?? [];
+      assert.equal(checks.length, 2);
+      for (const c of checks) assert.ok(c.ok, `${c.kind}: ${c.detail}`);
+    });
+  }
+
+  // KNOWN DIFFERENCE (issue 16, fixed on branch i16-compat): Skein's
+  // workloadState has no `connections` yet, so istioctl lists none while a
+  // connection is open. This test fails until that lands.
+  test('istioctl ztunnel-config connections lists the open client → server connection, as Skein holds it', () => {
+    assert.ok(seen !== undefined);
+    assert.ok(seen.connections.ok, seen.connections.detail);
+    assert.match(JSON.stringify(seen.serverState), /"inbound":\[\{/, `server's workloadState has no inbound connection: ${JSON.stringify(seen.serverState)}`);
+  });
+
+  // The data-plane version as Istio reads it (what `istioctl version` and
+  // `istioctl proxy-status` show): ISTIO_VERSION in each proxy's xDS node
+  // metadata, from istiod's /debug/connections. istioctl reads no version
+  // from a ztunnel config_dump (its ZtunnelDump has no such field).
+  test('istiod sees one Skein per node, each with an Istio version in its xDS metadata', () => {
+    assert.ok(seen !== undefined);
+    const ztunnels = seen.proxies.filter((p) => p.id.startsWith('ztunnel-'));
+    assert.equal(ztunnels.length, 2, JSON.stringify(seen.proxies));
+    for (const z of ztunnels) assert.notEqual(z.version, '', `${z.id} sent no ISTIO_VERSION`);
+  });
+});

@@ -18,7 +18,7 @@ import { installInpodRules, removeInpodRules } from '../cni/inpod-rules.ts';
 import { ZdsServer } from '../cni/zds-server.ts';
 import { Lab, type LabNode, type LabPod, type LabSpec } from '../lab/index.ts';
 import type { KubeObj } from './kube.ts';
-import { CONTROL_PLANE_IP, ISTIO_NAMESPACE, ISTIOD_HOST, ISTIOD_XDS_PORT, startControlPlane, type ControlPlane } from './control-plane.ts';
+import { CgroupHost, CONTROL_PLANE_IP, ISTIO_NAMESPACE, ISTIOD_HOST, ISTIOD_XDS_PORT, startControlPlane, type ControlPlane } from './control-plane.ts';
 
 const MAIN = fileURLToPath(new URL('../../ztunnel-compat/src/main.ts', import.meta.url));
 
@@ -169,7 +169,8 @@ export async function startIstioCluster(o: IstioClusterOptions): Promise<IstioCl
       const cni = new ZdsServer(path.join(d, 'ztunnel.sock'));
       zds.push(cni);
       log(`skein proxy on ${n.name} → istiod ${CONTROL_PLANE_IP}:${ISTIOD_XDS_PORT}`);
-      daemons.push(await startDaemon(n, {
+      // In a cgroup of its own (not a pod's), so a crashed run's sweep kills it too.
+      daemons.push(await startDaemon(new CgroupHost(lab, n.netns, `skein-${n.name}`), {
         cmd: process.execPath, args: [MAIN, 'proxy', 'ztunnel'], ports: [15021], comm: 'MainThread', timeoutMs: 60_000, cwd: d, logPath: path.join(d, 'skein.log'),
         env: {
           PATH: process.env.PATH ?? '/usr/bin:/bin',

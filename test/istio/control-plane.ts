@@ -25,18 +25,23 @@ const SERVICE_CIDR = '10.96.0.0/16';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A process host in the control-plane netns and cgroup (the lab's spawn wrapper, same shape). */
-class ControlPlaneHost implements DaemonHost {
+/**
+ * A process host: a netns plus a cgroup under the lab's (the lab's spawn
+ * wrapper, same shape), so that teardown and the sweep after a crashed run
+ * kill its processes by PID.
+ */
+export class CgroupHost implements DaemonHost {
   readonly netns: string;
   readonly netnsPath: string;
   readonly #cgroup: string;
   readonly #lab: Lab;
 
-  constructor(lab: Lab, netns: string, cgroup: string) {
+  constructor(lab: Lab, netns: string, cgroupName: string) {
     this.#lab = lab;
     this.netns = netns;
     this.netnsPath = `/run/netns/${netns}`;
-    this.#cgroup = cgroup;
+    this.#cgroup = path.join(lab.cgroupDir, cgroupName);
+    fs.mkdirSync(this.#cgroup, { recursive: true });
   }
 
   spawn(cmd: string, args: readonly string[] = [], options: SpawnOptions = {}): ChildProcess {
@@ -62,7 +67,7 @@ class ControlPlaneHost implements DaemonHost {
 }
 
 export interface ControlPlane {
-  host: ControlPlaneHost;
+  host: CgroupHost;
   kube: LabKube;
   pki: KubePki;
   /** A kubeconfig file for the admin user (istiod's, istioctl's). */
@@ -87,8 +92,6 @@ export async function startControlPlane(lab: Lab, o: ControlPlaneOptions): Promi
   const netns = `${LAB_PREFIX}${lab.plan.runId}-cp`;
   const dir = path.join(lab.dir, 'control-plane');
   fs.mkdirSync(dir, { recursive: true });
-  const cgroup = path.join(lab.cgroupDir, 'control-plane');
-  fs.mkdirSync(cgroup, { recursive: true });
   const daemons: Daemon[] = [];
   const stop = async (): Promise<void> => {
     // istiod first, etcd last: each stops while what it needs is still there.
@@ -101,7 +104,7 @@ export async function startControlPlane(lab: Lab, o: ControlPlaneOptions): Promi
     ipBatch(null, [`netns add ${netns}`]);
     ipBatch(lab.plan.fabricNetns, [`link add cp0 type veth peer name eth0 netns ${netns}`, 'link set cp0 master br0', 'link set cp0 up']);
     ipBatch(netns, ['link set lo up', `addr add ${CONTROL_PLANE_IP}/24 dev eth0`, 'link set eth0 up']);
-    const host = new ControlPlaneHost(lab, netns, cgroup);
+    const host = new CgroupHost(lab, netns, 'control-plane');
     const logOf = (name: string): string => path.join(dir, `${name}.log`);
 
     const pki = createKubePki(path.join(dir, 'pki'), [CONTROL_PLANE_IP, '10.96.0.1', '127.0.0.1'], ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local']);

@@ -4,6 +4,7 @@
 // them its veths and iptables rules) and its cgroups.
 import fs from 'node:fs';
 import path from 'node:path';
+import { cleanupKernel } from '@skein/ztunnel-compat/accel/index';
 import { labCgroupBase, removeCgroup } from './cgroup.ts';
 import { LAB_PREFIX } from './plan.ts';
 import { ipBatch, listNetns } from './sh.ts';
@@ -95,10 +96,32 @@ export function findLeftovers(): Leftovers {
   return { runs: [...dead.keys()], netns, cgroups, dirs: orphanDirs.map((d) => path.join(DIR, d)) };
 }
 
+const BPFFS = '/sys/fs/bpf';
+
+/**
+ * Skein's eBPF pins of a run: daemons started for a lab run pin under
+ * /sys/fs/bpf/skein-lab-<run>-<name>/<node> (their links stay attached to
+ * the cgroup root until unpinned, so a crashed run must not leave them).
+ */
+function runPins(runId: string): string[] {
+  try {
+    return fs.readdirSync(BPFFS).filter((n) => n.startsWith(`skein-lab-${runId}-`)).map((n) => path.join(BPFFS, n));
+  } catch {
+    return [];
+  }
+}
+
 /** Removes everything of lab runs whose owner process no longer exists. */
 export function sweepLeftovers(): Leftovers {
   const left = findLeftovers();
   for (const cg of left.cgroups) removeCgroup(cg);
+  // After the cgroups: the daemons that held the pins are gone by now.
+  for (const runId of left.runs) {
+    for (const root of runPins(runId)) {
+      for (const node of fs.readdirSync(root)) cleanupKernel(path.join(root, node));
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  }
   ipBatch(null, left.netns.map((n) => `netns del ${n}`));
   for (const runId of left.runs) unregister(runId);
   for (const d of left.dirs) fs.rmSync(d, { recursive: true, force: true });

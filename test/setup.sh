@@ -158,9 +158,10 @@ bash "$root/test/vm/setup.sh"
 
 # 8. The real control plane for the lab (test/istio/): etcd, kube-apiserver,
 #    istiod (pilot-discovery), istioctl and the istio-cni node agent
-#    (install-cni), built with Go from the module proxy into .skein/bin, plus
-#    Istio's and the Gateway API's CRDs in .skein/crds. Only with
-#    --control-plane. Pinned here, once (Istio's version is step 5's).
+#    (install-cni, and its plugin istio-cni), built with Go from the module
+#    proxy into .skein/bin, plus Istio's and the Gateway API's CRDs in
+#    .skein/crds. Only with --control-plane. Pinned here, once (Istio's
+#    version is step 5's).
 etcd_version=v3.6.8
 kubernetes_version=v1.36.1   # its staging modules are published as k8s.io/<name> v0.36.1
 if [ "$control_plane" = true ]; then
@@ -242,10 +243,11 @@ $(tail -n +2 "$d/replaces" | sed "s#.*#\t& => & $staging_version#")
     -ldflags "-X k8s.io/component-base/version.gitVersion=$kubernetes_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean" \
     k8s.io/kubernetes/cmd/kube-apiserver
 
-  # Istio: istiod, istioctl, the istio-cni node agent (install-cni runs it).
+  # Istio: istiod, istioctl, the istio-cni node agent (install-cni runs it) and
+  # the CNI plugin it installs (istio-cni).
   # istio.io/istio has no replace directives, so `go install pkg@version`
   # builds it with exactly its own go.mod.
-  for cmd in pilot/cmd/pilot-discovery istioctl/cmd/istioctl cni/cmd/install-cni; do
+  for cmd in pilot/cmd/pilot-discovery istioctl/cmd/istioctl cni/cmd/install-cni cni/cmd/istio-cni; do
     go_build "$(basename "$cmd")" "$istio_version" - "istio.io/istio/$cmd@$istio_version"
   done
 

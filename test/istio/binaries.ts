@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const STATE = fileURLToPath(new URL('../../.skein/', import.meta.url));
 
-export const BINARIES = ['etcd', 'kube-apiserver', 'pilot-discovery', 'istioctl', 'install-cni'] as const;
+export const BINARIES = ['etcd', 'kube-apiserver', 'pilot-discovery', 'istioctl', 'install-cni', 'istio-cni'] as const;
 export type Binary = (typeof BINARIES)[number];
 
 export const bin = (name: Binary): string => path.join(STATE, 'bin', name);

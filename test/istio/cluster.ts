@@ -5,7 +5,8 @@
 // @kubernetes/client-node, status and EndpointSlices too: there is no kubelet
 // or controller-manager), and `skein proxy` on each node configured as the
 // Helm chart configures it, getting its config and certificates from istiod.
-// Pods are enrolled by the istio-cni double (its real in-pod rules, ZDS).
+// Pods are enrolled by the real istio-cni node agent (`cni: 'istio-cni'`) or
+// by the istio-cni double (its real in-pod rules, ZDS).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -18,6 +19,7 @@ import { installInpodRules, removeInpodRules } from '../cni/inpod-rules.ts';
 import { ZdsServer } from '../cni/zds-server.ts';
 import { Lab, type LabNode, type LabPod, type LabSpec } from '../lab/index.ts';
 import type { KubeObj } from './kube.ts';
+import { startIstioCni, startPause, type IstioCniAgent } from './istio-cni.ts';
 import { CgroupHost, CONTROL_PLANE_IP, ISTIO_NAMESPACE, ISTIOD_HOST, ISTIOD_XDS_PORT, startControlPlane, type ControlPlane } from './control-plane.ts';
 
 const MAIN = fileURLToPath(new URL('../../ztunnel-compat/src/main.ts', import.meta.url));
@@ -67,6 +69,10 @@ export interface IstioCluster {
 
 export interface IstioClusterOptions {
   istioConfigMaps: string;
+  /** Copy every daemon's log here at teardown (kept after the lab is gone, also when a run fails). */
+  keepLogsIn?: string;
+  /** Who enrolls pods: the real istio-cni node agent, or the double (default). */
+  cni?: 'istio-cni' | 'double';
   /** Extra pods the lab plans (e.g. a waypoint) that are not created in the API up front. */
   extraPods?: readonly AppPod[];
   log?: (line: string) => void;
@@ -113,6 +119,8 @@ export async function startIstioCluster(o: IstioClusterOptions): Promise<IstioCl
   const closers: (() => void)[] = [];
   const daemons: Daemon[] = [];
   const zds: ZdsServer[] = [];
+  const agents: IstioCniAgent[] = [];
+  const realCni = o.cni === 'istio-cni';
   const enrolled: { pod: LabPod; cni: ZdsServer }[] = [];
   const bpffsRoot = `/sys/fs/bpf/skein-lab-${lab.plan.runId}-istio`;
   const cleanupPins = (): void => {
@@ -121,6 +129,14 @@ export async function startIstioCluster(o: IstioClusterOptions): Promise<IstioCl
   };
   process.once('exit', cleanupPins);
   let cp: ControlPlane | undefined;
+  const keepLogs = (to: string): void => {
+    fs.mkdirSync(to, { recursive: true });
+    const logs = [
+      ...lab.nodes.flatMap((n) => [[path.join(lab.dir, 'skein', n.name, 'skein.log'), `${n.name}.skein.log`], [path.join(lab.dir, 'istio-cni', n.name, 'istio-cni.log'), `${n.name}.istio-cni.log`]]),
+      ...(['etcd', 'kube-apiserver', 'istiod'] as const).map((f) => [cp?.logOf(f) ?? '', `${f}.log`]),
+    ];
+    for (const [from, name] of logs) if (from !== undefined && name !== undefined && fs.existsSync(from)) fs.copyFileSync(from, path.join(to, name));
+  };
   const teardown = async (): Promise<void> => {
     for (const c of closers) c();
     for (const { pod, cni } of enrolled) {
@@ -128,6 +144,8 @@ export async function startIstioCluster(o: IstioClusterOptions): Promise<IstioCl
       try { removeInpodRules(pod.netns); } catch { /* netns gone */ }
     }
     await Promise.all(daemons.map((d) => d.stop()));
+    await Promise.all(agents.map((a) => a.stop()));
+    if (o.keepLogsIn !== undefined) keepLogs(o.keepLogsIn);
     for (const z of zds) z.close();
     process.off('exit', cleanupPins);
     cleanupPins();
@@ -166,8 +184,25 @@ export async function startIstioCluster(o: IstioClusterOptions): Promise<IstioCl
       fs.mkdirSync(path.join(d, 'var/run/secrets/istio'), { recursive: true });
       fs.writeFileSync(path.join(d, 'var/run/secrets/tokens/istio-token'), token, { mode: 0o600 });
       fs.writeFileSync(path.join(d, 'var/run/secrets/istio/root-cert.pem'), rootPem);
-      const cni = new ZdsServer(path.join(d, 'ztunnel.sock'));
-      zds.push(cni);
+      let inpodUds: string;
+      if (realCni) {
+        // istio-cni's own pod object and a token for its service account (the chart's DaemonSet).
+        const cpod = await kube.apply({
+          apiVersion: 'v1', kind: 'Pod',
+          metadata: { name: `istio-cni-node-${n.name}`, namespace: ISTIO_NAMESPACE, labels: { 'k8s-app': 'istio-cni-node', 'istio.io/dataplane-mode': 'none' } },
+          spec: { nodeName: n.name, serviceAccountName: 'istio-cni', automountServiceAccountToken: false, hostNetwork: true, containers: [{ name: 'install-cni', image: 'istio/install-cni' }] },
+        });
+        await kube.setPodRunning(ISTIO_NAMESPACE, `istio-cni-node-${n.name}`, n.ip4, n.ip4);
+        const saToken = await kube.token(ISTIO_NAMESPACE, 'istio-cni', 'https://kubernetes.default.svc.cluster.local', cpod);
+        log(`istio-cni node agent on ${n.name} (install-cni, ambient)`);
+        const agent = await startIstioCni(lab, n, cp, saToken);
+        agents.push(agent);
+        inpodUds = agent.socket;
+      } else {
+        const cni = new ZdsServer(path.join(d, 'ztunnel.sock'));
+        zds.push(cni);
+        inpodUds = cni.path;
+      }
       log(`skein proxy on ${n.name} → istiod ${CONTROL_PLANE_IP}:${ISTIOD_XDS_PORT}`);
       // In a cgroup of its own (not a pod's), so a crashed run's sweep kills it too.
       daemons.push(await startDaemon(new CgroupHost(lab, n.netns, `skein-${n.name}`), {
@@ -184,19 +219,29 @@ export async function startIstioCluster(o: IstioClusterOptions): Promise<IstioCl
           POD_NAME: `ztunnel-${n.name}`, POD_NAMESPACE: ISTIO_NAMESPACE, NODE_NAME: n.name, INSTANCE_IP: n.ip4, SERVICE_ACCOUNT: 'ztunnel',
           // The ambient profile's meshConfig.defaultConfig.proxyMetadata.
           ISTIO_META_ENABLE_HBONE: 'true',
-          INPOD_UDS: cni.path, IPV6_ENABLED: 'false',
+          INPOD_UDS: inpodUds, IPV6_ENABLED: 'false',
         },
       }));
-      await cni.waitReady(60_000);
+      await zds.at(-1)?.waitReady(60_000);
     }
 
     const addPod = async (spec: AppPod): Promise<LabPod> => {
       const p = lab.pod(spec.name);
       const node = p.node;
-      await kube.apply(podObject(p, spec, node));
+      const created = await kube.apply(podObject(p, spec, node));
+      if (realCni) {
+        // The sandbox comes before the pod is Running (as with a kubelet):
+        // istio-cni finds the pod's netns by it when it sees the pod run.
+        const agent = agents[node.index];
+        if (agent === undefined) throw new Error(`no istio-cni on ${node.name}`);
+        await startPause(lab, p, created, agent);
+      }
       await kube.setPodRunning(p.namespace, p.name, p.ip4, node.ip4);
       closers.push(await startApp(p));
-      if (spec.enrolled) {
+      if (realCni) {
+        // istio-cni enrolls it (rules, ZDS Add to Skein) and writes the annotation itself.
+        if (spec.enrolled) await untilAnnotated(kube, p, 90_000);
+      } else if (spec.enrolled) {
         // What istio-cni's node agent does: in-pod rules, ZDS Add (with the
         // pod's real UID), then the annotation istiod reads to mark it HBONE
         // (istio pkg/config/constants: AmbientRedirection).
@@ -234,6 +279,17 @@ export async function startIstioCluster(o: IstioClusterOptions): Promise<IstioCl
   } catch (e) {
     await teardown().catch(() => undefined);
     throw e;
+  }
+}
+
+/** Waits for istio-cni to mark a pod enrolled (ambient.istio.io/redirection: enabled). */
+async function untilAnnotated(kube: ControlPlane['kube'], p: LabPod, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const obj = await kube.core.readNamespacedPod({ name: p.name, namespace: p.namespace });
+    if (obj.metadata?.annotations?.['ambient.istio.io/redirection'] === 'enabled') return;
+    if (Date.now() > end) throw new Error(`istio-cni did not enroll ${p.namespace}/${p.name} within ${timeoutMs} ms (annotations: ${JSON.stringify(obj.metadata?.annotations ?? {})})`);
+    await new Promise((r) => setTimeout(r, 500));
   }
 }
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Skein against the real Istio control plane: etcd, kube-apiserver and
-// istiod built from their Go modules by test/setup.sh --control-plane, in the
-// lab's control-plane netns. The lab comes up once (a few minutes on a small
-// machine); every test below reads what that run saw. Bounded: the whole file
+// Skein against the real Istio control plane: etcd, kube-apiserver and istiod
+// in the lab's control-plane netns, the istio-cni node agent on each node,
+// all built from their Go modules by test/setup.sh --control-plane. The lab
+// comes up once (under a minute); every test below reads what that run saw. Bounded: the whole file
 // has a 15-minute timeout and every wait in the run is bounded.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connectTcp } from '@skein/bpf';
 import { missingBinaries } from './binaries.ts';
-import { APP_PODS, APP_SERVICES } from './cluster.ts';
+import { APP_NAMESPACE, APP_PODS, APP_SERVICES } from './cluster.ts';
 import { checkKind, type IstioctlCheck } from './istioctl.ts';
 import { untilDump } from './dump.ts';
 import { DENY_POLICY, runIstioLab, type IstioLabReport } from './run.ts';
@@ -23,6 +23,10 @@ interface Seen {
   connections: IstioctlCheck;
   /** The same dump's workloadState for the server pod (what Skein holds). */
   serverState: unknown;
+  /** Pods the real istio-cni node agent sent to Skein over ZDS (its "sending pod add to ztunnel" log lines). */
+  cniAdds: string[];
+  /** Pods annotated ambient.istio.io/redirection=enabled in the API (istio-cni writes it). */
+  redirected: string[];
   /** istiod's view of its connected proxies (/debug/adsz): connection id and node metadata. */
   proxies: { id: string; metadata: Record<string, unknown> }[];
 }
@@ -40,7 +44,12 @@ describe('Skein against real istiod and kube-apiserver', { skip: skipReason, tim
     report = await runIstioLab({
       log: (l) => { process.stderr.write(`# istio-lab: ${l}\n`); },
       outDir: path.join(tmp, 'out'),
+      cni: 'istio-cni',
       inspect: async (c) => {
+        const cniAdds = c.nodes.flatMap((n) => fs.readFileSync(path.join(c.lab.dir, 'istio-cni', n.name, 'istio-cni.log'), 'utf8').split('\n')
+          .filter((l) => l.includes('sending pod add to ztunnel')).map((l) => /\bname=(\S+)/.exec(l)?.[1] ?? ''));
+        const pods = await c.cp.kube.core.listNamespacedPod({ namespace: APP_NAMESPACE });
+        const redirected = pods.items.filter((p) => p.metadata?.annotations?.['ambient.istio.io/redirection'] === 'enabled').map((p) => p.metadata?.name ?? '');
         const metrics = await c.cp.host.exec(['curl', '-sS', '-m', '5', 'http://127.0.0.1:15014/metrics']);
         const istiodRejects = metrics.split('\n').filter((l) => l.startsWith('pilot_total_xds_rejects')).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
         const proxiesRaw = await c.cp.host.exec(['curl', '-sS', '-m', '5', 'http://127.0.0.1:8080/debug/adsz']);
@@ -58,7 +67,7 @@ describe('Skein against real istiod and kube-apiserver', { skip: skipReason, tim
           const file = path.join(tmp, 'node1.open.config_dump.json');
           fs.writeFileSync(file, JSON.stringify(dump));
           const states = Object.values((dump.workloadState ?? {}) as Record<string, { info?: { name?: string } }>);
-          seen = { istiodRejects, proxies, connections: await checkKind('connections', file, dump), serverState: states.find((s) => s.info?.name === 'server') };
+          seen = { istiodRejects, proxies, cniAdds, redirected, connections: await checkKind('connections', file, dump), serverState: states.find((s) => s.info?.name === 'server') };
         } finally {
           sock.destroy();
         }
@@ -72,6 +81,13 @@ describe('Skein against real istiod and kube-apiserver', { skip: skipReason, tim
     assert.ok(report.workloads >= APP_PODS.filter((p) => p.enrolled).length, `workloads: ${report.workloads}`);
     assert.equal(report.nacks, 0);
     assert.equal(seen.istiodRejects, 0);
+  });
+
+  test('the real istio-cni node agent enrolled every ambient pod: ZDS Add to Skein, redirection annotation', () => {
+    assert.ok(seen !== undefined);
+    const want = [...APP_PODS.filter((p) => p.enrolled).map((p) => p.name), 'waypoint'].sort();
+    assert.deepEqual([...new Set(seen.cniAdds)].sort(), want);
+    assert.deepEqual([...seen.redirected].sort(), want);
   });
 
   for (const name of ['cross-node', 'same-node', 'denied', 'waypoint']) {

@@ -8,15 +8,16 @@ import { fileURLToPath } from 'node:url';
 import { missingBinaries } from './binaries.ts';
 import { allOk, runIstioLab, type IstioLabReport } from './run.ts';
 
-const usage = 'Usage: npm run lab:istio [-- --json]\n';
+const usage = 'Usage: npm run lab:istio [-- --json] [-- --cni=istio-cni|double]\n  --cni  who enrolls pods: the real istio-cni node agent or the double (default: istio-cni)\n';
 const args = process.argv.slice(2);
-const unknown = args.filter((a) => !['--json', '--help', '-h'].includes(a));
+const unknown = args.filter((a) => !['--json', '--help', '-h', '--cni=istio-cni', '--cni=double'].includes(a));
 if (args.includes('--help') || args.includes('-h') || unknown.length > 0) {
   if (unknown.length > 0) process.stderr.write(`lab:istio: unknown argument '${unknown[0] ?? ''}'\n`);
   (unknown.length > 0 ? process.stderr : process.stdout).write(usage);
   process.exit(unknown.length > 0 ? 2 : 0);
 }
 const json = args.includes('--json');
+const cni = args.includes('--cni=double') ? 'double' : 'istio-cni';
 const log = (line: string): void => { process.stderr.write(`lab:istio: ${line}\n`); };
 
 const missing = missingBinaries();
@@ -47,7 +48,7 @@ let code = 1;
 try {
   const t0 = performance.now();
   const outDir = fileURLToPath(new URL('../../.skein/lab-istio', import.meta.url));
-  const report = await runIstioLab({ log, outDir });
+  const report = await runIstioLab({ log, outDir, cni });
   const summary = { istiod: report.istiod, workloads: report.workloads, nacks: report.nacks, paths: report.paths, istioctl: { checked: report.istioctl.checked, ok: report.istioctl.ok } };
   process.stdout.write(json ? `${JSON.stringify(summary)}\n` : text(report));
   log(`dumps and logs kept in ${path.relative(process.cwd(), outDir)}/; done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

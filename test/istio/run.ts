@@ -33,6 +33,8 @@ const count = (v: unknown): number => (Array.isArray(v) ? v.length : v !== null 
 const names = (v: unknown): string[] => (Array.isArray(v) ? v as Record<string, unknown>[] : Object.values((v ?? {}) as Record<string, Record<string, unknown>>)).map((x) => `${String(x.namespace)}/${String(x.name)}`);
 
 export interface RunOptions {
+  /** Who enrolls pods: the real istio-cni node agent or the double. */
+  cni?: 'istio-cni' | 'double';
   log: (line: string) => void;
   /** Where to keep the dumps and logs after the lab is gone. */
   outDir: string;
@@ -44,7 +46,9 @@ export async function runIstioLab(o: RunOptions): Promise<IstioLabReport> {
   const { log } = o;
   log('rendering istiod\'s config with istioctl manifest generate --set profile=ambient');
   const istioConfigMaps = await renderIstioConfigMaps();
-  const c = await startIstioCluster({ istioConfigMaps, log, extraPods: [WAYPOINT_POD] });
+  fs.rmSync(o.outDir, { recursive: true, force: true });
+  fs.mkdirSync(o.outDir, { recursive: true });
+  const c = await startIstioCluster({ istioConfigMaps, log, extraPods: [WAYPOINT_POD], cni: o.cni ?? 'double', keepLogsIn: o.outDir });
   try {
     const want = APP_PODS.length;
     log(`waiting for istiod to push the ${want} app workloads to Skein`);
@@ -66,8 +70,6 @@ export async function runIstioLab(o: RunOptions): Promise<IstioLabReport> {
       paths.push(r);
     }
 
-    fs.rmSync(o.outDir, { recursive: true, force: true });
-    fs.mkdirSync(o.outDir, { recursive: true });
     const checks: IstioctlCheck[] = [];
     let workloads = 0;
     for (const n of c.nodes) {
@@ -85,9 +87,7 @@ export async function runIstioLab(o: RunOptions): Promise<IstioLabReport> {
     for (const n of c.nodes) {
       const text = fs.readFileSync(c.logOf(n), 'utf8');
       nacks += text.split('\n').filter((l) => l.includes('rejected xDS resources (NACK)')).length;
-      fs.copyFileSync(c.logOf(n), path.join(o.outDir, `${n.name}.skein.log`));
     }
-    for (const f of ['etcd', 'kube-apiserver', 'istiod'] as const) fs.copyFileSync(c.cp.logOf(f), path.join(o.outDir, `${f}.log`));
     const report: IstioLabReport = {
       istiod: { version: moduleVersion('pilot-discovery') },
       workloads, nacks, paths,

@@ -59,6 +59,13 @@ test("the Forwarded header's host= is the service the client addressed", () => {
   assert.equal(forwardedHost({}), undefined);
 });
 
+test('a Forwarded host= that is empty once unquoted is no host (fuzz finding, test/fuzz hbone-connect)', () => {
+  // The input the fuzzer saved: its authority part, a NUL, then this Forwarded value.
+  assert.equal(forwardedHost({ forwarded: 'host="' }), undefined);
+  assert.equal(forwardedHost({ forwarded: 'for="10.0.0.1:1";host=""' }), undefined);
+  assert.equal(forwardedHost({ forwarded: 'host="";host="echo.default"' }), 'echo.default');
+});
+
 test('forwarded and traceparent follow ztunnel', () => {
   assert.equal(forwardedHeader('10.0.0.1', 1234), 'for="10.0.0.1:1234"');
   assert.equal(forwardedHeader('fd00::1', 1234, 'reviews.default.svc.cluster.local'), 'for="[fd00::1]:1234";host=reviews.default.svc.cluster.local');

@@ -54,7 +54,10 @@ export function forwardedHost(headers: IncomingHttpHeaders): string | undefined 
   if (raw === undefined) return undefined;
   for (const part of raw.split(/[;,]/)) {
     const [k, val] = part.trim().split('=', 2);
-    if (k?.toLowerCase() === 'host' && val !== undefined && val !== '') return val.replace(/^"|"$/g, '');
+    if (k?.toLowerCase() !== 'host' || val === undefined) continue;
+    // Empty once unquoted (`host=""`, a lone `"`) names no service.
+    const host = val.replace(/^"|"$/g, '');
+    if (host !== '') return host;
   }
   return undefined;
 }

@@ -147,7 +147,9 @@ const mutators: Mutator[] = [
 /** One new input derived from `input`; never longer than ctx.maxLen. */
 export function mutate(input: Buffer, rng: Rng, ctx: MutationContext): Buffer {
   let out = input;
-  const rounds = 1 + rng.below(4);
+  // Mostly one mutation (a step at the coverage frontier), sometimes up to four (a leap).
+  let rounds = 1;
+  while (rounds < 4 && rng.below(2) === 0) rounds++;
   for (let r = 0; r < rounds; r++) out = rng.pick(mutators)(out, rng, ctx);
   return out.length > ctx.maxLen ? out.subarray(0, ctx.maxLen) : out;
 }

@@ -15,7 +15,7 @@ export interface FuzzRow {
   corpus: number;
   newCoverage: number;
   features: number;
-  findings: { kind: string; message: string; inputBase64: string }[];
+  findings: { kind: string; message: string; atExecution: number; inputBase64: string }[];
 }
 
 export interface FuzzReport {
@@ -38,7 +38,7 @@ export function fuzzReport(stats: readonly FuzzStats[], seed: number): FuzzRepor
     corpus: s.corpus,
     newCoverage: s.newCoverage,
     features: s.features,
-    findings: s.findings.map((f) => ({ kind: f.kind, message: f.message, inputBase64: f.input.toString('base64') })),
+    findings: s.findings.map((f) => ({ kind: f.kind, message: f.message, atExecution: f.atExecution, inputBase64: f.input.toString('base64') })),
   }));
   return { seed, targets, executions: targets.reduce((n, t) => n + t.executions, 0), findings: targets.reduce((n, t) => n + t.findings.length, 0) };
 }

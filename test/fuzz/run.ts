@@ -21,6 +21,10 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** Load the target from this module (file URL) instead of the registry. */
   module?: string;
+  /** false: keep no input for new coverage (blind mutation, for comparison). */
+  guided?: boolean;
+  /** End a target's run at its first finding. */
+  stopOnFinding?: boolean;
 }
 
 /** Buffers cross postMessage as plain Uint8Arrays. */
@@ -37,7 +41,7 @@ export function runTarget(target: string, o: RunOptions): Promise<FuzzStats> {
   const shared = new SharedArrayBuffer(SHARED_HEADER + SHARED_INPUT);
   const counters = new Int32Array(shared, 0, SHARED_HEADER / 4);
   const bytes = new Uint8Array(shared, SHARED_HEADER);
-  const input: WorkerInput = { target, seconds: o.seconds, maxExecutions: o.maxExecutions ?? Number.MAX_SAFE_INTEGER, seed: o.seed ?? 1, shared, ...(o.module === undefined ? {} : { module: o.module }) };
+  const input: WorkerInput = { target, seconds: o.seconds, maxExecutions: o.maxExecutions ?? Number.MAX_SAFE_INTEGER, seed: o.seed ?? 1, guided: o.guided ?? true, stopOnFinding: o.stopOnFinding ?? false, shared, ...(o.module === undefined ? {} : { module: o.module }) };
   const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: input });
   const started = performance.now();
   let last = empty(target);
@@ -67,9 +71,9 @@ export function runTarget(target: string, o: RunOptions): Promise<FuzzStats> {
       // Loading the target (module imports, seeds) gets a generous allowance; an execution gets execTimeoutMs.
       const limit = count === 0 ? Math.max(execTimeoutMs, 30_000) : execTimeoutMs;
       if (now - seenAt > limit && (running || count === 0)) {
-        finish(last, { kind: 'hang', message: `an execution ran longer than ${limit} ms`, stack: '', input: running ? current() : Buffer.alloc(0) });
+        finish(last, { kind: 'hang', message: `an execution ran longer than ${limit} ms`, stack: '', input: running ? current() : Buffer.alloc(0), atExecution: count + 1 });
       } else if (now - started > (o.seconds + 60) * 1000) {
-        finish(last, { kind: 'hang', message: `the run did not end within ${o.seconds + 60} s`, stack: '', input: current() });
+        finish(last, { kind: 'hang', message: `the run did not end within ${o.seconds + 60} s`, stack: '', input: current(), atExecution: Atomics.load(counters, 0) + 1 });
       }
     }, 50);
     worker.on('message', (m: WorkerMessage) => {
@@ -78,10 +82,10 @@ export function runTarget(target: string, o: RunOptions): Promise<FuzzStats> {
       else o.log?.(`${target}: ${last.executions} executions, corpus ${last.corpus}, features ${last.features}`);
     });
     worker.on('error', (err: Error) => {
-      finish(last, { kind: 'crash', message: `worker died: ${err.name}: ${err.message}`, stack: err.stack ?? '', input: current() });
+      finish(last, { kind: 'crash', message: `worker died: ${err.name}: ${err.message}`, stack: err.stack ?? '', input: current(), atExecution: Atomics.load(counters, 0) + 1 });
     });
     worker.on('exit', (code) => {
-      if (!done) finish(last, { kind: 'crash', message: `worker exited with code ${code} before reporting`, stack: '', input: current() });
+      if (!done) finish(last, { kind: 'crash', message: `worker exited with code ${code} before reporting`, stack: '', input: current(), atExecution: Atomics.load(counters, 0) + 1 });
     });
   }).then((s) => {
     const stats = s as FuzzStats;

@@ -15,6 +15,9 @@ export interface WorkerInput {
   seconds: number;
   maxExecutions: number;
   seed: number;
+  /** false: blind mutation (the fuzzer's own tests compare against it). */
+  guided: boolean;
+  stopOnFinding: boolean;
   shared: SharedArrayBuffer;
 }
 

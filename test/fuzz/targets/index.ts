@@ -11,6 +11,7 @@ const loaders: Record<string, () => Promise<{ target: FuzzTarget }>> = {
   'hbone-connect': () => import('./hbone-connect.ts'),
   'dns-query': () => import('./dns-query.ts'),
   'static-config': () => import('./static-config.ts'),
+  'static-config-doc': () => import('./static-config-doc.ts'),
 };
 
 /** Every target's name, in report order. */

@@ -2,8 +2,10 @@
 // Static config (LOCAL_XDS / LOCAL_XDS_PATH): xds/local.ts readLocalConfig
 // with inline YAML, then applyLocalConfig through fresh handlers, as app.ts
 // loads it. Declared error: LocalConfigError (bad YAML, bad fields, and
-// resources the handlers reject). Anything else is a finding.
+// resources the handlers reject). Anything else is a finding, including a
+// config_dump (state and staticConfig) that cannot be printed afterwards.
 import { stringify } from 'yaml';
+import { staticConfigSection } from '@skein/ztunnel-compat/admin/config-dump';
 import { ProxyState } from '@skein/ztunnel-compat/state/store';
 import { ProxyStateUpdater } from '@skein/ztunnel-compat/state/updater';
 import { STATIC_WORKLOAD_DEFAULTS } from '@skein/ztunnel-compat/state/workload';
@@ -36,7 +38,9 @@ export const target: FuzzTarget = {
   seeds: () => [Buffer.from(FLOW_STYLE), Buffer.from(stringify(SAMPLE)), Buffer.from('{}'), Buffer.from('workloads:\n- {name: x, namespace: default, workloadIps: ["10.0.0.1"], protocl: TCP, services: {}}\n')],
   run(data) {
     const cfg = readLocalConfig({ inline: data.toString('utf8') });
-    const updater = new ProxyStateUpdater(new ProxyState(), { workloadDefaults: STATIC_WORKLOAD_DEFAULTS });
+    const state = new ProxyState();
+    const updater = new ProxyStateUpdater(state, { workloadDefaults: STATIC_WORKLOAD_DEFAULTS });
     applyLocalConfig(cfg, { address: updater.addressHandler, authorization: updater.authorizationHandler });
+    JSON.stringify({ ...state.configDump(), staticConfig: staticConfigSection(cfg.document) });
   },
 };

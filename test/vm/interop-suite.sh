@@ -10,7 +10,12 @@ set -u
 ok() { echo "ok - $1"; }
 nok() { echo "not ok - $1: $2"; }
 
-mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev && mount -t tmpfs tmp /host/tmp \
+# The chroot gets a writable /tmp for sockets and key logs. The project may
+# itself live under /tmp (a CI clone does), so it is bound back into place
+# over the fresh tmpfs.
+mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev \
+  && mkdir -p /project && mount -o bind "/host$SKEIN_ROOT" /project \
+  && mount -t tmpfs tmp /host/tmp && mkdir -p "/host$SKEIN_ROOT" && mount -o bind /project "/host$SKEIN_ROOT" \
   || { nok interop/node-server "cannot prepare the chroot"; exit 0; }
 insmod /root/skein_hbone.ko || nok interop/node-server "insmod failed"
 chroot /host sh -c "cd '$SKEIN_ROOT' && exec test/node test/vm/hbone-peer.ts /tmp/hbone" > /tmp/peer.out 2>&1 &

@@ -19,6 +19,22 @@
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++20", "-Wall", "-Wextra", "-Werror"],
       "libraries": ["-lbpf"]
+    },
+    {
+      "target_name": "skein_hbone",
+      "sources": [
+        "src/errors.cc",
+        "src/hbone/binding.cc",
+        "src/hbone/engine.cc",
+        "src/hbone/tls.cc",
+        "src/hbone/worker.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++20", "-Wall", "-Wextra", "-Werror"],
+      "libraries": ["-lnghttp2"]
     }
   ]
 }

@@ -25,6 +25,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 apt_pkgs=(
   build-essential python3 pkg-config
   clang llvm libbpf-dev bpftool
+  libnghttp2-dev
   iproute2 iptables
   curl openssl haproxy nginx-light nghttp2-client iperf3 wrk dnsmasq-base bind9-dnsutils dnsperf
   qemu-system-x86 libssl-dev
@@ -60,8 +61,8 @@ export PATH="$node24/bin:$PATH"
 
 # 3. The native addon, built against Node 24's own headers (never the system
 #    Node's). Rebuilt only when its sources change.
-addon_sum=$(cat bpf/binding.gyp bpf/src/* | sha256sum | cut -d' ' -f1)
-if [ ! -f bpf/build/Release/skein.node ] || [ "$(cat "$state/addon.stamp" 2>/dev/null)" != "$addon_sum" ]; then
+addon_sum=$(find bpf/binding.gyp bpf/src -type f -print0 | sort -z | xargs -0 cat | sha256sum | cut -d' ' -f1)
+if [ ! -f bpf/build/Release/skein.node ] || [ ! -f bpf/build/Release/skein_hbone.node ] || [ "$(cat "$state/addon.stamp" 2>/dev/null)" != "$addon_sum" ]; then
   say "building the native addon"
   log="$state/addon-build.log"
   if ! (cd bpf && npm_config_nodedir="$node24" node "$root/node_modules/node-gyp/bin/node-gyp.js" rebuild --nodedir="$node24" --loglevel=warn) >"$log" 2>&1; then

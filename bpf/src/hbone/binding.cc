@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: Apache-2.0
+// The engine as seen from JavaScript (typed in bpf/lib/hbone-engine.d.ts):
+//   new HboneEngine(options, onEvents(events[]))
+//   addCredential(chainPem, keyPem, rootsPem): number
+//   removeCredential(id)
+//   outbound({ id, fd, credential, poolKey, expected, upstream, netns, mark,
+//              authority, headers })
+//   stats(), close()
+// One call per connection in, one call per batch of events out; no bytes
+// cross this boundary.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <napi.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+
+#include "../errors.h"
+#include "engine.h"
+
+namespace skein::hbone {
+
+namespace {
+
+constexpr const char* kCtorUsage =
+    "new HboneEngine(options: { workers?: number, maxStreams?: number, idleTimeoutMs?: number, "
+    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number }, "
+    "onEvents: (events: object[]) => void)";
+constexpr const char* kOutboundUsage =
+    "engine.outbound({ id: number, fd: number, credential: number, poolKey: string, "
+    "expected: string[], upstream: { ip: string, port: number }, netns: number, mark: number, "
+    "authority: string, headers: string[] })";
+
+uint32_t OptU32(const Napi::Object& o, const char* name, uint32_t dflt, uint32_t min,
+                uint32_t max, const char* usage) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsNumber()) ThrowUsage(o.Env(), usage);
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d < min || d > max || d != static_cast<uint32_t>(d)) ThrowUsage(o.Env(), usage);
+  return static_cast<uint32_t>(d);
+}
+
+std::string Str(const Napi::Object& o, const char* name, const char* usage) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsString()) ThrowUsage(o.Env(), usage);
+  return v.As<Napi::String>().Utf8Value();
+}
+
+int DupFd(Napi::Env env, double v, const char* what) {
+  if (v < 0 || v > 0x7fffffff || v != static_cast<int>(v)) ThrowUsage(env, kOutboundUsage);
+  int fd = fcntl(static_cast<int>(v), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(env, "fcntl", std::string("F_DUPFD_CLOEXEC of the ") + what);
+  return fd;
+}
+
+// HTTP/2 field names are lower-case tokens; values carry no CR, LF or NUL.
+bool ValidName(const std::string& n) {
+  if (n.empty()) return false;
+  for (char c : n) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+    if (!ok || c == '\0') return false;
+  }
+  return true;
+}
+
+bool ValidValue(const std::string& v) {
+  return v.find_first_of(std::string("\r\n\0", 3)) == std::string::npos;
+}
+
+const char* KindName(EventKind k) {
+  switch (k) {
+    case EventKind::kOpen: return "open";
+    case EventKind::kFail: return "fail";
+    case EventKind::kClose: return "close";
+  }
+  return "?";
+}
+
+}  // namespace
+
+class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function cls = DefineClass(
+        env, "HboneEngine",
+        {
+            InstanceMethod("addCredential", &HboneEngine::AddCredential),
+            InstanceMethod("removeCredential", &HboneEngine::RemoveCredential),
+            InstanceMethod("outbound", &HboneEngine::Outbound),
+            InstanceMethod("stats", &HboneEngine::Stats),
+            InstanceMethod("close", &HboneEngine::Close),
+        });
+    exports.Set("HboneEngine", cls);
+  }
+
+  explicit HboneEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HboneEngine>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) ThrowUsage(env, kCtorUsage);
+    Napi::Object o = info[0].As<Napi::Object>();
+    unsigned workers = OptU32(o, "workers", 2, 1, 64, kCtorUsage);
+    Limits l;
+    l.max_streams = OptU32(o, "maxStreams", l.max_streams, 1, 1u << 20, kCtorUsage);
+    l.idle_ms = OptU32(o, "idleTimeoutMs", l.idle_ms, 1, 0x7fffffff, kCtorUsage);
+    l.connect_timeout_ms = OptU32(o, "connectTimeoutMs", l.connect_timeout_ms, 1, 0x7fffffff, kCtorUsage);
+    l.ping_interval_ms = OptU32(o, "pingIntervalMs", l.ping_interval_ms, 1, 0x7fffffff, kCtorUsage);
+    l.ping_timeout_ms = OptU32(o, "pingTimeoutMs", l.ping_timeout_ms, 1, 0x7fffffff, kCtorUsage);
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "skein-hbone-engine", 0, 1);
+    // An idle engine does not keep the process alive; its listeners do.
+    tsfn_.Unref(env);
+    try {
+      engine_ = std::make_shared<Engine>(workers, l, [this]() { Wake(); });
+    } catch (const std::exception& e) {
+      tsfn_.Release();
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  ~HboneEngine() override { Shutdown(); }
+
+ private:
+  void Wake() {
+    std::weak_ptr<Engine> weak = engine_;
+    tsfn_.NonBlockingCall([weak](Napi::Env env, Napi::Function fn) {
+      std::shared_ptr<Engine> e = weak.lock();
+      if (!e || env == nullptr) return;
+      std::vector<Event> events = e->TakeEvents();
+      if (events.empty()) return;
+      Napi::Array arr = Napi::Array::New(env, events.size());
+      for (size_t i = 0; i < events.size(); i++) {
+        const Event& ev = events[i];
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("id", ev.id);
+        o.Set("kind", KindName(ev.kind));
+        o.Set("status", ev.status);
+        o.Set("flag", ev.flag);
+        o.Set("sent", static_cast<double>(ev.sent));
+        o.Set("recv", static_cast<double>(ev.recv));
+        o.Set("message", ev.message);
+        arr.Set(i, o);
+      }
+      try {
+        fn.Call({arr});
+      } catch (const Napi::Error& err) {
+        napi_fatal_exception(env, err.Value());
+      }
+    });
+  }
+
+  void Shutdown() {
+    if (closed_) return;
+    closed_ = true;
+    // Workers first: they emit their last events while the call still works.
+    if (engine_) engine_->Stop();
+    tsfn_.Release();
+  }
+
+  Engine& Live(Napi::Env env) {
+    if (closed_ || !engine_) throw Napi::Error::New(env, "the HBONE engine is closed");
+    return *engine_;
+  }
+
+  Napi::Value AddCredential(const Napi::CallbackInfo& info) {
+    static const char* usage = "engine.addCredential(chainPem: string, keyPem: string, rootsPem: string): number";
+    Napi::Env env = info.Env();
+    Live(env);
+    std::string chain = ArgString(info, 0, usage);
+    std::string key = ArgString(info, 1, usage);
+    std::string roots = ArgString(info, 2, usage);
+    std::shared_ptr<Credential> c;
+    try {
+      c = std::make_shared<Credential>(chain, key, roots);
+    } catch (const std::exception& e) {
+      Napi::Error err = Napi::Error::New(env, std::string("addCredential: ") + e.what());
+      err.Set("code", "ERR_HBONE_CREDENTIAL");
+      throw err;
+    }
+    uint32_t id = next_credential_++;
+    credentials_[id] = std::move(c);
+    return Napi::Number::New(env, id);
+  }
+
+  Napi::Value RemoveCredential(const Napi::CallbackInfo& info) {
+    uint32_t id = static_cast<uint32_t>(ArgInt(info, 0, "engine.removeCredential(id: number)"));
+    // Sessions made with it keep their reference until they end.
+    credentials_.erase(id);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Outbound(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, kOutboundUsage);
+    Napi::Object o = info[0].As<Napi::Object>();
+    OutboundRequest r;
+    r.id = OptU32(o, "id", 0, 0, 0xffffffffu, kOutboundUsage);
+    uint32_t cred = OptU32(o, "credential", 0xffffffffu, 0, 0xffffffffu, kOutboundUsage);
+    auto it = credentials_.find(cred);
+    if (it == credentials_.end()) {
+      Napi::Error err = Napi::Error::New(env, "outbound: no credential " + std::to_string(cred));
+      err.Set("code", "ERR_HBONE_CREDENTIAL");
+      throw err;
+    }
+    r.cred = it->second;
+    r.pool_key = Str(o, "poolKey", kOutboundUsage);
+    Napi::Value ex = o.Get("expected");
+    if (!ex.IsArray()) ThrowUsage(env, kOutboundUsage);
+    Napi::Array exa = ex.As<Napi::Array>();
+    for (uint32_t i = 0; i < exa.Length(); i++) {
+      Napi::Value v = exa.Get(i);
+      if (!v.IsString()) ThrowUsage(env, kOutboundUsage);
+      r.expected.push_back(v.As<Napi::String>().Utf8Value());
+    }
+    Napi::Value up = o.Get("upstream");
+    if (!up.IsObject()) ThrowUsage(env, kOutboundUsage);
+    std::string ip = Str(up.As<Napi::Object>(), "ip", kOutboundUsage);
+    uint32_t port = OptU32(up.As<Napi::Object>(), "port", 0, 1, 65535, kOutboundUsage);
+    auto* sin = reinterpret_cast<sockaddr_in*>(&r.upstream);
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&r.upstream);
+    if (inet_pton(AF_INET, ip.c_str(), &sin->sin_addr) == 1) {
+      sin->sin_family = AF_INET;
+      sin->sin_port = htons(static_cast<uint16_t>(port));
+      r.upstream_len = sizeof *sin;
+    } else if (inet_pton(AF_INET6, ip.c_str(), &sin6->sin6_addr) == 1) {
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_port = htons(static_cast<uint16_t>(port));
+      r.upstream_len = sizeof *sin6;
+    } else {
+      Napi::TypeError e = Napi::TypeError::New(env, "outbound: not an IPv4 or IPv6 address: '" + ip + "'");
+      e.Set("code", "ERR_INVALID_IP_ADDRESS");
+      throw e;
+    }
+    r.mark = OptU32(o, "mark", 0, 0, 0xffffffffu, kOutboundUsage);
+    r.authority = Str(o, "authority", kOutboundUsage);
+    if (r.authority.empty() || !ValidValue(r.authority)) ThrowUsage(env, kOutboundUsage);
+    Napi::Value hv = o.Get("headers");
+    if (!hv.IsUndefined()) {
+      if (!hv.IsArray()) ThrowUsage(env, kOutboundUsage);
+      Napi::Array ha = hv.As<Napi::Array>();
+      if (ha.Length() % 2 != 0) ThrowUsage(env, kOutboundUsage);
+      for (uint32_t i = 0; i < ha.Length(); i += 2) {
+        Napi::Value n = ha.Get(i), v = ha.Get(i + 1);
+        if (!n.IsString() || !v.IsString()) ThrowUsage(env, kOutboundUsage);
+        std::string name = n.As<Napi::String>().Utf8Value(), value = v.As<Napi::String>().Utf8Value();
+        if (!ValidName(name) || !ValidValue(value)) {
+          Napi::TypeError e = Napi::TypeError::New(env, "outbound: invalid HTTP/2 header '" + name + "'");
+          e.Set("code", "ERR_HTTP2_INVALID_HEADER_VALUE");
+          throw e;
+        }
+        r.headers.emplace_back(std::move(name), std::move(value));
+      }
+    }
+    // Fds last: nothing above can leak them.
+    Napi::Value fdv = o.Get("fd"), nsv = o.Get("netns");
+    if (!fdv.IsNumber() || !(nsv.IsNumber() || nsv.IsUndefined())) ThrowUsage(env, kOutboundUsage);
+    double ns = nsv.IsUndefined() ? -1 : nsv.As<Napi::Number>().DoubleValue();
+    if (ns >= 0) r.netns = Fd(DupFd(env, ns, "netns fd"));
+    r.pod = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "pod socket"));
+    engine.Outbound(std::move(r));
+    return env.Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!engine_) return o;
+    Counters& c = engine_->counters();
+    o.Set("workers", engine_->workers());
+    o.Set("sessionsOpened", static_cast<double>(c.sessions_opened.load()));
+    o.Set("sessionsLive", static_cast<double>(c.sessions_live.load()));
+    o.Set("streamsLive", static_cast<double>(c.streams_live.load()));
+    o.Set("bytesSent", static_cast<double>(c.bytes_sent.load()));
+    o.Set("bytesRecv", static_cast<double>(c.bytes_recv.load()));
+    o.Set("credentials", static_cast<double>(credentials_.size()));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    credentials_.clear();
+    return info.Env().Undefined();
+  }
+
+  Napi::ThreadSafeFunction tsfn_;
+  std::shared_ptr<Engine> engine_;
+  std::map<uint32_t, std::shared_ptr<Credential>> credentials_;
+  uint32_t next_credential_ = 1;
+  bool closed_ = false;
+};
+
+}  // namespace skein::hbone
+
+static Napi::Object InitHbone(Napi::Env env, Napi::Object exports) {
+  skein::hbone::HboneEngine::Init(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(skein_hbone, InitHbone)

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0
+// The native HBONE engine: worker threads, each an epoll loop, carrying
+// pooled HBONE client sessions (TLS 1.3 + HTTP/2 CONNECT) and relaying pod
+// sockets through them. It decides nothing: every connection arrives with
+// the decision TypeScript made (decide/outbound.ts), and every end goes back
+// as an event, in batches. Design: docs/native-engine.md.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "tls.h"
+
+namespace skein::hbone {
+
+// An fd closed on destruction unless released.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept;
+  ~Fd();
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset();
+
+ private:
+  int fd_ = -1;
+};
+
+// One outbound connection and its decision, as TypeScript hands it over.
+struct OutboundRequest {
+  uint32_t id = 0;  // TypeScript's; echoed in every event
+  Fd pod;           // the pod's socket (a dup; the engine owns it)
+  std::shared_ptr<Credential> cred;
+  std::string pool_key;
+  std::vector<std::string> expected;  // SPIFFE URIs the server leaf may carry
+  sockaddr_storage upstream{};
+  socklen_t upstream_len = 0;
+  Fd netns;  // where to make the upstream socket (-1: the engine's own)
+  uint32_t mark = 0;
+  std::string authority;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+enum class EventKind : uint8_t { kOpen = 1, kFail = 2, kClose = 3 };
+
+// What goes back to TypeScript. kFail: the tunnel never opened (status is
+// the CONNECT answer when there was one, flag ztunnel's response flag);
+// kClose: bytes each way and "" or the first error.
+struct Event {
+  uint32_t id;
+  EventKind kind;
+  int status;
+  const char* flag;  // a static string
+  uint64_t sent;     // pod → peer
+  uint64_t recv;     // peer → pod
+  std::string message;
+};
+
+struct Limits {
+  uint32_t max_streams = 100;          // POOL_MAX_STREAMS_PER_CONNECTION
+  uint32_t idle_ms = 5 * 60 * 1000;    // POOL_UNUSED_RELEASE_TIMEOUT
+  uint32_t connect_timeout_ms = 10000;
+  uint32_t ping_interval_ms = 10000;
+  uint32_t ping_timeout_ms = 20000;
+};
+
+struct Counters {
+  std::atomic<uint64_t> sessions_opened{0};
+  std::atomic<uint64_t> sessions_live{0};
+  std::atomic<uint64_t> streams_live{0};
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> bytes_recv{0};
+};
+
+class Worker;
+
+class Engine {
+ public:
+  using Sink = std::function<void()>;  // "events are waiting"; any thread
+  Engine(unsigned workers, Limits limits, Sink sink);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Hands a connection to the worker that owns its pool key.
+  void Outbound(OutboundRequest req);
+  // Takes the events collected so far (the JavaScript thread).
+  std::vector<Event> TakeEvents();
+  // Stops the workers: every session and stream is closed, and each stream
+  // still open reports kClose (or kFail) with "engine closed".
+  void Stop();
+
+  // Worker side.
+  void Emit(Event e);
+  const Limits& limits() const { return limits_; }
+  Counters& counters() { return counters_; }
+  unsigned workers() const { return static_cast<unsigned>(workers_.size()); }
+
+ private:
+  Limits limits_;
+  Sink sink_;
+  Counters counters_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::mutex events_mu_;
+  std::vector<Event> events_;
+  bool stopped_ = false;
+};
+
+}  // namespace skein::hbone

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// HBONE mTLS as ztunnel configures rustls and as proxy/hbone/tls.ts does for
+// Node: TLS 1.3 with the two AES-GCM suites, ALPN h2, a client certificate,
+// no SNI, no resumption, SPIFFE URI SAN checks instead of hostname checks.
+// OpenSSL is Node's own (its exported symbols; see docs/native-engine.md).
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace skein::hbone {
+
+// One workload certificate as an SSL_CTX (client side). Shared by the
+// sessions made with it; freed when the last one lets go.
+class Credential {
+ public:
+  // Throws std::runtime_error with OpenSSL's reason on bad PEM or a key that
+  // does not match the leaf.
+  Credential(const std::string& chain_pem, const std::string& key_pem,
+             const std::string& roots_pem);
+  ~Credential();
+  Credential(const Credential&) = delete;
+  Credential& operator=(const Credential&) = delete;
+  SSL_CTX* client() const { return client_; }
+
+ private:
+  SSL_CTX* client_ = nullptr;
+};
+
+// The first OpenSSL error on this thread's queue as text (and clears it).
+std::string OpensslError(const char* what);
+
+// After a completed handshake: ALPN must be h2, the chain must have verified
+// against the roots, and the server leaf must carry one of `expected`
+// (SPIFFE URIs, compared exactly: the URI form is canonical). Returns "" when
+// all hold, else why not (fail closed).
+std::string CheckServer(SSL* ssl, const std::vector<std::string>& expected);
+
+}  // namespace skein::hbone

@@ -1,0 +1,1056 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "worker.h"
+
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <openssl/err.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace skein::hbone {
+
+namespace {
+
+// HTTP/2 settings as the JavaScript client's (proxy/hbone/h2.ts, from
+// ztunnel's src/proxy/h2.rs): stream and connection windows, frame size,
+// header list size, no push.
+constexpr int32_t kStreamWindow = 4 * 1024 * 1024;
+constexpr int32_t kConnectionWindow = 16 * 1024 * 1024;
+constexpr uint32_t kMaxFrame = 1024 * 1024;
+constexpr uint32_t kMaxHeaderList = 16 * 1024;
+// Pod → peer bytes held per stream while the peer's window is shut. Small:
+// it is per stream, and the stream window behind it is 4 MiB.
+constexpr size_t kUpBuffer = 64 * 1024;
+// Gather this much HTTP/2 output before one SSL_write.
+constexpr size_t kOutGather = 64 * 1024;
+
+uint64_t NowMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+std::string Errno(const char* what, int err) {
+  return std::string(what) + ": " + std::strerror(err);
+}
+
+std::string AddrText(const sockaddr_storage& ss) {
+  char text[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &sin->sin_addr, text, sizeof text);
+    return std::string(text) + ":" + std::to_string(ntohs(sin->sin_port));
+  }
+  auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof text);
+  std::string out(1, '[');
+  out.append(text);
+  out.append("]:");
+  out.append(std::to_string(ntohs(sin6->sin6_port)));
+  return out;
+}
+
+Session* SessionOf(void* user) { return static_cast<Session*>(user); }
+
+Stream* StreamOf(nghttp2_session* h2, int32_t sid) {
+  return static_cast<Stream*>(nghttp2_session_get_stream_user_data(h2, sid));
+}
+
+int OnHeader(nghttp2_session* h2, const nghttp2_frame* frame,
+             const uint8_t* name, size_t namelen, const uint8_t* value,
+             size_t valuelen, uint8_t, void*) {
+  if (frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_RESPONSE)
+    return 0;
+  Stream* st = StreamOf(h2, frame->hd.stream_id);
+  if (st == nullptr) return 0;
+  if (namelen == 7 && std::memcmp(name, ":status", 7) == 0) {
+    int status = 0;
+    for (size_t i = 0; i < valuelen && i < 3; i++) {
+      if (value[i] < '0' || value[i] > '9') return 0;
+      status = status * 10 + (value[i] - '0');
+    }
+    st->OnStatus(status);
+  }
+  return 0;
+}
+
+int OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  return SessionOf(user)->OnFrameRecv(frame);
+}
+
+int OnDataChunk(nghttp2_session* h2, uint8_t, int32_t sid, const uint8_t* data,
+                size_t len, void*) {
+  Stream* st = StreamOf(h2, sid);
+  if (st == nullptr) {
+    // A stream we have let go of: its bytes still count against the
+    // connection window, which we give back at once.
+    nghttp2_session_consume_connection(h2, len);
+    return 0;
+  }
+  st->OnData(data, len);
+  return 0;
+}
+
+int OnStreamClose(nghttp2_session*, int32_t sid, uint32_t code, void* user) {
+  SessionOf(user)->OnStreamClose(sid, code);
+  return 0;
+}
+
+ssize_t ReadData(nghttp2_session*, int32_t, uint8_t* buf, size_t len,
+                 uint32_t* flags, nghttp2_data_source* src, void*) {
+  return static_cast<Stream*>(src->ptr)->ReadForPeer(buf, len, flags);
+}
+
+nghttp2_session_callbacks* Callbacks() {
+  static nghttp2_session_callbacks* cbs = [] {
+    nghttp2_session_callbacks* c = nullptr;
+    if (nghttp2_session_callbacks_new(&c) != 0) std::abort();
+    nghttp2_session_callbacks_set_on_header_callback(c, OnHeader);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(c, OnFrameRecv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, OnDataChunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(c, OnStreamClose);
+    return c;
+  }();
+  return cbs;
+}
+
+nghttp2_option* Options(uint32_t max_streams) {
+  nghttp2_option* o = nullptr;
+  if (nghttp2_option_new(&o) != 0) std::abort();
+  // Window updates follow what the pod socket has taken (flow control
+  // reaches the pod), not what nghttp2 has parsed.
+  nghttp2_option_set_no_auto_window_update(o, 1);
+  nghttp2_option_set_peer_max_concurrent_streams(o, max_streams);
+  nghttp2_option_set_max_send_header_block_length(o, 64 * 1024);
+  return o;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Fd
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    reset();
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+Fd::~Fd() { reset(); }
+
+void Fd::reset() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+}
+
+// ---------------------------------------------------------------- ByteQueue
+
+void ByteQueue::make_room() {
+  if (!buf_) buf_.reset(new uint8_t[cap_]);
+  if (head_ == tail_) {
+    head_ = tail_ = 0;
+  } else if (tail_ == cap_ && head_ > 0) {
+    std::memmove(buf_.get(), buf_.get() + head_, tail_ - head_);
+    tail_ -= head_;
+    head_ = 0;
+  }
+}
+
+uint8_t* ByteQueue::tail(size_t* len) {
+  make_room();
+  *len = cap_ - tail_;
+  return buf_.get() + tail_;
+}
+
+void ByteQueue::append(const uint8_t* p, size_t n) {
+  make_room();
+  if (cap_ - tail_ < n) {
+    // Grow: only `down` does, and the stream window bounds it.
+    size_t need = size() + n;
+    size_t cap = std::max(cap_ * 2, need);
+    std::unique_ptr<uint8_t[]> b(new uint8_t[cap]);
+    std::memcpy(b.get(), buf_.get() + head_, size());
+    tail_ = size();
+    head_ = 0;
+    buf_ = std::move(b);
+    cap_ = cap;
+  }
+  std::memcpy(buf_.get() + tail_, p, n);
+  tail_ += n;
+}
+
+void ByteQueue::drop(size_t n) {
+  head_ += n;
+  if (head_ == tail_) head_ = tail_ = 0;
+}
+
+// ---------------------------------------------------------------- Stream
+
+Stream::Stream(Worker* w, Session* s, OutboundRequest& req)
+    : session(s), w_(w), id_(req.id), pod_(std::move(req.pod)),
+      up_(kUpBuffer), down_(16 * 1024) {}
+
+void Stream::SetMask(uint32_t mask) {
+  if (mask == mask_ && (registered_ || mask == 0)) return;
+  mask_ = mask;
+  w_->Watch(this, pod_.get(), mask, &registered_);
+}
+
+void Stream::OnResponse(bool end_stream) {
+  if (opened_ || done_) return;
+  if (status_ != 200) {
+    // ztunnel's client: a non-200 answer fails the connection with flag
+    // CONNECT; the stream is cancelled.
+    done_ = true;
+    if (session != nullptr) {
+      nghttp2_submit_rst_stream(session->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+      session->MarkDirty();
+    }
+    w_->engine()->Emit({id_, EventKind::kFail, status_, "CONNECT", 0, 0,
+                        "answered HTTP " + std::to_string(status_)});
+    pod_.reset();
+    return;
+  }
+  opened_ = true;
+  w_->engine()->Emit({id_, EventKind::kOpen, 200, "-", 0, 0, ""});
+  SetMask(EPOLLIN);
+  // What the pod sent while the CONNECT was in flight is already readable.
+  ReadPod();
+  if (end_stream) OnPeerEnd();
+}
+
+void Stream::OnData(const uint8_t* data, size_t len) {
+  if (done_ || !opened_) {
+    nghttp2_session_consume(session->h2, sid, len);
+    return;
+  }
+  size_t wrote = 0;
+  if (down_.empty()) {
+    while (wrote < len) {
+      ssize_t n = write(pod_.get(), data + wrote, len - wrote);
+      if (n > 0) {
+        wrote += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) break;
+      Abort(Errno("write to the pod", errno));
+      nghttp2_session_consume(session->h2, sid, len);
+      return;
+    }
+  }
+  recv_ += wrote;
+  if (wrote > 0) {
+    nghttp2_session_consume(session->h2, sid, wrote);
+    session->MarkDirty();
+  }
+  if (wrote < len) {
+    down_.append(data + wrote, len - wrote);
+    SetMask(mask_ | EPOLLOUT);
+  }
+}
+
+void Stream::OnPeerEnd() {
+  if (done_) return;
+  peer_end_ = true;
+  if (down_.empty() && opened_ && !pod_shut_) {
+    shutdown(pod_.get(), SHUT_WR);
+    pod_shut_ = true;
+  }
+  MaybeFinish();
+}
+
+void Stream::OnClosed(uint32_t code) {
+  h2_closed_ = true;
+  session = nullptr;
+  if (done_) {
+    w_->Bury(this);
+    return;
+  }
+  if (!opened_) {
+    done_ = true;
+    w_->engine()->Emit({id_, EventKind::kFail, 0, "CONNECT", 0, 0,
+                        "stream closed before a response (code " + std::to_string(code) + ")"});
+    pod_.reset();
+    w_->Bury(this);
+    return;
+  }
+  if (code != NGHTTP2_NO_ERROR) {
+    Abort("the peer reset the stream (code " + std::to_string(code) + ")");
+    return;
+  }
+  MaybeFinish();
+}
+
+ssize_t Stream::ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags) {
+  size_t n = std::min(len, up_.size());
+  if (n > 0) {
+    std::memcpy(buf, up_.data(), n);
+    up_.drop(n);
+    sent_ += n;
+    // Room again: read the pod (if it has not ended).
+    if (!pod_eof_ && !done_ && (mask_ & EPOLLIN) == 0) SetMask(mask_ | EPOLLIN);
+  }
+  if (up_.empty()) {
+    if (pod_eof_) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+      deferred_ = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return static_cast<ssize_t>(n);
+}
+
+void Stream::ReadPod() {
+  if (done_ || pod_eof_) return;
+  bool got = false;
+  while (up_.room() > 0) {
+    size_t room = 0;
+    uint8_t* p = up_.tail(&room);
+    ssize_t n = read(pod_.get(), p, room);
+    if (n > 0) {
+      up_.commit(static_cast<size_t>(n));
+      got = true;
+      continue;
+    }
+    if (n == 0) {
+      pod_eof_ = true;
+      got = true;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) break;
+    Abort(Errno("read from the pod", errno));
+    return;
+  }
+  uint32_t want = mask_;
+  if (pod_eof_ || up_.room() == 0) want &= ~static_cast<uint32_t>(EPOLLIN);
+  SetMask(want);
+  if (got && deferred_ && session != nullptr) {
+    deferred_ = false;
+    nghttp2_session_resume_data(session->h2, sid);
+    session->MarkDirty();
+  }
+}
+
+void Stream::WritePod() {
+  while (!down_.empty()) {
+    ssize_t n = write(pod_.get(), down_.data(), down_.size());
+    if (n > 0) {
+      down_.drop(static_cast<size_t>(n));
+      recv_ += static_cast<size_t>(n);
+      if (session != nullptr) {
+        nghttp2_session_consume(session->h2, sid, static_cast<size_t>(n));
+        session->MarkDirty();
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    Abort(Errno("write to the pod", errno));
+    return;
+  }
+  SetMask(mask_ & ~static_cast<uint32_t>(EPOLLOUT));
+  if (peer_end_ && !pod_shut_) {
+    shutdown(pod_.get(), SHUT_WR);
+    pod_shut_ = true;
+  }
+  MaybeFinish();
+}
+
+void Stream::OnEvents(uint32_t events) {
+  if (dead || done_) return;
+  if (events & EPOLLERR) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(pod_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    Abort(Errno("the pod socket", err != 0 ? err : ECONNRESET));
+    return;
+  }
+  if (events & EPOLLOUT) WritePod();
+  if (done_) return;
+  if (events & (EPOLLIN | EPOLLHUP)) ReadPod();
+  if (done_) return;
+  if ((events & EPOLLHUP) && (mask_ & EPOLLIN) == 0 && (mask_ & EPOLLOUT) == 0) {
+    // Hung up with nothing left to wait for from it: out of epoll.
+    SetMask(0);
+  }
+}
+
+void Stream::MaybeFinish() {
+  if (done_ || !opened_) return;
+  // Both ways through: the HTTP/2 stream closed cleanly (our END_STREAM sent
+  // after the pod's EOF, the peer's received) and the pod took everything.
+  if (h2_closed_ && down_.empty()) {
+    if (!pod_shut_) {
+      shutdown(pod_.get(), SHUT_WR);
+      pod_shut_ = true;
+    }
+    Finish("");
+  }
+}
+
+void Stream::Abort(const std::string& why) {
+  if (done_) return;
+  if (session != nullptr && !h2_closed_) {
+    nghttp2_submit_rst_stream(session->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+    session->MarkDirty();
+  }
+  if (!opened_) {
+    done_ = true;
+    SetMask(0);
+    pod_.reset();
+    w_->engine()->Emit({id_, EventKind::kFail, 0, "CONNECT", 0, 0, why});
+    if (h2_closed_) w_->Bury(this);
+    return;
+  }
+  Finish(why);
+}
+
+void Stream::Finish(const std::string& error) {
+  done_ = true;
+  SetMask(0);
+  pod_.reset();
+  Counters& c = w_->engine()->counters();
+  c.bytes_sent += sent_;
+  c.bytes_recv += recv_;
+  w_->engine()->Emit({id_, EventKind::kClose, status_, "-", sent_, recv_, error});
+  // Still known to nghttp2 until its close callback: buried from there.
+  if (h2_closed_) w_->Bury(this);
+}
+
+void Stream::SessionGone(const std::string& why) {
+  h2_closed_ = true;
+  session = nullptr;
+  if (done_) {
+    w_->Bury(this);
+    return;
+  }
+  Abort(why);
+}
+
+// ---------------------------------------------------------------- Session
+
+Session::Session(Worker* w, std::string k, const OutboundRequest& first)
+    : key(std::move(k)), w_(w), cred_(first.cred), expected_(first.expected),
+      upstream_(first.upstream), upstream_len_(first.upstream_len) {
+  limit = w->engine()->limits().max_streams;
+}
+
+Session::~Session() {
+  if (h2 != nullptr) nghttp2_session_del(h2);
+  if (ssl_ != nullptr) SSL_free(ssl_);
+}
+
+std::string Session::Target() const { return AddrText(upstream_); }
+
+std::string Session::Start(const OutboundRequest& first) {
+  std::string err;
+  int fd = w_->MakeUpstreamSocket(first, &err);
+  if (fd < 0) return err;
+  fd_ = Fd(fd);
+  deadline_ = NowMs() + w_->engine()->limits().connect_timeout_ms;
+  int rc = connect(fd, reinterpret_cast<const sockaddr*>(&upstream_), upstream_len_);
+  if (rc < 0 && errno != EINPROGRESS)
+    return "cannot connect to " + Target() + ": " + std::strerror(errno);
+  SetMask(EPOLLOUT);
+  return "";
+}
+
+void Session::SetMask(uint32_t mask) {
+  if (mask == mask_ && mask != 0) return;
+  bool registered = mask_ != 0;
+  mask_ = mask;
+  w_->Watch(this, fd_.get(), mask, &registered);
+}
+
+void Session::MarkDirty() {
+  if (dirty || state_ == kClosed) return;
+  dirty = true;
+  w_->MarkDirty(this);
+}
+
+void Session::OnEvents(uint32_t events) {
+  if (dead) return;
+  switch (state_) {
+    case kConnecting: {
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) {
+        Close("CONNECT", "cannot connect to " + Target() + ": " + std::strerror(err));
+        return;
+      }
+      if ((events & EPOLLOUT) == 0) return;
+      ssl_ = SSL_new(cred_->client());
+      if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_.get()) != 1) {
+        Close("TLS_FAILURE", OpensslError("SSL_new"));
+        return;
+      }
+      SSL_set_connect_state(ssl_);
+      state_ = kHandshake;
+      Handshake();
+      return;
+    }
+    case kHandshake:
+      Handshake();
+      return;
+    case kSettings:
+    case kReady:
+      if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ReadTls();
+      if (state_ == kClosed) return;
+      if (events & EPOLLOUT) Flush();
+      return;
+    case kClosed:
+      return;
+  }
+}
+
+void Session::Handshake() {
+  ERR_clear_error();
+  int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    std::string why = CheckServer(ssl_, expected_);
+    if (!why.empty()) {
+      // Fail closed: not one byte of HTTP/2 to a server we did not expect.
+      Close("TLS_FAILURE", why);
+      return;
+    }
+    StartH2();
+    return;
+  }
+  int err = SSL_get_error(ssl_, rc);
+  if (err == SSL_ERROR_WANT_READ) {
+    SetMask(EPOLLIN);
+  } else if (err == SSL_ERROR_WANT_WRITE) {
+    SetMask(EPOLLOUT);
+  } else {
+    std::string why = OpensslError("TLS handshake");
+    if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
+    Close("TLS_FAILURE", "TLS handshake with " + Target() + " failed: " + why);
+  }
+}
+
+void Session::StartH2() {
+  int one = 1;
+  setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  nghttp2_option* opt = Options(w_->engine()->limits().max_streams);
+  int rc = nghttp2_session_client_new2(&h2, Callbacks(), this, opt);
+  nghttp2_option_del(opt);
+  if (rc != 0) {
+    Close("H2_HANDSHAKE_FAILURE", "nghttp2_session_client_new2 failed");
+    return;
+  }
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, kMaxFrame},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList},
+  };
+  nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  state_ = kSettings;
+  last_ping_ = NowMs();
+  SetMask(EPOLLIN);
+  Flush();
+}
+
+void Session::ReadTls() {
+  uint8_t* buf = w_->read_buf();
+  for (;;) {
+    ERR_clear_error();
+    int n = SSL_read(ssl_, buf, static_cast<int>(Worker::kReadBuf));
+    if (n > 0) {
+      ssize_t rv = nghttp2_session_mem_recv(h2, buf, static_cast<size_t>(n));
+      if (rv < 0) {
+        Close("-", std::string("HTTP/2 error from ") + Target() + ": " + nghttp2_strerror(static_cast<int>(rv)));
+        return;
+      }
+      continue;
+    }
+    int err = SSL_get_error(ssl_, n);
+    if (err == SSL_ERROR_WANT_READ) break;
+    if (err == SSL_ERROR_WANT_WRITE) break;  // renegotiation is off; a key update
+    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+      Close(state_ == kReady ? "-" : "H2_HANDSHAKE_FAILURE",
+            Target() + " closed the connection" + (state_ == kReady ? "" : " before its SETTINGS (did it reject our certificate?)"));
+      return;
+    }
+    std::string why = OpensslError("TLS read");
+    if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
+    Close(state_ == kReady ? "-" : "H2_HANDSHAKE_FAILURE", why + " (" + Target() + ")");
+    return;
+  }
+  if (became_ready_) {
+    became_ready_ = false;
+    w_->OnSessionReady(this);
+  }
+  if (goaway_ && usable) {
+    usable = false;
+    w_->Unpool(this);
+  }
+  MarkDirty();
+}
+
+int Session::OnFrameRecv(const nghttp2_frame* frame) {
+  switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 && state_ == kSettings) {
+        state_ = kReady;
+        uint32_t peer = nghttp2_session_get_remote_settings(h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        limit = std::max<uint32_t>(1, std::min(w_->engine()->limits().max_streams, peer));
+        idle_since_ = NowMs();
+        became_ready_ = true;
+      }
+      break;
+    case NGHTTP2_HEADERS: {
+      Stream* st = StreamOf(h2, frame->hd.stream_id);
+      if (st == nullptr) break;
+      bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+      if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) st->OnResponse(end);
+      else if (end) st->OnPeerEnd();
+      break;
+    }
+    case NGHTTP2_DATA:
+      if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        Stream* st = StreamOf(h2, frame->hd.stream_id);
+        if (st != nullptr) st->OnPeerEnd();
+      }
+      break;
+    case NGHTTP2_PING:
+      if (frame->hd.flags & NGHTTP2_FLAG_ACK) ping_sent_ = 0;
+      break;
+    case NGHTTP2_GOAWAY:
+      goaway_ = true;
+      break;
+    default:
+      break;
+  }
+  return 0;
+}
+
+void Session::OnStreamClose(int32_t sid, uint32_t code) {
+  auto it = streams.find(sid);
+  if (it == streams.end()) return;
+  Stream* st = it->second;
+  streams.erase(it);
+  nghttp2_session_set_stream_user_data(h2, sid, nullptr);
+  if (active > 0) active--;
+  if (active == 0) idle_since_ = NowMs();
+  st->OnClosed(code);
+  // A freed stream slot may serve a waiting connection.
+  if (usable && state_ == kReady) w_->Drain(key);
+}
+
+void Session::Open(OutboundRequest req) {
+  auto* st = new Stream(w_, this, req);
+  w_->AddStream(st);
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(2 + req.headers.size());
+  auto add = [&](const std::string& n, const std::string& v) {
+    nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
+                   reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  };
+  static const std::string kMethod = ":method", kConnect = "CONNECT", kAuthority = ":authority";
+  add(kMethod, kConnect);
+  add(kAuthority, req.authority);
+  for (const auto& [n, v] : req.headers) add(n, v);
+  nghttp2_data_provider dp{};
+  dp.source.ptr = st;
+  dp.read_callback = ReadData;
+  int32_t sid = nghttp2_submit_request(h2, nullptr, nva.data(), nva.size(), &dp, st);
+  if (sid < 0) {
+    st->sid = -1;
+    st->SessionGone(std::string("cannot open a stream: ") + nghttp2_strerror(sid));
+    return;
+  }
+  st->sid = sid;
+  streams.emplace(sid, st);
+  active++;
+  MarkDirty();
+}
+
+void Session::Flush() {
+  dirty = false;
+  if (state_ != kSettings && state_ != kReady) return;
+  for (;;) {
+    while (out_off_ < out_.size()) {
+      ERR_clear_error();
+      int n = SSL_write(ssl_, out_.data() + out_off_, static_cast<int>(out_.size() - out_off_));
+      if (n > 0) {
+        out_off_ += static_cast<size_t>(n);
+        continue;
+      }
+      int err = SSL_get_error(ssl_, n);
+      if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+        SetMask(EPOLLIN | EPOLLOUT);
+        return;
+      }
+      std::string why = OpensslError("TLS write");
+      if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
+      Close("-", why + " (" + Target() + ")");
+      return;
+    }
+    out_.clear();
+    out_off_ = 0;
+    while (out_.size() < kOutGather) {
+      const uint8_t* data = nullptr;
+      ssize_t n = nghttp2_session_mem_send(h2, &data);
+      if (n < 0) {
+        Close("-", std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
+        return;
+      }
+      if (n == 0) break;
+      out_.insert(out_.end(), data, data + n);
+    }
+    if (out_.empty()) break;
+  }
+  if (out_.capacity() > 4 * kOutGather) out_.shrink_to_fit();
+  SetMask(EPOLLIN);
+}
+
+bool Session::Finished() const {
+  return state_ == kReady && nghttp2_session_want_read(h2) == 0 &&
+         nghttp2_session_want_write(h2) == 0 && out_off_ >= out_.size();
+}
+
+void Session::Tick(uint64_t now) {
+  const Limits& l = w_->engine()->limits();
+  if (state_ == kClosed) return;
+  if (state_ != kReady) {
+    if (now >= deadline_) {
+      Close(state_ == kSettings ? "H2_HANDSHAKE_FAILURE" : "TLS_FAILURE",
+            "HBONE connect to " + Target() + " timed out after " + std::to_string(l.connect_timeout_ms) +
+                " ms (maybe a NetworkPolicy is blocking HBONE port " +
+                std::to_string(ntohs(reinterpret_cast<const sockaddr_in*>(&upstream_)->sin_port)) + ")");
+    }
+    return;
+  }
+  if (usable && active == 0 && now - idle_since_ >= l.idle_ms) {
+    usable = false;
+    w_->Unpool(this);
+    nghttp2_session_terminate_session(h2, NGHTTP2_NO_ERROR);
+    MarkDirty();
+    return;
+  }
+  if (ping_sent_ != 0) {
+    if (now - ping_sent_ >= l.ping_timeout_ms) {
+      Close("-", "no PING answer within " + std::to_string(l.ping_timeout_ms) + " ms");
+    }
+    return;
+  }
+  if (now - last_ping_ >= l.ping_interval_ms) {
+    if (nghttp2_submit_ping(h2, NGHTTP2_FLAG_NONE, nullptr) == 0) {
+      ping_sent_ = now;
+      last_ping_ = now;
+      MarkDirty();
+    }
+  }
+}
+
+void Session::Close(const char* flag, const std::string& why) {
+  if (state_ == kClosed) return;
+  bool was_ready = state_ == kReady;
+  state_ = kClosed;
+  if (mask_ != 0) SetMask(0);
+  if (!was_ready) {
+    w_->OnSessionFailed(this, flag, why);
+  } else if (usable) {
+    usable = false;
+    w_->Unpool(this);
+  }
+  auto open = std::move(streams);
+  streams.clear();
+  for (auto& [sid, st] : open) {
+    if (h2 != nullptr) nghttp2_session_set_stream_user_data(h2, sid, nullptr);
+    st->SessionGone("HBONE connection to " + Target() + " ended: " + why);
+  }
+  active = 0;
+  w_->Bury(this);
+}
+
+// ---------------------------------------------------------------- Worker
+
+Worker::Worker(Engine* e, unsigned index) : e_(e), read_buf_(new uint8_t[kReadBuf]) {
+  (void)index;
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  int ev = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  self_netns_ = Fd(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (epfd_ < 0 || ev < 0 || self_netns_.get() < 0) {
+    int err = errno;
+    if (epfd_ >= 0) close(epfd_);
+    if (ev >= 0) close(ev);
+    throw std::runtime_error(Errno("hbone worker setup", err));
+  }
+  evfd_ = Fd(ev);
+  epoll_event wake{};
+  wake.events = EPOLLIN;
+  wake.data.ptr = nullptr;
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_.get(), &wake);
+  thread_ = std::thread([this] { Run(); });
+}
+
+Worker::~Worker() {
+  Stop();
+  close(epfd_);
+}
+
+void Worker::Post(OutboundRequest req) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) {
+      Fail(req, 0, "CONNECT", "the HBONE engine is closed");
+      return;
+    }
+    inbox_.push_back(std::move(req));
+  }
+  uint64_t one = 1;
+  (void)!write(evfd_.get(), &one, sizeof one);
+}
+
+void Worker::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  uint64_t one = 1;
+  (void)!write(evfd_.get(), &one, sizeof one);
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::Watch(Handler* h, int fd, uint32_t mask, bool* registered) {
+  epoll_event ev{};
+  ev.events = mask;
+  ev.data.ptr = h;
+  if (mask == 0) {
+    if (*registered) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+    *registered = false;
+  } else if (*registered) {
+    epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev);
+  } else {
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+    *registered = true;
+  }
+}
+
+int Worker::MakeUpstreamSocket(const OutboundRequest& r, std::string* err) {
+  // A socket belongs to the namespace current on the thread that creates it:
+  // enter the pod's for the one socket(2) call (bpf/src/netns.h).
+  bool moved = r.netns.get() >= 0;
+  if (moved && setns(r.netns.get(), CLONE_NEWNET) < 0) {
+    *err = Errno("setns into the pod network namespace", errno);
+    return -1;
+  }
+  int fd = socket(r.upstream.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int saved = errno;
+  if (moved && setns(self_netns_.get(), CLONE_NEWNET) < 0) {
+    // A worker left in a pod's namespace would make every later socket
+    // there: nothing sane can follow.
+    std::abort();
+  }
+  if (fd < 0) {
+    *err = Errno("socket", saved);
+    return -1;
+  }
+  if (r.mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &r.mark, sizeof r.mark) < 0) {
+    *err = Errno("setsockopt SO_MARK", errno);
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void Worker::Fail(OutboundRequest& req, int status, const char* flag, const std::string& why) {
+  req.pod.reset();
+  e_->Emit({req.id, EventKind::kFail, status, flag, 0, 0, why});
+}
+
+void Worker::Dispatch(OutboundRequest req) {
+  Pool& p = pools_[req.pool_key];
+  for (Session* s : p.sessions) {
+    if (s->CanTake()) {
+      s->Open(std::move(req));
+      return;
+    }
+  }
+  std::string key = req.pool_key;
+  p.waiting.push_back(std::move(req));
+  if (p.opening == nullptr) StartSession(key);
+}
+
+void Worker::StartSession(const std::string& key) {
+  Pool& p = pools_[key];
+  auto* s = new Session(this, key, p.waiting.front());
+  std::string err = s->Start(p.waiting.front());
+  if (!err.empty()) {
+    delete s;
+    auto waiting = std::move(p.waiting);
+    p.waiting.clear();
+    if (p.sessions.empty()) pools_.erase(key);
+    for (auto& r : waiting) Fail(r, 0, "CONNECT", err);
+    return;
+  }
+  sessions_.insert(s);
+  e_->counters().sessions_opened++;
+  e_->counters().sessions_live++;
+  p.opening = s;
+}
+
+void Worker::OnSessionReady(Session* s) {
+  Pool& p = pools_[s->key];
+  if (p.opening == s) p.opening = nullptr;
+  p.sessions.push_back(s);
+  Drain(s->key);
+}
+
+void Worker::Drain(const std::string& key) {
+  auto it = pools_.find(key);
+  if (it == pools_.end()) return;
+  Pool& p = it->second;
+  while (!p.waiting.empty()) {
+    Session* free = nullptr;
+    for (Session* s : p.sessions) {
+      if (s->CanTake()) {
+        free = s;
+        break;
+      }
+    }
+    if (free == nullptr) break;
+    OutboundRequest r = std::move(p.waiting.front());
+    p.waiting.pop_front();
+    free->Open(std::move(r));
+  }
+  if (!p.waiting.empty() && p.opening == nullptr) StartSession(key);
+}
+
+void Worker::OnSessionFailed(Session* s, const char* flag, const std::string& why) {
+  auto it = pools_.find(s->key);
+  if (it == pools_.end()) return;
+  Pool& p = it->second;
+  if (p.opening != s) return;
+  p.opening = nullptr;
+  // As the JavaScript pool: the connections waiting for this session fail
+  // with it.
+  auto waiting = std::move(p.waiting);
+  p.waiting.clear();
+  if (p.sessions.empty()) pools_.erase(it);
+  for (auto& r : waiting) Fail(r, 0, flag, why);
+}
+
+void Worker::Unpool(Session* s) {
+  auto it = pools_.find(s->key);
+  if (it == pools_.end()) return;
+  Pool& p = it->second;
+  p.sessions.erase(std::remove(p.sessions.begin(), p.sessions.end(), s), p.sessions.end());
+  if (p.sessions.empty() && p.opening == nullptr && p.waiting.empty()) pools_.erase(it);
+}
+
+void Worker::Bury(Handler* h) {
+  if (h->dead) return;
+  h->dead = true;
+  graves_.push_back(h);
+}
+
+void Worker::DeleteGraves() {
+  // Deleted only here, after the pass: epoll may still hold events for them.
+  for (Handler* h : graves_) {
+    h->Unlink();
+    delete h;
+  }
+  graves_.clear();
+}
+
+void Worker::AddStream(Stream* s) {
+  streams_.insert(s);
+  e_->counters().streams_live++;
+}
+
+void Session::Unlink() {
+  w_->sessions_.erase(this);
+  w_->engine()->counters().sessions_live--;
+}
+
+void Stream::Unlink() {
+  w_->streams_.erase(this);
+  w_->engine()->counters().streams_live--;
+}
+
+void Worker::Run() {
+  std::vector<epoll_event> events(256);
+  std::vector<OutboundRequest> batch;
+  uint64_t next_tick = NowMs() + 500;
+  for (;;) {
+    int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 500);
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < n; i++) {
+      auto* h = static_cast<Handler*>(events[i].data.ptr);
+      if (h == nullptr) {
+        uint64_t v;
+        (void)!read(evfd_.get(), &v, sizeof v);
+        continue;
+      }
+      if (!h->dead) h->OnEvents(events[i].events);
+    }
+    bool stopping;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      batch.swap(inbox_);
+      stopping = stop_;
+    }
+    for (auto& r : batch) Dispatch(std::move(r));
+    batch.clear();
+    uint64_t now = NowMs();
+    if (now >= next_tick) {
+      next_tick = now + 500;
+      std::vector<Session*> all(sessions_.begin(), sessions_.end());
+      for (Session* s : all) if (!s->dead) s->Tick(now);
+    }
+    // One TLS write per session per pass, whatever its streams did.
+    for (size_t i = 0; i < dirty_.size(); i++) {
+      Session* s = dirty_[i];
+      if (!s->dead && s->dirty) s->Flush();
+    }
+    dirty_.clear();
+    for (Session* s : sessions_) {
+      if (!s->dead && s->Finished()) s->Close("-", "the session ended");
+    }
+    DeleteGraves();
+    if (stopping) break;
+  }
+  Shutdown();
+}
+
+void Worker::Shutdown() {
+  std::vector<Session*> all(sessions_.begin(), sessions_.end());
+  for (Session* s : all) if (!s->dead) s->Close("-", "the HBONE engine is closed");
+  for (auto& [key, p] : pools_) {
+    for (auto& r : p.waiting) Fail(r, 0, "CONNECT", "the HBONE engine is closed");
+  }
+  pools_.clear();
+  std::vector<Stream*> rest(streams_.begin(), streams_.end());
+  for (Stream* st : rest) if (!st->dead) st->SessionGone("the HBONE engine is closed");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : inbox_) Fail(r, 0, "CONNECT", "the HBONE engine is closed");
+    inbox_.clear();
+  }
+  DeleteGraves();
+}
+
+}  // namespace skein::hbone

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: Apache-2.0
+// One engine worker: an epoll loop on its own thread that owns the pools of
+// the keys hashed to it, their sessions (TLS + nghttp2) and their streams
+// (one pod socket each). Nothing here is touched by another thread except
+// Post() and Stop().
+#pragma once
+
+#include <nghttp2/nghttp2.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "engine.h"
+
+namespace skein::hbone {
+
+class Worker;
+class Session;
+
+// Something registered with the worker's epoll.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  virtual void OnEvents(uint32_t events) = 0;
+  // Leaves the worker's books; called just before delete.
+  virtual void Unlink() = 0;
+  bool dead = false;  // set when buried; its fd is already out of epoll
+};
+
+// A byte queue with one allocation, made on first use; `cap` bounds it.
+class ByteQueue {
+ public:
+  explicit ByteQueue(size_t cap) : cap_(cap) {}
+  size_t size() const { return tail_ - head_; }
+  bool empty() const { return head_ == tail_; }
+  size_t room() const { return cap_ - size(); }
+  const uint8_t* data() const { return buf_.get() + head_; }
+  // Space for up to room() bytes at the end; commit(n) after filling it.
+  uint8_t* tail(size_t* len);
+  void commit(size_t n) { tail_ += n; }
+  void append(const uint8_t* p, size_t n);
+  void drop(size_t n);
+
+ private:
+  void make_room();
+  size_t cap_;
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t head_ = 0, tail_ = 0;
+};
+
+// One CONNECT tunnel: a pod socket and an HTTP/2 stream.
+class Stream : public Handler {
+ public:
+  Stream(Worker* w, Session* s, OutboundRequest& req);
+  void OnEvents(uint32_t events) override;
+  void Unlink() override;
+
+  // From the session's nghttp2 callbacks.
+  void OnStatus(int status) { status_ = status; }
+  void OnResponse(bool end_stream);
+  void OnData(const uint8_t* data, size_t len);
+  void OnPeerEnd();
+  void OnClosed(uint32_t error_code);
+  ssize_t ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags);
+  // The session is gone (error, GOAWAY past this stream, engine stop).
+  void SessionGone(const std::string& why);
+
+  int32_t sid = -1;
+  Session* session;  // nullptr once the HTTP/2 stream is closed
+
+ private:
+  void SetMask(uint32_t mask);
+  void ReadPod();
+  void WritePod();
+  void Abort(const std::string& why);
+  void MaybeFinish();
+  void Finish(const std::string& error);
+
+  Worker* w_;
+  uint32_t id_;
+  Fd pod_;
+  uint32_t mask_ = 0;
+  bool registered_ = false;
+  ByteQueue up_;    // pod → peer, waiting for the stream's send window
+  ByteQueue down_;  // peer → pod, waiting for the pod socket
+  int status_ = 0;
+  bool opened_ = false, done_ = false;
+  bool pod_eof_ = false, pod_shut_ = false, peer_end_ = false;
+  bool h2_closed_ = false, deferred_ = false;
+  uint64_t sent_ = 0, recv_ = 0;
+};
+
+struct Pool {
+  std::vector<Session*> sessions;   // ready; may be full or draining
+  Session* opening = nullptr;       // first connects per key are serialised
+  std::deque<OutboundRequest> waiting;
+};
+
+// One pooled HBONE client connection.
+class Session : public Handler {
+ public:
+  Session(Worker* w, std::string key, const OutboundRequest& first);
+  ~Session() override;
+  // Makes the socket in the pod netns and starts the connect; "" or why not.
+  std::string Start(const OutboundRequest& first);
+  void OnEvents(uint32_t events) override;
+  void Unlink() override;
+
+  bool CanTake() const { return state_ == kReady && usable && active < limit; }
+  void Open(OutboundRequest req);
+  // Ends the session now: every stream on it ends with `why`.
+  void Close(const char* flag, const std::string& why);
+  void Flush();
+  void Tick(uint64_t now);
+  void MarkDirty();
+  bool Finished() const;
+
+  const std::string key;
+  bool usable = true;
+  bool dirty = false;
+  uint32_t limit = 1;
+  uint32_t active = 0;
+  nghttp2_session* h2 = nullptr;
+  std::unordered_map<int32_t, Stream*> streams;
+
+  // nghttp2 callbacks (static trampolines in worker.cc call these).
+  int OnFrameRecv(const nghttp2_frame* frame);
+  void OnStreamClose(int32_t sid, uint32_t code);
+
+ private:
+  enum State { kConnecting, kHandshake, kSettings, kReady, kClosed };
+  void SetMask(uint32_t mask);
+  void Handshake();
+  void StartH2();
+  void ReadTls();
+  std::string Target() const;
+
+  Worker* w_;
+  State state_ = kConnecting;
+  Fd fd_;
+  uint32_t mask_ = 0;
+  SSL* ssl_ = nullptr;
+  std::shared_ptr<Credential> cred_;
+  std::vector<std::string> expected_;
+  sockaddr_storage upstream_{};
+  socklen_t upstream_len_ = 0;
+  std::vector<uint8_t> out_;
+  size_t out_off_ = 0;
+  uint64_t deadline_ = 0, idle_since_ = 0, ping_sent_ = 0, last_ping_ = 0;
+  bool became_ready_ = false, goaway_ = false;
+};
+
+class Worker {
+ public:
+  Worker(Engine* e, unsigned index);
+  ~Worker();
+  void Post(OutboundRequest req);  // any thread
+  void Stop();                     // any thread; joins
+
+  // Worker thread only.
+  Engine* engine() const { return e_; }
+  void Watch(Handler* h, int fd, uint32_t mask, bool* registered);
+  void Dispatch(OutboundRequest req);
+  void OnSessionReady(Session* s);
+  void OnSessionFailed(Session* s, const char* flag, const std::string& why);
+  void Unpool(Session* s);
+  void Bury(Handler* h);
+  void MarkDirty(Session* s) { dirty_.push_back(s); }
+  void AddStream(Stream* s);
+  int MakeUpstreamSocket(const OutboundRequest& r, std::string* err);
+  uint8_t* read_buf() { return read_buf_.get(); }
+  static constexpr size_t kReadBuf = 64 * 1024;
+
+ private:
+  void Run();
+  void Drain(const std::string& key);
+  void StartSession(const std::string& key);
+  void Fail(OutboundRequest& req, int status, const char* flag, const std::string& why);
+  void Shutdown();
+  void DeleteGraves();
+
+  Engine* e_;
+  int epfd_ = -1;
+  Fd evfd_;
+  Fd self_netns_;
+  std::mutex mu_;
+  std::vector<OutboundRequest> inbox_;
+  bool stop_ = false;
+  std::unordered_map<std::string, Pool> pools_;
+  std::unordered_set<Session*> sessions_;
+  std::unordered_set<Stream*> streams_;
+  std::vector<Session*> dirty_;
+  std::vector<Handler*> graves_;
+  std::unique_ptr<uint8_t[]> read_buf_;
+  std::thread thread_;
+
+  friend class Session;
+  friend class Stream;
+};
+
+}  // namespace skein::hbone

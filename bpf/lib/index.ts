@@ -22,6 +22,15 @@ export {
 } from './sockets.ts';
 export { isBpffs, mountBpffs, statfsType } from './bpffs.ts';
 export { SeqpacketServer, SeqpacketSocket, type SeqpacketOptions } from './seqpacket.ts';
+export {
+  createHboneEngine,
+  hboneEngineUnavailable,
+  type HboneEngine,
+  type HboneEngineEvent,
+  type HboneEngineOptions,
+  type HboneEngineStats,
+  type HboneOutboundRequest,
+} from './hbone-engine.ts';
 
 import { native } from './native.ts';
 /** The libbpf version the addon links (Debian's libbpf-dev). */

@@ -32,7 +32,7 @@ constexpr const char* kCtorUsage =
 constexpr const char* kOutboundUsage =
     "engine.outbound({ id: number, fd: number, credential: number, poolKey: string, "
     "expected: string[], upstream: { ip: string, port: number }, netns: number, mark: number, "
-    "authority: string, headers: string[] })";
+    "authority: string, headers: string[], initial?: Buffer })";
 
 uint32_t OptU32(const Napi::Object& o, const char* name, uint32_t dflt, uint32_t min,
                 uint32_t max, const char* usage) {
@@ -252,6 +252,12 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
         }
         r.headers.emplace_back(std::move(name), std::move(value));
       }
+    }
+    Napi::Value iv = o.Get("initial");
+    if (!iv.IsUndefined()) {
+      if (!iv.IsBuffer()) ThrowUsage(env, kOutboundUsage);
+      auto b = iv.As<Napi::Buffer<char>>();
+      r.initial.assign(b.Data(), b.Length());
     }
     // Fds last: nothing above can leak them.
     Napi::Value fdv = o.Get("fd"), nsv = o.Get("netns");

@@ -54,6 +54,8 @@ struct OutboundRequest {
   uint32_t mark = 0;
   std::string authority;
   std::vector<std::pair<std::string, std::string>> headers;
+  // What the pod sent that Node read before the hand-over; goes first.
+  std::string initial;
 };
 
 enum class EventKind : uint8_t { kOpen = 1, kFail = 2, kClose = 3 };

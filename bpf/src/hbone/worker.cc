@@ -200,7 +200,10 @@ void ByteQueue::drop(size_t n) {
 
 Stream::Stream(Worker* w, Session* s, OutboundRequest& req)
     : session(s), w_(w), id_(req.id), pod_(std::move(req.pod)),
-      up_(kUpBuffer), down_(16 * 1024) {}
+      up_(kUpBuffer), down_(16 * 1024) {
+  if (!req.initial.empty())
+    up_.append(reinterpret_cast<const uint8_t*>(req.initial.data()), req.initial.size());
+}
 
 void Stream::SetMask(uint32_t mask) {
   if (mask == mask_ && (registered_ || mask == 0)) return;
@@ -228,6 +231,12 @@ void Stream::OnResponse(bool end_stream) {
   SetMask(EPOLLIN);
   // What the pod sent while the CONNECT was in flight is already readable.
   ReadPod();
+  if (done_) return;
+  if (deferred_ && session != nullptr) {
+    deferred_ = false;
+    nghttp2_session_resume_data(session->h2, sid);
+    session->MarkDirty();
+  }
   if (end_stream) OnPeerEnd();
 }
 
@@ -295,6 +304,11 @@ void Stream::OnClosed(uint32_t code) {
 }
 
 ssize_t Stream::ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags) {
+  // No byte of the pod's before the peer's 200, as the JavaScript client.
+  if (!opened_ || done_) {
+    deferred_ = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
   size_t n = std::min(len, up_.size());
   if (n > 0) {
     std::memcpy(buf, up_.data(), n);

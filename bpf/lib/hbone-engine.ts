@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+// The native HBONE engine (bpf/src/hbone, its own addon skein_hbone.node):
+// loaded when it was built, else `undefined` with the reason, so the daemon
+// can fall back to its JavaScript HBONE path. Design: docs/native-engine.md.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export interface HboneEngineOptions {
+  /** Worker threads, each one epoll loop (ZTUNNEL_WORKER_THREADS). Default 2. */
+  workers?: number;
+  /** Streams per pooled connection; the peer's MAX_CONCURRENT_STREAMS wins when lower. Default 100. */
+  maxStreams?: number;
+  /** A pooled connection without streams for this long is closed. Default 5 min. */
+  idleTimeoutMs?: number;
+  /** TCP + TLS + SETTINGS within this. Default 10 s. */
+  connectTimeoutMs?: number;
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+}
+
+/**
+ * One connection's news. `open`: the peer answered 200 and bytes flow.
+ * `fail`: it never opened (`status` the peer's answer when it gave one,
+ * `flag` ztunnel's response flag). `close`: both ways done or broken; `sent`
+ * pod → peer, `recv` peer → pod, `message` "" or the first error.
+ */
+export interface HboneEngineEvent {
+  id: number;
+  kind: 'open' | 'fail' | 'close';
+  status: number;
+  flag: 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | '-';
+  sent: number;
+  recv: number;
+  message: string;
+}
+
+export interface HboneOutboundRequest {
+  /** The caller's id, echoed in every event of this connection. */
+  id: number;
+  /** The pod's socket; the engine takes a dup, the caller closes its own. */
+  fd: number;
+  /** From addCredential. */
+  credential: number;
+  poolKey: string;
+  /** SPIFFE URIs; the server leaf must carry one of them. */
+  expected: readonly string[];
+  upstream: { ip: string; port: number };
+  /** Where the upstream socket is made (the engine dups it); -1 or absent: here. */
+  netns?: number;
+  mark?: number;
+  authority: string;
+  /** Flat [name, value, name, value, …]; lower-case names. */
+  headers?: readonly string[];
+  /** What Node had already read from the pod socket; sent first. */
+  initial?: Buffer;
+}
+
+export interface HboneEngineStats {
+  workers: number;
+  sessionsOpened: number;
+  sessionsLive: number;
+  streamsLive: number;
+  bytesSent: number;
+  bytesRecv: number;
+  credentials: number;
+}
+
+export interface HboneEngine {
+  addCredential(chainPem: string, keyPem: string, rootsPem: string): number;
+  removeCredential(id: number): void;
+  outbound(req: HboneOutboundRequest): void;
+  stats(): HboneEngineStats;
+  /** Stops the workers; every open connection reports its end first. */
+  close(): void;
+}
+
+interface HboneAddon {
+  HboneEngine: new (opts: HboneEngineOptions, onEvents: (events: HboneEngineEvent[]) => void) => HboneEngine;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const candidates = [
+  path.join(here, '..', 'build', 'Release', 'skein_hbone.node'),
+  path.join(here, '..', 'build', 'Debug', 'skein_hbone.node'),
+];
+
+type Loaded = { addon: HboneAddon; reason?: undefined } | { addon?: undefined; reason: string };
+
+function load(): Loaded {
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const file of candidates) {
+    try {
+      return { addon: require(file) as HboneAddon };
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code !== 'MODULE_NOT_FOUND') return { reason: `${file} does not load: ${e.message}` };
+      tried.push(file);
+    }
+  }
+  return { reason: `the native HBONE engine is not built (tried ${tried.join(', ')})` };
+}
+
+let loaded: Loaded | undefined;
+
+/** Why the engine is unavailable, or undefined when it is available. */
+export function hboneEngineUnavailable(): string | undefined {
+  loaded ??= load();
+  return loaded.reason;
+}
+
+/** A new engine; throws when the addon is unavailable (check hboneEngineUnavailable first). */
+export function createHboneEngine(opts: HboneEngineOptions, onEvents: (events: HboneEngineEvent[]) => void): HboneEngine {
+  loaded ??= load();
+  if (loaded.addon === undefined) throw new Error(loaded.reason);
+  return new loaded.addon.HboneEngine(opts, onEvents);
+}

@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: Apache-2.0
+// The native engine's HBONE client against the JavaScript HboneServer (real
+// TLS 1.3 + HTTP/2 on 127.0.0.1, an echo upstream): the pod socket goes to
+// the engine and the "app" on its other end sees the tunnel's bytes.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { after, before, test } from 'node:test';
+import { hboneEngineUnavailable } from '@skein/bpf';
+import { HboneError, HboneErrorCode } from './error.ts';
+import { NativeHboneClient } from './native-client.ts';
+import type { NativeTunnel, NativeTunnelRequest } from './native-client.ts';
+import type { TunnelEnd } from './server.ts';
+import { certs, connectUpstream, startServer } from './testing.ts';
+import type { Certs, Harness } from './testing.ts';
+
+const skip = hboneEngineUnavailable();
+let c: Certs;
+let h: Harness;
+let client: NativeHboneClient;
+let pods: Server;
+const accepted: Socket[] = [];
+const ends: TunnelEnd[] = [];
+
+before(async () => {
+  if (skip !== undefined) return;
+  c = await certs();
+  h = await startServer(c.server, { onTunnelEnd: (e) => ends.push(e) });
+  client = new NativeHboneClient({ workers: 2 });
+  // Stands in for a pod's 15001 listener: each accepted socket is a pod socket.
+  pods = createNetServer({ allowHalfOpen: true }, (s) => { accepted.push(s); });
+  await new Promise<void>((resolve) => { pods.listen(0, '127.0.0.1', resolve); });
+});
+
+after(async () => {
+  if (skip !== undefined) return;
+  client.close();
+  await new Promise<void>((resolve) => { pods.close(() => { resolve(); }); });
+  await h.close();
+});
+
+function req(over: Partial<NativeTunnelRequest> = {}): NativeTunnelRequest {
+  return { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port: h.port }, authority: `127.0.0.1:${h.echo.port}`, ...over };
+}
+
+/** An app socket connected to the pod listener, and the pod side of it. */
+async function podPair(): Promise<{ app: Socket; pod: Socket }> {
+  const before = accepted.length;
+  const app = netConnect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
+  await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+  await waitFor(() => accepted.length > before);
+  const pod = accepted.splice(before, 1)[0];
+  assert.ok(pod);
+  return { app, pod };
+}
+
+/** Writes `data` with backpressure, ends, and resolves with what came back. */
+async function roundTrip(app: Socket, data: Buffer, tunnel?: NativeTunnel): Promise<{ hash: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const read = new Promise<void>((resolve, reject) => {
+    app.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length; });
+    app.once('end', resolve);
+    app.once('error', reject);
+  });
+  const CHUNK = 64 * 1024;
+  for (let off = 0; off < data.length; off += CHUNK) {
+    if (!app.write(data.subarray(off, off + CHUNK))) await new Promise((r) => app.once('drain', r));
+  }
+  app.end();
+  await read;
+  await tunnel?.done;
+  return { hash: hash.digest('hex'), bytes };
+}
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function openFds(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+test('a native tunnel moves 8 MiB both ways intact; the JS server sees our identity and headers', { skip }, async () => {
+  const data = randomBytes(8 * 1024 * 1024);
+  const want = createHash('sha256').update(data).digest('hex');
+  const { app, pod } = await podPair();
+  const started = process.hrtime.bigint();
+  const tunnel = await client.open(pod, req({ headers: { baggage: 'k8s.namespace.name=client-ns', forwarded: 'for="10.0.0.1:4242"' } }));
+  const got = await roundTrip(app, data);
+  const secs = Number(process.hrtime.bigint() - started) / 1e9;
+  assert.equal(got.bytes, data.length);
+  assert.equal(got.hash, want);
+  process.stdout.write(`# native hbone 8 MiB echo: ${((2 * data.length) / 1e6 / secs).toFixed(1)} MB/s (both directions, ${(secs * 1000).toFixed(0)} ms)\n`);
+  const end = await tunnel.done;
+  assert.deepEqual(end, { sent: data.length, recv: data.length, error: undefined });
+  const r = h.requests.at(-1);
+  assert.ok(r);
+  assert.deepEqual(r.peer, c.clientId);
+  assert.deepEqual(r.authority, { kind: 'ip', host: '127.0.0.1', port: h.echo.port });
+  assert.equal(r.headers.baggage, 'k8s.namespace.name=client-ns');
+  assert.equal(r.headers.forwarded, 'for="10.0.0.1:4242"');
+  await waitFor(() => ends.length > 0);
+  const e = ends.at(-1);
+  assert.ok(e);
+  assert.equal(e.bytesIn, data.length);
+  assert.equal(e.bytesOut, data.length);
+  assert.equal(e.reason, 'closed', 'a clean end is END_STREAM both ways, never a reset');
+  app.destroy();
+});
+
+test('bytes the app sent before the hand-over, and its FIN, go through', { skip }, async () => {
+  const { app, pod } = await podPair();
+  app.end('early bytes');
+  // Let Node read them (and the FIN) into the pod socket's buffer first.
+  await new Promise((r) => setTimeout(r, 50));
+  const chunks: Buffer[] = [];
+  app.on('data', (d: Buffer) => chunks.push(d));
+  const ended = new Promise<void>((resolve) => { app.once('end', resolve); });
+  const tunnel = await client.open(pod, req());
+  await ended;
+  const end = await tunnel.done;
+  assert.equal(Buffer.concat(chunks).toString(), 'early bytes');
+  assert.deepEqual(end, { sent: 11, recv: 11, error: undefined });
+  app.destroy();
+});
+
+test('concurrent tunnels with one key share one pooled connection', { skip }, async () => {
+  const key = `pool-test-${Math.random()}`;
+  const openedBefore = client.stats().sessionsOpened;
+  const pairs = await Promise.all(Array.from({ length: 20 }, () => podPair()));
+  const tunnels = await Promise.all(pairs.map(({ pod }) => client.open(pod, req({ poolKey: key }))));
+  const results = await Promise.all(pairs.map(({ app }, i) => roundTrip(app, Buffer.from(`tunnel ${i}`))));
+  results.forEach((r, i) => { assert.equal(r.bytes, `tunnel ${i}`.length); });
+  await Promise.all(tunnels.map((t) => t.done));
+  assert.equal(client.stats().sessionsOpened - openedBefore, 1);
+  for (const { app } of pairs) app.destroy();
+});
+
+test('a server that is not among the expected identities gets no CONNECT (fail closed)', { skip }, async () => {
+  const before = h.requests.length;
+  const { app, pod } = await podPair();
+  const closed = new Promise<void>((resolve) => { app.once('end', () => { resolve(); }); });
+  app.on('error', () => undefined);
+  app.resume();
+  await assert.rejects(client.open(pod, req({ expected: [{ trustDomain: 'cluster.local', namespace: 'evil', serviceAccount: 'mallory' }], poolKey: 'wrong-id' })), (e: unknown) => {
+    assert.ok(e instanceof HboneError);
+    assert.equal(e.flag, 'TLS_FAILURE');
+    assert.equal(e.code, HboneErrorCode.IDENTITY);
+    assert.match(e.message, /spiffe:\/\/cluster\.local\/ns\/server-ns\/sa\/server-sa.*expected one of spiffe:\/\/cluster\.local\/ns\/evil\/sa\/mallory/);
+    return true;
+  });
+  await closed;
+  assert.equal(h.requests.length, before);
+  app.destroy();
+});
+
+test('a server whose chain is not ours fails the TLS handshake', { skip }, async () => {
+  const foreign = await startServer(c.foreignRoot);
+  try {
+    const { app, pod } = await podPair();
+    app.on('error', () => undefined);
+    await assert.rejects(client.open(pod, req({ upstream: { ip: '127.0.0.1', port: foreign.port }, expected: [c.clientId] })), (e: unknown) => {
+      assert.ok(e instanceof HboneError);
+      assert.equal(e.flag, 'TLS_FAILURE');
+      assert.match(e.message, /certificate verify failed/);
+      return true;
+    });
+    assert.equal(foreign.requests.length, 0);
+    app.destroy();
+  } finally {
+    await foreign.close();
+  }
+});
+
+test('a non-200 answer is an HboneError with that status and flag CONNECT', { skip }, async () => {
+  const denying = await startServer(c.server, { handler: () => Promise.resolve({ status: 401, reason: 'denied' }) });
+  try {
+    const { app, pod } = await podPair();
+    app.on('error', () => undefined);
+    await assert.rejects(client.open(pod, req({ upstream: { ip: '127.0.0.1', port: denying.port } })), (e: unknown) => {
+      assert.ok(e instanceof HboneError);
+      assert.equal(e.status, 401);
+      assert.equal(e.flag, 'CONNECT');
+      return true;
+    });
+    app.destroy();
+  } finally {
+    await denying.close();
+  }
+});
+
+test('a refused TCP connect is flagged CONNECT', { skip }, async () => {
+  const closedPort = await new Promise<number>((resolve) => {
+    const s = createNetServer();
+    s.listen(0, '127.0.0.1', () => { const p = (s.address() as AddressInfo).port; s.close(() => { resolve(p); }); });
+  });
+  const { app, pod } = await podPair();
+  app.on('error', () => undefined);
+  await assert.rejects(client.open(pod, req({ upstream: { ip: '127.0.0.1', port: closedPort } })), (e: unknown) => {
+    assert.ok(e instanceof HboneError);
+    assert.equal(e.flag, 'CONNECT');
+    assert.equal(e.code, HboneErrorCode.TCP);
+    return true;
+  });
+  app.destroy();
+});
+
+test('the upstream closing first ends the tunnel cleanly both ways', { skip }, async () => {
+  const greeter = createNetServer({ allowHalfOpen: true }, (s) => { s.end('bye'); s.resume(); });
+  await new Promise<void>((resolve) => { greeter.listen(0, '127.0.0.1', resolve); });
+  const gport = (greeter.address() as AddressInfo).port;
+  const srv = await startServer(c.server, { handler: () => connectUpstream(gport) });
+  try {
+    const { app, pod } = await podPair();
+    const chunks: Buffer[] = [];
+    app.on('data', (d: Buffer) => chunks.push(d));
+    const ended = new Promise<void>((resolve) => { app.once('end', resolve); });
+    const tunnel = await client.open(pod, req({ upstream: { ip: '127.0.0.1', port: srv.port } }));
+    await ended;
+    assert.equal(Buffer.concat(chunks).toString(), 'bye');
+    app.end('thanks');
+    const end = await tunnel.done;
+    assert.deepEqual(end, { sent: 6, recv: 3, error: undefined });
+    app.destroy();
+  } finally {
+    await srv.close();
+    await new Promise<void>((resolve) => { greeter.close(() => { resolve(); }); });
+  }
+});
+
+test('an app reset ends the tunnel with an error and the upstream goes away', { skip }, async () => {
+  const { app, pod } = await podPair();
+  const tunnel = await client.open(pod, req());
+  app.write('x');
+  await new Promise((r) => setTimeout(r, 20));
+  app.resetAndDestroy();
+  const end = await tunnel.done;
+  assert.ok(end.error !== undefined, 'a reset is an error');
+});
+
+test('no fd is left behind across 300 tunnels', { skip }, async () => {
+  // Warm: the pooled session and its fd exist before counting.
+  const warm = await podPair();
+  await roundTrip(warm.app, Buffer.from('warm'), await client.open(warm.pod, req({ poolKey: 'fd-count' })));
+  warm.app.destroy();
+  const before = openFds();
+  for (let round = 0; round < 30; round++) {
+    const pairs = await Promise.all(Array.from({ length: 10 }, () => podPair()));
+    const tunnels = await Promise.all(pairs.map(({ pod }) => client.open(pod, req({ poolKey: 'fd-count' }))));
+    await Promise.all(pairs.map(({ app }) => roundTrip(app, Buffer.from('ping'))));
+    await Promise.all(tunnels.map((t) => t.done));
+    for (const { app } of pairs) app.destroy();
+  }
+  await waitFor(() => client.stats().streamsLive === 0);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(openFds() <= before, `fds: ${before} before, ${openFds()} after`);
+});

@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: Apache-2.0
+// The HBONE client on the native engine (bpf/src/hbone): the same request as
+// HboneClient's (decided in TypeScript), but the pod socket itself goes to the
+// engine, which makes the pooled mTLS + HTTP/2 connection and relays the bytes
+// on its own threads. TypeScript hears back once when the tunnel opens (or
+// fails) and once when it ends; nothing per packet. docs/native-engine.md.
+import type net from 'node:net';
+import { createHboneEngine, fdOf } from '@skein/bpf';
+import type { HboneEngine, HboneEngineEvent, HboneEngineOptions, HboneEngineStats } from '@skein/bpf';
+import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import { spiffeUri } from '../../identity/spiffe.ts';
+import { defaultPoolKey } from './client.ts';
+import type { TunnelRequest } from './client.ts';
+import { HboneError, HboneErrorCode } from './error.ts';
+import type { HboneFlag } from './error.ts';
+
+/** HboneClient's request, less what only a Node socket can do; plus where to make the upstream socket. */
+export interface NativeTunnelRequest extends Omit<TunnelRequest, 'createSocket' | 'localAddress' | 'headers'> {
+  headers?: Readonly<Record<string, string>>;
+  /** The pod's netns (its upstream socket is made there); absent: the daemon's own. */
+  netnsFd?: number;
+  /** SO_MARK for the upstream socket. */
+  mark?: number;
+}
+
+/** How a tunnel ended: bytes pod → peer, peer → pod, and the first error. */
+export interface NativeTunnelEnd {
+  sent: number;
+  recv: number;
+  error: string | undefined;
+}
+
+export interface NativeTunnel {
+  /** Settles when both directions are done (or broken); never rejects. */
+  done: Promise<NativeTunnelEnd>;
+}
+
+interface Pending {
+  opened: (t: NativeTunnel) => void;
+  failed: (e: HboneError) => void;
+  ended: ((end: NativeTunnelEnd) => void) | undefined;
+}
+
+interface Cred {
+  cert: WorkloadCertificate;
+  id: number;
+}
+
+function failure(ev: HboneEngineEvent, authority: string): HboneError {
+  const flag: HboneFlag = ev.flag === '-' ? 'CONNECT' : ev.flag;
+  if (ev.status !== 0) {
+    return new HboneError(HboneErrorCode.STATUS, 'CONNECT', `${authority}: ${ev.message}`, { status: ev.status });
+  }
+  const code = flag === 'TLS_FAILURE'
+    ? (ev.message.startsWith('the server presented') ? HboneErrorCode.IDENTITY : HboneErrorCode.TLS)
+    : flag === 'H2_HANDSHAKE_FAILURE' ? HboneErrorCode.H2_HANDSHAKE
+      : ev.message.startsWith('cannot connect') ? HboneErrorCode.TCP
+        : ev.message.includes('engine is closed') ? HboneErrorCode.CLOSED : HboneErrorCode.STREAM;
+  return new HboneError(code, flag, ev.message);
+}
+
+export class NativeHboneClient {
+  readonly #engine: HboneEngine;
+  readonly #pending = new Map<number, Pending & { authority: string }>();
+  /** One credential per identity: a newer certificate replaces the older. */
+  readonly #creds = new Map<string, Cred>();
+  #nextId = 1;
+  #closed = false;
+
+  constructor(opts: HboneEngineOptions = {}) {
+    this.#engine = createHboneEngine(opts, (events) => { this.#onEvents(events); });
+  }
+
+  stats(): HboneEngineStats & { pending: number } {
+    return { ...this.#engine.stats(), pending: this.#pending.size };
+  }
+
+  /**
+   * Hands the pod's socket to the engine with the tunnel's decision. Node's
+   * copy of the socket is closed here; what Node had read from it goes first.
+   * Resolves on the peer's 200; rejects with HboneError as HboneClient.open.
+   */
+  open(socket: net.Socket, req: NativeTunnelRequest): Promise<NativeTunnel> {
+    if (this.#closed) return Promise.reject(new HboneError(HboneErrorCode.CLOSED, 'CONNECT', 'the HBONE engine is closed'));
+    const credential = this.#credential(req.cert);
+    const headers: string[] = [];
+    for (const [k, v] of Object.entries(req.headers ?? {})) headers.push(k, v);
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffff_fffe ? 1 : this.#nextId + 1;
+    const fd = fdOf(socket);
+    // Stop Node reading, then take what it has buffered: from here on the
+    // engine is the socket's only reader.
+    (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
+    const initial = drainReadable(socket);
+    const promise = new Promise<NativeTunnel>((resolve, reject) => {
+      this.#pending.set(id, { opened: resolve, failed: reject, ended: undefined, authority: req.authority });
+    });
+    try {
+      this.#engine.outbound({
+        id, fd, credential,
+        poolKey: req.poolKey ?? defaultPoolKey({ ...req, headers: undefined }),
+        expected: req.expected.map(spiffeUri),
+        upstream: req.upstream,
+        netns: req.netnsFd ?? -1,
+        mark: req.mark ?? 0,
+        authority: req.authority,
+        headers,
+        ...(initial === undefined ? {} : { initial }),
+      });
+    } catch (err) {
+      this.#pending.delete(id);
+      socket.destroy();
+      throw err;
+    }
+    // The engine holds its own dup; Node's is closed without touching the connection.
+    socket.destroy();
+    return promise;
+  }
+
+  /** Stops the engine: open tunnels end (their `done` settles with an error). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#engine.close();
+  }
+
+  #credential(cert: WorkloadCertificate): number {
+    const key = spiffeUri(cert.identity);
+    const have = this.#creds.get(key);
+    if (have?.cert === cert) return have.id;
+    const id = this.#engine.addCredential(cert.chainPems.join(''), cert.keyPem, cert.rootPems.join(''));
+    // Sessions made with the old one keep it until they end.
+    if (have !== undefined) this.#engine.removeCredential(have.id);
+    this.#creds.set(key, { cert, id });
+    return id;
+  }
+
+  #onEvents(events: HboneEngineEvent[]): void {
+    for (const ev of events) {
+      const p = this.#pending.get(ev.id);
+      if (p === undefined) continue;
+      switch (ev.kind) {
+        case 'open': {
+          const done = new Promise<NativeTunnelEnd>((resolve) => { p.ended = resolve; });
+          p.opened({ done });
+          break;
+        }
+        case 'fail':
+          this.#pending.delete(ev.id);
+          p.failed(failure(ev, p.authority));
+          break;
+        case 'close':
+          this.#pending.delete(ev.id);
+          p.ended?.({ sent: ev.sent, recv: ev.recv, error: ev.message === '' ? undefined : ev.message });
+          break;
+      }
+    }
+  }
+}
+
+function drainReadable(socket: net.Socket): Buffer | undefined {
+  const parts: Buffer[] = [];
+  for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) parts.push(chunk);
+  return parts.length === 0 ? undefined : Buffer.concat(parts);
+}

@@ -19,7 +19,7 @@ import { createLogger } from '@skein/ztunnel-compat/log';
 import { WORKLOAD_MANAGER_METRICS } from '../compat/ztunnel-facts.ts';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
-import { kernelMode } from './kernel-mode.ts';
+import { hboneEngineMode, kernelMode } from './kernel-mode.ts';
 import { bulkClientScript, bulkPeerScript } from './lab-helpers.ts';
 import { until } from './until.ts';
 
@@ -128,6 +128,7 @@ before(async () => {
     apps.push(await startApp(parseConfig({
       XDS_ADDRESS: '', LOCAL_XDS_PATH: path.join(lab.dir, 'mesh.yaml'), FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(lab.dir, 'ca'),
       NODE_NAME: `node${i}`, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', SKEIN_KERNEL_FASTPATH: kernelMode(),
+      SKEIN_HBONE_ENGINE: hboneEngineMode(),
     }), quiet, { ports: { admin: 0, stats: 0, readiness: 0 } }));
     await cni.zds.waitReady();
   }
@@ -335,6 +336,11 @@ test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot 
   }
   const d = await dumpOf(app0);
   assert.deepEqual(Object.values(d.workloadState).map((s) => [s.info.name, s.state]).sort(), [['blocked', 'Up'], ['client', 'Up'], ['local', 'Up'], ['reader', 'Up'], ['stranger', 'Up']]);
+  // The engine these tests ran on, and that it carried their tunnels.
+  const engine = (d as unknown as { hboneEngine: { active: string; stats?: { sessionsOpened: number } } }).hboneEngine;
+  assert.equal(engine.active, hboneEngineMode());
+  if (engine.active === 'native') assert.ok((engine.stats?.sessionsOpened ?? 0) > 0, 'the native engine opened the HBONE sessions');
+  assert.match(await scrape(0), new RegExp(`^skein_hbone_engine\\{engine="${hboneEngineMode()}"\\} 1$`, 'm'));
   const metric = async (name: string): Promise<number> => {
     const m = await (await fetch(`http://127.0.0.1:${app0.admin.ports.stats}/metrics`)).text();
     return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1] ?? -1);

@@ -3,7 +3,8 @@
 // one updater → configuration sources (istiod over delta ADS, or a static
 // file) → certificates → admin, metrics and readiness. Everything is passed
 // in; nothing reaches for globals, so tests can run a whole daemon in-process.
-import { openNetns } from '@skein/bpf';
+import { Gauge } from 'prom-client';
+import { hboneEngineUnavailable, openNetns } from '@skein/bpf';
 import type { Config } from './config.ts';
 import { startAdminServers, type AdminServers } from './admin/servers.ts';
 import { Readiness } from './admin/readiness.ts';
@@ -31,6 +32,7 @@ import { ZdsClient } from './inpod/zds-client.ts';
 import { ConnectionManager } from './proxy/connection-manager.ts';
 import { ConnectionGuard } from './proxy/guard.ts';
 import { HboneClient } from './proxy/hbone/client.ts';
+import { NativeHboneClient } from './proxy/hbone/native-client.ts';
 import { TcpMetrics } from './proxy/metrics.ts';
 import { podProxyFactory } from './proxy/pod-proxy.ts';
 import { findSourceWorkload } from './proxy/source-workload.ts';
@@ -194,8 +196,13 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
   const hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
+  const engine = chooseHboneEngine(config);
+  if (config.hboneEngine !== engine.active) log.warn({ scope: 'proxy', reason: engine.reason }, 'the native HBONE engine is unavailable; outbound HBONE runs in JavaScript');
+  else log.info({ scope: 'proxy', engine: engine.active }, 'outbound HBONE engine');
+  new Gauge({ name: 'skein_hbone_engine', help: 'The outbound HBONE engine in use (1): native or js; see config_dump hboneEngine for why', labelNames: ['engine'] as const, registers: [metrics.registry] })
+    .set({ engine: engine.active }, 1);
   const deps = {
-    state, secrets, certificates: metrics.certificates, connections, hbone, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
+    state, secrets, certificates: metrics.certificates, connections, hbone, nativeHbone: engine.client, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
     onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
     metrics: tcpMetrics, network: config.network, clusterId: config.clusterId, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     keepalive: config.keepalive.enabled ? config.keepalive : undefined, guard: new ConnectionGuard({ registry: metrics.registry, log: scoped(log, 'proxy'), access: scoped(log, 'access') }),
@@ -267,6 +274,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
       config: configSection(config),
       certificates: secrets.certificates(),
       kernelFastpaths: kernel.dump(),
+      hboneEngine: { configured: config.hboneEngine, active: engine.active, ...(engine.reason === undefined ? {} : { reason: engine.reason }), ...(engine.client === undefined ? {} : { stats: engine.client.stats() }) },
       workloadState: Object.fromEntries(pods.status().map((p) => [p.uid, workloadStateEntry(p, connections.byPod(p.uid), findSourceWorkload(state, config.nodeName, p.info)?.trustDomain ?? config.trustDomain)])),
     };
   };
@@ -302,11 +310,25 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
         kernel.close();
         if (opts.cleanupKernel === true) cleanupKernel(config.bpffsDir);
         await hbone.close(1000);
+        engine.client?.close();
         secrets.close();
         await admin.close();
         log.info({ scope: 'app' }, 'skein stopped');
       })();
       return closing;
     },
+  };
+}
+
+/** The outbound HBONE engine: native when asked for and able, else JavaScript, and why. */
+function chooseHboneEngine(c: Config): { active: 'native' | 'js'; client?: NativeHboneClient; reason?: string } {
+  if (c.hboneEngine === 'js') return { active: 'js' };
+  // The engine speaks TLS 1.3 only, as ztunnel by default.
+  if (c.tls12Enabled) return { active: 'js', reason: 'TLS12_ENABLED is set; the native engine speaks TLS 1.3 only' };
+  const missing = hboneEngineUnavailable();
+  if (missing !== undefined) return { active: 'js', reason: missing };
+  return {
+    active: 'native',
+    client: new NativeHboneClient({ workers: c.workerThreads, maxStreams: c.poolMaxStreamsPerConnection, idleTimeoutMs: c.poolUnusedReleaseTimeoutMs }),
   };
 }

@@ -70,6 +70,14 @@ export interface Config {
   cgroupPath: string | undefined;
   poolMaxStreamsPerConnection: number;
   poolUnusedReleaseTimeoutMs: number;
+  /**
+   * SKEIN_HBONE_ENGINE: outbound HBONE on the native engine (bpf/src/hbone,
+   * docs/native-engine.md) or in JavaScript. `native` falls back to `js`
+   * when the engine is not built or TLS12_ENABLED is set.
+   */
+  hboneEngine: 'native' | 'js';
+  /** ZTUNNEL_WORKER_THREADS (ztunnel src/config.rs, default 2): the native engine's threads. */
+  workerThreads: number;
   /** How long a shutdown lets open connections finish before closing them (ztunnel's drain deadline). */
   drainMs: number;
   /** The per-pod DNS proxy istio-cni's DNS capture sends port 53 to (ISTIO_META_DNS_CAPTURE, default on). */
@@ -106,7 +114,7 @@ export class ConfigError extends Error {
 }
 
 /** The SKEIN_* variables Skein knows; any other is a typo, and an error. */
-export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_SAME_NODE', 'SKEIN_ADMIN_ADDRESS', 'SKEIN_DNS_RESOLV_CONF'] as const;
+export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_SAME_NODE', 'SKEIN_ADMIN_ADDRESS', 'SKEIN_DNS_RESOLV_CONF', 'SKEIN_HBONE_ENGINE'] as const;
 
 const DEFAULT_ROOT = './var/run/secrets/istio/root-cert.pem';
 const DEFAULT_TOKEN = './var/run/secrets/tokens/istio-token';
@@ -205,6 +213,8 @@ export function parseConfig(env: Env): Config {
     sameNode: p.oneOf('SKEIN_SAME_NODE', ['kernel', 'hbone'] as const, 'kernel'),
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
     poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
+    hboneEngine: p.oneOf('SKEIN_HBONE_ENGINE', ['native', 'js'] as const, 'js'),
+    workerThreads: p.int('ZTUNNEL_WORKER_THREADS', 1, 64) ?? 2,
     drainMs: p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400)),
     dnsProxy: (meta.DNS_CAPTURE ?? 'true').toLowerCase() === 'true',
     dnsProxyPort: dnsProxyPort(meta.DNS_PROXY_ADDR, problems),

@@ -7,19 +7,29 @@ import type { LabNode } from '../../lab/index.ts';
 import type { ActivePath, BenchEnv, BenchPath } from '../scenario.ts';
 import { startSkeinNodes, workloadYaml } from './skein-nodes.ts';
 
-async function setup(env: BenchEnv): Promise<ActivePath> {
-  const near = env.client.node;
-  const far = env.server.pod.node;
-  const nodes: LabNode[] = near === far ? [near] : [near, far];
-  const skein = await startSkeinNodes(env.lab, {
-    name: 'skein-hbone', nodes, enroll: [env.client, env.server.pod], fastpath: 'auto', nodeArgs: env.nodeArgs,
-    mesh: `workloads:\n${workloadYaml(env.client)}${workloadYaml(env.server.pod)}`,
-  });
-  return { targets: { http: env.server.http, bulk: env.server.bulk }, proxies: skein.proxies, teardown: skein.teardown };
+function setupWith(name: string, engine: 'js' | 'native') {
+  return async (env: BenchEnv): Promise<ActivePath> => {
+    const near = env.client.node;
+    const far = env.server.pod.node;
+    const nodes: LabNode[] = near === far ? [near] : [near, far];
+    const skein = await startSkeinNodes(env.lab, {
+      name, nodes, enroll: [env.client, env.server.pod], fastpath: 'auto', nodeArgs: env.nodeArgs,
+      mesh: `workloads:\n${workloadYaml(env.client)}${workloadYaml(env.server.pod)}`,
+      env: { SKEIN_HBONE_ENGINE: engine },
+    });
+    return { targets: { http: env.server.http, bulk: env.server.bulk }, proxies: skein.proxies, teardown: skein.teardown };
+  };
 }
 
 export const skeinHbone: BenchPath = {
   name: 'skein-hbone',
-  description: 'client pod → Skein (client node, :15001) → HBONE mTLS + HTTP/2 CONNECT → Skein (server node, :15008) → server pod',
-  setup,
+  description: 'client pod → Skein (client node, :15001) → HBONE mTLS + HTTP/2 CONNECT → Skein (server node, :15008) → server pod, in JavaScript',
+  setup: setupWith('skein-hbone', 'js'),
+};
+
+/** The same two hops with outbound HBONE on the native engine (docs/native-engine.md); inbound is still JavaScript. */
+export const skeinNative: BenchPath = {
+  name: 'skein-native',
+  description: 'as skein-hbone, with the client node\'s outbound HBONE on the native engine (SKEIN_HBONE_ENGINE=native)',
+  setup: setupWith('skein-native', 'native'),
 };

@@ -76,8 +76,9 @@ export function configSection(c: Config): Record<string, unknown> {
     fakeCa: c.localCa,
     selfTerminationDeadline: duration(c.drainMs),
     proxyMetadata: c.istioMeta,
-    // One JavaScript thread runs the data path.
-    numWorkerThreads: 1,
+    // One JavaScript thread runs the data path, or the native engine's threads
+    // (SKEIN_HBONE_ENGINE=native, ZTUNNEL_WORKER_THREADS) carry its HBONE.
+    numWorkerThreads: c.hboneEngine === 'native' ? c.workerThreads : 1,
     requireOriginalSource: null,
     inpodUds: c.inpodUds,
     inpodPortReuse: c.inpodPortReuse,
@@ -95,6 +96,7 @@ export function configSection(c: Config): Record<string, unknown> {
     // Skein's own settings.
     trustDomain: c.trustDomain,
     kernelFastpath: c.kernelFastpath,
+    hboneEngine: c.hboneEngine,
     bpffsDir: c.bpffsDir,
     cgroupPath: c.cgroupPath ?? null,
     localXdsPath: c.localXdsPath ?? null,

@@ -17,6 +17,7 @@ import { accessFields, logComplete, logFailed, type AccessFacts, type AccessFiel
 import type { HboneClient } from './hbone/client.ts';
 import { HboneError, HboneErrorCode } from './hbone/error.ts';
 import { IdentityError } from '../identity/error.ts';
+import type { NativeHboneClient } from './hbone/native-client.ts';
 import { forwardedHeader, sourceBaggage, traceparent } from './hbone/headers.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
@@ -24,11 +25,14 @@ import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
 import { pooledSocket } from './pooled-reads.ts';
 import { connected, CONNECT_TIMEOUT_MS, keepPodSocketAlive } from './connect.ts';
 import { checkFault } from './guard.ts';
+import { viaNativeHbone } from './outbound-native.ts';
 import { relay } from './relay.ts';
 import { waitForSourceWorkload } from './source-workload.ts';
 
 export interface OutboundDeps extends ProxyInputs {
   hbone: HboneClient;
+  /** When set, HBONE tunnels run on the native engine (SKEIN_HBONE_ENGINE=native). */
+  nativeHbone?: NativeHboneClient | undefined;
   onDemandDns: OnDemandDns;
 }
 
@@ -154,6 +158,15 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
   const identity = identityOf(source);
   const f = fields({ srcIdentity: identity, dstAddr: hostPort(d.upstream.ip, d.upstream.port), hboneAddr: d.authority, destination: d.waypoint ?? d.destination, service: d.service });
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identity, destination: d.waypoint ?? d.destination, destinationService: d.service, mtls: true, flag });
+  const headers = {
+    baggage: sourceBaggage(source, p.clusterId),
+    forwarded: forwardedHeader(socket.remoteAddress ?? '', socket.remotePort ?? 0, d.service?.hostname),
+    traceparent: traceparent(),
+  };
+  if (p.nativeHbone !== undefined) {
+    await viaNativeHbone(p, p.nativeHbone, socket, pod, { identity, decision: d, headers, fields: f, labels, started });
+    return;
+  }
   let tunnel: Duplex;
   try {
     const cert = await p.secrets.fetch(identity);
@@ -163,11 +176,7 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
       upstream: d.upstream,
       authority: d.authority,
       poolKey: d.poolKey,
-      headers: {
-        baggage: sourceBaggage(source, p.clusterId),
-        forwarded: forwardedHeader(socket.remoteAddress ?? '', socket.remotePort ?? 0, d.service?.hostname),
-        traceparent: traceparent(),
-      },
+      headers,
       createSocket: () => connectTcp({
         address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, noDelay: true,
         ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),

@@ -262,3 +262,46 @@ test('no fd is left behind across 300 tunnels', { skip }, async () => {
   await new Promise((r) => setTimeout(r, 50));
   assert.ok(openFds() <= before, `fds: ${before} before, ${openFds()} after`);
 });
+
+test('a second pooled connection opens when maxStreams is reached', { skip }, async () => {
+  const small = new NativeHboneClient({ workers: 1, maxStreams: 2 });
+  try {
+    const pairs = await Promise.all(Array.from({ length: 3 }, () => podPair()));
+    // Held open together: two fit on the first connection, the third needs another.
+    const tunnels = await Promise.all(pairs.map(({ pod }) => small.open(pod, req({ poolKey: 'max-streams' }))));
+    assert.equal(small.stats().sessionsOpened, 2);
+    await Promise.all(pairs.map(({ app }, i) => roundTrip(app, Buffer.from(`t${i}`), tunnels[i])));
+    for (const { app } of pairs) app.destroy();
+  } finally {
+    small.close();
+  }
+});
+
+test('a connection without streams is released after idleTimeoutMs; a GOAWAY takes one out of the pool', { skip }, async () => {
+  const idle = new NativeHboneClient({ workers: 1, idleTimeoutMs: 100 });
+  const local = await startServer(c.server);
+  try {
+    const r = req({ poolKey: 'idle', upstream: { ip: '127.0.0.1', port: local.port }, authority: `127.0.0.1:${local.echo.port}` });
+    const a = await podPair();
+    await roundTrip(a.app, Buffer.from('one'), await idle.open(a.pod, r));
+    a.app.destroy();
+    // The engine looks at its timers twice a second.
+    await waitFor(() => idle.stats().sessionsLive === 0, 3000);
+    await waitFor(() => local.server.sessionCount === 0, 3000);
+
+    const b = await podPair();
+    await roundTrip(b.app, Buffer.from('two'), await idle.open(b.pod, r));
+    b.app.destroy();
+    assert.equal(idle.stats().sessionsOpened, 2);
+    const closing = local.server.close(); // GOAWAY to every session; the listener stops.
+    await waitFor(() => idle.stats().sessionsLive === 0, 3000);
+    await closing;
+    const c2 = await podPair();
+    c2.app.on('error', () => undefined);
+    await assert.rejects(idle.open(c2.pod, r), (e: unknown) => e instanceof HboneError && e.flag === 'CONNECT');
+    c2.app.destroy();
+  } finally {
+    idle.close();
+    await local.close().catch(() => undefined);
+  }
+});

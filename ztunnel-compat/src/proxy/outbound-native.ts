@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+// Outbound HBONE on the native engine (SKEIN_HBONE_ENGINE=native): the
+// decision proxy/outbound.ts made, acted on by the engine. The pod socket
+// goes to the engine, which makes the pooled connection in the pod's netns
+// with its mark; metrics and the access log are written from the two events
+// the engine sends back (opened or failed, then ended), as the JavaScript
+// path writes them.
+import type net from 'node:net';
+import type { OutboundDecision } from '../decide/outbound.ts';
+import type { Identity } from '../identity/spiffe.ts';
+import type { PodContext } from '../inpod/listeners.ts';
+import { logComplete, logFailed, type AccessFields } from './access-log.ts';
+import { HboneError } from './hbone/error.ts';
+import type { NativeHboneClient, NativeTunnel } from './hbone/native-client.ts';
+import type { ProxyInputs } from './inputs.ts';
+import type { ResponseFlag, tcpLabels } from './metrics.ts';
+
+export interface NativeOutbound {
+  identity: Identity;
+  decision: Extract<OutboundDecision, { kind: 'hbone' }>;
+  headers: Readonly<Record<string, string>>;
+  fields: AccessFields;
+  labels: (flag: ResponseFlag) => ReturnType<typeof tcpLabels>;
+  started: number;
+}
+
+export async function viaNativeHbone(p: ProxyInputs, client: NativeHboneClient, socket: net.Socket, pod: PodContext, o: NativeOutbound): Promise<void> {
+  const d = o.decision;
+  let tunnel: NativeTunnel;
+  try {
+    const cert = await p.secrets.fetch(o.identity);
+    tunnel = await client.open(socket, {
+      cert,
+      expected: d.expectedIdentities,
+      upstream: d.upstream,
+      authority: d.authority,
+      poolKey: d.poolKey,
+      headers: o.headers,
+      netnsFd: pod.netnsFd,
+      ...(p.mark === undefined ? {} : { mark: p.mark }),
+    });
+  } catch (err) {
+    p.metrics.failed(o.labels(err instanceof HboneError ? err.flag : 'CONNECT'));
+    logFailed(p.access, o.fields, (err as Error).message);
+    socket.destroy();
+    return;
+  }
+  const l = o.labels('-');
+  p.metrics.opened(l);
+  const end = await tunnel.done;
+  p.metrics.closed(l, end.sent, end.recv, end.error);
+  logComplete(p.access, o.fields, { bytesSent: end.sent, bytesRecv: end.recv, durationMs: Date.now() - o.started, error: end.error });
+}

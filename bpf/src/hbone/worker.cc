@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -778,7 +779,9 @@ void Session::Tick(uint64_t now) {
 
 void Session::Close(const char* flag, const std::string& why) {
   if (state_ == kClosed) return;
-  bool was_ready = state_ == kReady;
+  // Ready in nghttp2's eyes but not yet in the pool's (SETTINGS and the end
+  // came in one read): for the pool it failed, and its waiters with it.
+  bool was_ready = state_ == kReady && !became_ready_;
   state_ = kClosed;
   if (mask_ != 0) SetMask(0);
   if (!was_ready) {
@@ -800,7 +803,6 @@ void Session::Close(const char* flag, const std::string& why) {
 // ---------------------------------------------------------------- Worker
 
 Worker::Worker(Engine* e, unsigned index) : e_(e), read_buf_(new uint8_t[kReadBuf]) {
-  (void)index;
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   int ev = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   self_netns_ = Fd(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
@@ -815,7 +817,12 @@ Worker::Worker(Engine* e, unsigned index) : e_(e), read_buf_(new uint8_t[kReadBu
   wake.events = EPOLLIN;
   wake.data.ptr = nullptr;
   epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_.get(), &wake);
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this, index] {
+    // Named for top/perf: "skein-hbone-0", "skein-hbone-1", ...
+    std::string name = "skein-hbone-" + std::to_string(index);
+    pthread_setname_np(pthread_self(), name.c_str());
+    Run();
+  });
 }
 
 Worker::~Worker() {

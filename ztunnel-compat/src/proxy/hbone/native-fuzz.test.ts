@@ -15,11 +15,13 @@ import { after, before, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { hboneEngineUnavailable } from '@skein/bpf';
+import { skipUnless } from '../../../../test/skips.ts';
 import { NativeHboneClient } from './native-client.ts';
 import { certs } from './testing.ts';
 import type { Certs } from './testing.ts';
 
-const skip = hboneEngineUnavailable();
+// setup builds the engine: its absence fails these tests (test/skips.ts).
+const skip = skipUnless({ what: 'the native HBONE engine', missing: hboneEngineUnavailable(), impossible: false });
 const ITERATIONS = Number(process.env.FUZZ_ITERATIONS ?? 300);
 const BUDGET_MS = 20_000;
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 0x7fffffff);
@@ -115,7 +117,7 @@ const peerSockets = new Set<TLSSocket>();
 let lastScript = Buffer.alloc(0);
 
 before(async () => {
-  if (skip !== undefined) return;
+  if (skip !== false) return;
   c = await certs();
   peer = createTlsServer({
     key: c.server.keyPem, cert: c.server.chainPems.join(''), ca: [...c.server.rootPems],
@@ -156,7 +158,7 @@ before(async () => {
 });
 
 after(async () => {
-  if (skip !== undefined) return;
+  if (skip !== false) return;
   for (const s of peerSockets) s.destroy();
   await new Promise<void>((resolve) => { peer.close(() => { resolve(); }); });
   await new Promise<void>((resolve) => { pods.close(() => { resolve(); }); });

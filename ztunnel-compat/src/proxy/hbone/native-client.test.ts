@@ -10,6 +10,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { hboneEngineUnavailable } from '@skein/bpf';
 import { skipUnless } from '../../../../test/skips.ts';
+import { adoptPooled } from '../pooled-reads.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { NativeHboneClient } from './native-client.ts';
 import type { NativeTunnel, NativeTunnelRequest } from './native-client.ts';
@@ -130,6 +131,23 @@ test('bytes the app sent before the hand-over, and its FIN, go through', { skip 
   const end = await tunnel.done;
   assert.equal(Buffer.concat(chunks).toString(), 'early bytes');
   assert.deepEqual(end, { sent: 11, recv: 11, error: undefined });
+  app.destroy();
+});
+
+test('a pod socket with pooled reads (as the 15001 listener adopts them) hands over the bytes it holds', { skip }, async () => {
+  const { app, pod: plain } = await podPair();
+  const pod = adoptPooled(plain);
+  app.write('held by the pooled reader');
+  // Read (and held, reading paused) before any consumer exists.
+  await new Promise((r) => setTimeout(r, 50));
+  const chunks: Buffer[] = [];
+  app.on('data', (d: Buffer) => chunks.push(d));
+  const ended = new Promise<void>((resolve) => { app.once('end', resolve); });
+  const tunnel = await client.open(pod, req());
+  app.end(' and after');
+  await ended;
+  assert.equal(Buffer.concat(chunks).toString(), 'held by the pooled reader and after');
+  assert.equal((await tunnel.done).sent, 'held by the pooled reader and after'.length);
   app.destroy();
 });
 

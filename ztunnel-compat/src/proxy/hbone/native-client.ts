@@ -9,6 +9,7 @@ import { createHboneEngine, fdOf } from '@skein/bpf';
 import type { HboneEngine, HboneEngineEvent, HboneEngineOptions, HboneEngineStats } from '@skein/bpf';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import { spiffeUri } from '../../identity/spiffe.ts';
+import { consumeReads } from '../pooled-reads.ts';
 import { defaultPoolKey } from './client.ts';
 import type { TunnelRequest } from './client.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
@@ -158,8 +159,20 @@ export class NativeHboneClient {
   }
 }
 
+/**
+ * What Node has read from the socket and nobody consumed: the reads a pooled
+ * socket holds for its first consumer (pooled-reads.ts; pod sockets are
+ * pooled), or a plain socket's readable buffer.
+ */
 function drainReadable(socket: net.Socket): Buffer | undefined {
   const parts: Buffer[] = [];
-  for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) parts.push(chunk);
+  const pooled = consumeReads(socket, (chunk, release) => {
+    parts.push(Buffer.from(chunk));
+    release();
+    return false; // and read no more: the engine takes over
+  });
+  if (!pooled) {
+    for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) parts.push(chunk);
+  }
   return parts.length === 0 ? undefined : Buffer.concat(parts);
 }

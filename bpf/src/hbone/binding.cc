@@ -54,6 +54,9 @@ int DupFd(Napi::Env env, double v, const char* what) {
   if (v < 0 || v > 0x7fffffff || v != static_cast<int>(v)) ThrowUsage(env, kOutboundUsage);
   int fd = fcntl(static_cast<int>(v), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) ThrowErrno(env, "fcntl", std::string("F_DUPFD_CLOEXEC of the ") + what);
+  // The workers never block on a socket (a netns fd does not care).
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   return fd;
 }
 

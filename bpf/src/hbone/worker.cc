@@ -301,6 +301,13 @@ void Stream::OnClosed(uint32_t code) {
     Abort("the peer reset the stream (code " + std::to_string(code) + ")");
     return;
   }
+  // A clean close is both END_STREAMs, ours after the pod's EOF; a stream
+  // closed short of that (RST_STREAM NO_ERROR) was cut off, as the
+  // JavaScript relay judges a side that closes before both ways are through.
+  if (!peer_end_ || !pod_eof_ || !up_.empty()) {
+    Abort("the peer closed the stream early");
+    return;
+  }
   MaybeFinish();
 }
 

@@ -26,13 +26,47 @@ export interface HboneEngineOptions {
  * pod → peer, `recv` peer → pod, `message` "" or the first error.
  */
 export interface HboneEngineEvent {
+  /** Outbound: the request's id; inbound: 0. */
   id: number;
-  kind: 'open' | 'fail' | 'close';
+  /**
+   * Inbound kinds: `session` (handshake done, fields[0] the client's SPIFFE
+   * URI), `reject` (handshake or identity check failed), `request` (fields:
+   * method, authority, then header name, value, …), `session-end`; and
+   * `close` with `session` and `stream` set.
+   */
+  kind: 'open' | 'fail' | 'close' | 'session' | 'reject' | 'request' | 'session-end';
   status: number;
   flag: 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | '-';
   sent: number;
   recv: number;
   message: string;
+  /** Inbound: the caller's session id. */
+  session: number;
+  /** Inbound: the HTTP/2 stream id. */
+  stream: number;
+  fields: string[];
+}
+
+export interface HboneInboundRequest {
+  /** The caller's id for this connection, echoed in its events. */
+  session: number;
+  /** The accepted 15008 socket; the engine takes a dup. */
+  fd: number;
+  credential: number;
+  /** A client needs a SPIFFE URI SAN in this trust domain. */
+  trustDomain: string;
+}
+
+export interface HboneAnswer {
+  session: number;
+  stream: number;
+  /** 200 with `fd`, or an error status (400, 401, 503). */
+  status: number;
+  /** The upstream socket for a 200; the engine takes a dup. */
+  fd?: number;
+  baggage?: string;
+  /** What Node had read from the upstream; sent to the client first. */
+  initial?: Buffer;
 }
 
 export interface HboneOutboundRequest {
@@ -70,6 +104,8 @@ export interface HboneEngine {
   addCredential(chainPem: string, keyPem: string, rootsPem: string): number;
   removeCredential(id: number): void;
   outbound(req: HboneOutboundRequest): void;
+  inbound(req: HboneInboundRequest): void;
+  answer(a: HboneAnswer): void;
   stats(): HboneEngineStats;
   /** Stops the workers; every open connection reports its end first. */
   close(): void;

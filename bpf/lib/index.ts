@@ -25,8 +25,10 @@ export { SeqpacketServer, SeqpacketSocket, type SeqpacketOptions } from './seqpa
 export {
   createHboneEngine,
   hboneEngineUnavailable,
+  type HboneAnswer,
   type HboneEngine,
   type HboneEngineEvent,
+  type HboneInboundRequest,
   type HboneEngineOptions,
   type HboneEngineStats,
   type HboneOutboundRequest,

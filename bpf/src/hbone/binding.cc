@@ -79,6 +79,10 @@ const char* KindName(EventKind k) {
     case EventKind::kOpen: return "open";
     case EventKind::kFail: return "fail";
     case EventKind::kClose: return "close";
+    case EventKind::kSession: return "session";
+    case EventKind::kReject: return "reject";
+    case EventKind::kRequest: return "request";
+    case EventKind::kSessionEnd: return "session-end";
   }
   return "?";
 }
@@ -94,6 +98,8 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
             InstanceMethod("addCredential", &HboneEngine::AddCredential),
             InstanceMethod("removeCredential", &HboneEngine::RemoveCredential),
             InstanceMethod("outbound", &HboneEngine::Outbound),
+            InstanceMethod("inbound", &HboneEngine::Inbound),
+            InstanceMethod("answer", &HboneEngine::Answer),
             InstanceMethod("stats", &HboneEngine::Stats),
             InstanceMethod("close", &HboneEngine::Close),
         });
@@ -143,6 +149,11 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
         o.Set("sent", static_cast<double>(ev.sent));
         o.Set("recv", static_cast<double>(ev.recv));
         o.Set("message", ev.message);
+        o.Set("session", ev.session);
+        o.Set("stream", ev.stream);
+        Napi::Array fields = Napi::Array::New(env, ev.fields.size());
+        for (size_t j = 0; j < ev.fields.size(); j++) fields.Set(j, ev.fields[j]);
+        o.Set("fields", fields);
         arr.Set(i, o);
       }
       try {
@@ -269,6 +280,63 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     if (ns >= 0) r.netns = Fd(DupFd(env, ns, "netns fd"));
     r.pod = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "pod socket"));
     engine.Outbound(std::move(r));
+    return env.Undefined();
+  }
+
+  Napi::Value Inbound(const Napi::CallbackInfo& info) {
+    static const char* usage =
+        "engine.inbound({ session: number, fd: number, credential: number, trustDomain: string })";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
+    Napi::Object o = info[0].As<Napi::Object>();
+    InboundRequest r;
+    r.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
+    uint32_t cred = OptU32(o, "credential", 0xffffffffu, 0, 0xffffffffu, usage);
+    auto it = credentials_.find(cred);
+    if (it == credentials_.end()) {
+      Napi::Error err = Napi::Error::New(env, "inbound: no credential " + std::to_string(cred));
+      err.Set("code", "ERR_HBONE_CREDENTIAL");
+      throw err;
+    }
+    r.cred = it->second;
+    r.trust_domain = Str(o, "trustDomain", usage);
+    Napi::Value fdv = o.Get("fd");
+    if (!fdv.IsNumber()) ThrowUsage(env, usage);
+    r.conn = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "15008 socket"));
+    engine.Inbound(std::move(r));
+    return env.Undefined();
+  }
+
+  Napi::Value Answer(const Napi::CallbackInfo& info) {
+    static const char* usage =
+        "engine.answer({ session: number, stream: number, status: number, fd?: number, baggage?: string, initial?: Buffer })";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
+    Napi::Object o = info[0].As<Napi::Object>();
+    hbone::Answer a;
+    a.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
+    a.stream = static_cast<int32_t>(OptU32(o, "stream", 0, 1, 0x7fffffffu, usage));
+    a.status = static_cast<int>(OptU32(o, "status", 0, 200, 599, usage));
+    Napi::Value bv = o.Get("baggage");
+    if (!bv.IsUndefined()) {
+      if (!bv.IsString()) ThrowUsage(env, usage);
+      a.baggage = bv.As<Napi::String>().Utf8Value();
+      if (!ValidValue(a.baggage)) ThrowUsage(env, usage);
+    }
+    Napi::Value iv = o.Get("initial");
+    if (!iv.IsUndefined()) {
+      if (!iv.IsBuffer()) ThrowUsage(env, usage);
+      auto b = iv.As<Napi::Buffer<char>>();
+      a.initial.assign(b.Data(), b.Length());
+    }
+    Napi::Value fdv = o.Get("fd");
+    if (a.status == 200) {
+      if (!fdv.IsNumber()) ThrowUsage(env, usage);
+      a.upstream = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "upstream socket"));
+    }
+    engine.Respond(std::move(a));
     return env.Undefined();
   }
 

@@ -21,6 +21,14 @@ void Engine::Outbound(OutboundRequest req) {
   workers_[i]->Post(std::move(req));
 }
 
+void Engine::Inbound(InboundRequest req) {
+  workers_[req.session % workers_.size()]->PostInbound(std::move(req));
+}
+
+void Engine::Respond(Answer a) {
+  workers_[a.session % workers_.size()]->PostAnswer(std::move(a));
+}
+
 void Engine::Emit(Event e) {
   bool first;
   {

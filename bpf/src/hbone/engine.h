@@ -58,7 +58,34 @@ struct OutboundRequest {
   std::string initial;
 };
 
-enum class EventKind : uint8_t { kOpen = 1, kFail = 2, kClose = 3 };
+// One accepted 15008 connection: the server side of HBONE.
+struct InboundRequest {
+  uint32_t session = 0;  // TypeScript's; echoed in its events
+  Fd conn;               // the accepted TCP socket (a dup)
+  std::shared_ptr<Credential> cred;
+  std::string trust_domain;  // a client needs a SPIFFE SAN in it
+};
+
+// TypeScript's answer to one CONNECT (after decide/ and authz, with the
+// upstream it connected): 200 with the upstream, or an error status.
+struct Answer {
+  uint32_t session = 0;
+  int32_t stream = 0;
+  int status = 0;
+  Fd upstream;
+  std::string baggage;
+  std::string initial;  // what Node had read from the upstream; goes first
+};
+
+enum class EventKind : uint8_t {
+  kOpen = 1,        // outbound: the peer answered 200
+  kFail = 2,        // outbound: never opened
+  kClose = 3,       // a tunnel ended (outbound by id; inbound by session+stream)
+  kSession = 4,     // inbound: handshake done, fields[0] the client's identity
+  kReject = 5,      // inbound: the handshake or the identity check failed
+  kRequest = 6,     // inbound: a request; fields: method, authority, then name, value, …
+  kSessionEnd = 7,  // inbound: the connection is gone
+};
 
 // What goes back to TypeScript. kFail: the tunnel never opened (status is
 // the CONNECT answer when there was one, flag ztunnel's response flag);
@@ -68,9 +95,12 @@ struct Event {
   EventKind kind;
   int status;
   const char* flag;  // a static string
-  uint64_t sent;     // pod → peer
-  uint64_t recv;     // peer → pod
+  uint64_t sent;     // pod → peer (inbound: upstream → client)
+  uint64_t recv;     // peer → pod (inbound: client → upstream)
   std::string message;
+  uint32_t session = 0;
+  int32_t stream = 0;
+  std::vector<std::string> fields = {};
 };
 
 struct Limits {
@@ -101,6 +131,10 @@ class Engine {
 
   // Hands a connection to the worker that owns its pool key.
   void Outbound(OutboundRequest req);
+  // Hands an accepted 15008 connection to the worker of its session id.
+  void Inbound(InboundRequest req);
+  // TypeScript's answer to a kRequest.
+  void Respond(Answer a);
   // Takes the events collected so far (the JavaScript thread).
   std::vector<Event> TakeEvents();
   // Stops the workers: every session and stream is closed, and each stream

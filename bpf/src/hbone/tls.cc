@@ -44,39 +44,65 @@ std::string OpensslError(const char* what) {
   return msg;
 }
 
-Credential::Credential(const std::string& chain_pem, const std::string& key_pem,
-                       const std::string& roots_pem) {
-  ERR_clear_error();
-  client_ = SSL_CTX_new(TLS_client_method());
-  if (client_ == nullptr) Fail("SSL_CTX_new");
+namespace {
+
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
+               const unsigned char* in, unsigned int inlen, void*) {
+  // h2 or nothing: a client offering only other protocols gets an alert.
+  for (unsigned int i = 0; i < inlen;) {
+    unsigned int n = in[i];
+    if (i + 1 + n > inlen) break;
+    if (n == 2 && in[i + 1] == 'h' && in[i + 2] == '2') {
+      *out = in + i + 1;
+      *outlen = 2;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + n;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+// One context: the versions and suites, the certificate chain and key, the
+// roots the peer's chain must lead to.
+SSL_CTX* MakeContext(bool server, const std::string& chain_pem,
+                     const std::string& key_pem, const std::string& roots_pem) {
+  SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (ctx == nullptr) Fail("SSL_CTX_new");
   try {
-    SSL_CTX_set_min_proto_version(client_, TLS1_3_VERSION);
-    SSL_CTX_set_max_proto_version(client_, TLS1_3_VERSION);
-    if (SSL_CTX_set_ciphersuites(client_, kCiphersuites) != 1)
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+    if (SSL_CTX_set_ciphersuites(ctx, kCiphersuites) != 1)
       Fail("SSL_CTX_set_ciphersuites");
-    // set_alpn_protos returns 0 on success.
-    if (SSL_CTX_set_alpn_protos(client_, kAlpnH2, sizeof kAlpnH2) != 0)
-      Fail("SSL_CTX_set_alpn_protos");
-    SSL_CTX_set_options(client_, SSL_OP_NO_TICKET);
-    SSL_CTX_set_session_cache_mode(client_, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_mode(client_, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (server) {
+      SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+      // No resumption, as ztunnel: no tickets to hand out.
+      SSL_CTX_set_num_tickets(ctx, 0);
+    } else {
+      // set_alpn_protos returns 0 on success.
+      if (SSL_CTX_set_alpn_protos(ctx, kAlpnH2, sizeof kAlpnH2) != 0)
+        Fail("SSL_CTX_set_alpn_protos");
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     // Read what the socket has, not one record header then its body: half
     // the read(2) calls under load.
-    SSL_CTX_set_read_ahead(client_, 1);
-    SSL_CTX_set_verify(client_, SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_read_ahead(ctx, 1);
 
     // The leaf, then its intermediates.
     Bio chain = MemBio(chain_pem);
     X509* leaf = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
     if (leaf == nullptr) Fail("certificate chain: no PEM certificate");
-    int ok = SSL_CTX_use_certificate(client_, leaf);
+    int ok = SSL_CTX_use_certificate(ctx, leaf);
     X509_free(leaf);
     if (ok != 1) Fail("SSL_CTX_use_certificate");
     for (;;) {
       X509* ca = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
       if (ca == nullptr) break;
-      if (SSL_CTX_add0_chain_cert(client_, ca) != 1) {
+      if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
         X509_free(ca);
         Fail("SSL_CTX_add0_chain_cert");
       }
@@ -86,13 +112,13 @@ Credential::Credential(const std::string& chain_pem, const std::string& key_pem,
     Bio key = MemBio(key_pem);
     EVP_PKEY* pkey = PEM_read_bio_PrivateKey(key.get(), nullptr, nullptr, nullptr);
     if (pkey == nullptr) Fail("private key: no PEM key");
-    ok = SSL_CTX_use_PrivateKey(client_, pkey);
+    ok = SSL_CTX_use_PrivateKey(ctx, pkey);
     EVP_PKEY_free(pkey);
     if (ok != 1) Fail("SSL_CTX_use_PrivateKey");
-    if (SSL_CTX_check_private_key(client_) != 1)
+    if (SSL_CTX_check_private_key(ctx) != 1)
       Fail("the private key does not match the certificate");
 
-    X509_STORE* store = SSL_CTX_get_cert_store(client_);
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
     Bio roots = MemBio(roots_pem);
     int n = 0;
     for (;;) {
@@ -106,12 +132,30 @@ Credential::Credential(const std::string& chain_pem, const std::string& key_pem,
     ERR_clear_error();
     if (n == 0) throw std::runtime_error("roots: no PEM certificate");
   } catch (...) {
+    SSL_CTX_free(ctx);
+    throw;
+  }
+  return ctx;
+}
+
+}  // namespace
+
+Credential::Credential(const std::string& chain_pem, const std::string& key_pem,
+                       const std::string& roots_pem) {
+  ERR_clear_error();
+  client_ = MakeContext(false, chain_pem, key_pem, roots_pem);
+  try {
+    server_ = MakeContext(true, chain_pem, key_pem, roots_pem);
+  } catch (...) {
     SSL_CTX_free(client_);
     throw;
   }
 }
 
-Credential::~Credential() { SSL_CTX_free(client_); }
+Credential::~Credential() {
+  SSL_CTX_free(client_);
+  SSL_CTX_free(server_);
+}
 
 std::string CheckServer(SSL* ssl, const std::vector<std::string>& expected) {
   const unsigned char* alpn = nullptr;
@@ -149,6 +193,66 @@ std::string CheckServer(SSL* ssl, const std::vector<std::string>& expected) {
   for (const std::string& e : expected) want += (want.empty() ? "" : ", ") + e;
   return "the server presented " + (got.empty() ? "no SPIFFE identity" : got) +
          ", expected one of " + (want.empty() ? "(none)" : want);
+}
+
+}  // namespace skein::hbone
+
+namespace skein::hbone {
+
+namespace {
+
+// spiffe://<td>/ns/<ns>/sa/<sa>, as identity/spiffe.ts parseSpiffe: five
+// parts, "ns" and "sa" in place, namespace and service account non-empty.
+bool ParseSpiffe(const std::string& uri, std::string* trust_domain) {
+  static const std::string kPrefix = "spiffe://";
+  if (uri.rfind(kPrefix, 0) != 0) return false;
+  std::vector<std::string> parts;
+  size_t start = kPrefix.size();
+  for (;;) {
+    size_t slash = uri.find('/', start);
+    parts.push_back(uri.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (parts.size() != 5 || parts[1] != "ns" || parts[3] != "sa" || parts[2].empty() || parts[4].empty())
+    return false;
+  *trust_domain = parts[0];
+  return true;
+}
+
+}  // namespace
+
+std::string CheckClient(SSL* ssl, const std::string& trust_domain, std::string* peer) {
+  const unsigned char* alpn = nullptr;
+  unsigned int alpn_len = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+  if (alpn_len != 2 || alpn[0] != 'h' || alpn[1] != '2')
+    return "the client did not negotiate ALPN h2";
+  long vr = SSL_get_verify_result(ssl);
+  if (vr != X509_V_OK)
+    return std::string("the client certificate is not trusted: ") + X509_verify_cert_error_string(vr);
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) return "the client presented no certificate";
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  int count = names == nullptr ? 0 : sk_GENERAL_NAME_num(names);
+  std::string all;
+  bool in_domain = false;
+  peer->clear();
+  for (int i = 0; i < count; i++) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+    if (gn->type != GEN_URI) continue;
+    const ASN1_IA5STRING* s = gn->d.uniformResourceIdentifier;
+    std::string uri(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), static_cast<size_t>(ASN1_STRING_length(s)));
+    std::string td;
+    if (!ParseSpiffe(uri, &td)) continue;
+    if (peer->empty()) *peer = uri;
+    if (td == trust_domain) in_domain = true;
+    all += (all.empty() ? "" : ", ") + uri;
+  }
+  GENERAL_NAMES_free(names);
+  if (peer->empty()) return "the client certificate has no SPIFFE URI SAN";
+  if (!in_domain) return "the client identity " + all + " is not in trust domain " + trust_domain;
+  return "";
 }
 
 }  // namespace skein::hbone

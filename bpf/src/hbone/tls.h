@@ -25,9 +25,12 @@ class Credential {
   Credential(const Credential&) = delete;
   Credential& operator=(const Credential&) = delete;
   SSL_CTX* client() const { return client_; }
+  // The 15008 side: the same certificate, a client certificate required.
+  SSL_CTX* server() const { return server_; }
 
  private:
   SSL_CTX* client_ = nullptr;
+  SSL_CTX* server_ = nullptr;
 };
 
 // The first OpenSSL error on this thread's queue as text (and clears it).
@@ -38,5 +41,11 @@ std::string OpensslError(const char* what);
 // (SPIFFE URIs, compared exactly: the URI form is canonical). Returns "" when
 // all hold, else why not (fail closed).
 std::string CheckServer(SSL* ssl, const std::vector<std::string>& expected);
+
+// After a completed server handshake (ztunnel's TrustDomainVerifier, as
+// proxy/hbone/tls.ts verifyPeer): ALPN h2, a verified chain, and a SPIFFE
+// URI SAN in `trust_domain`. Sets `peer` to the first SPIFFE URI SAN (the
+// client's identity). Returns "" when all hold, else why not.
+std::string CheckClient(SSL* ssl, const std::string& trust_domain, std::string* peer);
 
 }  // namespace skein::hbone

@@ -29,6 +29,7 @@ constexpr int32_t kStreamWindow = 4 * 1024 * 1024;
 constexpr int32_t kConnectionWindow = 16 * 1024 * 1024;
 constexpr uint32_t kMaxFrame = 1024 * 1024;
 constexpr uint32_t kMaxHeaderList = 16 * 1024;
+constexpr uint32_t kServerMaxConcurrentStreams = 200;
 // Pod → peer bytes held per stream while the peer's window is shut. Small:
 // it is per stream, and the stream window behind it is 4 MiB.
 constexpr size_t kUpBuffer = 64 * 1024;
@@ -67,12 +68,25 @@ Stream* StreamOf(nghttp2_session* h2, int32_t sid) {
   return static_cast<Stream*>(nghttp2_session_get_stream_user_data(h2, sid));
 }
 
+int OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  Session* s = SessionOf(user);
+  if (s->server() && frame->hd.type == NGHTTP2_HEADERS &&
+      frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+    s->OnRequestBegin(frame->hd.stream_id);
+  return 0;
+}
+
 int OnHeader(nghttp2_session* h2, const nghttp2_frame* frame,
              const uint8_t* name, size_t namelen, const uint8_t* value,
              size_t valuelen, uint8_t, void*) {
-  if (frame->hd.type != NGHTTP2_HEADERS ||
-      frame->headers.cat != NGHTTP2_HCAT_RESPONSE)
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    Stream* st = StreamOf(h2, frame->hd.stream_id);
+    if (st != nullptr && !st->OnRequestHeader(name, namelen, value, valuelen))
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // resets the stream
     return 0;
+  }
+  if (frame->headers.cat != NGHTTP2_HCAT_RESPONSE) return 0;
   Stream* st = StreamOf(h2, frame->hd.stream_id);
   if (st == nullptr) return 0;
   if (namelen == 7 && std::memcmp(name, ":status", 7) == 0) {
@@ -117,6 +131,7 @@ nghttp2_session_callbacks* Callbacks() {
   static nghttp2_session_callbacks* cbs = [] {
     nghttp2_session_callbacks* c = nullptr;
     if (nghttp2_session_callbacks_new(&c) != 0) std::abort();
+    nghttp2_session_callbacks_set_on_begin_headers_callback(c, OnBeginHeaders);
     nghttp2_session_callbacks_set_on_header_callback(c, OnHeader);
     nghttp2_session_callbacks_set_on_frame_recv_callback(c, OnFrameRecv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, OnDataChunk);
@@ -206,6 +221,99 @@ Stream::Stream(Worker* w, Session* s, OutboundRequest& req)
     up_.append(reinterpret_cast<const uint8_t*>(req.initial.data()), req.initial.size());
 }
 
+Stream::Stream(Worker* w, Session* s, uint32_t session_id, int32_t stream_id)
+    : sid(stream_id), session(s), w_(w), id_(0), inbound_(true), session_id_(session_id),
+      up_(kUpBuffer), down_(16 * 1024) {}
+
+void Stream::Emit(EventKind kind, int status, const char* flag, std::string message) {
+  Event e{id_, kind, status, flag, sent_, recv_, std::move(message)};
+  if (inbound_) {
+    // Inbound has no "fail": a request TypeScript heard of ends with a close.
+    if (kind == EventKind::kFail) e.kind = EventKind::kClose;
+    e.session = session_id_;
+    e.stream = sid;
+  }
+  w_->engine()->Emit(std::move(e));
+}
+
+// SERVER_MAX_HEADER_LIST (proxy/hbone/h2.ts).
+constexpr size_t kServerMaxHeaderList = 64 * 1024;
+
+bool Stream::OnRequestHeader(const uint8_t* name, size_t namelen, const uint8_t* value, size_t valuelen) {
+  // As HTTP/2 counts a header list: name + value + 32 each.
+  header_bytes_ += namelen + valuelen + 32;
+  if (header_bytes_ > kServerMaxHeaderList) return false;
+  if (fields_.empty()) fields_.resize(2);
+  std::string n(reinterpret_cast<const char*>(name), namelen);
+  std::string v(reinterpret_cast<const char*>(value), valuelen);
+  if (n == ":method") fields_[0] = std::move(v);
+  else if (n == ":authority") fields_[1] = std::move(v);
+  else if (!n.empty() && n[0] != ':') {
+    fields_.push_back(std::move(n));
+    fields_.push_back(std::move(v));
+  }
+  return true;
+}
+
+void Stream::OnRequest(bool end_stream) {
+  if (fields_.empty()) fields_.resize(2);
+  if (end_stream) peer_end_ = true;
+  Event e{0, EventKind::kRequest, 0, "-", 0, 0, ""};
+  e.session = session_id_;
+  e.stream = sid;
+  e.fields = std::move(fields_);
+  fields_.clear();
+  w_->engine()->Emit(std::move(e));
+}
+
+void Stream::OnAnswer(Answer& a) {
+  if (opened_ || done_ || session == nullptr) {
+    a.upstream.reset();
+    return;
+  }
+  nghttp2_session* h2 = session->h2;
+  std::string status = std::to_string(a.status);
+  static const std::string kStatus = ":status", kBaggage = "baggage";
+  std::vector<nghttp2_nv> nva;
+  auto add = [&](const std::string& n, const std::string& v) {
+    nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
+                   reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  };
+  add(kStatus, status);
+  if (a.status != 200) {
+    // An error answer ends the stream (END_STREAM on the HEADERS).
+    a.upstream.reset();
+    status_ = a.status;
+    done_ = true;
+    DropDown();
+    nghttp2_submit_response(h2, sid, nva.data(), nva.size(), nullptr);
+    session->MarkDirty();
+    return;
+  }
+  if (!a.baggage.empty()) add(kBaggage, a.baggage);
+  pod_ = std::move(a.upstream);
+  if (!a.initial.empty()) up_.append(reinterpret_cast<const uint8_t*>(a.initial.data()), a.initial.size());
+  opened_ = true;
+  status_ = 200;
+  nghttp2_data_provider dp{};
+  dp.source.ptr = this;
+  dp.read_callback = ReadData;
+  int rv = nghttp2_submit_response(h2, sid, nva.data(), nva.size(), &dp);
+  session->MarkDirty();
+  if (rv != 0) {
+    Abort(std::string("cannot answer the CONNECT: ") + nghttp2_strerror(rv));
+    return;
+  }
+  // What the client sent before the answer waits in down_, not yet given
+  // back to its windows: WritePod gives it back as the upstream takes it.
+  SetMask(down_.empty() ? static_cast<uint32_t>(EPOLLIN) : static_cast<uint32_t>(EPOLLIN | EPOLLOUT));
+  if (down_.empty() && peer_end_ && !pod_shut_) {
+    shutdown(pod_.get(), SHUT_WR);
+    pod_shut_ = true;
+  }
+}
+
 void Stream::SetMask(uint32_t mask) {
   if (mask == mask_ && (registered_ || mask == 0)) return;
   mask_ = mask;
@@ -222,13 +330,12 @@ void Stream::OnResponse(bool end_stream) {
       nghttp2_submit_rst_stream(session->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
       session->MarkDirty();
     }
-    w_->engine()->Emit({id_, EventKind::kFail, status_, "CONNECT", 0, 0,
-                        "answered HTTP " + std::to_string(status_)});
+    Emit(EventKind::kFail, status_, "CONNECT", "answered HTTP " + std::to_string(status_));
     pod_.reset();
     return;
   }
   opened_ = true;
-  w_->engine()->Emit({id_, EventKind::kOpen, 200, "-", 0, 0, ""});
+  Emit(EventKind::kOpen, 200, "-", "");
   SetMask(EPOLLIN);
   // What the pod sent while the CONNECT was in flight is already readable.
   ReadPod();
@@ -242,6 +349,11 @@ void Stream::OnResponse(bool end_stream) {
 }
 
 void Stream::OnData(const uint8_t* data, size_t len) {
+  if (inbound_ && !opened_ && !done_) {
+    // Before the answer: held, and not given back to the windows yet.
+    down_.append(data, len);
+    return;
+  }
   if (done_ || !opened_) {
     nghttp2_session_consume(session->h2, sid, len);
     return;
@@ -283,6 +395,11 @@ void Stream::OnPeerEnd() {
 }
 
 void Stream::OnClosed(uint32_t code) {
+  // What still waits for the pod was never given back to the connection
+  // window; the stream's own window no longer matters, the connection's
+  // does (unreturned, it would shrink for every stream that ends this way
+  // until the pooled connection stalls).
+  if (!down_.empty() && session != nullptr) nghttp2_session_consume_connection(session->h2, down_.size());
   h2_closed_ = true;
   session = nullptr;
   if (done_) {
@@ -291,8 +408,9 @@ void Stream::OnClosed(uint32_t code) {
   }
   if (!opened_) {
     done_ = true;
-    w_->engine()->Emit({id_, EventKind::kFail, 0, "CONNECT", 0, 0,
-                        "stream closed before a response (code " + std::to_string(code) + ")"});
+    Emit(EventKind::kFail, 0, "CONNECT",
+         inbound_ ? "the client closed the stream before the answer (code " + std::to_string(code) + ")"
+                  : "stream closed before a response (code " + std::to_string(code) + ")");
     pod_.reset();
     w_->Bury(this);
     return;
@@ -429,27 +547,35 @@ void Stream::Abort(const std::string& why) {
   if (done_) return;
   if (session != nullptr && !h2_closed_) {
     nghttp2_submit_rst_stream(session->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+    DropDown();
     session->MarkDirty();
   }
   if (!opened_) {
     done_ = true;
     SetMask(0);
     pod_.reset();
-    w_->engine()->Emit({id_, EventKind::kFail, 0, "CONNECT", 0, 0, why});
+    Emit(EventKind::kFail, 0, "CONNECT", why);
     if (h2_closed_) w_->Bury(this);
     return;
   }
   Finish(why);
 }
 
+void Stream::DropDown() {
+  // Bytes for the pod that will never be written: returned to the windows.
+  if (!down_.empty() && session != nullptr && !h2_closed_) nghttp2_session_consume(session->h2, sid, down_.size());
+  down_.drop(down_.size());
+}
+
 void Stream::Finish(const std::string& error) {
+  DropDown();
   done_ = true;
   SetMask(0);
   pod_.reset();
   Counters& c = w_->engine()->counters();
   c.bytes_sent += sent_;
   c.bytes_recv += recv_;
-  w_->engine()->Emit({id_, EventKind::kClose, status_, "-", sent_, recv_, error});
+  Emit(EventKind::kClose, status_, "-", error);
   // Still known to nghttp2 until its close callback: buried from there.
   if (h2_closed_) w_->Bury(this);
 }
@@ -470,6 +596,40 @@ Session::Session(Worker* w, std::string k, const OutboundRequest& first)
     : key(std::move(k)), w_(w), cred_(first.cred), expected_(first.expected),
       upstream_(first.upstream), upstream_len_(first.upstream_len) {
   limit = w->engine()->limits().max_streams;
+}
+
+Session::Session(Worker* w, InboundRequest& req)
+    : w_(w), state_(kHandshake), fd_(std::move(req.conn)), cred_(req.cred),
+      server_(true), session_id_(req.session), trust_domain_(std::move(req.trust_domain)) {
+  deadline_ = NowMs() + w->engine()->limits().connect_timeout_ms;
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  if (getpeername(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    upstream_ = peer;
+    upstream_len_ = len;
+  }
+}
+
+std::string Session::StartServer() {
+  ssl_ = SSL_new(cred_->server());
+  if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_.get()) != 1) return OpensslError("SSL_new");
+  SSL_set_accept_state(ssl_);
+  SetMask(EPOLLIN);
+  Handshake();
+  return "";
+}
+
+void Session::OnRequestBegin(int32_t sid) {
+  auto* st = new Stream(w_, this, session_id_, sid);
+  w_->AddStream(st);
+  nghttp2_session_set_stream_user_data(h2, sid, st);
+  streams.emplace(sid, st);
+  active++;
+}
+
+Stream* Session::FindStream(int32_t sid) const {
+  auto it = streams.find(sid);
+  return it == streams.end() ? nullptr : it->second;
 }
 
 Session::~Session() {
@@ -544,6 +704,20 @@ void Session::OnEvents(uint32_t events) {
 void Session::Handshake() {
   ERR_clear_error();
   int rc = SSL_do_handshake(ssl_);
+  if (rc == 1 && server_) {
+    std::string peer;
+    std::string why = CheckClient(ssl_, trust_domain_, &peer);
+    if (!why.empty()) {
+      Close("TLS_FAILURE", why);
+      return;
+    }
+    Event e{0, EventKind::kSession, 0, "-", 0, 0, ""};
+    e.session = session_id_;
+    e.fields.push_back(std::move(peer));
+    w_->engine()->Emit(std::move(e));
+    StartH2();
+    return;
+  }
   if (rc == 1) {
     std::string why = CheckServer(ssl_, expected_);
     if (!why.empty()) {
@@ -562,7 +736,7 @@ void Session::Handshake() {
   } else {
     std::string why = OpensslError("TLS handshake");
     if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
-    Close("TLS_FAILURE", "TLS handshake with " + Target() + " failed: " + why);
+    Close("TLS_FAILURE", (server_ ? "TLS handshake from " : "TLS handshake with ") + Target() + " failed: " + why);
   }
 }
 
@@ -570,21 +744,35 @@ void Session::StartH2() {
   int one = 1;
   setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   nghttp2_option* opt = Options(w_->engine()->limits().max_streams);
-  int rc = nghttp2_session_client_new2(&h2, Callbacks(), this, opt);
+  int rc = server_ ? nghttp2_session_server_new2(&h2, Callbacks(), this, opt)
+                   : nghttp2_session_client_new2(&h2, Callbacks(), this, opt);
   nghttp2_option_del(opt);
   if (rc != 0) {
-    Close("H2_HANDSHAKE_FAILURE", "nghttp2_session_client_new2 failed");
+    Close("H2_HANDSHAKE_FAILURE", "nghttp2 session setup failed");
     return;
   }
-  nghttp2_settings_entry iv[] = {
-      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
-      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, kMaxFrame},
-      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList},
-  };
-  nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  if (server_) {
+    // The JS server's settings (proxy/hbone/server.ts, h2.ts).
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, kServerMaxConcurrentStreams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, kMaxFrame},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(kServerMaxHeaderList)},
+    };
+    nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  } else {
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, kMaxFrame},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList},
+    };
+    nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  }
   nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
-  state_ = kSettings;
+  // A server takes requests at once; a client waits for the peer's SETTINGS.
+  state_ = server_ ? kReady : kSettings;
+  idle_since_ = NowMs();
   last_ping_ = NowMs();
   SetMask(EPOLLIN);
   Flush();
@@ -620,7 +808,7 @@ void Session::ReadTls() {
     became_ready_ = false;
     w_->OnSessionReady(this);
   }
-  if (goaway_ && usable) {
+  if (goaway_ && usable && !server_) {
     usable = false;
     w_->Unpool(this);
   }
@@ -643,6 +831,7 @@ int Session::OnFrameRecv(const nghttp2_frame* frame) {
       if (st == nullptr) break;
       bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
       if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) st->OnResponse(end);
+      else if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) st->OnRequest(end);
       else if (end) st->OnPeerEnd();
       break;
     }
@@ -674,7 +863,7 @@ void Session::OnStreamClose(int32_t sid, uint32_t code) {
   if (active == 0) idle_since_ = NowMs();
   st->OnClosed(code);
   // A freed stream slot may serve a waiting connection.
-  if (usable && state_ == kReady) w_->Drain(key);
+  if (usable && state_ == kReady && !server_) w_->Drain(key);
 }
 
 void Session::Open(OutboundRequest req) {
@@ -753,6 +942,10 @@ bool Session::Finished() const {
 void Session::Tick(uint64_t now) {
   const Limits& l = w_->engine()->limits();
   if (state_ == kClosed) return;
+  if (state_ != kReady && server_) {
+    if (now >= deadline_) Close("TLS_FAILURE", "the TLS handshake from " + Target() + " timed out");
+    return;
+  }
   if (state_ != kReady) {
     if (now >= deadline_) {
       Close(state_ == kSettings ? "H2_HANDSHAKE_FAILURE" : "TLS_FAILURE",
@@ -762,7 +955,7 @@ void Session::Tick(uint64_t now) {
     }
     return;
   }
-  if (usable && active == 0 && now - idle_since_ >= l.idle_ms) {
+  if (!server_ && usable && active == 0 && now - idle_since_ >= l.idle_ms) {
     usable = false;
     w_->Unpool(this);
     nghttp2_session_terminate_session(h2, NGHTTP2_NO_ERROR);
@@ -791,7 +984,9 @@ void Session::Close(const char* flag, const std::string& why) {
   bool was_ready = state_ == kReady && !became_ready_;
   state_ = kClosed;
   if (mask_ != 0) SetMask(0);
-  if (!was_ready) {
+  if (server_) {
+    w_->inbound_.erase(session_id_);
+  } else if (!was_ready) {
     w_->OnSessionFailed(this, flag, why);
   } else if (usable) {
     usable = false;
@@ -801,9 +996,16 @@ void Session::Close(const char* flag, const std::string& why) {
   streams.clear();
   for (auto& [sid, st] : open) {
     if (h2 != nullptr) nghttp2_session_set_stream_user_data(h2, sid, nullptr);
-    st->SessionGone("HBONE connection to " + Target() + " ended: " + why);
+    st->SessionGone((server_ ? "HBONE connection from " : "HBONE connection to ") + Target() + " ended: " + why);
   }
   active = 0;
+  if (server_) {
+    // Inbound, after its streams' ends: a handshake that failed is a
+    // rejection; an established session's end is news for the server's books.
+    Event e{0, was_ready ? EventKind::kSessionEnd : EventKind::kReject, 0, flag, 0, 0, why};
+    e.session = session_id_;
+    w_->engine()->Emit(std::move(e));
+  }
   w_->Bury(this);
 }
 
@@ -848,6 +1050,54 @@ void Worker::Post(OutboundRequest req) {
   }
   uint64_t one = 1;
   (void)!write(evfd_.get(), &one, sizeof one);
+}
+
+void Worker::PostInbound(InboundRequest req) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_) {
+      inbound_inbox_.push_back(std::move(req));
+      req.conn.reset();
+    }
+  }
+  if (req.conn.get() >= 0) {
+    Event e{0, EventKind::kReject, 0, "-", 0, 0, "the HBONE engine is closed"};
+    e.session = req.session;
+    req.conn.reset();
+    e_->Emit(std::move(e));
+    return;
+  }
+  uint64_t one = 1;
+  (void)!write(evfd_.get(), &one, sizeof one);
+}
+
+void Worker::PostAnswer(Answer a) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;  // the Fd closes with `a`
+    answers_.push_back(std::move(a));
+  }
+  uint64_t one = 1;
+  (void)!write(evfd_.get(), &one, sizeof one);
+}
+
+void Worker::Accept(InboundRequest req) {
+  uint32_t id = req.session;
+  auto* s = new Session(this, req);
+  sessions_.insert(s);
+  e_->counters().sessions_opened++;
+  e_->counters().sessions_live++;
+  inbound_[id] = s;
+  std::string err = s->StartServer();
+  if (!err.empty()) s->Close("TLS_FAILURE", err);
+}
+
+void Worker::Deliver(Answer a) {
+  auto it = inbound_.find(a.session);
+  Stream* st = it == inbound_.end() ? nullptr : it->second->FindStream(a.stream);
+  // Gone meanwhile (its end already reported): the upstream is closed here.
+  if (st == nullptr) return;
+  st->OnAnswer(a);
 }
 
 void Worker::Stop() {
@@ -1022,6 +1272,8 @@ void Stream::Unlink() {
 void Worker::Run() {
   std::vector<epoll_event> events(256);
   std::vector<OutboundRequest> batch;
+  std::vector<InboundRequest> accepts;
+  std::vector<Answer> answers;
   uint64_t next_tick = NowMs() + 500;
   for (;;) {
     int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 500);
@@ -1039,10 +1291,16 @@ void Worker::Run() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       batch.swap(inbox_);
+      accepts.swap(inbound_inbox_);
+      answers.swap(answers_);
       stopping = stop_;
     }
     for (auto& r : batch) Dispatch(std::move(r));
     batch.clear();
+    for (auto& r : accepts) Accept(std::move(r));
+    accepts.clear();
+    for (auto& a : answers) Deliver(std::move(a));
+    answers.clear();
     uint64_t now = NowMs();
     if (now >= next_tick) {
       next_tick = now + 500;
@@ -1077,6 +1335,13 @@ void Worker::Shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& r : inbox_) Fail(r, 0, "CONNECT", "the HBONE engine is closed");
     inbox_.clear();
+    for (auto& r : inbound_inbox_) {
+      Event e{0, EventKind::kReject, 0, "-", 0, 0, "the HBONE engine is closed"};
+      e.session = r.session;
+      e_->Emit(std::move(e));
+    }
+    inbound_inbox_.clear();
+    answers_.clear();
   }
   DeleteGraves();
 }

@@ -59,6 +59,8 @@ class ByteQueue {
 class Stream : public Handler {
  public:
   Stream(Worker* w, Session* s, OutboundRequest& req);
+  // Inbound: a request on a 15008 session; its upstream comes with the answer.
+  Stream(Worker* w, Session* s, uint32_t session_id, int32_t sid);
   void OnEvents(uint32_t events) override;
   void Unlink() override;
 
@@ -71,6 +73,13 @@ class Stream : public Handler {
   ssize_t ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags);
   // The session is gone (error, GOAWAY past this stream, engine stop).
   void SessionGone(const std::string& why);
+  // Inbound: one request header; false when the block is too large.
+  bool OnRequestHeader(const uint8_t* name, size_t namelen, const uint8_t* value, size_t valuelen);
+  // Inbound: the request's headers are complete.
+  void OnRequest(bool end_stream);
+  // Inbound: TypeScript's answer.
+  void OnAnswer(Answer& a);
+  bool answered() const { return opened_ || done_; }
 
   int32_t sid = -1;
   Session* session;  // nullptr once the HTTP/2 stream is closed
@@ -82,9 +91,15 @@ class Stream : public Handler {
   void Abort(const std::string& why);
   void MaybeFinish();
   void Finish(const std::string& error);
+  void DropDown();
+  void Emit(EventKind kind, int status, const char* flag, std::string message);
 
   Worker* w_;
   uint32_t id_;
+  bool inbound_ = false;
+  uint32_t session_id_ = 0;
+  std::vector<std::string> fields_;  // inbound: method, authority, name, value, …
+  size_t header_bytes_ = 0;
   Fd pod_;
   uint32_t mask_ = 0;
   bool registered_ = false;
@@ -107,6 +122,8 @@ struct Pool {
 class Session : public Handler {
  public:
   Session(Worker* w, std::string key, const OutboundRequest& first);
+  // Inbound: the server side of an accepted 15008 connection.
+  Session(Worker* w, InboundRequest& req);
   ~Session() override;
   // Makes the socket in the pod netns and starts the connect; "" or why not.
   std::string Start(const OutboundRequest& first);
@@ -133,6 +150,12 @@ class Session : public Handler {
   // nghttp2 callbacks (static trampolines in worker.cc call these).
   int OnFrameRecv(const nghttp2_frame* frame);
   void OnStreamClose(int32_t sid, uint32_t code);
+  void OnRequestBegin(int32_t sid);
+  Stream* FindStream(int32_t sid) const;
+  // Inbound: the TLS server handshake begins; "" or why it cannot.
+  std::string StartServer();
+  bool server() const { return server_; }
+  uint32_t session_id() const { return session_id_; }
 
  private:
   enum State { kConnecting, kHandshake, kSettings, kReady, kClosed };
@@ -155,6 +178,9 @@ class Session : public Handler {
   size_t out_off_ = 0;
   uint64_t deadline_ = 0, idle_since_ = 0, ping_sent_ = 0, last_ping_ = 0;
   bool became_ready_ = false, goaway_ = false;
+  bool server_ = false;
+  uint32_t session_id_ = 0;
+  std::string trust_domain_;
 };
 
 class Worker {
@@ -162,12 +188,16 @@ class Worker {
   Worker(Engine* e, unsigned index);
   ~Worker();
   void Post(OutboundRequest req);  // any thread
+  void PostInbound(InboundRequest req);
+  void PostAnswer(Answer a);
   void Stop();                     // any thread; joins
 
   // Worker thread only.
   Engine* engine() const { return e_; }
   void Watch(Handler* h, int fd, uint32_t mask, bool* registered);
   void Dispatch(OutboundRequest req);
+  void Accept(InboundRequest req);
+  void Deliver(Answer a);
   void OnSessionReady(Session* s);
   void OnSessionFailed(Session* s, const char* flag, const std::string& why);
   void Unpool(Session* s);
@@ -192,6 +222,9 @@ class Worker {
   Fd self_netns_;
   std::mutex mu_;
   std::vector<OutboundRequest> inbox_;
+  std::vector<InboundRequest> inbound_inbox_;
+  std::vector<Answer> answers_;
+  std::unordered_map<uint32_t, Session*> inbound_;  // by TypeScript's session id
   bool stop_ = false;
   std::unordered_map<std::string, Pool> pools_;
   std::unordered_set<Session*> sessions_;
@@ -203,6 +236,7 @@ class Worker {
 
   friend class Session;
   friend class Stream;
+  friend class Engine;
 };
 
 }  // namespace skein::hbone

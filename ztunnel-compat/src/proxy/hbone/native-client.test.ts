@@ -8,7 +8,7 @@ import { readdirSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { after, before, test } from 'node:test';
-import { hboneEngineUnavailable } from '@skein/bpf';
+import { constants, fdOf, hboneEngineUnavailable, native } from '@skein/bpf';
 import { skipUnless } from '../../../../test/skips.ts';
 import { adoptPooled } from '../pooled-reads.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
@@ -329,5 +329,46 @@ test('a connection without streams is released after idleTimeoutMs; a GOAWAY tak
   } finally {
     idle.close();
     await local.close().catch(() => undefined);
+  }
+});
+
+test('bytes a slow pod had not taken when its stream closed go back to the connection window (the pooled connection never stalls)', { skip, timeout: 60_000 }, async () => {
+  // Each tunnel: the upstream sends 3 MiB and ends; the app reads nothing
+  // until the stream has closed, so most of it waits in the engine. Eight
+  // such tunnels exceed the 16 MiB connection window unless those bytes are
+  // returned when each stream closes (without that, this test stalls).
+  const MiB3 = Buffer.alloc(3 * 1024 * 1024, 7);
+  const blaster = createNetServer({ allowHalfOpen: true }, (s) => { s.on('error', () => undefined); s.end(MiB3); s.resume(); });
+  await new Promise<void>((resolve) => { blaster.listen(0, '127.0.0.1', resolve); });
+  const srv = await startServer(c.server, { handler: () => connectUpstream((blaster.address() as AddressInfo).port) });
+  const one = new NativeHboneClient({ workers: 1 });
+  try {
+    for (let i = 0; i < 8; i++) {
+      const { app, pod } = await podPair();
+      app.pause();
+      // A small send buffer (SO_SNDBUF, 7 on Linux; no autotuning then): the
+      // bytes the paused app does not take wait in the engine, not the kernel.
+      native.setIntOpt(fdOf(pod), constants.SOL_SOCKET, 7, 4096);
+      const tunnel = await one.open(pod, req({ poolKey: 'window', upstream: { ip: '127.0.0.1', port: srv.port } }));
+      // The upstream's 3 MiB and END_STREAM arrive; the pod socket takes what
+      // its buffer holds, the engine keeps the rest.
+      await new Promise((r) => setTimeout(r, 300));
+      // Our END_STREAM closes the stream while bytes still wait for the pod.
+      app.end();
+      await new Promise((r) => setTimeout(r, 100));
+      let got = 0;
+      const ended = new Promise<void>((resolve) => { app.once('end', resolve); });
+      app.on('data', (d: Buffer) => { got += d.length; });
+      app.resume();
+      await Promise.race([ended, new Promise((_, reject) => setTimeout(() => { reject(new Error(`tunnel ${i} stalled at ${got} bytes: ${JSON.stringify(one.stats())}`)); }, 5000))]);
+      assert.equal(got, MiB3.length, `tunnel ${i}`);
+      await tunnel.done;
+      app.destroy();
+    }
+    assert.equal(one.stats().sessionsOpened, 1, 'all on one pooled connection');
+  } finally {
+    one.close();
+    await srv.close();
+    await new Promise<void>((resolve) => { blaster.close(() => { resolve(); }); });
   }
 });

@@ -36,6 +36,15 @@ export interface NativeTunnel {
   done: Promise<NativeTunnelEnd>;
 }
 
+/** What the inbound side (native-server.ts) uses of the client's engine. */
+export interface InboundPort {
+  engine: HboneEngine;
+  credential: (cert: WorkloadCertificate) => number;
+  /** A new session id whose events go to `sink`. */
+  open: (sink: (ev: HboneEngineEvent) => void) => number;
+  forget: (id: number) => void;
+}
+
 interface Pending {
   opened: (t: NativeTunnel) => void;
   failed: (e: HboneError) => void;
@@ -65,7 +74,10 @@ export class NativeHboneClient {
   readonly #pending = new Map<number, Pending & { authority: string }>();
   /** One credential per identity: a newer certificate replaces the older. */
   readonly #creds = new Map<string, Cred>();
+  /** Inbound sessions' event sinks (native-server.ts), by session id. */
+  readonly #sessions = new Map<number, (ev: HboneEngineEvent) => void>();
   #nextId = 1;
+  #nextSession = 1;
   #closed = false;
 
   constructor(opts: HboneEngineOptions = {}) {
@@ -118,6 +130,21 @@ export class NativeHboneClient {
     return promise;
   }
 
+  /** For native-server.ts: the engine, credentials and event routing of inbound sessions. */
+  inboundPort(): InboundPort {
+    return {
+      engine: this.#engine,
+      credential: (cert) => this.#credential(cert),
+      open: (sink) => {
+        const id = this.#nextSession;
+        this.#nextSession = this.#nextSession >= 0xffff_fffe ? 1 : this.#nextSession + 1;
+        this.#sessions.set(id, sink);
+        return id;
+      },
+      forget: (id) => { this.#sessions.delete(id); },
+    };
+  }
+
   /** Stops the engine: open tunnels end (their `done` settles with an error). */
   close(): void {
     if (this.#closed) return;
@@ -138,6 +165,10 @@ export class NativeHboneClient {
 
   #onEvents(events: HboneEngineEvent[]): void {
     for (const ev of events) {
+      if (ev.session !== 0) {
+        this.#sessions.get(ev.session)?.(ev);
+        continue;
+      }
       const p = this.#pending.get(ev.id);
       if (p === undefined) continue;
       switch (ev.kind) {
@@ -164,7 +195,7 @@ export class NativeHboneClient {
  * socket holds for its first consumer (pooled-reads.ts; pod sockets are
  * pooled), or a plain socket's readable buffer.
  */
-function drainReadable(socket: net.Socket): Buffer | undefined {
+export function drainReadable(socket: net.Socket): Buffer | undefined {
   const parts: Buffer[] = [];
   const pooled = consumeReads(socket, (chunk, release) => {
     parts.push(Buffer.from(chunk));

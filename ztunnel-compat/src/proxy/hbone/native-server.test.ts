@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: Apache-2.0
+// The native engine's 15008 server against the JavaScript HboneClient (and
+// Node's own TLS and HTTP/2 for the odd requests): real TLS 1.3 + HTTP/2 on
+// 127.0.0.1, the handler and its checks in TypeScript, an echo upstream.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { connect as h2connect } from 'node:http2';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
+import { hboneEngineUnavailable } from '@skein/bpf';
+import { skipUnless } from '../../../../test/skips.ts';
+import { HboneClient } from './client.ts';
+import { HboneError } from './error.ts';
+import { NativeHboneClient } from './native-client.ts';
+import { NativeHboneServer } from './native-server.ts';
+import type { ConnectHandler, ConnectRequest, HandshakeRejection, StreamRejection, TunnelEnd } from './server.ts';
+import { certs, connectUpstream, echoServer } from './testing.ts';
+import type { Certs, Echo } from './testing.ts';
+import { clientOptions } from './tls.ts';
+
+// setup builds the engine: its absence fails these tests (test/skips.ts).
+const skip = skipUnless({ what: 'the native HBONE engine', missing: hboneEngineUnavailable(), impossible: false });
+let c: Certs;
+let engine: NativeHboneClient;
+let echo: Echo;
+let server: NativeHboneServer;
+let listener: Server;
+let port: number;
+let handler: ConnectHandler;
+const requests: ConnectRequest[] = [];
+const ends: TunnelEnd[] = [];
+const rejects: StreamRejection[] = [];
+const handshakeRejects: HandshakeRejection[] = [];
+const client = new HboneClient();
+
+before(async () => {
+  if (skip !== false) return;
+  c = await certs();
+  echo = await echoServer();
+  engine = new NativeHboneClient({ workers: 2 });
+  handler = () => connectUpstream(echo.port);
+  server = new NativeHboneServer(engine, c.server, {
+    handler: (r) => { requests.push(r); return handler(r); },
+    onTunnelEnd: (e) => ends.push(e),
+    onReject: (r) => rejects.push(r),
+    onHandshakeReject: (r) => handshakeRejects.push(r),
+  });
+  // Stands in for a pod's 15008 listener.
+  listener = createNetServer((s) => { server.accept(s); });
+  await new Promise<void>((resolve) => { listener.listen(0, '127.0.0.1', resolve); });
+  port = (listener.address() as AddressInfo).port;
+});
+
+after(async () => {
+  if (skip !== false) return;
+  await client.close(1000);
+  server.close();
+  engine.close();
+  await new Promise<void>((resolve) => { listener.close(() => { resolve(); }); });
+  await echo.close();
+});
+
+function req(authority = `127.0.0.1:${echo.port}`) {
+  return { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port }, authority };
+}
+
+async function roundTrip(t: Duplex, data: Buffer): Promise<{ hash: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const read = new Promise<void>((resolve, reject) => {
+    t.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length; });
+    t.once('end', resolve);
+    t.once('error', reject);
+  });
+  const CHUNK = 64 * 1024;
+  for (let off = 0; off < data.length; off += CHUNK) {
+    if (!t.write(data.subarray(off, off + CHUNK))) await new Promise((r) => t.once('drain', r));
+  }
+  t.end();
+  await read;
+  return { hash: hash.digest('hex'), bytes };
+}
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test('the native server carries 8 MiB both ways; the handler sees the client identity, authority and headers', { skip }, async () => {
+  const data = randomBytes(8 * 1024 * 1024);
+  const want = createHash('sha256').update(data).digest('hex');
+  const { tunnel, responseHeaders } = await client.open({ ...req(), headers: { baggage: 'k8s.namespace.name=client-ns', forwarded: 'for="10.0.0.1:4242"' } });
+  assert.equal(responseHeaders[':status'], 200);
+  const got = await roundTrip(tunnel, data);
+  assert.equal(got.bytes, data.length);
+  assert.equal(got.hash, want);
+  const r = requests.at(-1);
+  assert.ok(r);
+  assert.deepEqual(r.peer, c.clientId);
+  assert.deepEqual(r.authority, { kind: 'ip', host: '127.0.0.1', port: echo.port });
+  assert.equal(r.peerAddress.ip, '127.0.0.1');
+  assert.equal(r.localAddress.port, port);
+  assert.equal(r.headers.baggage, 'k8s.namespace.name=client-ns');
+  assert.equal(r.headers.forwarded, 'for="10.0.0.1:4242"');
+  await waitFor(() => ends.length > 0);
+  const e = ends.at(-1);
+  assert.ok(e);
+  assert.equal(e.bytesIn, data.length);
+  assert.equal(e.bytesOut, data.length);
+  assert.equal(e.reason, 'closed');
+  assert.deepEqual(e.peer, c.clientId);
+});
+
+test('the 200 carries the handler\'s baggage and goes out only once the handler has an upstream', { skip }, async () => {
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => { release = r; });
+  handler = async () => {
+    await gate;
+    const d = await connectUpstream(echo.port);
+    return d.status === 200 ? { ...d, baggage: 'k8s.namespace.name=server-ns,service.name=srv' } : d;
+  };
+  try {
+    let resolved = false;
+    const p = client.open(req()).then((o) => { resolved = true; return o; });
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(resolved, false, 'no 200 before the upstream exists');
+    release();
+    const { tunnel, responseHeaders } = await p;
+    assert.equal(responseHeaders.baggage, 'k8s.namespace.name=server-ns,service.name=srv');
+    assert.equal((await roundTrip(tunnel, Buffer.from('hello'))).bytes, 5);
+  } finally {
+    handler = () => connectUpstream(echo.port);
+  }
+});
+
+test('handler statuses 401 and 503 reach the client as HboneError with that status, and are reported', { skip }, async () => {
+  for (const status of [401, 503] as const) {
+    handler = () => Promise.resolve({ status, reason: `no (${status})` });
+    await assert.rejects(client.open(req()), (e: unknown) => e instanceof HboneError && e.status === status);
+    const r = rejects.at(-1);
+    assert.ok(r);
+    assert.equal(r.status, status);
+    assert.deepEqual(r.peer, c.clientId);
+  }
+  handler = () => connectUpstream(echo.port);
+});
+
+test('an unparseable authority is a 400 and never reaches the handler', { skip }, async () => {
+  const before = requests.length;
+  // The JavaScript server's cases (hbone.test.ts).
+  for (const authority of ['not-an-authority', '127.0.0.1:99999', '::1:80', '300.1.1.1:80', 'host:0']) {
+    await assert.rejects(client.connect(req(authority)), (e: unknown) => e instanceof HboneError && e.status === 400, authority);
+  }
+  assert.equal(requests.length, before);
+  assert.equal(rejects.at(-1)?.status, 400);
+});
+
+test('a method other than CONNECT is a 400', { skip }, async () => {
+  const session = h2connect(`https://127.0.0.1:${port}`, { createConnection: () => tlsConnect({ ...clientOptions(c.client, [c.serverId]), host: '127.0.0.1', port }) });
+  try {
+    const status = await new Promise<number>((resolve, reject) => {
+      const s = session.request({ ':method': 'GET', ':path': '/' });
+      s.once('response', (h) => { resolve(Number(h[':status'])); });
+      s.once('error', reject);
+      s.end();
+    });
+    assert.equal(status, 400);
+  } finally {
+    session.destroy();
+  }
+});
+
+test('a client from another trust domain or with a foreign root gets no stream', { skip }, async () => {
+  const before = requests.length;
+  for (const cert of [c.otherTrustDomain, c.foreignRoot]) {
+    const other = new HboneClient();
+    try {
+      await assert.rejects(other.open({ ...req(), cert }), (e: unknown) => e instanceof HboneError);
+    } finally {
+      other.destroy();
+    }
+  }
+  assert.equal(requests.length, before);
+  await waitFor(() => handshakeRejects.length >= 2);
+  assert.match(handshakeRejects.map((r) => r.error.message).join('\n'), /not in trust domain cluster\.local/);
+});
+
+test('an upstream that closes first ends the tunnel cleanly both ways', { skip }, async () => {
+  const greeter = createNetServer({ allowHalfOpen: true }, (s) => { s.end('bye'); s.resume(); });
+  await new Promise<void>((resolve) => { greeter.listen(0, '127.0.0.1', resolve); });
+  handler = () => connectUpstream((greeter.address() as AddressInfo).port);
+  try {
+    const n = ends.length;
+    const tunnel = await client.connect(req());
+    const chunks: Buffer[] = [];
+    tunnel.on('data', (d: Buffer) => chunks.push(d));
+    await new Promise<void>((resolve) => { tunnel.once('end', resolve); });
+    assert.equal(Buffer.concat(chunks).toString(), 'bye');
+    tunnel.end('thanks');
+    await waitFor(() => ends.length > n);
+    assert.equal(ends.at(-1)?.reason, 'closed');
+    assert.equal(ends.at(-1)?.bytesOut, 3);
+    assert.equal(ends.at(-1)?.bytesIn, 6);
+  } finally {
+    handler = () => connectUpstream(echo.port);
+    await new Promise<void>((resolve) => { greeter.close(() => { resolve(); }); });
+  }
+});
+
+test('no fd is left behind across 300 tunnels', { skip }, async () => {
+  await roundTrip(await client.connect(req()), Buffer.from('warm'));
+  await waitFor(() => server.activeTunnels === 0);
+  const before = readdirSync('/proc/self/fd').length;
+  for (let round = 0; round < 30; round++) {
+    await Promise.all(Array.from({ length: 10 }, async () => { await roundTrip(await client.connect(req()), Buffer.from('ping')); }));
+  }
+  await waitFor(() => server.activeTunnels === 0 && engine.stats().streamsLive === 0);
+  await new Promise((r) => setTimeout(r, 50));
+  const after = readdirSync('/proc/self/fd').length;
+  assert.ok(after <= before, `fds: ${before} before, ${after} after`);
+});

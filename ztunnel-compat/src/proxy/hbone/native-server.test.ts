@@ -177,6 +177,27 @@ test('a method other than CONNECT is a 400', { skip }, async () => {
   }
 });
 
+test('what the handler wrote to the upstream before answering (a PROXY header) reaches it before the client\'s bytes', { skip }, async () => {
+  const seen: Buffer[] = [];
+  const recorder = createNetServer({ allowHalfOpen: true }, (s) => { s.on('data', (d: Buffer) => seen.push(d)); s.on('end', () => { s.end(); }); });
+  await new Promise<void>((resolve) => { recorder.listen(0, '127.0.0.1', resolve); });
+  handler = async () => {
+    const d = await connectUpstream((recorder.address() as AddressInfo).port);
+    if (d.status === 200) d.upstream.write(Buffer.alloc(8 * 1024 * 1024, 0x50));
+    return d;
+  };
+  try {
+    const tunnel = await client.connect(req());
+    await roundTrip(tunnel, Buffer.from('client bytes'));
+    const all = Buffer.concat(seen);
+    assert.equal(all.length, 8 * 1024 * 1024 + 'client bytes'.length);
+    assert.equal(all.subarray(8 * 1024 * 1024).toString(), 'client bytes');
+  } finally {
+    handler = () => connectUpstream(echo.port);
+    await new Promise<void>((resolve) => { recorder.close(() => { resolve(); }); });
+  }
+});
+
 test('a client from another trust domain or with a foreign root gets no stream', { skip }, async () => {
   const before = requests.length;
   for (const cert of [c.otherTrustDomain, c.foreignRoot]) {

@@ -210,6 +210,12 @@ export class NativeHboneServer {
       reject(503, 'the upstream socket has no fd');
       return;
     }
+    // What the handler wrote (a PROXY header to a waypoint's app tunnel) must
+    // be on the wire before Node's copy of the socket is closed: an empty
+    // write completes after every write before it.
+    if (upstream.writableLength > 0) {
+      await new Promise<void>((resolve) => { upstream.write(Buffer.alloc(0), () => { resolve(); }); });
+    }
     // From here the engine is the upstream's only reader.
     (upstream as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
     const initial = drainReadable(upstream);

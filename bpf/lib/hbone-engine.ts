@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import type { TcpKeepalive } from './sockets.ts';
 
 export interface HboneEngineOptions {
   /** Worker threads, each one epoll loop (ZTUNNEL_WORKER_THREADS). Default 2. */
@@ -83,6 +84,8 @@ export interface HboneOutboundRequest {
   /** Where the upstream socket is made (the engine dups it); -1 or absent: here. */
   netns?: number;
   mark?: number;
+  /** TCP keepalive on the upstream socket (KEEPALIVE_*), as connectTcp's. */
+  keepalive?: TcpKeepalive;
   authority: string;
   /** Flat [name, value, name, value, …]; lower-case names. */
   headers?: readonly string[];

@@ -32,7 +32,8 @@ constexpr const char* kCtorUsage =
 constexpr const char* kOutboundUsage =
     "engine.outbound({ id: number, fd: number, credential: number, poolKey: string, "
     "expected: string[], upstream: { ip: string, port: number }, netns: number, mark: number, "
-    "authority: string, headers: string[], initial?: Buffer })";
+    "authority: string, headers: string[], initial?: Buffer, "
+    "keepalive?: { timeSeconds: number, intervalSeconds: number, retries: number } })";
 
 uint32_t OptU32(const Napi::Object& o, const char* name, uint32_t dflt, uint32_t min,
                 uint32_t max, const char* usage) {
@@ -248,6 +249,15 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
       throw e;
     }
     r.mark = OptU32(o, "mark", 0, 0, 0xffffffffu, kOutboundUsage);
+    Napi::Value kv = o.Get("keepalive");
+    if (!kv.IsUndefined()) {
+      if (!kv.IsObject()) ThrowUsage(env, kOutboundUsage);
+      Napi::Object k = kv.As<Napi::Object>();
+      r.keepalive_time = OptU32(k, "timeSeconds", 0, 1, 32767, kOutboundUsage);
+      r.keepalive_interval = OptU32(k, "intervalSeconds", 0, 1, 32767, kOutboundUsage);
+      r.keepalive_retries = OptU32(k, "retries", 0, 1, 127, kOutboundUsage);
+      if (r.keepalive_time == 0 || r.keepalive_interval == 0 || r.keepalive_retries == 0) ThrowUsage(env, kOutboundUsage);
+    }
     r.authority = Str(o, "authority", kOutboundUsage);
     if (r.authority.empty() || !ValidValue(r.authority)) ThrowUsage(env, kOutboundUsage);
     Napi::Value hv = o.Get("headers");

@@ -52,6 +52,8 @@ struct OutboundRequest {
   socklen_t upstream_len = 0;
   Fd netns;  // where to make the upstream socket (-1: the engine's own)
   uint32_t mark = 0;
+  // TCP keepalive on the upstream socket (0: off): TCP_KEEPIDLE, _KEEPINTVL, _KEEPCNT.
+  uint32_t keepalive_time = 0, keepalive_interval = 0, keepalive_retries = 0;
   std::string authority;
   std::vector<std::pair<std::string, std::string>> headers;
   // What the pod sent that Node read before the hand-over; goes first.

@@ -1151,6 +1151,19 @@ int Worker::MakeUpstreamSocket(const OutboundRequest& r, std::string* err) {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (r.keepalive_time != 0) {
+    // As the JavaScript path's upstream sockets (KEEPALIVE_* settings).
+    int t = static_cast<int>(r.keepalive_time), i = static_cast<int>(r.keepalive_interval),
+        n = static_cast<int>(r.keepalive_retries);
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &t, sizeof t) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &i, sizeof i) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &n, sizeof n) < 0) {
+      *err = Errno("setsockopt keepalive", errno);
+      close(fd);
+      return -1;
+    }
+  }
   return fd;
 }
 

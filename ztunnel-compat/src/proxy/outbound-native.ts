@@ -38,6 +38,7 @@ export async function viaNativeHbone(p: ProxyInputs, client: NativeHboneClient, 
       headers: o.headers,
       netnsFd: pod.netnsFd,
       ...(p.mark === undefined ? {} : { mark: p.mark }),
+      ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
     });
   } catch (err) {
     p.metrics.failed(o.labels(err instanceof HboneError ? err.flag : 'CONNECT'));

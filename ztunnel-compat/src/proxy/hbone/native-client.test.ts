@@ -4,6 +4,7 @@
 // the engine and the "app" on its other end sees the tunnel's bytes.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
@@ -370,5 +371,25 @@ test('bytes a slow pod had not taken when its stream closed go back to the conne
     one.close();
     await srv.close();
     await new Promise<void>((resolve) => { blaster.close(() => { resolve(); }); });
+  }
+});
+
+test('the upstream connection gets TCP keepalive when asked (KEEPALIVE_*), as the JavaScript path\'s', { skip }, async () => {
+  const local = await startServer(c.server);
+  const ka = new NativeHboneClient({ workers: 1 });
+  try {
+    const { app, pod } = await podPair();
+    const tunnel = await ka.open(pod, req({
+      poolKey: 'keepalive', upstream: { ip: '127.0.0.1', port: local.port }, authority: `127.0.0.1:${local.echo.port}`,
+      keepalive: { timeSeconds: 77, intervalSeconds: 11, retries: 3 },
+    }));
+    // ss shows a keepalive timer on the engine's socket to the server's port.
+    const out = execFileSync('ss', ['-Htno', 'state', 'established', `( dport = :${local.port} )`], { encoding: 'utf8' });
+    assert.match(out, /timer:\(keepalive,/);
+    await roundTrip(app, Buffer.from('ka'), tunnel);
+    app.destroy();
+  } finally {
+    ka.close();
+    await local.close();
   }
 });

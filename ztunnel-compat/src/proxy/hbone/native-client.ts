@@ -6,7 +6,7 @@
 // fails) and once when it ends; nothing per packet. docs/native-engine.md.
 import type net from 'node:net';
 import { createHboneEngine, fdOf } from '@skein/bpf';
-import type { HboneEngine, HboneEngineEvent, HboneEngineOptions, HboneEngineStats } from '@skein/bpf';
+import type { HboneEngine, HboneEngineEvent, HboneEngineOptions, HboneEngineStats, TcpKeepalive } from '@skein/bpf';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import { spiffeUri } from '../../identity/spiffe.ts';
 import { consumeReads } from '../pooled-reads.ts';
@@ -22,6 +22,8 @@ export interface NativeTunnelRequest extends Omit<TunnelRequest, 'createSocket' 
   netnsFd?: number;
   /** SO_MARK for the upstream socket. */
   mark?: number;
+  /** TCP keepalive on the upstream socket (KEEPALIVE_*). */
+  keepalive?: TcpKeepalive;
 }
 
 /** How a tunnel ended: bytes pod → peer, peer → pod, and the first error. */
@@ -116,6 +118,7 @@ export class NativeHboneClient {
         upstream: req.upstream,
         netns: req.netnsFd ?? -1,
         mark: req.mark ?? 0,
+        ...(req.keepalive === undefined ? {} : { keepalive: req.keepalive }),
         authority: req.authority,
         headers,
         ...(initial === undefined ? {} : { initial }),

@@ -10,7 +10,8 @@ import type { OutboundDecision } from '../decide/outbound.ts';
 import type { Identity } from '../identity/spiffe.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import { logComplete, logFailed, type AccessFields } from './access-log.ts';
-import { HboneError } from './hbone/error.ts';
+import { IdentityError } from '../identity/error.ts';
+import { HboneError, HboneErrorCode } from './hbone/error.ts';
 import type { NativeHboneClient, NativeTunnel } from './hbone/native-client.ts';
 import type { ProxyInputs } from './inputs.ts';
 import type { ResponseFlag, tcpLabels } from './metrics.ts';
@@ -41,6 +42,9 @@ export async function viaNativeHbone(p: ProxyInputs, client: NativeHboneClient, 
       ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
     });
   } catch (err) {
+    // No valid certificate of our own: refused, never presented expired (as outbound.ts).
+    if (err instanceof IdentityError) p.certificates?.refused('outbound', 'unavailable');
+    else if (err instanceof HboneError && err.code === HboneErrorCode.CERT_EXPIRED) p.certificates?.refused('outbound', 'expired');
     p.metrics.failed(o.labels(err instanceof HboneError ? err.flag : 'CONNECT'));
     logFailed(p.access, o.fields, (err as Error).message);
     socket.destroy();

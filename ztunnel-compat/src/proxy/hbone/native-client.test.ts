@@ -11,6 +11,9 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { constants, fdOf, hboneEngineUnavailable, native } from '@skein/bpf';
 import { skipUnless } from '../../../../test/skips.ts';
+import { WorkloadCertificate } from '../../identity/certificate.ts';
+import { createCsr } from '../../identity/csr.ts';
+import { LocalCa } from '../../identity/local-ca.ts';
 import { adoptPooled } from '../pooled-reads.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { NativeHboneClient } from './native-client.ts';
@@ -391,5 +394,42 @@ test('the upstream connection gets TCP keepalive when asked (KEEPALIVE_*), as th
   } finally {
     ka.close();
     await local.close();
+  }
+});
+
+test('an expired certificate of our own is never presented; a rotated one gets its own pooled connection', { skip, timeout: 20_000 }, async () => {
+  const ca = await LocalCa.generate();
+  const issue = async (ttlS: number): Promise<WorkloadCertificate> => {
+    const { csrPem, keyPem } = await createCsr(c.clientId);
+    return WorkloadCertificate.fromCertChain(c.clientId, [await ca.sign(csrPem, ttlS), ca.rootPem], keyPem);
+  };
+  const [short, other] = await Promise.all([issue(1), issue(3600)]);
+  await new Promise((r) => setTimeout(r, Math.max(0, short.notAfter.getTime() - Date.now()) + 50));
+  assert.ok(short.isExpired());
+  const { app, pod } = await podPair();
+  app.on('error', () => undefined);
+  const before = h.requests.length;
+  await assert.rejects(client.open(pod, req({ cert: short })), (e: unknown) => e instanceof HboneError && e.code === HboneErrorCode.CERT_EXPIRED);
+  assert.equal(h.requests.length, before, 'nothing was sent');
+  // Refused before the hand-over: the socket is still ours to close.
+  pod.destroy();
+  app.destroy();
+
+  // Same pool key, another certificate (its serial differs): a new connection,
+  // never a stream on the one made with the old certificate.
+  const one = new NativeHboneClient({ workers: 1 });
+  try {
+    for (const cert of [c.client, other]) {
+      const p = await podPair();
+      p.app.on('error', () => undefined);
+      // `other` is from a CA the server does not trust: that it fails proves it did its own handshake.
+      const opened = one.open(p.pod, req({ cert, poolKey: 'rotation' }));
+      if (cert === c.client) await roundTrip(p.app, Buffer.from('x'), await opened);
+      else await assert.rejects(opened, (e: unknown) => e instanceof HboneError);
+      p.app.destroy();
+    }
+    assert.equal(one.stats().sessionsOpened, 2);
+  } finally {
+    one.close();
   }
 });

@@ -94,9 +94,16 @@ export class NativeHboneClient {
    * Hands the pod's socket to the engine with the tunnel's decision. Node's
    * copy of the socket is closed here; what Node had read from it goes first.
    * Resolves on the peer's 200; rejects with HboneError as HboneClient.open.
+   * Refused before the hand-over (closed client, expired certificate), the
+   * socket is left to the caller, open.
    */
   open(socket: net.Socket, req: NativeTunnelRequest): Promise<NativeTunnel> {
     if (this.#closed) return Promise.reject(new HboneError(HboneErrorCode.CLOSED, 'CONNECT', 'the HBONE engine is closed'));
+    // As HboneClient: an expired certificate of our own is never presented.
+    if (req.cert.isExpired()) {
+      return Promise.reject(new HboneError(HboneErrorCode.CERT_EXPIRED, 'CONNECT',
+        `the certificate of ${spiffeUri(req.cert.identity)} expired at ${req.cert.notAfter.toISOString()}; it is never presented`));
+    }
     const credential = this.#credential(req.cert);
     const headers: string[] = [];
     for (const [k, v] of Object.entries(req.headers ?? {})) headers.push(k, v);
@@ -113,7 +120,8 @@ export class NativeHboneClient {
     try {
       this.#engine.outbound({
         id, fd, credential,
-        poolKey: req.poolKey ?? defaultPoolKey({ ...req, headers: undefined }),
+        // The serial, as HboneClient: a rotated certificate never rides on a session made with the old one.
+        poolKey: `${req.poolKey ?? defaultPoolKey({ ...req, headers: undefined })}|${req.cert.serial}`,
         expected: req.expected.map(spiffeUri),
         upstream: req.upstream,
         netns: req.netnsFd ?? -1,

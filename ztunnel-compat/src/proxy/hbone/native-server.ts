@@ -90,6 +90,15 @@ export class NativeHboneServer {
       localAddress: addressOf(socket.localAddress, socket.localPort),
       tunnels: new Map(),
     };
+    // As HboneServer: an expired certificate is never served; no handshake.
+    if (this.#cert.isExpired()) {
+      socket.destroy();
+      this.#opts.onCertificateRefused?.({
+        reason: 'expired', peerAddress: s.peerAddress,
+        error: new HboneError(HboneErrorCode.CERT_EXPIRED, 'TLS_FAILURE', `the certificate expired at ${this.#cert.notAfter.toISOString()}`),
+      });
+      return;
+    }
     const id = this.#port.open((ev) => { this.#onEvent(id, s, ev); });
     this.#sessions.set(id, s);
     try {

@@ -15,7 +15,7 @@ import { HboneError, HboneErrorCode } from './error.ts';
 import { baggageHeader, forwardedHeader, traceparent } from './headers.ts';
 import type { TunnelEnd } from './server.ts';
 import { clientOptions } from './tls.ts';
-import { certs, connectUpstream, startServer } from './testing.ts';
+import { certs, connectUpstream, roundTrip, startServer } from './testing.ts';
 import type { Certs, Harness } from './testing.ts';
 
 let c: Certs;
@@ -37,24 +37,6 @@ after(async () => {
 
 function req(authority = `127.0.0.1:${h.echo.port}`) {
   return { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port: h.port }, authority };
-}
-
-/** Writes `data` with backpressure, ends, and resolves with the SHA-256 of everything read. */
-async function roundTrip(t: Duplex, data: Buffer): Promise<{ hash: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const read = new Promise<void>((resolve, reject) => {
-    t.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length; });
-    t.once('end', resolve);
-    t.once('error', reject);
-  });
-  const CHUNK = 64 * 1024;
-  for (let off = 0; off < data.length; off += CHUNK) {
-    if (!t.write(data.subarray(off, off + CHUNK))) await new Promise((r) => t.once('drain', r));
-  }
-  t.end();
-  await read;
-  return { hash: hash.digest('hex'), bytes };
 }
 
 test('a tunnel moves 8 MiB both ways intact and the server sees the client identity', async () => {

@@ -19,7 +19,7 @@ import { HboneError, HboneErrorCode } from './error.ts';
 import { NativeHboneClient } from './native-client.ts';
 import type { NativeTunnel, NativeTunnelRequest } from './native-client.ts';
 import type { TunnelEnd } from './server.ts';
-import { certs, connectUpstream, startServer } from './testing.ts';
+import { certs, connectUpstream, roundTrip as roundTripStream, startServer } from './testing.ts';
 import type { Certs, Harness } from './testing.ts';
 
 // setup builds the engine: its absence fails these tests (test/skips.ts).
@@ -63,23 +63,11 @@ async function podPair(): Promise<{ app: Socket; pod: Socket }> {
   return { app, pod };
 }
 
-/** Writes `data` with backpressure, ends, and resolves with what came back. */
+/** roundTrip through a pod-side socket, then waits for the engine to report the tunnel's end. */
 async function roundTrip(app: Socket, data: Buffer, tunnel?: NativeTunnel): Promise<{ hash: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const read = new Promise<void>((resolve, reject) => {
-    app.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length; });
-    app.once('end', resolve);
-    app.once('error', reject);
-  });
-  const CHUNK = 64 * 1024;
-  for (let off = 0; off < data.length; off += CHUNK) {
-    if (!app.write(data.subarray(off, off + CHUNK))) await new Promise((r) => app.once('drain', r));
-  }
-  app.end();
-  await read;
+  const got = await roundTripStream(app, data);
   await tunnel?.done;
-  return { hash: hash.digest('hex'), bytes };
+  return got;
 }
 
 async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {

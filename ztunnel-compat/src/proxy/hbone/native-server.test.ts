@@ -8,7 +8,6 @@ import { readdirSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
 import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
-import type { Duplex } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { hboneEngineUnavailable } from '@skein/bpf';
@@ -18,7 +17,7 @@ import { HboneError } from './error.ts';
 import { NativeHboneClient } from './native-client.ts';
 import { NativeHboneServer } from './native-server.ts';
 import type { ConnectHandler, ConnectRequest, HandshakeRejection, StreamRejection, TunnelEnd } from './server.ts';
-import { certs, connectUpstream, echoServer } from './testing.ts';
+import { certs, connectUpstream, echoServer, roundTrip } from './testing.ts';
 import type { Certs, Echo } from './testing.ts';
 import { clientOptions } from './tls.ts';
 
@@ -66,23 +65,6 @@ after(async () => {
 
 function req(authority = `127.0.0.1:${echo.port}`) {
   return { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port }, authority };
-}
-
-async function roundTrip(t: Duplex, data: Buffer): Promise<{ hash: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const read = new Promise<void>((resolve, reject) => {
-    t.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length; });
-    t.once('end', resolve);
-    t.once('error', reject);
-  });
-  const CHUNK = 64 * 1024;
-  for (let off = 0; off < data.length; off += CHUNK) {
-    if (!t.write(data.subarray(off, off + CHUNK))) await new Promise((r) => t.once('drain', r));
-  }
-  t.end();
-  await read;
-  return { hash: hash.digest('hex'), bytes };
 }
 
 async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {

@@ -2,8 +2,10 @@
 // Test fixtures for the HBONE tests: real certificates from two local CAs
 // (one trusted, one foreign), an echo TCP upstream, and an HboneServer on
 // 127.0.0.1 port 0 whose default handler connects to that upstream.
+import { createHash } from 'node:crypto';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { LocalCa } from '../../identity/local-ca.ts';
 import type { CertificateSource, WorkloadCertificate } from '../../identity/certificate.ts';
 import type { Identity } from '../../identity/spiffe.ts';
@@ -112,4 +114,22 @@ export async function startServer(cert: WorkloadCertificate | CertificateSource,
       await echo.close();
     },
   };
+}
+
+/** Writes `data` with backpressure, ends, and resolves with the SHA-256 and byte count of everything read back. */
+export async function roundTrip(t: Duplex, data: Buffer): Promise<{ hash: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const read = new Promise<void>((resolve, reject) => {
+    t.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length; });
+    t.once('end', resolve);
+    t.once('error', reject);
+  });
+  const CHUNK = 64 * 1024;
+  for (let off = 0; off < data.length; off += CHUNK) {
+    if (!t.write(data.subarray(off, off + CHUNK))) await new Promise((r) => t.once('drain', r));
+  }
+  t.end();
+  await read;
+  return { hash: hash.digest('hex'), bytes };
 }

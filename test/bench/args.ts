@@ -13,6 +13,10 @@ export interface BenchArgs {
   paths?: string[];
   /** Extra Node.js flags for the Skein daemons (profiling, GC tracing). */
   nodeArgs?: string[];
+  /** resilience: which parts (all when undefined). */
+  parts?: string[];
+  /** resilience: connections per path in the soak. */
+  soakConns?: number;
   help: boolean;
 }
 
@@ -23,6 +27,8 @@ export class UsageError extends Error {
 export const DEFAULTS = { scenario: 'reference', reps: 3, durationS: 2 } as const;
 const MAX_REPS = 20;
 const MAX_DURATION_S = 60;
+const MAX_SOAK = 20_000;
+export const DEFAULT_SOAK = 10_000;
 
 export function usage(scenarios: readonly string[]): string {
   return `usage: npm run bench -- [scenario] [--json] [--reps N] [--duration S]
@@ -32,6 +38,8 @@ export function usage(scenarios: readonly string[]): string {
   --duration S  seconds per load run, whole, 1-${MAX_DURATION_S} (default ${DEFAULTS.durationS})
   --paths a,b   measure only these paths of the scenario
   --node-arg=F  a Node.js flag for the Skein daemons, e.g. --node-arg=--cpu-prof (repeatable)
+  --parts a,b   resilience: only these parts (upgrade, soak, fuzz)
+  --soak-conns N  resilience: connections per path held by the soak, 1-${MAX_SOAK} (default ${DEFAULT_SOAK})
 `;
 }
 
@@ -55,6 +63,8 @@ export function parseBenchArgs(argv: readonly string[], scenarios: readonly stri
         duration: { type: 'string' },
         paths: { type: 'string' },
         'node-arg': { type: 'string', multiple: true },
+        parts: { type: 'string' },
+        'soak-conns': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -79,6 +89,8 @@ export function parseBenchArgs(argv: readonly string[], scenarios: readonly stri
     durationS: count(values.duration, 'duration', DEFAULTS.durationS, MAX_DURATION_S),
     ...(paths === undefined ? {} : { paths }),
     ...(nodeArgs === undefined ? {} : { nodeArgs }),
+    ...(values.parts === undefined ? {} : { parts: values.parts.split(',').map((p) => p.trim()) }),
+    ...(values['soak-conns'] === undefined ? {} : { soakConns: count(values['soak-conns'], 'soak-conns', DEFAULT_SOAK, MAX_SOAK) }),
     help: values.help,
   };
 }

@@ -9,10 +9,12 @@ import { findScenario, scenarios } from './scenarios/index.ts';
 import { dnsTable, runDnsBench } from './dns/run.ts';
 import { runXdsBench, xdsTable } from './xds/run.ts';
 import { kmodTable, runKmodBench } from './kmod/run.ts';
+import { PARTS, resilienceTable, runResilience, type Part } from './resilience/run.ts';
+import { DEFAULT_SOAK } from './args.ts';
 
 // `xds` measures the control-plane client and needs no lab; `dns` runs its
 // own; `kmod` runs in the VM lab (test/vm).
-const names = [...scenarios.map((s) => s.name), 'xds', 'dns', 'kmod'];
+const names = [...scenarios.map((s) => s.name), 'xds', 'dns', 'kmod', 'resilience'];
 const log = (line: string): void => { process.stderr.write(`bench: ${line}\n`); };
 
 let args: BenchArgs;
@@ -49,6 +51,23 @@ if (args.scenario === 'kmod') {
   // 16 MiB each way per run: a few seconds per path under emulation.
   const report = await runKmodBench({ reps: args.reps, bytes: 16 * 2 ** 20, log });
   process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : kmodTable(report));
+  process.exit(0);
+}
+if (args.scenario === 'resilience') {
+  const parts = args.parts ?? [...PARTS];
+  const bad = parts.find((p) => !(PARTS as readonly string[]).includes(p));
+  if (bad !== undefined) {
+    process.stderr.write(`bench: resilience has no part '${bad}' (its parts: ${PARTS.join(', ')})\n`);
+    process.exit(2);
+  }
+  if (process.getuid?.() !== 0) {
+    log('needs root: the lab creates network namespaces and cgroups');
+    process.exit(1);
+  }
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { process.exit(sig === 'SIGINT' ? 130 : 143); });
+  // --duration is the soak's hold and each fuzz target's time.
+  const report = await runResilience({ parts: parts as Part[], soakConns: args.soakConns ?? DEFAULT_SOAK, soakHoldMs: args.durationS * 1000, fuzzSeconds: args.durationS * 5, streams: 4, log });
+  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : resilienceTable(report));
   process.exit(0);
 }
 const found = findScenario(args.scenario);

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: Apache-2.0
+// The resilience lab: two nodes with two pods each, one `skein proxy` per
+// node, and an echo server in each server pod. From the client pod (node0
+// pod0) three data paths:
+//   hbone        → node1 pod0's own address: captured, HBONE across nodes
+//   fastpath     → a service VIP whose endpoint is node0 pod1 (enrolled):
+//                  decided at connect() by the kernel, no proxy on the path
+//   passthrough  → node1 pod1, a pod outside the mesh: Skein relays plain TCP
+// A node's daemon can be replaced as a DaemonSet rollout with maxSurge does:
+// the new one is started (in its own netns, as a new ztunnel pod gets one)
+// and has taken the pods over through ZDS before the old one gets SIGTERM.
+import { execFileSync, spawn, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cleanupKernel } from '@skein/ztunnel-compat/accel/index';
+import { CniDouble } from '../../cni/cni-double.ts';
+import { Lab, LAB_PREFIX, type LabNode, type LabPod } from '../../lab/index.ts';
+import { startDaemon, type Daemon, type DaemonHost } from '../daemon.ts';
+import { workloadYaml } from '../paths/skein-nodes.ts';
+import type { Target } from './peer.ts';
+
+const MAIN = fileURLToPath(new URL('../../../ztunnel-compat/src/main.ts', import.meta.url));
+export const PEER = fileURLToPath(new URL('./peer.ts', import.meta.url));
+export const ECHO_PORT = 9000;
+export const SERVICE_VIP = '10.96.0.81';
+/** The drain deadline the daemons get (CONNECTION_TERMINATION_DEADLINE). */
+export const DRAIN_MS = 3000;
+/** Open files allowed to the daemons and the load generator (the soak needs tens of thousands). */
+export const NOFILE = 262_144;
+
+export interface Fleet {
+  lab: Lab;
+  client: LabPod;
+  targets: Target[];
+  nodes: LabNode[];
+  /** The current daemon of each node. */
+  pid(node: LabNode): number;
+  /** Where the current daemon of a node runs (its admin ports). */
+  hostOf(node: LabNode): DaemonHost;
+  cni(node: LabNode): CniDouble;
+  logs(): string;
+  /** Replaces a node's daemon (new first, then SIGTERM to the old); resolves when the old one has exited. */
+  replace(node: LabNode): Promise<{ oldExitMs: number }>;
+  teardown(): Promise<void>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A bare network namespace (loopback only) for a surge daemon; named like the lab's, so a crashed run's is swept. */
+function surgeHost(lab: Lab, name: string): DaemonHost & { remove(): void } {
+  execFileSync('ip', ['netns', 'add', name]);
+  execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  const nsPath = `/run/netns/${name}`;
+  return {
+    netns: name,
+    spawn: (cmd: string, args: readonly string[], options: SpawnOptions) => {
+      const child = spawn('nsenter', [`--net=${nsPath}`, '--', cmd, ...args], options);
+      lab.track(child);
+      return child;
+    },
+    run: (cmd: string, ...args: string[]) => execFileSync('ip', ['netns', 'exec', name, cmd, ...args], { encoding: 'utf8' }),
+    remove: () => { try { execFileSync('ip', ['netns', 'del', name]); } catch { /* already gone */ } },
+  };
+}
+
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+export async function startFleet(log: (line: string) => void): Promise<Fleet> {
+  const lab = Lab.create({ nodes: 2, podsPerNode: 2 });
+  const surges: ReturnType<typeof surgeHost>[] = [];
+  const cnis: CniDouble[] = [];
+  const daemons = new Map<LabNode, { daemon: Daemon; host: DaemonHost }>();
+  const dir = path.join(lab.dir, 'resilience');
+  fs.mkdirSync(dir, { recursive: true });
+  const bpffsRoot = `/sys/fs/bpf/skein-lab-${lab.plan.runId}-resilience`;
+  const cleanupPins = (): void => {
+    for (const n of lab.nodes) cleanupKernel(path.join(bpffsRoot, n.name));
+    fs.rmSync(bpffsRoot, { recursive: true, force: true });
+  };
+  process.once('exit', cleanupPins);
+  const teardown = async (): Promise<void> => {
+    for (const { daemon } of daemons.values()) await daemon.stop().catch(() => undefined);
+    process.off('exit', cleanupPins);
+    cleanupPins();
+    for (const c of cnis) c.close();
+    lab.teardown();
+    for (const s of surges) s.remove();
+  };
+  try {
+    const [n0, n1] = lab.nodes as [LabNode, LabNode];
+    const client = n0.pods[0] as LabPod;
+    const same = n0.pods[1] as LabPod;
+    const far = n1.pods[0] as LabPod;
+    const outside = n1.pods[1] as LabPod;
+    for (const p of [same, far, outside]) {
+      await startDaemon(p, { cmd: process.execPath, args: [PEER, 'serve', p.ip4, String(ECHO_PORT)], ports: [ECHO_PORT], comm: 'MainThread', timeoutMs: 20_000 });
+    }
+    const svc = 'echo.default.svc.cluster.local';
+    const mesh = path.join(dir, 'mesh.yaml');
+    fs.writeFileSync(mesh, `workloads:
+${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, services: {default/${svc}: {80: ${ECHO_PORT}}}`)}services:
+- {name: echo, namespace: default, hostname: ${svc}, vips: ["/${SERVICE_VIP}"], ports: {80: ${ECHO_PORT}}}
+`);
+    let generation = 0;
+    const start = async (n: LabNode, host: DaemonHost): Promise<Daemon> => {
+      const cni = cnis[n.index];
+      if (cni === undefined) throw new Error(`no istio-cni double on ${n.name}`);
+      const before = cni.zds.connections;
+      const d = await startDaemon(host, {
+        cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
+        logPath: path.join(dir, `${n.name}.${generation++}.skein.log`),
+        env: {
+          ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
+          NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'warn', LOG_FORMAT: 'json',
+          SKEIN_KERNEL_FASTPATH: 'auto', SKEIN_BPFFS_DIR: path.join(bpffsRoot, n.name), CONNECTION_TERMINATION_DEADLINE: `${DRAIN_MS / 1000}s`,
+        },
+      });
+      execFileSync('prlimit', ['--pid', String(d.pid), `--nofile=${NOFILE}:${NOFILE}`]);
+      // Ready means: this daemon finished its ZDS snapshot (it holds every pod's listeners).
+      const deadline = Date.now() + 20_000;
+      while (cni.zds.connections <= before) {
+        if (Date.now() > deadline) throw new Error(`${n.name}: the new daemon did not finish its ZDS snapshot`);
+        await sleep(25);
+      }
+      return d;
+    };
+    for (const n of lab.nodes) {
+      cnis.push(new CniDouble(n, path.join(dir, `${n.name}.sock`)));
+      daemons.set(n, { daemon: await start(n, n), host: n });
+    }
+    for (const p of [client, same, far]) await cnis[p.node.index]?.enroll(p);
+    await sleep(300);
+    log(`resilience: lab ${lab.plan.runId} up, daemons on ${lab.nodes.map((n) => n.name).join(', ')}`);
+    const get = (n: LabNode): { daemon: Daemon; host: DaemonHost } => {
+      const d = daemons.get(n);
+      if (d === undefined) throw new Error(`no daemon on ${n.name}`);
+      return d;
+    };
+    return {
+      lab, client, nodes: lab.nodes,
+      targets: [
+        { name: 'hbone', host: far.ip4, port: ECHO_PORT },
+        { name: 'fastpath', host: SERVICE_VIP, port: 80 },
+        { name: 'passthrough', host: outside.ip4, port: ECHO_PORT },
+      ],
+      pid: (n) => get(n).daemon.pid,
+      hostOf: (n) => get(n).host,
+      cni: (n) => cnis[n.index] as CniDouble,
+      logs: () => fs.readdirSync(dir).filter((f) => f.endsWith('.skein.log')).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join(''),
+      async replace(n) {
+        const old = get(n);
+        const host = surgeHost(lab, `${LAB_PREFIX}${lab.plan.runId}-s${surges.length}`);
+        surges.push(host);
+        const next = await start(n, host);
+        daemons.set(n, { daemon: next, host });
+        const t0 = performance.now();
+        process.kill(old.daemon.pid, 'SIGTERM');
+        const deadline = Date.now() + DRAIN_MS + 10_000;
+        while (alive(old.daemon.pid)) {
+          if (Date.now() > deadline) { process.kill(old.daemon.pid, 'SIGKILL'); throw new Error(`${n.name}: the old daemon did not exit within the drain deadline + 10 s`); }
+          await sleep(20);
+        }
+        return { oldExitMs: Math.round(performance.now() - t0) };
+      },
+      teardown,
+    };
+  } catch (e) {
+    await teardown();
+    throw e;
+  }
+}

@@ -26,8 +26,15 @@ export const ECHO_PORT = 9000;
 export const SERVICE_VIP = '10.96.0.81';
 /** The drain deadline the daemons get (CONNECTION_TERMINATION_DEADLINE). */
 export const DRAIN_MS = 3000;
-/** Open files allowed to the daemons and the load generator (the soak needs tens of thousands). */
-export const NOFILE = 262_144;
+/**
+ * Open files each process here may have: ours, inherited by the daemons and
+ * the load generator (raising the hard limit needs CAP_SYS_RESOURCE, which a
+ * container may not grant; the soak reports this figure beside its counts).
+ */
+export function nofileLimit(): number {
+  const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+  return Number(m?.[1] ?? NaN);
+}
 
 export interface Fleet {
   lab: Lab;
@@ -122,7 +129,6 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
           SKEIN_KERNEL_FASTPATH: 'auto', SKEIN_BPFFS_DIR: path.join(bpffsRoot, n.name), CONNECTION_TERMINATION_DEADLINE: `${DRAIN_MS / 1000}s`,
         },
       });
-      execFileSync('prlimit', ['--pid', String(d.pid), `--nofile=${NOFILE}:${NOFILE}`]);
       // Ready means: this daemon finished its ZDS snapshot (it holds every pod's listeners).
       const deadline = Date.now() + 20_000;
       while (cni.zds.connections <= before) {

@@ -9,7 +9,7 @@ import { fuzzReport, type FuzzReport } from '../../fuzz/report.ts';
 import { runTargets } from '../../fuzz/run.ts';
 import { targetNames } from '../../fuzz/targets/index.ts';
 import type { LabNode } from '../../lab/index.ts';
-import { DRAIN_MS, NOFILE, PEER, startFleet, type Fleet } from './fleet.ts';
+import { DRAIN_MS, nofileLimit, PEER, startFleet, type Fleet } from './fleet.ts';
 import type { HoldResult, HoldSpec, LoadResult, LoadSpec } from './peer.ts';
 
 export const PARTS = ['upgrade', 'soak', 'fuzz'] as const;
@@ -59,9 +59,9 @@ export interface ResilienceReport {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Runs the peer in the client pod with a raised fd limit; `lines` gets each stdout line; `end()` closes its stdin. */
+/** Runs the peer in the client pod; `lines` gets each stdout line; `end()` closes its stdin. */
 function peerInClient(f: Fleet, mode: 'load' | 'hold', spec: LoadSpec | HoldSpec, lines: (l: string) => void): { done: Promise<void>; end(): void } {
-  const child = f.client.spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, process.execPath, PEER, mode, JSON.stringify(spec)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = f.client.spawn(process.execPath, [PEER, mode, JSON.stringify(spec)], { stdio: ['pipe', 'pipe', 'pipe'] });
   let buf = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => {

@@ -34,6 +34,8 @@ export interface UpgradeReport {
   paths: Record<string, { attempted: number; failed: number; reset: number; longest_gap_ms: number; errors: Record<string, number>;
     streams: { opened: number; survived: number; ended_clean: number; ended_mid_write: number; reset: number } }>;
   targets_met: { no_failed_new_connections: boolean; fastpath_streams_survive: boolean; hbone_streams_end_cleanly: boolean };
+  /** The daemons' warning and error lines (at most 10). */
+  log_warnings: string[];
 }
 
 export interface Usage { fds: number; rss_mb: number; heap_mb: number }
@@ -93,6 +95,7 @@ async function upgrade(o: ResilienceOptions): Promise<UpgradeReport> {
     }
     load.end();
     await load.done;
+    if (process.env.RESILIENCE_LOG_DUMP !== undefined) fs.writeFileSync(process.env.RESILIENCE_LOG_DUMP, f.logs());
     if (result === undefined) throw new Error('the load generator printed no result');
     const paths: UpgradeReport['paths'] = {};
     for (const [name, r] of Object.entries(result.targets)) {
@@ -107,6 +110,7 @@ async function upgrade(o: ResilienceOptions): Promise<UpgradeReport> {
       drain_ms: DRAIN_MS,
       old_exit_ms: oldExit,
       paths,
+      log_warnings: warnings(f).slice(0, 10),
       targets_met: {
         no_failed_new_connections: all.every((p) => p.failed === 0),
         fastpath_streams_survive: paths.fastpath !== undefined && paths.fastpath.streams.survived === o.streams,
@@ -116,6 +120,11 @@ async function upgrade(o: ResilienceOptions): Promise<UpgradeReport> {
   } finally {
     await f.teardown();
   }
+}
+
+/** Lines of the daemons' logs (JSON, at warn and above) other than the start-up and shutdown notices. */
+function warnings(f: Fleet): string[] {
+  return f.logs().split('\n').filter((l) => l.trim() !== '');
 }
 
 function fdCount(pid: number): number {
@@ -176,7 +185,7 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
       daemons[n.name] = { before: b, during: during[n.name] as Usage, after: a };
       if (a.fds - b.fds > TOLERANCE.fds || a.rss_mb - b.rss_mb > TOLERANCE.rss_mb || a.heap_mb - b.heap_mb > TOLERANCE.heap_mb) back = false;
     }
-    const logErrors = f.logs().split('\n').filter((l) => /"level":\s*"?(error|50)/.test(l)).length;
+    const logErrors = warnings(f).filter((l) => /"level":\s*"?(error|50)/.test(l)).length;
     return {
       conns_per_path: o.soakConns,
       hold_ms: o.soakHoldMs,

@@ -48,7 +48,7 @@ export interface Fleet {
   cni(node: LabNode): CniDouble;
   logs(): string;
   /** Replaces a node's daemon (new first, then SIGTERM to the old); resolves when the old one has exited. */
-  replace(node: LabNode): Promise<{ oldExitMs: number }>;
+  replace(node: LabNode): Promise<{ oldExitMs: number; sigtermAt: number }>;
   teardown(): Promise<void>;
 }
 
@@ -167,13 +167,14 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
         const next = await start(n, host);
         daemons.set(n, { daemon: next, host });
         const t0 = performance.now();
+        const sigtermAt = Date.now();
         process.kill(old.daemon.pid, 'SIGTERM');
         const deadline = Date.now() + DRAIN_MS + 10_000;
         while (alive(old.daemon.pid)) {
           if (Date.now() > deadline) { process.kill(old.daemon.pid, 'SIGKILL'); throw new Error(`${n.name}: the old daemon did not exit within the drain deadline + 10 s`); }
           await sleep(20);
         }
-        return { oldExitMs: Math.round(performance.now() - t0) };
+        return { oldExitMs: Math.round(performance.now() - t0), sigtermAt };
       },
       teardown,
     };

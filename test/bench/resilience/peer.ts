@@ -42,6 +42,8 @@ export interface ConnFigures {
   /** Longest time between two successful new connections (or the run's edges). */
   longestGapMs: number;
   errors: Record<string, number>;
+  /** The first few failures: when (epoch ms, at the attempt's start) and how. */
+  failures: { at: number; ms: number; code: string }[];
 }
 
 /** Long-lived stream figures of one target. */
@@ -94,10 +96,11 @@ export function pingOnce(t: Target, timeoutMs: number): Promise<void> {
 interface Clock { until: number }
 
 async function connLoop(t: Target, spec: LoadSpec, clock: Clock): Promise<ConnFigures> {
-  const f: ConnFigures = { attempted: 0, ok: 0, failed: 0, reset: 0, longestGapMs: 0, errors: {} };
+  const f: ConnFigures = { attempted: 0, ok: 0, failed: 0, reset: 0, longestGapMs: 0, errors: {}, failures: [] };
   let lastOk = performance.now();
   while (Date.now() < clock.until) {
     f.attempted++;
+    const at = Date.now();
     try {
       await pingOnce(t, 3000);
       f.ok++;
@@ -108,6 +111,7 @@ async function connLoop(t: Target, spec: LoadSpec, clock: Clock): Promise<ConnFi
       f.failed++;
       const key = errKey(e);
       f.errors[key] = (f.errors[key] ?? 0) + 1;
+      if (f.failures.length < 10) f.failures.push({ at, ms: Date.now() - at, code: key });
       if (key === 'ECONNRESET' && (e as { connected?: boolean }).connected === true) f.reset++;
     }
     await sleep(spec.intervalMs);

@@ -31,7 +31,9 @@ export interface UpgradeReport {
   drain_ms: number;
   /** Per node: ms from SIGTERM to the old daemon's exit. */
   old_exit_ms: Record<string, number>;
-  paths: Record<string, { attempted: number; failed: number; reset: number; longest_gap_ms: number; errors: Record<string, number>;
+  /** Per node: when (epoch ms) the old daemon got SIGTERM. */
+  sigterm_at: Record<string, number>;
+  paths: Record<string, { attempted: number; failed: number; reset: number; longest_gap_ms: number; errors: Record<string, number>; failures: { at: number; ms: number; code: string }[];
     streams: { opened: number; survived: number; ended_clean: number; ended_mid_write: number; reset: number } }>;
   targets_met: { no_failed_new_connections: boolean; fastpath_streams_survive: boolean; hbone_streams_end_cleanly: boolean };
   /** The daemons' warning and error lines (at most 10). */
@@ -87,9 +89,12 @@ async function upgrade(o: ResilienceOptions): Promise<UpgradeReport> {
     const load = peerInClient(f, 'load', { targets: f.targets, durationMs: 120_000, intervalMs: 20, streams: o.streams }, (l) => { result = JSON.parse(l) as LoadResult; });
     await sleep(1500);
     const oldExit: Record<string, number> = {};
+    const sigtermAt: Record<string, number> = {};
     for (const n of f.nodes) {
       o.log(`upgrade: replacing the daemon of ${n.name} (pid ${f.pid(n)})`);
-      oldExit[n.name] = (await f.replace(n)).oldExitMs;
+      const r = await f.replace(n);
+      oldExit[n.name] = r.oldExitMs;
+      sigtermAt[n.name] = r.sigtermAt;
       o.log(`upgrade: ${n.name} now pid ${f.pid(n)}; the old one exited ${oldExit[n.name]} ms after SIGTERM`);
       await sleep(1500);
     }
@@ -100,7 +105,7 @@ async function upgrade(o: ResilienceOptions): Promise<UpgradeReport> {
     const paths: UpgradeReport['paths'] = {};
     for (const [name, r] of Object.entries(result.targets)) {
       paths[name] = {
-        attempted: r.conns.attempted, failed: r.conns.failed, reset: r.conns.reset, longest_gap_ms: r.conns.longestGapMs, errors: r.conns.errors,
+        attempted: r.conns.attempted, failed: r.conns.failed, reset: r.conns.reset, longest_gap_ms: r.conns.longestGapMs, errors: r.conns.errors, failures: r.conns.failures,
         streams: { opened: r.streams.opened, survived: r.streams.survived, ended_clean: r.streams.endedClean, ended_mid_write: r.streams.endedMidWrite, reset: r.streams.reset },
       };
     }
@@ -109,6 +114,7 @@ async function upgrade(o: ResilienceOptions): Promise<UpgradeReport> {
       order: 'surge: new daemon started and holding the pods before SIGTERM to the old',
       drain_ms: DRAIN_MS,
       old_exit_ms: oldExit,
+      sigterm_at: sigtermAt,
       paths,
       log_warnings: warnings(f).slice(0, 10),
       targets_met: {

@@ -21,6 +21,8 @@ export interface ResilienceOptions {
   soakConns: number;
   soakHoldMs: number;
   fuzzSeconds: number;
+  /** Only these fuzz targets (all when undefined). */
+  fuzzTargets?: readonly string[];
   /** Long-lived streams per path during the upgrade. */
   streams: number;
   log: (line: string) => void;
@@ -213,7 +215,7 @@ export async function runResilience(o: ResilienceOptions): Promise<ResilienceRep
   if (o.parts.includes('soak')) report.soak = await soak(o);
   if (o.parts.includes('fuzz')) {
     const seed = 1;
-    report.fuzz = fuzzReport(await runTargets(targetNames, { seconds: o.fuzzSeconds, seed, log: o.log }), seed);
+    report.fuzz = fuzzReport(await runTargets(o.fuzzTargets ?? targetNames, { seconds: o.fuzzSeconds, seed, log: o.log }), seed);
   }
   return report;
 }

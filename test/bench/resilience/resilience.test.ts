@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// A short run of each part of `npm run bench -- resilience` on the real lab:
+// the same code as the full run with small numbers, asserting the targets the
+// issue sets (0 failed new connections through a rollout, fast-path flows
+// survive it, HBONE streams end with a clean FIN; soak connections all open
+// and the daemons back near their baseline afterwards; fuzzing finds nothing).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseBenchArgs, UsageError } from '../args.ts';
+import { ebpfObject, kernelFastpath, root, skipUnless } from '../../skips.ts';
+import { resilienceTable, runResilience } from './run.ts';
+
+const why = skipUnless(root('lab namespaces, eBPF'), ebpfObject(), kernelFastpath('same-node'));
+const log = (): void => undefined;
+
+test('arguments: --parts and --soak-conns', () => {
+  const a = parseBenchArgs(['resilience', '--parts', 'upgrade, soak', '--soak-conns', '500'], ['resilience']);
+  assert.deepEqual([a.parts, a.soakConns], [['upgrade', 'soak'], 500]);
+  for (const argv of [['resilience', '--soak-conns', '0'], ['resilience', '--soak-conns', '20001']]) {
+    assert.throws(() => parseBenchArgs(argv, ['resilience']), UsageError, argv.join(' '));
+  }
+});
+
+test('upgrade: both daemons replaced under load; no new connection fails, fast-path flows survive, HBONE streams end cleanly', { skip: why, timeout: 60_000 }, async () => {
+  const r = await runResilience({ parts: ['upgrade'], soakConns: 0, soakHoldMs: 0, fuzzSeconds: 0, streams: 2, log });
+  const u = r.upgrade;
+  assert.ok(u !== undefined);
+  assert.deepEqual(Object.keys(u.paths).sort(), ['fastpath', 'hbone', 'passthrough']);
+  for (const [name, p] of Object.entries(u.paths)) {
+    assert.ok(p.attempted > 50, `${name}: ${p.attempted} attempts`);
+    assert.equal(p.failed, 0, `${name}: ${JSON.stringify(p.failures)}`);
+  }
+  // Each old daemon exits once its drain deadline has passed, not long after.
+  for (const ms of Object.values(u.old_exit_ms)) assert.ok(ms < u.drain_ms + 2000, `exit ${ms} ms`);
+  assert.deepEqual(u.targets_met, { no_failed_new_connections: true, fastpath_streams_survive: true, hbone_streams_end_cleanly: true });
+  // HBONE streams through the client node's old daemon were ended by its drain, and replaced.
+  assert.ok((u.paths.hbone?.streams.ended_clean ?? 0) >= 2);
+  assert.match(resilienceTable(r), /targets: no_failed_new_connections met/);
+});
+
+test('soak: connections held through every path, then closed; fds and heap back near the baseline', { skip: why, timeout: 60_000 }, async () => {
+  const r = await runResilience({ parts: ['soak'], soakConns: 300, soakHoldMs: 1000, fuzzSeconds: 0, streams: 0, log });
+  const s = r.soak;
+  assert.ok(s !== undefined);
+  assert.deepEqual(s.opened, { hbone: 300, fastpath: 300, passthrough: 300 });
+  // While held, the client node's daemon holds a socket per captured connection (fast-path ones excepted).
+  const n0 = s.daemons.node0;
+  assert.ok(n0 !== undefined && n0.during.fds - n0.before.fds >= 600, JSON.stringify(n0));
+  assert.equal(s.back_to_baseline, true, JSON.stringify(s.daemons));
+  assert.equal(s.log_errors, 0);
+});
+
+test('fuzz: a short coverage-guided run of one parser finds nothing', { timeout: 60_000 }, async () => {
+  const r = await runResilience({ parts: ['fuzz'], soakConns: 0, soakHoldMs: 0, fuzzSeconds: 1, streams: 0, log, fuzzTargets: ['proxy-v2'] });
+  assert.equal(r.fuzz?.findings, 0);
+  assert.ok((r.fuzz?.executions ?? 0) > 100);
+});

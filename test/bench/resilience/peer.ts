@@ -182,6 +182,7 @@ export async function runLoad(spec: LoadSpec, clock: Clock = { until: Date.now()
 export async function runHold(spec: HoldSpec, onHeld: (opened: number) => void): Promise<HoldResult> {
   const out: HoldResult = { targets: {} };
   const sockets: net.Socket[] = [];
+  const phase = { closing: false };
   for (const t of spec.targets) {
     const r = { opened: 0, failed: 0, closedEarly: 0, errors: {} as Record<string, number> };
     out.targets[t.name] = r;
@@ -190,7 +191,7 @@ export async function runHold(spec: HoldSpec, onHeld: (opened: number) => void):
       while (next < spec.conns) {
         next++;
         try {
-          sockets.push(await openProved(t, r));
+          sockets.push(await openProved(t, r, phase));
           r.opened++;
         } catch (e) {
           r.failed++;
@@ -203,6 +204,7 @@ export async function runHold(spec: HoldSpec, onHeld: (opened: number) => void):
   }
   onHeld(sockets.length);
   await sleep(spec.holdMs);
+  phase.closing = true;
   await Promise.all(sockets.map((s) => new Promise<void>((resolve) => {
     if (s.destroyed) { resolve(); return; }
     const t = setTimeout(() => { s.destroy(); resolve(); }, 5000);
@@ -212,7 +214,8 @@ export async function runHold(spec: HoldSpec, onHeld: (opened: number) => void):
   return out;
 }
 
-function openProved(t: Target, r: { closedEarly: number }): Promise<net.Socket> {
+/** A connection proved by one echo; a FIN from the far side before we close counts as closed early. */
+function openProved(t: Target, r: { closedEarly: number }, phase: { closing: boolean }): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: t.host, port: t.port });
     const timer = setTimeout(() => { s.destroy(); reject(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })); }, 10_000);
@@ -220,7 +223,7 @@ function openProved(t: Target, r: { closedEarly: number }): Promise<net.Socket> 
     s.on('connect', () => { s.write('x\n'); });
     s.once('data', () => { proved = true; clearTimeout(timer); resolve(s); });
     s.on('error', (e) => { clearTimeout(timer); s.destroy(); if (!proved) reject(e); });
-    s.on('end', () => { if (proved) r.closedEarly++; s.end(); });
+    s.on('end', () => { if (proved && !phase.closing) r.closedEarly++; s.end(); });
   });
 }
 

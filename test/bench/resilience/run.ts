@@ -47,10 +47,14 @@ export interface Usage { fds: number; rss_mb: number; heap_mb: number }
 export interface SoakReport {
   conns_per_path: number;
   hold_ms: number;
-  opened: Record<string, number>;
-  failed: Record<string, number>;
-  /** Per node daemon: before, while held, after close. */
-  daemons: Record<string, { before: Usage; during: Usage; after: Usage }>;
+  /** Open files per process (ours, the daemons', the load generator's). */
+  nofile_limit: number;
+  /** Per path, one after the other: per node daemon before, while held, and after close. */
+  paths: Record<string, { opened: number; failed: number; closed_early: number; errors: Record<string, number>; open_ms: number;
+    daemons: Record<string, { before: Usage; during: Usage; after: Usage }> }>;
+  /** Per node daemon: before the first path and after the last. */
+  baseline: Record<string, Usage>;
+  end: Record<string, Usage>;
   tolerance: { fds: number; rss_mb: number; heap_mb: number };
   back_to_baseline: boolean;
   log_errors: number;
@@ -164,42 +168,56 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
   const f = await startFleet(o.log);
   try {
     // A little traffic first so lazily built state (certificates, pools) is in the baseline.
-    const warm = peerInClient(f, 'hold', { targets: f.targets, conns: 20, holdMs: 200 }, () => undefined);
-    await warm.done;
+    await peerInClient(f, 'hold', { targets: f.targets, conns: 20, holdMs: 200 }, () => undefined).done;
     await sleep(1000);
-    const before = usage(f);
-    let during: Record<string, Usage> | undefined;
-    let result: HoldResult | undefined;
-    const hold = peerInClient(f, 'hold', { targets: f.targets, conns: o.soakConns, holdMs: o.soakHoldMs }, (l) => {
-      const m = JSON.parse(l) as { held: number } | HoldResult;
-      if ('held' in m) {
-        o.log(`soak: ${m.held} connections held`);
-        during = usage(f);
-      } else {
-        result = m;
-      }
-    });
-    await hold.done;
-    // Closed connections and their HBONE streams take a moment to be reaped; then a GC cycle.
-    await sleep(3000);
-    const after = usage(f);
-    if (result === undefined || during === undefined) throw new Error('the soak load printed no result');
-    const r = result;
-    const daemons: SoakReport['daemons'] = {};
+    const baseline = usage(f);
+    const paths: SoakReport['paths'] = {};
     let back = true;
+    // One path at a time: each gets the whole fd budget (the load generator
+    // and a relaying daemon hold one or two sockets per connection).
+    for (const target of f.targets) {
+      const before = usage(f);
+      let during: Record<string, Usage> | undefined;
+      let result: HoldResult | undefined;
+      const t0 = performance.now();
+      let openMs = 0;
+      await peerInClient(f, 'hold', { targets: [target], conns: o.soakConns, holdMs: o.soakHoldMs }, (l) => {
+        const m = JSON.parse(l) as { held: number } | HoldResult;
+        if ('held' in m) {
+          openMs = Math.round(performance.now() - t0);
+          o.log(`soak ${target.name}: ${m.held} connections held (opened in ${openMs} ms)`);
+          during = usage(f);
+        } else {
+          result = m;
+        }
+      }).done;
+      // Closed connections and their HBONE streams take a moment to be reaped.
+      await sleep(3000);
+      const after = usage(f);
+      const r = result?.targets[target.name];
+      if (r === undefined || during === undefined) throw new Error(`soak ${target.name}: the load printed no result`);
+      const daemons: Record<string, { before: Usage; during: Usage; after: Usage }> = {};
+      for (const n of f.nodes) {
+        const b = before[n.name] as Usage;
+        const a = after[n.name] as Usage;
+        daemons[n.name] = { before: b, during: during[n.name] as Usage, after: a };
+      }
+      paths[target.name] = { opened: r.opened, failed: r.failed, closed_early: r.closedEarly, errors: r.errors, open_ms: openMs, daemons };
+    }
+    const end = usage(f);
     for (const n of f.nodes) {
-      const b = before[n.name] as Usage;
-      const a = after[n.name] as Usage;
-      daemons[n.name] = { before: b, during: during[n.name] as Usage, after: a };
+      const b = baseline[n.name] as Usage;
+      const a = end[n.name] as Usage;
       if (a.fds - b.fds > TOLERANCE.fds || a.rss_mb - b.rss_mb > TOLERANCE.rss_mb || a.heap_mb - b.heap_mb > TOLERANCE.heap_mb) back = false;
     }
     const logErrors = warnings(f).filter((l) => /"level":\s*"?(error|50)/.test(l)).length;
     return {
       conns_per_path: o.soakConns,
       hold_ms: o.soakHoldMs,
-      opened: Object.fromEntries(Object.entries(r.targets).map(([k, v]) => [k, v.opened])),
-      failed: Object.fromEntries(Object.entries(r.targets).map(([k, v]) => [k, v.failed])),
-      daemons,
+      nofile_limit: nofileLimit(),
+      paths,
+      baseline,
+      end,
       tolerance: TOLERANCE,
       back_to_baseline: back,
       log_errors: logErrors,
@@ -234,11 +252,13 @@ export function resilienceTable(r: ResilienceReport): string {
   }
   if (r.soak !== undefined) {
     const s = r.soak;
-    out.push('', `soak: ${s.conns_per_path} connections per path held ${s.hold_ms} ms; opened ${JSON.stringify(s.opened)}, failed ${JSON.stringify(s.failed)}`);
-    for (const [n, d] of Object.entries(s.daemons)) {
-      const u = (x: Usage): string => `${x.fds} fds, ${x.rss_mb} MB RSS, ${x.heap_mb} MB heap`;
-      out.push(`  ${n}: before ${u(d.before)}; held ${u(d.during)}; after ${u(d.after)}`);
+    const u = (x: Usage): string => `${x.fds} fds ${x.rss_mb} MB RSS ${x.heap_mb} MB heap`;
+    out.push('', `soak: ${s.conns_per_path} connections per path, one path at a time, held ${s.hold_ms} ms (open files limit ${s.nofile_limit})`);
+    for (const [name, p] of Object.entries(s.paths)) {
+      out.push(`  ${name}: opened ${p.opened} in ${p.open_ms} ms, failed ${p.failed}${p.failed > 0 ? ` ${JSON.stringify(p.errors)}` : ''}, closed early ${p.closed_early}`);
+      for (const [n, d] of Object.entries(p.daemons)) out.push(`    ${n}: before ${u(d.before)}; held ${u(d.during)}; after ${u(d.after)}`);
     }
+    for (const n of Object.keys(s.baseline)) out.push(`  ${n}: baseline ${u(s.baseline[n] as Usage)}; at the end ${u(s.end[n] as Usage)}`);
     out.push(`  back to baseline (within ${s.tolerance.fds} fds, ${s.tolerance.rss_mb} MB RSS, ${s.tolerance.heap_mb} MB heap): ${s.back_to_baseline ? 'yes' : 'NO'}; error lines in the logs: ${s.log_errors}`);
   }
   if (r.fuzz !== undefined) {

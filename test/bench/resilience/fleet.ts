@@ -119,7 +119,7 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
     const start = async (n: LabNode, host: DaemonHost): Promise<Daemon> => {
       const cni = cnis[n.index];
       if (cni === undefined) throw new Error(`no istio-cni double on ${n.name}`);
-      const before = cni.zds.connections;
+      const before = cni.zds.readyConnections;
       const d = await startDaemon(host, {
         cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
         logPath: path.join(dir, `${n.name}.${generation++}.skein.log`),
@@ -131,7 +131,7 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
       });
       // Ready means: this daemon finished its ZDS snapshot (it holds every pod's listeners).
       const deadline = Date.now() + 20_000;
-      while (cni.zds.connections <= before) {
+      while (cni.zds.readyConnections <= before) {
         if (Date.now() > deadline) throw new Error(`${n.name}: the new daemon did not finish its ZDS snapshot`);
         await sleep(25);
       }

@@ -23,6 +23,8 @@ import type { Target } from './peer.ts';
 const MAIN = fileURLToPath(new URL('../../../ztunnel-compat/src/main.ts', import.meta.url));
 export const PEER = fileURLToPath(new URL('./peer.ts', import.meta.url));
 export const ECHO_PORT = 9000;
+/** Where the server pods accept and never answer. */
+export const SILENT_PORT = 9001;
 export const SERVICE_VIP = '10.96.0.81';
 /** The drain deadline the daemons get (CONNECTION_TERMINATION_DEADLINE). */
 export const DRAIN_MS = 3000;
@@ -47,6 +49,11 @@ export interface Fleet {
   hostOf(node: LabNode): DaemonHost;
   cni(node: LabNode): CniDouble;
   logs(): string;
+  /** SIGKILL to a node's daemon (a crash); resolves once it is gone. */
+  kill(node: LabNode): Promise<void>;
+  /** Starts a new daemon on a node whose daemon is gone (the DaemonSet restarting it). */
+  restart(node: LabNode): Promise<void>;
+  pods: { client: LabPod; same: LabPod; far: LabPod; outside: LabPod };
   /** Replaces a node's daemon (new first, then SIGTERM to the old); resolves when the old one has exited. */
   replace(node: LabNode): Promise<{ oldExitMs: number; sigtermAt: number }>;
   teardown(): Promise<void>;
@@ -108,6 +115,7 @@ export async function startFleet(log: (line: string) => void): Promise<Fleet> {
     const outside = n1.pods[1] as LabPod;
     for (const p of [same, far, outside]) {
       await startDaemon(p, { cmd: process.execPath, args: [PEER, 'serve', p.ip4, String(ECHO_PORT)], ports: [ECHO_PORT], comm: 'MainThread', timeoutMs: 20_000 });
+      await startDaemon(p, { cmd: process.execPath, args: [PEER, 'blackhole', p.ip4, String(SILENT_PORT)], ports: [SILENT_PORT], comm: 'MainThread', timeoutMs: 20_000 });
     }
     const svc = 'echo.default.svc.cluster.local';
     const mesh = path.join(dir, 'mesh.yaml');
@@ -150,7 +158,7 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
       return d;
     };
     return {
-      lab, client, nodes: lab.nodes,
+      lab, client, nodes: lab.nodes, pods: { client, same, far, outside },
       targets: [
         { name: 'hbone', host: far.ip4, port: ECHO_PORT },
         { name: 'fastpath', host: SERVICE_VIP, port: 80 },
@@ -160,6 +168,16 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
       hostOf: (n) => get(n).host,
       cni: (n) => cnis[n.index] as CniDouble,
       logs: () => fs.readdirSync(dir).filter((f) => f.endsWith('.skein.log')).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join(''),
+      async kill(n) {
+        const pid = get(n).daemon.pid;
+        process.kill(pid, 'SIGKILL');
+        while (alive(pid)) await sleep(10);
+      },
+      async restart(n) {
+        const host = surgeHost(lab, `${LAB_PREFIX}${lab.plan.runId}-s${surges.length}`);
+        surges.push(host);
+        daemons.set(n, { daemon: await start(n, host), host });
+      },
       async replace(n) {
         const old = get(n);
         const host = surgeHost(lab, `${LAB_PREFIX}${lab.plan.runId}-s${surges.length}`);

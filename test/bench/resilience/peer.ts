@@ -2,6 +2,7 @@
 // The two ends of the resilience scenario's traffic, run as processes inside
 // lab pods (never in the root netns):
 //   serve HOST PORT   a line echo server (every byte back, FIN answered by FIN)
+//   blackhole HOST PORT  accepts and never reads nor answers
 //   load JSON         new connections in a loop and long-lived streams per
 //                     target until `durationMs`; prints one JSON result line
 //   hold JSON         opens `conns` connections per target, proves each with
@@ -29,6 +30,8 @@ export interface HoldSpec {
   targets: Target[];
   conns: number;
   holdMs: number;
+  /** false: count a connection once connected and written to, without waiting for an echo (a silent upstream). */
+  prove?: boolean;
 }
 
 /** New-connection figures of one target. */
@@ -44,6 +47,8 @@ export interface ConnFigures {
   errors: Record<string, number>;
   /** The first few failures: when (epoch ms, at the attempt's start) and how. */
   failures: { at: number; ms: number; code: string }[];
+  /** When (epoch ms) the last failed attempt ended; 0 if none failed. */
+  lastFailureAt: number;
 }
 
 /** Long-lived stream figures of one target. */
@@ -96,7 +101,7 @@ export function pingOnce(t: Target, timeoutMs: number): Promise<void> {
 interface Clock { until: number }
 
 async function connLoop(t: Target, spec: LoadSpec, clock: Clock): Promise<ConnFigures> {
-  const f: ConnFigures = { attempted: 0, ok: 0, failed: 0, reset: 0, longestGapMs: 0, errors: {}, failures: [] };
+  const f: ConnFigures = { attempted: 0, ok: 0, failed: 0, reset: 0, longestGapMs: 0, errors: {}, failures: [], lastFailureAt: 0 };
   let lastOk = performance.now();
   while (Date.now() < clock.until) {
     f.attempted++;
@@ -112,6 +117,7 @@ async function connLoop(t: Target, spec: LoadSpec, clock: Clock): Promise<ConnFi
       const key = errKey(e);
       f.errors[key] = (f.errors[key] ?? 0) + 1;
       if (f.failures.length < 10) f.failures.push({ at, ms: Date.now() - at, code: key });
+      f.lastFailureAt = Date.now();
       if (key === 'ECONNRESET' && (e as { connected?: boolean }).connected === true) f.reset++;
     }
     await sleep(spec.intervalMs);
@@ -191,7 +197,7 @@ export async function runHold(spec: HoldSpec, onHeld: (opened: number) => void):
       while (next < spec.conns) {
         next++;
         try {
-          sockets.push(await openProved(t, r, phase));
+          sockets.push(await openProved(t, r, phase, spec.prove ?? true));
           r.opened++;
         } catch (e) {
           r.failed++;
@@ -215,13 +221,16 @@ export async function runHold(spec: HoldSpec, onHeld: (opened: number) => void):
 }
 
 /** A connection proved by one echo; a FIN from the far side before we close counts as closed early. */
-function openProved(t: Target, r: { closedEarly: number }, phase: { closing: boolean }): Promise<net.Socket> {
+function openProved(t: Target, r: { closedEarly: number }, phase: { closing: boolean }, prove: boolean): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: t.host, port: t.port });
     const timer = setTimeout(() => { s.destroy(); reject(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })); }, 10_000);
     let proved = false;
-    s.on('connect', () => { s.write('x\n'); });
-    s.once('data', () => { proved = true; clearTimeout(timer); resolve(s); });
+    s.on('connect', () => {
+      s.write('x\n');
+      if (!prove) { proved = true; clearTimeout(timer); resolve(s); }
+    });
+    s.once('data', () => { if (!proved) { proved = true; clearTimeout(timer); resolve(s); } });
     s.on('error', (e) => { clearTimeout(timer); s.destroy(); if (!proved) reject(e); });
     s.on('end', () => { if (proved && !phase.closing) r.closedEarly++; s.end(); });
   });
@@ -236,9 +245,16 @@ function serve(host: string, port: number): void {
   server.listen({ host, port, backlog: 4096 });
 }
 
+/** Accepts and never reads nor answers: the upstream that hangs. */
+function blackhole(host: string, port: number): void {
+  const server = net.createServer({ pauseOnConnect: true }, (s) => { s.on('error', () => s.destroy()); });
+  server.listen({ host, port, backlog: 4096 });
+}
+
 async function main(argv: readonly string[]): Promise<void> {
   const [mode, a, b] = argv;
   if (mode === 'serve' && a !== undefined && b !== undefined) { serve(a, Number(b)); return; }
+  if (mode === 'blackhole' && a !== undefined && b !== undefined) { blackhole(a, Number(b)); return; }
   if (mode === 'load' && a !== undefined) {
     const spec = JSON.parse(a) as LoadSpec;
     const clock = { until: Date.now() + spec.durationMs };

@@ -17,6 +17,8 @@ export interface BenchArgs {
   parts?: string[];
   /** resilience: connections per path in the soak. */
   soakConns?: number;
+  /** resilience: seconds each fault lasts. */
+  faultS?: number;
   help: boolean;
 }
 
@@ -38,7 +40,8 @@ export function usage(scenarios: readonly string[]): string {
   --duration S  seconds per load run, whole, 1-${MAX_DURATION_S} (default ${DEFAULTS.durationS})
   --paths a,b   measure only these paths of the scenario
   --node-arg=F  a Node.js flag for the Skein daemons, e.g. --node-arg=--cpu-prof (repeatable)
-  --parts a,b   resilience: only these parts (upgrade, soak, fuzz)
+  --parts a,b   resilience: only these parts (upgrade, faults, soak, fuzz)
+  --fault-s N   resilience: seconds each fault lasts, 1-120 (default 60)
   --soak-conns N  resilience: connections per path held by the soak, 1-${MAX_SOAK} (default ${DEFAULT_SOAK})
 `;
 }
@@ -65,6 +68,7 @@ export function parseBenchArgs(argv: readonly string[], scenarios: readonly stri
         'node-arg': { type: 'string', multiple: true },
         parts: { type: 'string' },
         'soak-conns': { type: 'string' },
+        'fault-s': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -90,6 +94,7 @@ export function parseBenchArgs(argv: readonly string[], scenarios: readonly stri
     ...(paths === undefined ? {} : { paths }),
     ...(nodeArgs === undefined ? {} : { nodeArgs }),
     ...(values.parts === undefined ? {} : { parts: values.parts.split(',').map((p) => p.trim()) }),
+    ...(values['fault-s'] === undefined ? {} : { faultS: count(values['fault-s'], 'fault-s', 60, 120) }),
     ...(values['soak-conns'] === undefined ? {} : { soakConns: count(values['soak-conns'], 'soak-conns', DEFAULT_SOAK, MAX_SOAK) }),
     help: values.help,
   };

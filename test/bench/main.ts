@@ -65,8 +65,8 @@ if (args.scenario === 'resilience') {
     process.exit(1);
   }
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { process.exit(sig === 'SIGINT' ? 130 : 143); });
-  // --duration is the soak's hold and each fuzz target's time.
-  const report = await runResilience({ parts: parts as Part[], soakConns: args.soakConns ?? DEFAULT_SOAK, soakHoldMs: args.durationS * 1000, fuzzSeconds: args.durationS * 5, streams: 4, log });
+  // --duration is the soak's hold; each fuzz target gets five times that.
+  const report = await runResilience({ parts: parts as Part[], soakConns: args.soakConns ?? DEFAULT_SOAK, soakHoldMs: args.durationS * 1000, fuzzSeconds: args.durationS * 5, faultMs: (args.faultS ?? 60) * 1000, streams: 4, log });
   process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : resilienceTable(report));
   process.exit(0);
 }

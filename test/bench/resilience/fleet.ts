@@ -86,7 +86,7 @@ function alive(pid: number): boolean {
   }
 }
 
-export async function startFleet(log: (line: string) => void): Promise<Fleet> {
+export async function startFleet(log: (line: string) => void, env: Readonly<Record<string, string>> = {}): Promise<Fleet> {
   const lab = Lab.create({ nodes: 2, podsPerNode: 2 });
   const surges: ReturnType<typeof surgeHost>[] = [];
   const cnis: CniDouble[] = [];
@@ -134,7 +134,7 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
         env: {
           ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
           NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'warn', LOG_FORMAT: 'json',
-          SKEIN_KERNEL_FASTPATH: 'auto', SKEIN_BPFFS_DIR: path.join(bpffsRoot, n.name), CONNECTION_TERMINATION_DEADLINE: `${DRAIN_MS / 1000}s`,
+          SKEIN_KERNEL_FASTPATH: 'auto', SKEIN_BPFFS_DIR: path.join(bpffsRoot, n.name), CONNECTION_TERMINATION_DEADLINE: `${DRAIN_MS / 1000}s`, ...env,
         },
       });
       // Ready means: this daemon finished its ZDS snapshot (it holds every pod's listeners).

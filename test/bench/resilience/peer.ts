@@ -215,7 +215,9 @@ export async function runHold(spec: HoldSpec, onHeld: (opened: number) => void):
     if (s.destroyed) { resolve(); return; }
     const t = setTimeout(() => { s.destroy(); resolve(); }, 5000);
     s.once('close', () => { clearTimeout(t); resolve(); });
-    s.end();
+    // A client waiting on a silent upstream gives up: it aborts (RST), it does not half-close.
+    if (spec.prove === false) s.resetAndDestroy();
+    else s.end();
   })));
   return out;
 }

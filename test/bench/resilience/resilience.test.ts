@@ -22,7 +22,7 @@ test('arguments: --parts and --soak-conns', () => {
 });
 
 test('upgrade: both daemons replaced under load; no new connection fails, fast-path flows survive, HBONE streams end cleanly', { skip: why, timeout: 60_000 }, async () => {
-  const r = await runResilience({ parts: ['upgrade'], soakConns: 0, soakHoldMs: 0, fuzzSeconds: 0, streams: 2, log });
+  const r = await runResilience({ parts: ['upgrade'], soakConns: 0, soakHoldMs: 0, fuzzSeconds: 0, faultMs: 0, streams: 2, log });
   const u = r.upgrade;
   assert.ok(u !== undefined);
   assert.deepEqual(Object.keys(u.paths).sort(), ['fastpath', 'hbone', 'passthrough']);
@@ -38,8 +38,22 @@ test('upgrade: both daemons replaced under load; no new connection fails, fast-p
   assert.match(resilienceTable(r), /targets: no_failed_new_connections met/);
 });
 
+test('faults: a peer daemon killed, ZDS restarted with a pod gone, silent upstreams; traffic recovers and state is right', { skip: why, timeout: 90_000 }, async () => {
+  const r = await runResilience({ parts: ['faults'], soakConns: 0, soakHoldMs: 0, fuzzSeconds: 0, faultMs: 1500, streams: 0, log });
+  const [killed, zds, silent] = r.faults ?? [];
+  assert.ok(killed !== undefined && zds !== undefined && silent !== undefined);
+  // HBONE to the dead node fails while it is down (the test can fail), and comes back within seconds of the restart.
+  assert.ok((killed.paths.hbone?.failed ?? 0) > 0, JSON.stringify(killed.paths));
+  assert.ok(killed.recovered_ms < 5000, `recovered after ${killed.recovered_ms} ms`);
+  for (const x of [killed, zds, silent]) {
+    for (const [k, v] of Object.entries(x.state)) assert.equal(v, true, `${x.fault}: ${k}`);
+  }
+  for (const [k, p] of Object.entries(zds.paths)) assert.equal(p.failed, 0, `zds restart: ${k}`);
+  assert.equal(silent.paths.fastpath?.failed, 0);
+});
+
 test('soak: connections held through every path, then closed; fds and heap back near the baseline', { skip: why, timeout: 60_000 }, async () => {
-  const r = await runResilience({ parts: ['soak'], soakConns: 300, soakHoldMs: 1000, fuzzSeconds: 0, streams: 0, log });
+  const r = await runResilience({ parts: ['soak'], soakConns: 300, soakHoldMs: 1000, fuzzSeconds: 0, faultMs: 0, streams: 0, log });
   const s = r.soak;
   assert.ok(s !== undefined);
   for (const name of ['hbone', 'fastpath', 'passthrough']) assert.deepEqual([s.paths[name]?.opened, s.paths[name]?.closed_early], [300, 0], name);
@@ -52,7 +66,7 @@ test('soak: connections held through every path, then closed; fds and heap back 
 });
 
 test('fuzz: a short coverage-guided run of one parser finds nothing', { timeout: 60_000 }, async () => {
-  const r = await runResilience({ parts: ['fuzz'], soakConns: 0, soakHoldMs: 0, fuzzSeconds: 1, streams: 0, log, fuzzTargets: ['proxy-v2'] });
+  const r = await runResilience({ parts: ['fuzz'], soakConns: 0, soakHoldMs: 0, fuzzSeconds: 1, faultMs: 0, streams: 0, log, fuzzTargets: ['proxy-v2'] });
   assert.equal(r.fuzz?.findings, 0);
   assert.ok(r.fuzz.executions > 100);
 });

@@ -9,10 +9,11 @@ import { fuzzReport, type FuzzReport } from '../../fuzz/report.ts';
 import { runTargets } from '../../fuzz/run.ts';
 import { targetNames } from '../../fuzz/targets/index.ts';
 import type { LabNode } from '../../lab/index.ts';
-import { DRAIN_MS, nofileLimit, PEER, startFleet, type Fleet } from './fleet.ts';
-import type { HoldResult, HoldSpec, LoadResult, LoadSpec } from './peer.ts';
+import type { LabPod } from '../../lab/index.ts';
+import { DRAIN_MS, nofileLimit, PEER, SILENT_PORT, startFleet, type Fleet } from './fleet.ts';
+import type { HoldResult, HoldSpec, LoadResult, LoadSpec, Target } from './peer.ts';
 
-export const PARTS = ['upgrade', 'soak', 'fuzz'] as const;
+export const PARTS = ['upgrade', 'faults', 'soak', 'fuzz'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface ResilienceOptions {
@@ -21,6 +22,8 @@ export interface ResilienceOptions {
   soakConns: number;
   soakHoldMs: number;
   fuzzSeconds: number;
+  /** How long each fault lasts. */
+  faultMs: number;
   /** Only these fuzz targets (all when undefined). */
   fuzzTargets?: readonly string[];
   /** Long-lived streams per path during the upgrade. */
@@ -50,7 +53,8 @@ export interface SoakReport {
   /** Open files per process (ours, the daemons', the load generator's). */
   nofile_limit: number;
   /** Per path, one after the other: per node daemon before, while held, and after close. */
-  paths: Record<string, { opened: number; failed: number; closed_early: number; errors: Record<string, number>; open_ms: number;
+  /** settle_ms: from close until every daemon was within the tolerance of its figures before this path (or gave up). */
+  paths: Record<string, { opened: number; failed: number; closed_early: number; errors: Record<string, number>; open_ms: number; settle_ms: number;
     daemons: Record<string, { before: Usage; during: Usage; after: Usage }> }>;
   /** Per node daemon: before the first path and after the last. */
   baseline: Record<string, Usage>;
@@ -60,9 +64,21 @@ export interface SoakReport {
   log_errors: number;
 }
 
+/** One fault: what the load saw per path, and how things stood right afterwards. */
+export interface FaultReport {
+  fault: string;
+  fault_ms: number;
+  paths: Record<string, { attempted: number; failed: number; longest_gap_ms: number; errors: Record<string, number> }>;
+  /** From the end of the fault (restore) to the last failed attempt's end; 0 when nothing failed after it. */
+  recovered_ms: number;
+  /** The checks made right afterwards, each true when the state is right. */
+  state: Record<string, boolean>;
+}
+
 export interface ResilienceReport {
   scenario: 'resilience';
   upgrade?: UpgradeReport;
+  faults?: FaultReport[];
   soak?: SoakReport;
   fuzz?: FuzzReport;
 }
@@ -164,8 +180,20 @@ function usage(f: Fleet): Record<string, Usage> {
 
 const TOLERANCE = { fds: 10, rss_mb: 40, heap_mb: 10 };
 
+/**
+ * An HBONE pool connection unused this long is closed (ztunnel's
+ * POOL_UNUSED_RELEASE_TIMEOUT, 5 min by default): shortened so the soak sees
+ * the pool that 10,000 streams grew (100 streams a connection) go away too.
+ */
+const SOAK_POOL_RELEASE = '2s';
+const SETTLE_MS = 20_000;
+
+function within(b: Usage, a: Usage): boolean {
+  return a.fds - b.fds <= TOLERANCE.fds && a.rss_mb - b.rss_mb <= TOLERANCE.rss_mb && a.heap_mb - b.heap_mb <= TOLERANCE.heap_mb;
+}
+
 async function soak(o: ResilienceOptions): Promise<SoakReport> {
-  const f = await startFleet(o.log);
+  const f = await startFleet(o.log, { POOL_UNUSED_RELEASE_TIMEOUT: SOAK_POOL_RELEASE });
   try {
     // A little traffic first so lazily built state (certificates, pools) is in the baseline.
     await peerInClient(f, 'hold', { targets: f.targets, conns: 20, holdMs: 200 }, () => undefined).done;
@@ -191,9 +219,14 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
           result = m;
         }
       }).done;
-      // Closed connections and their HBONE streams take a moment to be reaped.
-      await sleep(3000);
-      const after = usage(f);
+      // Closed connections, their HBONE streams and then the idle pool take a moment to go.
+      const settleStart = performance.now();
+      let after = usage(f);
+      while (performance.now() - settleStart < SETTLE_MS && !f.nodes.every((n) => within(before[n.name] as Usage, after[n.name] as Usage))) {
+        await sleep(500);
+        after = usage(f);
+      }
+      const settleMs = Math.round(performance.now() - settleStart);
       const r = result?.targets[target.name];
       if (r === undefined || during === undefined) throw new Error(`soak ${target.name}: the load printed no result`);
       const daemons: Record<string, { before: Usage; during: Usage; after: Usage }> = {};
@@ -202,13 +235,13 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
         const a = after[n.name] as Usage;
         daemons[n.name] = { before: b, during: during[n.name] as Usage, after: a };
       }
-      paths[target.name] = { opened: r.opened, failed: r.failed, closed_early: r.closedEarly, errors: r.errors, open_ms: openMs, daemons };
+      paths[target.name] = { opened: r.opened, failed: r.failed, closed_early: r.closedEarly, errors: r.errors, open_ms: openMs, settle_ms: settleMs, daemons };
     }
     const end = usage(f);
     for (const n of f.nodes) {
       const b = baseline[n.name] as Usage;
       const a = end[n.name] as Usage;
-      if (a.fds - b.fds > TOLERANCE.fds || a.rss_mb - b.rss_mb > TOLERANCE.rss_mb || a.heap_mb - b.heap_mb > TOLERANCE.heap_mb) back = false;
+      if (!within(b, a)) back = false;
     }
     const logErrors = warnings(f).filter((l) => /"level":\s*"?(error|50)/.test(l)).length;
     return {
@@ -227,9 +260,101 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
   }
 }
 
+/** Runs `fault` (which resolves at its restore time) under a steady load of new connections on `targets`. */
+async function underLoad(f: Fleet, targets: Target[], fault: () => Promise<number>, extraMs: number): Promise<{ load: LoadResult; restoredAt: number }> {
+  let load: LoadResult | undefined;
+  const gen = peerInClient(f, 'load', { targets, durationMs: 120_000, intervalMs: 20, streams: 0 }, (l) => { load = JSON.parse(l) as LoadResult; });
+  await sleep(500);
+  const restoredAt = await fault();
+  await sleep(extraMs);
+  gen.end();
+  await gen.done;
+  if (load === undefined) throw new Error('the load generator printed no result');
+  return { load, restoredAt };
+}
+
+function faultFigures(name: string, faultMs: number, r: { load: LoadResult; restoredAt: number }, state: Record<string, boolean>): FaultReport {
+  const paths: FaultReport['paths'] = {};
+  let last = 0;
+  for (const [k, v] of Object.entries(r.load.targets)) {
+    paths[k] = { attempted: v.conns.attempted, failed: v.conns.failed, longest_gap_ms: v.conns.longestGapMs, errors: v.conns.errors };
+    last = Math.max(last, v.conns.lastFailureAt);
+  }
+  return { fault: name, fault_ms: faultMs, paths, recovered_ms: Math.max(0, last - r.restoredAt), state };
+}
+
+/** Whether anything listens on `port` in a pod's netns (the daemon's capture listeners). */
+function podListens(pod: LabPod, port: number): boolean {
+  return pod.run('ss', '-Hltn', 'sport', '=', `:${port}`).trim() !== '';
+}
+
+async function faults(o: ResilienceOptions): Promise<FaultReport[]> {
+  const out: FaultReport[] = [];
+  const f = await startFleet(o.log);
+  try {
+    const [n0, n1] = f.nodes as [LabNode, LabNode];
+    const byName = (n: string): Target => f.targets.find((t) => t.name === n) as Target;
+
+    // A peer node's daemon crashes; its DaemonSet starts a new one after faultMs.
+    o.log('faults: the peer node\'s daemon killed');
+    const killed = await underLoad(f, f.targets, async () => {
+      await f.kill(n1);
+      await sleep(o.faultMs);
+      const at = Date.now();
+      await f.restart(n1);
+      return at;
+    }, 1500);
+    out.push(faultFigures('peer node daemon killed (SIGKILL), restarted', o.faultMs, killed, {
+      far_pod_listeners_back: podListens(f.pods.far, 15008),
+      same_node_paths_unaffected: (killed.load.targets.fastpath?.conns.failed ?? 1) === 0 && (killed.load.targets.passthrough?.conns.failed ?? 1) === 0,
+    }));
+
+    // istio-cni restarts and, while away, a pod went: the snapshot it replays no longer has it.
+    o.log('faults: ZDS server restarted with a changed snapshot');
+    const zds = await underLoad(f, [byName('hbone'), byName('passthrough')], async () => {
+      const cni = f.cni(n0);
+      cni.zds.dropConnections();
+      await f.cni(n0).unenroll(f.pods.same);
+      await sleep(o.faultMs);
+      const at = Date.now();
+      const deadline = Date.now() + 20_000;
+      while (podListens(f.pods.same, 15008) && Date.now() < deadline) await sleep(50);
+      return at;
+    }, 1000);
+    const dropped = !podListens(f.pods.same, 15008);
+    // The pod comes back, for the fast-path traffic below.
+    await f.cni(n0).enroll(f.pods.same);
+    out.push(faultFigures('ZDS server restarted; the snapshot drops a pod', o.faultMs, zds, {
+      dropped_pod_released: dropped,
+      other_pods_kept: podListens(f.pods.client, 15001),
+      daemon_reconnected: f.cni(n0).zds.readyConnections === 1,
+    }));
+
+    // An upstream that accepts and never answers: connections stay open, cost what they hold, and go when the client gives up.
+    o.log('faults: upstreams that accept and never answer');
+    const before = { n0: fdCount(f.pid(n0)), n1: fdCount(f.pid(n1)) };
+    const silent = underLoad(f, [byName('fastpath')], async () => {
+      const silentTargets = [{ name: 'hbone-silent', host: f.pods.far.ip4, port: SILENT_PORT }, { name: 'passthrough-silent', host: f.pods.outside.ip4, port: SILENT_PORT }];
+      await peerInClient(f, 'hold', { targets: silentTargets, conns: 50, holdMs: o.faultMs, prove: false }, () => undefined).done;
+      return Date.now();
+    }, 2000);
+    const hung = await silent;
+    const settle = Date.now() + 5000;
+    while (Date.now() < settle && (fdCount(f.pid(n0)) - before.n0 > TOLERANCE.fds || fdCount(f.pid(n1)) - before.n1 > TOLERANCE.fds)) await sleep(100);
+    out.push(faultFigures('upstreams accept and never answer (50 connections each, HBONE and passthrough)', o.faultMs, hung, {
+      fds_released_node0: fdCount(f.pid(n0)) - before.n0 <= TOLERANCE.fds,
+      fds_released_node1: fdCount(f.pid(n1)) - before.n1 <= TOLERANCE.fds,
+    }));
+    return out;
+  } finally {
+    await f.teardown();
+  }
+}
+
 export async function runResilience(o: ResilienceOptions): Promise<ResilienceReport> {
   const report: ResilienceReport = { scenario: 'resilience' };
   if (o.parts.includes('upgrade')) report.upgrade = await upgrade(o);
+  if (o.parts.includes('faults')) report.faults = await faults(o);
   if (o.parts.includes('soak')) report.soak = await soak(o);
   if (o.parts.includes('fuzz')) {
     const seed = 1;
@@ -250,12 +375,20 @@ export function resilienceTable(r: ResilienceReport): string {
     }
     out.push(`targets: ${Object.entries(u.targets_met).map(([k, v]) => `${k} ${v ? 'met' : 'MISSED'}`).join(', ')}`);
   }
+  if (r.faults !== undefined) {
+    out.push('', 'faults');
+    for (const x of r.faults) {
+      out.push(`  ${x.fault} (${x.fault_ms} ms): recovered ${x.recovered_ms} ms after the restore`);
+      out.push(`    ${Object.entries(x.paths).map(([k, p]) => `${k} ${p.failed}/${p.attempted} failed${p.failed > 0 ? ` ${JSON.stringify(p.errors)}` : ''}, gap ${p.longest_gap_ms} ms`).join('; ')}`);
+      out.push(`    afterwards: ${Object.entries(x.state).map(([k, v]) => `${k} ${v ? 'yes' : 'NO'}`).join(', ')}`);
+    }
+  }
   if (r.soak !== undefined) {
     const s = r.soak;
     const u = (x: Usage): string => `${x.fds} fds ${x.rss_mb} MB RSS ${x.heap_mb} MB heap`;
     out.push('', `soak: ${s.conns_per_path} connections per path, one path at a time, held ${s.hold_ms} ms (open files limit ${s.nofile_limit})`);
     for (const [name, p] of Object.entries(s.paths)) {
-      out.push(`  ${name}: opened ${p.opened} in ${p.open_ms} ms, failed ${p.failed}${p.failed > 0 ? ` ${JSON.stringify(p.errors)}` : ''}, closed early ${p.closed_early}`);
+      out.push(`  ${name}: opened ${p.opened} in ${p.open_ms} ms, failed ${p.failed}${p.failed > 0 ? ` ${JSON.stringify(p.errors)}` : ''}, closed early ${p.closed_early}; settled ${p.settle_ms} ms after close`);
       for (const [n, d] of Object.entries(p.daemons)) out.push(`    ${n}: before ${u(d.before)}; held ${u(d.during)}; after ${u(d.after)}`);
     }
     for (const n of Object.keys(s.baseline)) out.push(`  ${n}: baseline ${u(s.baseline[n] as Usage)}; at the end ${u(s.end[n] as Usage)}`);

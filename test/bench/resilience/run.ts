@@ -122,7 +122,6 @@ async function upgrade(o: ResilienceOptions): Promise<UpgradeReport> {
     }
     load.end();
     await load.done;
-    if (process.env.RESILIENCE_LOG_DUMP !== undefined) fs.writeFileSync(process.env.RESILIENCE_LOG_DUMP, f.logs());
     if (result === undefined) throw new Error('the load generator printed no result');
     const paths: UpgradeReport['paths'] = {};
     for (const [name, r] of Object.entries(result.targets)) {

@@ -80,6 +80,9 @@ interface PoolEntry {
   opening: Promise<PooledSession> | undefined;
 }
 
+/** Stream failures whose CONNECT the peer never took (so it may be sent again). */
+const unanswered = new WeakSet<HboneError>();
+
 export function defaultPoolKey(req: TunnelRequest): string {
   return `${spiffeUri(req.cert.identity)}|${req.expected.map(spiffeUri).join(',')}|${req.upstream.ip}:${req.upstream.port}|${req.localAddress ?? ''}`;
 }
@@ -120,7 +123,22 @@ export class HboneClient {
     return (await this.open(req)).tunnel;
   }
 
+  /**
+   * A CONNECT the peer never took — refused (REFUSED_STREAM), or cut off by a
+   * GOAWAY or a session close before any answer, as when the peer's node
+   * proxy is being replaced — is sent once more on another session. That is
+   * safe: no byte of the tunnel has been sent before its 200.
+   */
   async open(req: TunnelRequest): Promise<OpenedTunnel> {
+    try {
+      return await this.#openOnce(req);
+    } catch (err) {
+      if (!(err instanceof HboneError) || !unanswered.has(err)) throw err;
+      return this.#openOnce(req);
+    }
+  }
+
+  async #openOnce(req: TunnelRequest): Promise<OpenedTunnel> {
     if (req.cert.isExpired()) {
       throw new HboneError(HboneErrorCode.CERT_EXPIRED, 'CONNECT',
         `the certificate of ${spiffeUri(req.cert.identity)} expired at ${req.cert.notAfter.toISOString()}; it is never presented`);
@@ -149,9 +167,17 @@ export class HboneClient {
       };
       const onError = (err: Error): void => {
         cleanup();
+        // Read before destroy(): whether the peer refused it, or its session went away first.
+        const refused = stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM || !ps.usable;
         stream.on('error', () => { /* being discarded */ });
         stream.destroy();
-        reject(new HboneError(HboneErrorCode.STREAM, 'CONNECT', `CONNECT ${req.authority} failed: ${err.message}`, { cause: err }));
+        const e = new HboneError(HboneErrorCode.STREAM, 'CONNECT', `CONNECT ${req.authority} failed: ${err.message}`, { cause: err });
+        if (refused) {
+          // Not this session again: a peer that refuses is going away or full.
+          this.#drop(ps);
+          unanswered.add(e);
+        }
+        reject(e);
       };
       const onClose = (): void => { onError(new Error(`stream closed before a response (code ${stream.rstCode})`)); };
       const cleanup = (): void => {

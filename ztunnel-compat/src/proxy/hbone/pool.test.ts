@@ -3,7 +3,8 @@
 // stream limit is reached, serialised first connects, GOAWAY handling, idle
 // release, and no sockets left behind.
 import assert from 'node:assert/strict';
-import { createServer as createH2Server } from 'node:http2';
+import { constants as h2constants, createServer as createH2Server } from 'node:http2';
+import type { Http2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
@@ -121,6 +122,61 @@ test('the peer MAX_CONCURRENT_STREAMS caps streams per session when below maxStr
     const ts = await Promise.all([1, 2, 3].map(() => client.connect(r)));
     assert.equal(client.sessionsFor('cap'), 2, '3 streams with a peer limit of 2 need 2 sessions');
     assert.deepEqual(await Promise.all(ts.map((t, i) => echoOnce(t, `x${i}`))), ['x0', 'x1', 'x2']);
+  } finally {
+    await client.close();
+    await new Promise<void>((r) => { srv.close(() => { r(); }); });
+  }
+});
+
+test('a CONNECT its peer never took (refused as the session goes away) is sent once more on a new session', async () => {
+  // A peer being replaced: its first session refuses the stream and says GOAWAY; the next one answers.
+  const tls = serverContext(c.server);
+  const h2 = createH2Server();
+  const seen = new Set<unknown>();
+  h2.on('stream', (stream) => {
+    seen.add(stream.session);
+    stream.on('error', () => { /* our own REFUSED_STREAM */ });
+    if (seen.size === 1) {
+      stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
+      stream.session?.goaway(h2constants.NGHTTP2_NO_ERROR, 0);
+      return;
+    }
+    stream.respond({ ':status': 200 });
+    stream.pipe(stream);
+  });
+  const srv = createTlsServer(tls.options, (s) => { h2.emit('connection', s); });
+  await new Promise<void>((r) => { srv.listen(0, '127.0.0.1', r); });
+  const addr = srv.address();
+  assert.ok(addr !== null && typeof addr === 'object');
+  const client = new HboneClient();
+  try {
+    const t = await client.connect({ ...req('refused'), upstream: { ip: '127.0.0.1', port: addr.port } });
+    assert.equal(await echoOnce(t, 'again'), 'again');
+    assert.equal(seen.size, 2, 'the second try went on a new session');
+  } finally {
+    await client.close();
+    // The bare server keeps the session it sent GOAWAY on; close() would wait for it.
+    for (const s of seen) (s as Http2Session).destroy();
+    await new Promise<void>((r) => { srv.close(() => { r(); }); });
+  }
+});
+
+test('a CONNECT answered with an error status is not sent again', async () => {
+  const tls = serverContext(c.server);
+  const h2 = createH2Server();
+  let streams = 0;
+  h2.on('stream', (stream) => {
+    streams++;
+    stream.respond({ ':status': 503 }, { endStream: true });
+  });
+  const srv = createTlsServer(tls.options, (s) => { h2.emit('connection', s); });
+  await new Promise<void>((r) => { srv.listen(0, '127.0.0.1', r); });
+  const addr = srv.address();
+  assert.ok(addr !== null && typeof addr === 'object');
+  const client = new HboneClient();
+  try {
+    await assert.rejects(client.connect({ ...req('503'), upstream: { ip: '127.0.0.1', port: addr.port } }), (e: unknown) => e instanceof HboneError && e.status === 503);
+    assert.equal(streams, 1);
   } finally {
     await client.close();
     await new Promise<void>((r) => { srv.close(() => { r(); }); });

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Entry point of the `skein` command.
-import { libbpfVersion } from '@skein/bpf';
+import { libbpfVersion, raiseNofileLimit } from '@skein/bpf';
 import { cleanupKernel } from './accel/index.ts';
 import { startApp, StartupError } from './app.ts';
 import type { WaypointCommand } from '@skein/waypoint/args';
@@ -31,12 +31,28 @@ function cleanup(): number {
   return 0;
 }
 
+/**
+ * Every proxied connection holds one or two sockets, and a node carries
+ * thousands: the soft open-files limit (often 1024) goes up to the hard one,
+ * as ztunnel does at start (istio/ztunnel#1586, src/main.rs, for #1585:
+ * "ztunnel runs out of file descriptors on heavily loaded nodes").
+ */
+function raiseOpenFiles(log: ReturnType<typeof createLogger>): void {
+  try {
+    const l = raiseNofileLimit();
+    log.info({ scope: 'app', before: l.before, soft: l.soft, hard: l.hard }, 'open files limit');
+  } catch (err) {
+    log.warn({ scope: 'app', err: (err as Error).message }, 'cannot raise the open files limit');
+  }
+}
+
 async function proxy(): Promise<number> {
   const config = readConfig();
   if (config === undefined) return 1;
   const log = createLogger(config.logLevel, config.logFormat);
   // From here an error nothing caught is logged and counted, never fatal.
   const policy = installProcessPolicy(log);
+  raiseOpenFiles(log);
   let app;
   try {
     app = await startApp(config, log, { onShutdownRequest: () => { void stop('quitquitquit'); } });

@@ -30,12 +30,29 @@ export const SERVICE_VIP = '10.96.0.81';
 /** The drain deadline the daemons get (CONNECTION_TERMINATION_DEADLINE). */
 export const DRAIN_MS = 3000;
 /**
- * Open files each process here may have: ours, inherited by the daemons and
- * the load generator (raising the hard limit needs CAP_SYS_RESOURCE, which a
- * container may not grant; the soak reports this figure beside its counts).
+ * Open files the harness gives the daemons, the echo servers and the load
+ * generator: 10,000 relayed connections need 20,000 sockets in a daemon.
+ * Raising a hard limit needs CAP_SYS_RESOURCE, which a container may lack;
+ * then they keep ours, and the soak reports the limit they had.
  */
-export function nofileLimit(): number {
-  const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+export const WANT_NOFILE = 65_536;
+let raisable: boolean | undefined;
+/** `cmd args` run under a hard and soft open-files limit of WANT_NOFILE, when we may set one. */
+export function withNofile(cmd: string, args: readonly string[]): [string, string[]] {
+  if (raisable === undefined) {
+    try {
+      execFileSync('prlimit', [`--nofile=${WANT_NOFILE}:${WANT_NOFILE}`, 'true'], { stdio: 'ignore' });
+      raisable = true;
+    } catch {
+      raisable = false;
+    }
+  }
+  return raisable ? ['prlimit', [`--nofile=${WANT_NOFILE}:${WANT_NOFILE}`, '--', cmd, ...args]] : [cmd, [...args]];
+}
+
+/** The soft open-files limit of a process (this one by default). */
+export function nofileLimit(pid: number | 'self' = 'self'): number {
+  const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'));
   return Number(m?.[1] ?? NaN);
 }
 
@@ -123,7 +140,8 @@ export async function startFleet(log: (line: string) => void, env: Readonly<Reco
     const far = n1.pods[0] as LabPod;
     const outside = n1.pods[1] as LabPod;
     for (const p of [same, far, outside]) {
-      await startDaemon(p, { cmd: process.execPath, args: [PEER, 'serve', p.ip4, String(ECHO_PORT)], ports: [ECHO_PORT], comm: 'MainThread', timeoutMs: 20_000 });
+      const [cmd, args] = withNofile(process.execPath, [PEER, 'serve', p.ip4, String(ECHO_PORT)]);
+      await startDaemon(p, { cmd, args, ports: [ECHO_PORT], comm: 'MainThread', timeoutMs: 20_000 });
       await startDaemon(p, { cmd: process.execPath, args: [PEER, 'blackhole', p.ip4, String(SILENT_PORT)], ports: [SILENT_PORT], comm: 'MainThread', timeoutMs: 20_000 });
     }
     const svc = 'echo.default.svc.cluster.local';
@@ -152,8 +170,9 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
         await link.expose(`/run/netns/${host.netns}`);
         source = link.env(n);
       }
+      const [cmd, args] = withNofile(process.execPath, [MAIN, 'proxy']);
       const d = await startDaemon(host, {
-        cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
+        cmd, args, ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
         logPath: path.join(dir, `${n.name}.${generation++}.skein.log`),
         env: {
           ...process.env, ...source,

@@ -11,7 +11,7 @@ import { targetNames } from '../../fuzz/targets/index.ts';
 import type { LabNode } from '../../lab/index.ts';
 import type { LabPod } from '../../lab/index.ts';
 import { status } from '@grpc/grpc-js';
-import { DRAIN_MS, nofileLimit, PEER, SILENT_PORT, startFleet, type Fleet } from './fleet.ts';
+import { DRAIN_MS, nofileLimit, PEER, SILENT_PORT, startFleet, withNofile, type Fleet } from './fleet.ts';
 import { IstiodLink } from './istiod-link.ts';
 import { certificateProblems, certificateSerials, configDiff, type StateDump } from './mesh-state.ts';
 import type { HoldResult, HoldSpec, LoadResult, LoadSpec, Target } from './peer.ts';
@@ -53,7 +53,7 @@ export interface Usage { fds: number; rss_mb: number; heap_mb: number }
 export interface SoakReport {
   conns_per_path: number;
   hold_ms: number;
-  /** Open files per process (ours, the daemons', the load generator's). */
+  /** Open files the daemons may have (their soft limit, raised to the hard one at start). */
   nofile_limit: number;
   /** Per path, one after the other: per node daemon before, while held, and after close. */
   /** settle_ms: from close until every daemon was within the tolerance of its figures before this path (or gave up). */
@@ -98,7 +98,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** Runs the peer in the client pod; `lines` gets each stdout line; `end()` closes its stdin. */
 function peerInClient(f: Fleet, mode: 'load' | 'hold', spec: LoadSpec | HoldSpec, lines: (l: string) => void): { done: Promise<void>; end(): void } {
-  const child = f.client.spawn(process.execPath, [PEER, mode, JSON.stringify(spec)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const [cmd, args] = withNofile(process.execPath, [PEER, mode, JSON.stringify(spec)]);
+  const child = f.client.spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let buf = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => {
@@ -257,7 +258,7 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
     return {
       conns_per_path: o.soakConns,
       hold_ms: o.soakHoldMs,
-      nofile_limit: nofileLimit(),
+      nofile_limit: Math.min(...f.nodes.map((n) => nofileLimit(f.pid(n)))),
       paths,
       baseline,
       end,

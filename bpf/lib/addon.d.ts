@@ -166,6 +166,8 @@ export interface Native {
   raiseNofileLimit(): { before: number; soft: number; hard: number };
   /** glibc malloc_trim(0): free heap pages back to the kernel; true when some were. */
   mallocTrim(): boolean;
+  /** V8 MemoryPressureNotification(kCritical): a memory-reducing collection now, freed pages back to the kernel. */
+  memoryPressure(): void;
   setIntOpt(fd: number, level: number, name: number, value: number): void;
   getIntOpt(fd: number, level: number, name: number): number;
   bind(fd: number, address: string, port: number): void;

@@ -3,7 +3,7 @@
 export { native, constants } from './native.ts';
 export type { NativeAddress } from './addon.d.ts';
 export { netnsCookieOf, openNetns, setNetnsSysctl, withNetnsFd, type NetnsRef } from './netns.ts';
-export { mallocTrim, raiseNofileLimit } from './process.ts';
+export { mallocTrim, memoryPressure, raiseNofileLimit } from './process.ts';
 export {
   bindUdp,
   connectTcp,

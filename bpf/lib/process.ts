@@ -11,3 +11,8 @@ export function raiseNofileLimit(): { before: number; soft: number; hard: number
 export function mallocTrim(): boolean {
   return native.mallocTrim();
 }
+
+/** A memory-reducing V8 collection now (MemoryPressureNotification, critical): its freed pages go back to the kernel. */
+export function memoryPressure(): void {
+  native.memoryPressure();
+}

@@ -3,6 +3,7 @@
 
 #include <malloc.h>
 #include <sys/resource.h>
+#include <v8.h>
 
 #include "errors.h"
 
@@ -35,8 +36,18 @@ Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
 }
 
+Napi::Value MemoryPressure(const Napi::CallbackInfo& info) {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  // On the isolate's own thread this runs the memory-reducing collection
+  // now; back to kNone after, so V8 does not stay in its pressure mode.
+  isolate->MemoryPressureNotification(v8::MemoryPressureLevel::kCritical);
+  isolate->MemoryPressureNotification(v8::MemoryPressureLevel::kNone);
+  return info.Env().Undefined();
+}
+
 void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("raiseNofileLimit", Napi::Function::New(env, RaiseNofileLimit, "raiseNofileLimit"));
+  exports.Set("memoryPressure", Napi::Function::New(env, MemoryPressure, "memoryPressure"));
   exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim, "mallocTrim"));
 }
 

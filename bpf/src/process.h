@@ -17,6 +17,12 @@ Napi::Value RaiseNofileLimit(const Napi::CallbackInfo& info);
 // the kernel. True when memory was released.
 Napi::Value MallocTrim(const Napi::CallbackInfo& info);
 
+// memoryPressure(): void
+// Tells V8 memory is critically short: it runs a memory-reducing full
+// collection at once and gives its freed pages back to the kernel (ordinary
+// collections keep them resident for reuse). A pause as long as a full GC.
+Napi::Value MemoryPressure(const Napi::CallbackInfo& info);
+
 void InitProcess(Napi::Env env, Napi::Object exports);
 
 }  // namespace skein

@@ -7,6 +7,7 @@ import type { WaypointCommand } from '@skein/waypoint/args';
 import { parseArgs, usage, UsageError } from './cli.ts';
 import { ConfigError, parseConfig } from './config.ts';
 import { createLogger } from './log.ts';
+import { startMemoryRelease } from './memory-release.ts';
 import { installProcessPolicy } from './process-policy.ts';
 import { version } from './version.ts';
 
@@ -64,9 +65,11 @@ async function proxy(): Promise<number> {
     throw err;
   }
   policy.attach(app.metrics.registry);
+  const stopRelease = startMemoryRelease(log);
   const done = Promise.withResolvers<number>();
   const stop = async (why: string): Promise<void> => {
     log.info({ scope: 'app', why }, 'shutting down');
+    stopRelease();
     await app.shutdown();
     done.resolve(0);
   };

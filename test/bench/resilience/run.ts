@@ -72,10 +72,14 @@ export interface FaultReport {
   fault: string;
   fault_ms: number;
   paths: Record<string, { attempted: number; failed: number; longest_gap_ms: number; errors: Record<string, number>;
+    /** The first few failures: when (epoch ms, at the attempt's start), how long it took, how it failed. */
+    failures: { at: number; ms: number; code: string }[];
     /** Long-lived streams open before the fault (when the fault had any): how many were still echoing at the end. */
     streams?: { opened: number; survived: number; reset: number; ended: number } }>;
   /** From the end of the fault (restore) to the last failed attempt's end; 0 when nothing failed after it. */
   recovered_ms: number;
+  /** When (epoch ms) the fault was restored. */
+  restored_at: number;
   /** From the restore until every state check below first held (-1: not within the wait). */
   state_ms?: number;
   /** The checks made right afterwards, each true when the state is right. */
@@ -293,11 +297,11 @@ function faultFigures(name: string, faultMs: number, r: { load: LoadResult; rest
   let last = 0;
   for (const [k, v] of Object.entries(r.load.targets)) {
     const s = v.streams;
-    paths[k] = { attempted: v.conns.attempted, failed: v.conns.failed, longest_gap_ms: v.conns.longestGapMs, errors: v.conns.errors,
+    paths[k] = { attempted: v.conns.attempted, failed: v.conns.failed, longest_gap_ms: v.conns.longestGapMs, errors: v.conns.errors, failures: v.conns.failures,
       ...(s.opened === 0 ? {} : { streams: { opened: s.opened, survived: s.survived, reset: s.reset, ended: s.endedClean + s.endedMidWrite } }) };
     last = Math.max(last, v.conns.lastFailureAt);
   }
-  return { fault: name, fault_ms: faultMs, paths, recovered_ms: Math.max(0, last - r.restoredAt), state };
+  return { fault: name, fault_ms: faultMs, paths, recovered_ms: Math.max(0, last - r.restoredAt), restored_at: r.restoredAt, state };
 }
 
 /** Whether anything listens on `port` in a pod's netns (the daemon's capture listeners). */

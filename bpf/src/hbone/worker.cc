@@ -627,6 +627,22 @@ void Session::OnRequestBegin(int32_t sid) {
   active++;
 }
 
+void Session::Goaway() {
+  if (state_ == kClosed) return;
+  if (state_ != kReady) {
+    // Still in its handshake: nothing to finish.
+    Close("-", "the server is closing");
+    return;
+  }
+  if (goaway_sent_) return;
+  goaway_sent_ = true;
+  // Streams up to the last one taken finish; none after it start. With no
+  // stream left nghttp2 wants neither read nor write: Finished() closes it.
+  nghttp2_submit_goaway(h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h2),
+                        NGHTTP2_NO_ERROR, nullptr, 0);
+  MarkDirty();
+}
+
 Stream* Session::FindStream(int32_t sid) const {
   auto it = streams.find(sid);
   return it == streams.end() ? nullptr : it->second;
@@ -1081,6 +1097,34 @@ void Worker::PostAnswer(Answer a) {
   (void)!write(evfd_.get(), &one, sizeof one);
 }
 
+void Worker::PostControl(Control c) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+    controls_.push_back(std::move(c));
+  }
+  uint64_t one = 1;
+  (void)!write(evfd_.get(), &one, sizeof one);
+}
+
+void Worker::Apply(const Control& c) {
+  auto it = inbound_.find(c.session);
+  // Gone meanwhile: its end is already reported.
+  if (it == inbound_.end()) return;
+  Session* s = it->second;
+  switch (c.kind) {
+    case Control::kResetStream:
+      if (Stream* st = s->FindStream(c.stream)) st->Revoke(c.reason);
+      return;
+    case Control::kGoaway:
+      s->Goaway();
+      return;
+    case Control::kCloseSession:
+      s->Close("-", c.reason);
+      return;
+  }
+}
+
 void Worker::Accept(InboundRequest req) {
   uint32_t id = req.session;
   auto* s = new Session(this, req);
@@ -1287,6 +1331,7 @@ void Worker::Run() {
   std::vector<OutboundRequest> batch;
   std::vector<InboundRequest> accepts;
   std::vector<Answer> answers;
+  std::vector<Control> controls;
   uint64_t next_tick = NowMs() + 500;
   for (;;) {
     int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 500);
@@ -1306,6 +1351,7 @@ void Worker::Run() {
       batch.swap(inbox_);
       accepts.swap(inbound_inbox_);
       answers.swap(answers_);
+      controls.swap(controls_);
       stopping = stop_;
     }
     for (auto& r : batch) Dispatch(std::move(r));
@@ -1314,6 +1360,8 @@ void Worker::Run() {
     accepts.clear();
     for (auto& a : answers) Deliver(std::move(a));
     answers.clear();
+    for (auto& c : controls) Apply(c);
+    controls.clear();
     uint64_t now = NowMs();
     if (now >= next_tick) {
       next_tick = now + 500;
@@ -1355,6 +1403,7 @@ void Worker::Shutdown() {
     }
     inbound_inbox_.clear();
     answers_.clear();
+    controls_.clear();
   }
   DeleteGraves();
 }

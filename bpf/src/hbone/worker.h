@@ -80,6 +80,8 @@ class Stream : public Handler {
   // Inbound: TypeScript's answer.
   void OnAnswer(Answer& a);
   bool answered() const { return opened_ || done_; }
+  // Inbound: TypeScript closes the tunnel (a policy change revoked it).
+  void Revoke(const std::string& why) { Abort(why); }
 
   int32_t sid = -1;
   Session* session;  // nullptr once the HTTP/2 stream is closed
@@ -152,6 +154,8 @@ class Session : public Handler {
   void OnStreamClose(int32_t sid, uint32_t code);
   void OnRequestBegin(int32_t sid);
   Stream* FindStream(int32_t sid) const;
+  // Inbound: no new streams (GOAWAY); the session ends with its last stream.
+  void Goaway();
   // Inbound: the TLS server handshake begins; "" or why it cannot.
   std::string StartServer();
   bool server() const { return server_; }
@@ -177,7 +181,7 @@ class Session : public Handler {
   std::vector<uint8_t> out_;
   size_t out_off_ = 0;
   uint64_t deadline_ = 0, idle_since_ = 0, ping_sent_ = 0, last_ping_ = 0;
-  bool became_ready_ = false, goaway_ = false;
+  bool became_ready_ = false, goaway_ = false, goaway_sent_ = false;
   bool server_ = false;
   uint32_t session_id_ = 0;
   std::string trust_domain_;
@@ -190,6 +194,7 @@ class Worker {
   void Post(OutboundRequest req);  // any thread
   void PostInbound(InboundRequest req);
   void PostAnswer(Answer a);
+  void PostControl(Control c);
   void Stop();                     // any thread; joins
 
   // Worker thread only.
@@ -198,6 +203,7 @@ class Worker {
   void Dispatch(OutboundRequest req);
   void Accept(InboundRequest req);
   void Deliver(Answer a);
+  void Apply(const Control& c);
   void OnSessionReady(Session* s);
   void OnSessionFailed(Session* s, const char* flag, const std::string& why);
   void Unpool(Session* s);
@@ -224,6 +230,7 @@ class Worker {
   std::vector<OutboundRequest> inbox_;
   std::vector<InboundRequest> inbound_inbox_;
   std::vector<Answer> answers_;
+  std::vector<Control> controls_;
   std::unordered_map<uint32_t, Session*> inbound_;  // by TypeScript's session id
   bool stop_ = false;
   std::unordered_map<std::string, Pool> pools_;

@@ -18,6 +18,7 @@ import type { HboneEngineEvent } from '@skein/bpf';
 import type { CertificateSource, WorkloadCertificate } from '../../identity/certificate.ts';
 import { parseSpiffe } from '../../identity/spiffe.ts';
 import type { Identity } from '../../identity/spiffe.ts';
+import { markCarried } from '../carried.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { parseAuthority } from './h2.ts';
 import { drainReadable } from './native-client.ts';
@@ -43,6 +44,8 @@ interface Session {
   peerAddress: SocketAddress;
   localAddress: SocketAddress;
   tunnels: Map<number, Tunnel>;
+  /** The engine is done with the connection. */
+  gone: () => void;
 }
 
 function addressOf(ip: string | undefined, port: number | undefined): SocketAddress {
@@ -169,7 +172,9 @@ export class NativeHboneServer {
       peerAddress: addressOf(socket.remoteAddress, socket.remotePort),
       localAddress: addressOf(socket.localAddress, socket.localPort),
       tunnels: new Map(),
+      gone: () => undefined,
     };
+    const released = new Promise<void>((resolve) => { s.gone = resolve; });
     const id = this.#port.open((ev) => { this.#onEvent(id, s, ev); });
     this.#sessions.set(id, s);
     try {
@@ -180,6 +185,7 @@ export class NativeHboneServer {
       socket.destroy();
       throw err;
     }
+    markCarried(socket, released);
     socket.destroy();
   }
 
@@ -230,6 +236,7 @@ export class NativeHboneServer {
     this.#port.forget(id);
     // Tunnels the engine never reported ended (it was closed under them).
     if (s !== undefined) {
+      s.gone();
       for (const t of s.tunnels.values()) this.#ended(t, { bytesIn: 0, bytesOut: 0, error: 'the HBONE connection ended' });
       s.tunnels.clear();
     }

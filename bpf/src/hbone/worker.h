@@ -82,6 +82,9 @@ class Stream : public Handler {
   bool answered() const { return opened_ || done_; }
   // Inbound: TypeScript closes the tunnel (a policy change revoked it).
   void Revoke(const std::string& why) { Abort(why); }
+  // Writes what the session's read pass gathered for the pod.
+  void FlushPod();
+  void Unqueue() { queued_ = false; }
 
   int32_t sid = -1;
   Session* session;  // nullptr once the HTTP/2 stream is closed
@@ -111,6 +114,7 @@ class Stream : public Handler {
   bool opened_ = false, done_ = false;
   bool pod_eof_ = false, pod_shut_ = false, peer_end_ = false;
   bool h2_closed_ = false, deferred_ = false;
+  bool queued_ = false;  // in the session's to_write_
   uint64_t sent_ = 0, recv_ = 0;
 };
 
@@ -159,6 +163,8 @@ class Session : public Handler {
   // Inbound: the TLS server handshake begins; "" or why it cannot.
   std::string StartServer();
   bool server() const { return server_; }
+  // A stream with bytes gathered for its pod during this read pass.
+  void QueuePodWrite(Stream* st) { to_write_.push_back(st); }
   uint32_t session_id() const { return session_id_; }
 
  private:
@@ -185,6 +191,7 @@ class Session : public Handler {
   bool server_ = false;
   uint32_t session_id_ = 0;
   std::string trust_domain_;
+  std::vector<Stream*> to_write_;
 };
 
 class Worker {

@@ -35,6 +35,8 @@ constexpr uint32_t kServerMaxConcurrentStreams = 200;
 constexpr size_t kUpBuffer = 64 * 1024;
 // Gather this much HTTP/2 output before one SSL_write.
 constexpr size_t kOutGather = 64 * 1024;
+// A frame this large (DATA) goes to SSL_write from nghttp2's own buffer.
+constexpr size_t kDirectWrite = 4096;
 
 uint64_t NowMs() {
   timespec ts{};
@@ -927,41 +929,77 @@ void Session::Open(OutboundRequest req) {
   MarkDirty();
 }
 
+int Session::WriteTls(const uint8_t* p, size_t n, size_t* written) {
+  *written = 0;
+  while (*written < n) {
+    ERR_clear_error();
+    int w = SSL_write(ssl_, p + *written, static_cast<int>(n - *written));
+    if (w > 0) {
+      *written += static_cast<size_t>(w);
+      continue;
+    }
+    int err = SSL_get_error(ssl_, w);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+      SetMask(EPOLLIN | EPOLLOUT);
+      return 0;
+    }
+    std::string why = OpensslError("TLS write");
+    if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
+    Close("-", why + " (" + Target() + ")");
+    return -1;
+  }
+  return 1;
+}
+
+bool Session::DrainOut() {
+  size_t w = 0;
+  int r = WriteTls(out_.data() + out_off_, out_.size() - out_off_, &w);
+  out_off_ += w;
+  if (r <= 0) return false;
+  out_.clear();
+  out_off_ = 0;
+  return true;
+}
+
 void Session::Flush() {
   dirty = false;
   if (state_ != kSettings && state_ != kReady) return;
+  // What the socket did not take last time goes first (the same bytes, as
+  // OpenSSL requires of a retried write; the buffer may move).
+  if (out_off_ < out_.size() && !DrainOut()) return;
+  out_.clear();
+  out_off_ = 0;
   for (;;) {
-    while (out_off_ < out_.size()) {
-      ERR_clear_error();
-      int n = SSL_write(ssl_, out_.data() + out_off_, static_cast<int>(out_.size() - out_off_));
-      if (n > 0) {
-        out_off_ += static_cast<size_t>(n);
-        continue;
-      }
-      int err = SSL_get_error(ssl_, n);
-      if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-        SetMask(EPOLLIN | EPOLLOUT);
-        return;
-      }
-      std::string why = OpensslError("TLS write");
-      if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
-      Close("-", why + " (" + Target() + ")");
+    const uint8_t* data = nullptr;
+    ssize_t n = nghttp2_session_mem_send(h2, &data);
+    if (n < 0) {
+      Close("-", std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
       return;
     }
-    out_.clear();
-    out_off_ = 0;
-    while (out_.size() < kOutGather) {
-      const uint8_t* data = nullptr;
-      ssize_t n = nghttp2_session_mem_send(h2, &data);
-      if (n < 0) {
-        Close("-", std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
-        return;
-      }
-      if (n == 0) break;
-      out_.insert(out_.end(), data, data + n);
+    if (n == 0) break;
+    size_t len = static_cast<size_t>(n);
+    if (len < kDirectWrite) {
+      // Small frames (HEADERS, WINDOW_UPDATE, PING, ...) share records.
+      out_.insert(out_.end(), data, data + len);
+      if (out_.size() >= kOutGather && !DrainOut()) return;
+      continue;
     }
-    if (out_.empty()) break;
+    // A DATA frame: straight from nghttp2's buffer into TLS, after what was
+    // gathered before it; what the socket cannot take waits in out_.
+    if (!out_.empty() && !DrainOut()) {
+      if (state_ != kClosed) out_.insert(out_.end(), data, data + len);
+      return;
+    }
+    size_t w = 0;
+    int r = WriteTls(data, len, &w);
+    if (r < 0) return;
+    if (r == 0) {
+      out_.assign(data + w, data + len);
+      out_off_ = 0;
+      return;
+    }
   }
+  if (!out_.empty() && !DrainOut()) return;
   if (out_.capacity() > 4 * kOutGather) out_.shrink_to_fit();
   // What the write buffer holds goes out now, in one write(2).
   ERR_clear_error();

@@ -173,6 +173,11 @@ class Session : public Handler {
   void Handshake();
   void StartH2();
   void ReadTls();
+  // SSL_write of [p, p + n): 1 all taken, 0 the socket is full (*written
+  // taken), -1 the session closed.
+  int WriteTls(const uint8_t* p, size_t n, size_t* written);
+  // out_ from out_off_; false when blocked or closed.
+  bool DrainOut();
   std::string Target() const;
 
   Worker* w_;

@@ -3,6 +3,7 @@
 // Node's own TLS and HTTP/2 for the odd requests): real TLS 1.3 + HTTP/2 on
 // 127.0.0.1, the handler and its checks in TypeScript, an echo upstream.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
@@ -399,5 +400,50 @@ test('certificates come from the source: a rotation serves new handshakes, an ex
     assert.equal(fixed[0]?.reason, 'expired');
   } finally {
     await own2.close();
+  }
+});
+
+test('a client that stops reading fills the engine\'s TLS socket: its writes wait and resume, every byte in order', { skip, timeout: 60_000 }, async () => {
+  // The upstream is another process (this one's event loop is stalled below):
+  // it sends 8 MiB of a known pattern to each connection, then closes.
+  const size = 8 * 1024 * 1024;
+  const source = spawn('python3', ['-c', `
+import socket, threading
+data = bytes(i % 251 for i in range(${size}))
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(16)
+print(l.getsockname()[1], flush=True)
+def serve(c):
+    c.sendall(data); c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const sourcePort = await new Promise<number>((resolve, reject) => {
+      source.stdout.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())); });
+      source.once('exit', () => { reject(new Error('the source exited')); });
+    });
+    const pattern = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) pattern[i] = i % 251;
+    const want = createHash('sha256').update(pattern).digest('hex');
+    handler = () => connectUpstream(sourcePort);
+    const tunnels = await Promise.all(Array.from({ length: 4 }, () => client.connect(req())));
+    const got = tunnels.map((t) => new Promise<{ bytes: number; hash: string }>((resolve, reject) => {
+      const h = createHash('sha256');
+      let bytes = 0;
+      t.on('data', (d: Buffer) => { bytes += d.length; h.update(d); });
+      t.once('end', () => { resolve({ bytes, hash: h.digest('hex') }); });
+      t.once('error', reject);
+      t.end();
+    }));
+    // Nobody reads the TLS connection for a while: 32 MiB in flight does not fit the socket buffers.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 700);
+    for (const r of await Promise.all(got)) {
+      assert.equal(r.bytes, size);
+      assert.equal(r.hash, want);
+    }
+  } finally {
+    handler = () => connectUpstream(echo.port);
+    source.kill('SIGKILL');
   }
 });

@@ -447,3 +447,27 @@ while True:
     source.kill('SIGKILL');
   }
 });
+
+test('a connection that waits for the certificate (none yet) is served once it comes: its ClientHello is left for the engine', { skip, timeout: 20_000 }, async () => {
+  let cert: WorkloadCertificate | undefined;
+  let arrive: (c: WorkloadCertificate) => void = () => undefined;
+  const arrived = new Promise<WorkloadCertificate>((resolve) => { arrive = resolve; });
+  const source: CertificateSource = {
+    current: () => cert,
+    fetch: () => arrived,
+  };
+  const own = await ownServer(source);
+  const late = new HboneClient({ connectTimeoutMs: 5000 });
+  try {
+    const opening = late.connect({ ...req(), upstream: { ip: '127.0.0.1', port: own.port } });
+    // Long enough for Node to have read the ClientHello, had it been reading.
+    await new Promise((r) => setTimeout(r, 300));
+    cert = c.server;
+    arrive(c.server);
+    const got = await roundTrip(await opening, Buffer.from('after the wait'));
+    assert.equal(got.bytes, 'after the wait'.length);
+  } finally {
+    await late.close(100);
+    await own.close();
+  }
+});

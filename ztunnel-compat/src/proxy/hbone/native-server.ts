@@ -121,7 +121,10 @@ export class NativeHboneServer {
       this.#handOver(socket, cert);
       return;
     }
-    socket.on('error', () => { /* it may reset while we wait; the wait ends on close */ });
+    // The client's first flight (its ClientHello) must stay in the kernel for
+    // the engine, which reads the socket itself: Node reads nothing meanwhile.
+    (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
+    socket.on('error', () => { /* it may reset while we wait */ });
     this.#acceptLater(socket).catch((err: unknown) => { this.#refuse(socket, err); });
   }
 
@@ -164,6 +167,13 @@ export class NativeHboneServer {
     // Checked again at the moment of use: never an expired one.
     if (cert.isExpired()) {
       this.#refuse(socket, new HboneError(HboneErrorCode.CERT_EXPIRED, 'TLS_FAILURE', `the certificate expired at ${cert.notAfter.toISOString()}`));
+      return;
+    }
+    if (socket.readableLength > 0) {
+      // Bytes of the TLS handshake Node read cannot be given to the engine: refused, not hung.
+      const peerAddress = addressOf(socket.remoteAddress, socket.remotePort);
+      socket.destroy();
+      this.#opts.onHandshakeReject?.({ error: new HboneError(HboneErrorCode.TLS, 'TLS_FAILURE', 'the TLS handshake began before the hand-over to the engine'), peerAddress });
       return;
     }
     this.#install(cert);

@@ -471,3 +471,15 @@ test('a connection that waits for the certificate (none yet) is served once it c
     await own.close();
   }
 });
+
+test('closeTunnel and closeSession check their arguments; an unknown session or stream is nothing to close', { skip }, async () => {
+  const { engine: raw } = engine.inboundPort();
+  const bad: unknown[] = [undefined, {}, { session: 1, stream: 0, reason: 'x' }, { session: -1, stream: 1, reason: 'x' }, { session: 1, stream: 1 }];
+  for (const arg of bad) assert.throws(() => { raw.closeTunnel(arg as never); }, /closeTunnel/, JSON.stringify(arg));
+  for (const arg of [undefined, { session: 1 }, { session: 1, graceful: 'yes' }]) assert.throws(() => { raw.closeSession(arg as never); }, /closeSession/, JSON.stringify(arg));
+  raw.closeTunnel({ session: 0xfffffff0, stream: 7, reason: 'nobody' });
+  raw.closeSession({ session: 0xfffffff0, graceful: true });
+  raw.closeSession({ session: 0xfffffff0, graceful: false });
+  // The engine goes on serving.
+  assert.equal((await roundTrip(await client.connect(req()), Buffer.from('still here'))).bytes, 'still here'.length);
+});

@@ -1130,9 +1130,9 @@ void Worker::Post(OutboundRequest req) {
       return;
     }
     inbox_.push_back(std::move(req));
+    if (!TakeWake()) return;
   }
-  uint64_t one = 1;
-  (void)!write(evfd_.get(), &one, sizeof one);
+  Signal();
 }
 
 void Worker::PostInbound(InboundRequest req) {
@@ -1141,6 +1141,7 @@ void Worker::PostInbound(InboundRequest req) {
     if (!stop_) {
       inbound_inbox_.push_back(std::move(req));
       req.conn.reset();
+      if (!TakeWake()) return;
     }
   }
   if (req.conn.get() >= 0) {
@@ -1150,8 +1151,7 @@ void Worker::PostInbound(InboundRequest req) {
     e_->Emit(std::move(e));
     return;
   }
-  uint64_t one = 1;
-  (void)!write(evfd_.get(), &one, sizeof one);
+  Signal();
 }
 
 void Worker::PostAnswer(Answer a) {
@@ -1159,9 +1159,9 @@ void Worker::PostAnswer(Answer a) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return;  // the Fd closes with `a`
     answers_.push_back(std::move(a));
+    if (!TakeWake()) return;
   }
-  uint64_t one = 1;
-  (void)!write(evfd_.get(), &one, sizeof one);
+  Signal();
 }
 
 void Worker::PostControl(Control c) {
@@ -1169,7 +1169,20 @@ void Worker::PostControl(Control c) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return;
     controls_.push_back(std::move(c));
+    if (!TakeWake()) return;
   }
+  Signal();
+}
+
+bool Worker::TakeWake() {
+  // One wake-up per batch: the worker takes every inbox at once, and posts
+  // made before it does need no write(2) (nor a context switch) of their own.
+  bool wake = !woken_;
+  woken_ = true;
+  return wake;
+}
+
+void Worker::Signal() {
   uint64_t one = 1;
   (void)!write(evfd_.get(), &one, sizeof one);
 }
@@ -1419,6 +1432,7 @@ void Worker::Run() {
       accepts.swap(inbound_inbox_);
       answers.swap(answers_);
       controls.swap(controls_);
+      woken_ = false;
       stopping = stop_;
     }
     for (auto& r : batch) Dispatch(std::move(r));

@@ -228,6 +228,9 @@ class Worker {
 
  private:
   void Run();
+  // Under mu_: whether this post must wake the worker (the first since it last took its inboxes).
+  bool TakeWake();
+  void Signal();
   void Drain(const std::string& key);
   void StartSession(const std::string& key);
   void Fail(OutboundRequest& req, int status, const char* flag, const std::string& why);
@@ -243,6 +246,7 @@ class Worker {
   std::vector<InboundRequest> inbound_inbox_;
   std::vector<Answer> answers_;
   std::vector<Control> controls_;
+  bool woken_ = false;  // an eventfd write is pending since the last take
   std::unordered_map<uint32_t, Session*> inbound_;  // by TypeScript's session id
   bool stop_ = false;
   std::unordered_map<std::string, Pool> pools_;

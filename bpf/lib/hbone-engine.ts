@@ -70,6 +70,19 @@ export interface HboneAnswer {
   initial?: Buffer;
 }
 
+export interface HboneTunnelClose {
+  session: number;
+  stream: number;
+  /** The tunnel's close event carries it as its error. */
+  reason: string;
+}
+
+export interface HboneSessionClose {
+  session: number;
+  /** GOAWAY: tunnels open finish, no new ones; else closed now with every tunnel. */
+  graceful: boolean;
+}
+
 export interface HboneOutboundRequest {
   /** The caller's id, echoed in every event of this connection. */
   id: number;
@@ -109,6 +122,10 @@ export interface HboneEngine {
   outbound(req: HboneOutboundRequest): void;
   inbound(req: HboneInboundRequest): void;
   answer(a: HboneAnswer): void;
+  /** Resets an inbound tunnel (a policy change revoked it). */
+  closeTunnel(c: HboneTunnelClose): void;
+  /** GOAWAY to an inbound session, or closes it now. */
+  closeSession(c: HboneSessionClose): void;
   stats(): HboneEngineStats;
   /** Stops the workers; every open connection reports its end first. */
   close(): void;

@@ -33,6 +33,8 @@ export {
   type HboneEngineOptions,
   type HboneEngineStats,
   type HboneOutboundRequest,
+  type HboneSessionClose,
+  type HboneTunnelClose,
 } from './hbone-engine.ts';
 
 import { native } from './native.ts';

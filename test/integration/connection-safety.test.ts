@@ -138,6 +138,13 @@ before(async () => {
     c.once('close', () => { silent.delete(c); });
   });
   closers.push(() => { quiet.close(); });
+  // Holds what it accepts without answering: a long-lived connection for the re-check after the 200.
+  const holder = await listenTcp({ address: s.ip4, port: 8094, netns: s.netnsPath }, (c) => {
+    serverSaw.push(`8094 ${c.remoteAddress ?? ''}`);
+    c.on('error', () => undefined);
+    c.resume();
+  });
+  closers.push(() => { holder.close(); });
   // The waypoint's application-tunnel port, on every address as Envoy's would be.
   const tunnel = await listenTcp({ address: '0.0.0.0', port: APP_TUNNEL, netns: pod('waypoint').netnsPath }, (c) => {
     c.on('error', () => undefined);
@@ -211,6 +218,23 @@ for (const [path, from, port] of [['HBONE (15008)', 'client', 8090], ['plaintext
     assert.ok((await ask(pod(from), pod('server').ip4, port)).ok);
   });
 }
+
+test('a DENY applied to an open HBONE connection closes it (the policy re-check), logged as such', { skip: needsRoot, timeout: 60_000 }, async () => {
+  const ip = pod('server').ip4;
+  // cat ends on the connection's close; `timeout` would end it with 124.
+  const held = pod('client').exec('bash', ['-c', `exec 3<>/dev/tcp/${ip}/8094 || exit 7; echo hi >&3; timeout 20 cat <&3 >/dev/null; echo "rc=$?"`], { timeoutMs: 30_000 });
+  await until('the held connection at the app', () => serverSaw.some((l) => l.startsWith('8094 ')), 8000);
+  const n = logs.length;
+  const allow = denyPort(8094);
+  try {
+    const r = await held;
+    assert.doesNotMatch(r.stdout, /rc=124/, 'the connection outlived the DENY');
+    assert.match(r.stdout, /rc=\d+/);
+    await until('the access log line', () => logs.slice(n).some((l) => l.scope === 'access' && /policy change/.test(String(l.error ?? l.reason ?? l.message))), 5000);
+  } finally {
+    allow();
+  }
+});
 
 test('a throw injected into each per-connection stage fails that connection only; the daemon serves the next one', { skip: needsRoot, timeout: 120_000 }, async () => {
   const paths: [Stage, LabPod, number][] = [['outbound', pod('client'), 0], ['hbone', pod('client'), 1], ['inbound', pod('outside'), 1]];

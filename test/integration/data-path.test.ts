@@ -339,7 +339,12 @@ test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot 
   // The engine these tests ran on, and that it carried their tunnels.
   const engine = (d as unknown as { hboneEngine: { active: string; stats?: { sessionsOpened: number } } }).hboneEngine;
   assert.equal(engine.active, hboneEngineMode());
-  if (engine.active === 'native') assert.ok((engine.stats?.sessionsOpened ?? 0) > 0, 'the native engine opened the HBONE sessions');
+  if (engine.active === 'native') {
+    assert.ok((engine.stats?.sessionsOpened ?? 0) > 0, 'the native engine opened the HBONE sessions');
+    // node1's pods only answer: its sessions are the 15008 server's.
+    const server = (await dumpOf(must(apps[1], 'app1')) as unknown as { hboneEngine: { stats?: { sessionsOpened: number } } }).hboneEngine;
+    assert.ok((server.stats?.sessionsOpened ?? 0) > 0, 'the native engine served 15008');
+  }
   assert.match(await scrape(0), new RegExp(`^skein_hbone_engine\\{engine="${hboneEngineMode()}"\\} 1$`, 'm'));
   const metric = async (name: string): Promise<number> => {
     const m = await (await fetch(`http://127.0.0.1:${app0.admin.ports.stats}/metrics`)).text();

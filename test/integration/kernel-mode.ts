@@ -7,9 +7,10 @@ export function kernelMode(): 'auto' | 'off' {
 }
 
 /**
- * SKEIN_HBONE_ENGINE for the same daemons: `js` unless a
- * `*.native-engine.test.ts` wrapper asks for `native` (docs/native-engine.md).
+ * SKEIN_HBONE_ENGINE for the same daemons: `native` (the product's default)
+ * unless a `*.js-engine.test.ts` wrapper asks for `js`, the JavaScript path
+ * that stays the reference and the fallback (docs/native-engine.md).
  */
 export function hboneEngineMode(): 'native' | 'js' {
-  return process.env.SKEIN_TEST_HBONE_ENGINE === 'native' ? 'native' : 'js';
+  return process.env.SKEIN_TEST_HBONE_ENGINE === 'js' ? 'js' : 'native';
 }

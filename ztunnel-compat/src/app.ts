@@ -197,9 +197,9 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const proxyReady = readiness.register('workload proxy manager');
   const hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
   const engine = chooseHboneEngine(config);
-  if (config.hboneEngine !== engine.active) log.warn({ scope: 'proxy', reason: engine.reason }, 'the native HBONE engine is unavailable; outbound HBONE runs in JavaScript');
-  else log.info({ scope: 'proxy', engine: engine.active }, 'outbound HBONE engine');
-  new Gauge({ name: 'skein_hbone_engine', help: 'The outbound HBONE engine in use (1): native or js; see config_dump hboneEngine for why', labelNames: ['engine'] as const, registers: [metrics.registry] })
+  if (config.hboneEngine !== engine.active) log.warn({ scope: 'proxy', reason: engine.reason }, 'the native HBONE engine is unavailable; HBONE runs in JavaScript');
+  else log.info({ scope: 'proxy', engine: engine.active }, 'HBONE engine (outbound and the 15008 server)');
+  new Gauge({ name: 'skein_hbone_engine', help: 'The HBONE engine in use (1): native or js; see config_dump hboneEngine for why', labelNames: ['engine'] as const, registers: [metrics.registry] })
     .set({ engine: engine.active }, 1);
   const deps = {
     state, secrets, certificates: metrics.certificates, connections, hbone, nativeHbone: engine.client, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
@@ -320,7 +320,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   };
 }
 
-/** The outbound HBONE engine: native when asked for and able, else JavaScript, and why. */
+/** The HBONE engine (outbound and 15008): native when asked for and able, else JavaScript, and why. */
 function chooseHboneEngine(c: Config): { active: 'native' | 'js'; client?: NativeHboneClient; reason?: string } {
   if (c.hboneEngine === 'js') return { active: 'js' };
   // The engine speaks TLS 1.3 only, as ztunnel by default.

@@ -71,9 +71,10 @@ export interface Config {
   poolMaxStreamsPerConnection: number;
   poolUnusedReleaseTimeoutMs: number;
   /**
-   * SKEIN_HBONE_ENGINE: outbound HBONE on the native engine (bpf/src/hbone,
-   * docs/native-engine.md) or in JavaScript. `native` falls back to `js`
-   * when the engine is not built or TLS12_ENABLED is set.
+   * SKEIN_HBONE_ENGINE: HBONE both ways on the native engine (bpf/src/hbone,
+   * docs/native-engine.md; the default) or in JavaScript (`js`, the
+   * reference). `native` falls back to `js` when the engine is not built or
+   * TLS12_ENABLED is set.
    */
   hboneEngine: 'native' | 'js';
   /** ZTUNNEL_WORKER_THREADS (ztunnel src/config.rs, default 2): the native engine's threads. */
@@ -213,7 +214,7 @@ export function parseConfig(env: Env): Config {
     sameNode: p.oneOf('SKEIN_SAME_NODE', ['kernel', 'hbone'] as const, 'kernel'),
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
     poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
-    hboneEngine: p.oneOf('SKEIN_HBONE_ENGINE', ['native', 'js'] as const, 'js'),
+    hboneEngine: p.oneOf('SKEIN_HBONE_ENGINE', ['native', 'js'] as const, 'native'),
     workerThreads: p.int('ZTUNNEL_WORKER_THREADS', 1, 64) ?? 2,
     drainMs: p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400)),
     dnsProxy: (meta.DNS_CAPTURE ?? 'true').toLowerCase() === 'true',

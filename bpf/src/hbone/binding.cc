@@ -5,6 +5,9 @@
 //   removeCredential(id)
 //   outbound({ id, fd, credential, poolKey, expected, upstream, netns, mark,
 //              authority, headers })
+//   inbound({ session, fd, credential, trustDomain }), answer({ session,
+//   stream, status, fd?, baggage?, initial? }), closeTunnel({ session,
+//   stream, reason }), closeSession({ session, graceful })
 //   stats(), close()
 // One call per connection in, one call per batch of events out; no bytes
 // cross this boundary.
@@ -101,6 +104,8 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
             InstanceMethod("outbound", &HboneEngine::Outbound),
             InstanceMethod("inbound", &HboneEngine::Inbound),
             InstanceMethod("answer", &HboneEngine::Answer),
+            InstanceMethod("closeTunnel", &HboneEngine::CloseTunnel),
+            InstanceMethod("closeSession", &HboneEngine::CloseSession),
             InstanceMethod("stats", &HboneEngine::Stats),
             InstanceMethod("close", &HboneEngine::Close),
         });
@@ -347,6 +352,41 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
       a.upstream = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "upstream socket"));
     }
     engine.Respond(std::move(a));
+    return env.Undefined();
+  }
+
+  // A policy change revoked an inbound tunnel: it is reset (CANCEL) and its
+  // close event carries `reason`.
+  Napi::Value CloseTunnel(const Napi::CallbackInfo& info) {
+    static const char* usage = "engine.closeTunnel({ session: number, stream: number, reason: string })";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
+    Napi::Object o = info[0].As<Napi::Object>();
+    struct Control c;
+    c.kind = Control::kResetStream;
+    c.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
+    c.stream = static_cast<int32_t>(OptU32(o, "stream", 0, 1, 0x7fffffffu, usage));
+    c.reason = Str(o, "reason", usage);
+    engine.Control(std::move(c));
+    return env.Undefined();
+  }
+
+  // An inbound session: `graceful` sends GOAWAY (its open tunnels finish),
+  // else it is closed now with every tunnel on it.
+  Napi::Value CloseSession(const Napi::CallbackInfo& info) {
+    static const char* usage = "engine.closeSession({ session: number, graceful: boolean })";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
+    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Value g = o.Get("graceful");
+    if (!g.IsBoolean()) ThrowUsage(env, usage);
+    struct Control c;
+    c.kind = g.As<Napi::Boolean>().Value() ? Control::kGoaway : Control::kCloseSession;
+    c.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
+    c.reason = "the server closed the connection";
+    engine.Control(std::move(c));
     return env.Undefined();
   }
 

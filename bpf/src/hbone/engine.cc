@@ -29,6 +29,10 @@ void Engine::Respond(Answer a) {
   workers_[a.session % workers_.size()]->PostAnswer(std::move(a));
 }
 
+void Engine::Control(struct Control c) {
+  workers_[c.session % workers_.size()]->PostControl(std::move(c));
+}
+
 void Engine::Emit(Event e) {
   bool first;
   {

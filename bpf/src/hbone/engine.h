@@ -79,6 +79,16 @@ struct Answer {
   std::string initial;  // what Node had read from the upstream; goes first
 };
 
+// TypeScript closing an inbound tunnel or session: a policy change revoked
+// the tunnel (reset), or the pod is going (GOAWAY, then close).
+struct Control {
+  enum Kind : uint8_t { kResetStream, kGoaway, kCloseSession };
+  Kind kind = kResetStream;
+  uint32_t session = 0;
+  int32_t stream = 0;  // kResetStream only
+  std::string reason;
+};
+
 enum class EventKind : uint8_t {
   kOpen = 1,        // outbound: the peer answered 200
   kFail = 2,        // outbound: never opened
@@ -137,6 +147,8 @@ class Engine {
   void Inbound(InboundRequest req);
   // TypeScript's answer to a kRequest.
   void Respond(Answer a);
+  // Closes an inbound tunnel or session (to the worker of its session id).
+  void Control(struct Control c);
   // Takes the events collected so far (the JavaScript thread).
   std::vector<Event> TakeEvents();
   // Stops the workers: every session and stream is closed, and each stream

@@ -80,6 +80,11 @@ class Stream : public Handler {
   // Inbound: TypeScript's answer.
   void OnAnswer(Answer& a);
   bool answered() const { return opened_ || done_; }
+  // Inbound: TypeScript closes the tunnel (a policy change revoked it).
+  void Revoke(const std::string& why) { Abort(why); }
+  // Writes what the session's read pass gathered for the pod.
+  void FlushPod();
+  void Unqueue() { queued_ = false; }
 
   int32_t sid = -1;
   Session* session;  // nullptr once the HTTP/2 stream is closed
@@ -109,6 +114,7 @@ class Stream : public Handler {
   bool opened_ = false, done_ = false;
   bool pod_eof_ = false, pod_shut_ = false, peer_end_ = false;
   bool h2_closed_ = false, deferred_ = false;
+  bool queued_ = false;  // in the session's to_write_
   uint64_t sent_ = 0, recv_ = 0;
 };
 
@@ -152,9 +158,13 @@ class Session : public Handler {
   void OnStreamClose(int32_t sid, uint32_t code);
   void OnRequestBegin(int32_t sid);
   Stream* FindStream(int32_t sid) const;
+  // Inbound: no new streams (GOAWAY); the session ends with its last stream.
+  void Goaway();
   // Inbound: the TLS server handshake begins; "" or why it cannot.
   std::string StartServer();
   bool server() const { return server_; }
+  // A stream with bytes gathered for its pod during this read pass.
+  void QueuePodWrite(Stream* st) { to_write_.push_back(st); }
   uint32_t session_id() const { return session_id_; }
 
  private:
@@ -163,6 +173,11 @@ class Session : public Handler {
   void Handshake();
   void StartH2();
   void ReadTls();
+  // SSL_write of [p, p + n): 1 all taken, 0 the socket is full (*written
+  // taken), -1 the session closed.
+  int WriteTls(const uint8_t* p, size_t n, size_t* written);
+  // out_ from out_off_; false when blocked or closed.
+  bool DrainOut();
   std::string Target() const;
 
   Worker* w_;
@@ -177,10 +192,11 @@ class Session : public Handler {
   std::vector<uint8_t> out_;
   size_t out_off_ = 0;
   uint64_t deadline_ = 0, idle_since_ = 0, ping_sent_ = 0, last_ping_ = 0;
-  bool became_ready_ = false, goaway_ = false;
+  bool became_ready_ = false, goaway_ = false, goaway_sent_ = false;
   bool server_ = false;
   uint32_t session_id_ = 0;
   std::string trust_domain_;
+  std::vector<Stream*> to_write_;
 };
 
 class Worker {
@@ -190,6 +206,7 @@ class Worker {
   void Post(OutboundRequest req);  // any thread
   void PostInbound(InboundRequest req);
   void PostAnswer(Answer a);
+  void PostControl(Control c);
   void Stop();                     // any thread; joins
 
   // Worker thread only.
@@ -198,6 +215,7 @@ class Worker {
   void Dispatch(OutboundRequest req);
   void Accept(InboundRequest req);
   void Deliver(Answer a);
+  void Apply(const Control& c);
   void OnSessionReady(Session* s);
   void OnSessionFailed(Session* s, const char* flag, const std::string& why);
   void Unpool(Session* s);
@@ -210,6 +228,9 @@ class Worker {
 
  private:
   void Run();
+  // Under mu_: whether this post must wake the worker (the first since it last took its inboxes).
+  bool TakeWake();
+  void Signal();
   void Drain(const std::string& key);
   void StartSession(const std::string& key);
   void Fail(OutboundRequest& req, int status, const char* flag, const std::string& why);
@@ -224,6 +245,8 @@ class Worker {
   std::vector<OutboundRequest> inbox_;
   std::vector<InboundRequest> inbound_inbox_;
   std::vector<Answer> answers_;
+  std::vector<Control> controls_;
+  bool woken_ = false;  // an eventfd write is pending since the last take
   std::unordered_map<uint32_t, Session*> inbound_;  // by TypeScript's session id
   bool stop_ = false;
   std::unordered_map<std::string, Pool> pools_;

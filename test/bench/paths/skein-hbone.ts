@@ -23,13 +23,13 @@ function setupWith(name: string, engine: 'js' | 'native') {
 
 export const skeinHbone: BenchPath = {
   name: 'skein-hbone',
-  description: 'client pod → Skein (client node, :15001) → HBONE mTLS + HTTP/2 CONNECT → Skein (server node, :15008) → server pod, in JavaScript',
+  description: 'client pod → Skein (client node, :15001) → HBONE mTLS + HTTP/2 CONNECT → Skein (server node, :15008) → server pod, in JavaScript (SKEIN_HBONE_ENGINE=js)',
   setup: setupWith('skein-hbone', 'js'),
 };
 
-/** The same two hops with outbound HBONE on the native engine (docs/native-engine.md); inbound is still JavaScript. */
+/** The same two hops on the native engine, both ways (docs/native-engine.md; the default). */
 export const skeinNative: BenchPath = {
   name: 'skein-native',
-  description: 'as skein-hbone, with the client node\'s outbound HBONE on the native engine (SKEIN_HBONE_ENGINE=native)',
+  description: 'as skein-hbone, on the native engine both ways: the client node\'s outbound and the server node\'s 15008 (SKEIN_HBONE_ENGINE=native, the default)',
   setup: setupWith('skein-native', 'native'),
 };

@@ -73,6 +73,8 @@ function connectHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: Conne
       close: (reason) => {
         revoked = reason;
         upstream?.destroy();
+        // On the native engine the open tunnel is the engine's, not the socket's.
+        req.carrier?.close(`connection closed due to policy change: ${reason}`);
       },
     });
     if (!admission.allowed) return { status: 401, reason: policyRejection(admission.reason) };
@@ -94,7 +96,10 @@ function connectHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: Conne
       return { status: 503, reason: `connect to ${d.upstream.ip}:${d.upstream.port} failed: ${err.message}` };
     }
     const app = upstream;
-    app.once('close', admission.release);
+    // Tracked until the tunnel ends: the socket's close, or the engine's end
+    // when it carries the bytes (Node's copy of the socket closes at the hand-over).
+    if (req.carrier !== undefined) req.carrier.onEnd(admission.release);
+    else app.once('close', admission.release);
     // §6: the header goes first, before the 200 lets any payload through.
     const header = d.proxyProtocol ? appTunnelHeader(req, d.service) : undefined;
     if (header !== undefined) app.write(header);

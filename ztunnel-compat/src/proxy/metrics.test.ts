@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import { markCarried } from './carried.ts';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Socket } from 'node:net';
@@ -116,6 +117,15 @@ test("open sockets: Istio's ztunnel dashboard reads istio_tcp_sockets_open, labe
   b.destroy();
   await new Promise((res) => setImmediate(res));
   assert.equal(await sample(r, SOCKETS_OPEN.name, 'reporter="destination"'), 1);
+  // Handed to the native engine: Node's copy closes, the connection is open until the engine is done with it.
+  let done: () => void = () => undefined;
+  markCarried(a, new Promise((res) => { done = res; }));
+  a.destroy();
+  await new Promise((res) => setImmediate(res));
+  assert.equal(await sample(r, SOCKETS_OPEN.name, 'reporter="source"'), 1);
+  done();
+  await new Promise((res) => setImmediate(res));
+  assert.equal(await sample(r, SOCKETS_OPEN.name, 'reporter="source"'), 0);
 });
 
 test("a pod IP dialled is labelled with the pod's service whose target port it is (ztunnel's guess_inbound_service)", () => {

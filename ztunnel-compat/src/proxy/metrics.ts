@@ -4,6 +4,7 @@
 // dashboards read Skein's connections like ztunnel's. Missing values are
 // "unknown", as in ztunnel (DefaultedUnknown): an empty canonical revision is
 // "unknown", never "latest".
+import { carriedUntil } from './carried.ts';
 import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { identityOf, type Workload } from '../state/workload.ts';
@@ -142,7 +143,13 @@ export class TcpMetrics {
   /** Counts `socket` as open until it closes: outbound listener sockets as source, inbound ones as destination. */
   socketOpened(reporter: 'source' | 'destination', socket: net.Socket): void {
     this.#sockets.inc({ reporter });
-    socket.once('close', () => { this.#sockets.dec({ reporter }); });
+    const dec = (): void => { this.#sockets.dec({ reporter }); };
+    // Handed to the native engine, the connection outlives Node's copy of the socket.
+    socket.once('close', () => {
+      const until = carriedUntil(socket);
+      if (until === undefined) dec();
+      else until.then(dec, dec);
+    });
   }
 
   opened(l: TcpLabels): void {

@@ -5,13 +5,17 @@
 // absent CA must not hold the ZDS ack past istio-cni's deadline): the server
 // takes the pod's certificate from the SecretManager at each connection,
 // fetched on demand with the manager's backoff, and follows its rotations.
+// With the native engine active (SKEIN_HBONE_ENGINE), 15008 is its server,
+// the same handler deciding each CONNECT.
 import type { Config } from '../config.ts';
 import type { PodProxy, ProxyFactory } from '../inpod/manager.ts';
 import { hostPort } from '../decide/outbound.ts';
 import type { DnsProxy } from '../dns/proxy.ts';
 import { listenerFactory, type PodContext } from '../inpod/listeners.ts';
 import { forwardedHost } from './hbone/headers.ts';
+import { NativeHboneServer } from './hbone/native-server.ts';
 import { HboneServer } from './hbone/server.ts';
+import type { HboneServerOptions } from './hbone/server.ts';
 import { inboundHboneHandler } from './inbound-hbone.ts';
 import { handleInboundPlaintext } from './inbound-plaintext.ts';
 import { accessFields, logComplete, logFailed } from './access-log.ts';
@@ -22,7 +26,7 @@ import { keepPodSocketAlive } from './connect.ts';
 import { findSourceWorkload } from './source-workload.ts';
 
 export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
-  const servers = new Map<string, HboneServer>();
+  const servers = new Map<string, HboneServer | NativeHboneServer>();
   const listeners = listenerFactory({
     mark: p.mark,
     reusePort: config.inpodPortReuse,
@@ -60,13 +64,18 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
       const workload = findSourceWorkload(p.state, p.nodeName, info);
       const identity = { trustDomain: workload?.trustDomain ?? config.trustDomain, namespace: info.namespace, serviceAccount: info.serviceAccount };
       p.secrets.prefetch(identity);
-      const server = new HboneServer(p.secrets.sourceFor(identity), {
+      const opts: HboneServerOptions = {
         tls12: config.tls12Enabled,
         handler: inboundHboneHandler(p, pod, (req, { destination, service, authz, upstream, headerBytes }) => {
           // A pod IP dialled names no service; label it with the pod's, as ztunnel does.
           const destinationService = service ?? guessInboundService(p.state.services.forWorkload(destination), destination, authz.destinationPort, forwardedHost(req.headers));
           const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService, mtls: true, flag: '-' });
           p.metrics.opened(labels);
+          // On the native engine the tunnel's bytes are the engine's count (the PROXY header was written before it).
+          if (req.carrier !== undefined) {
+            req.carrier.onEnd((end) => { p.metrics.closed(labels, end.bytesIn, end.bytesOut, end.error); });
+            return;
+          }
           // The app socket's own counters are the tunnel's bytes: what it
           // wrote came from the client (after our PROXY header), what it read went back.
           upstream.once('close', (hadError: boolean) => {
@@ -98,7 +107,9 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
           });
           logFailed(p.access, { ...fields, status: r.status }, r.reason);
         },
-      });
+      };
+      const source = p.secrets.sourceFor(identity);
+      const server = p.nativeHbone === undefined ? new HboneServer(source, opts) : new NativeHboneServer(p.nativeHbone, source, opts);
       servers.set(uid, server);
       let proxy: PodProxy;
       try {

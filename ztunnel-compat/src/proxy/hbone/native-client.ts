@@ -9,6 +9,7 @@ import { createHboneEngine, fdOf } from '@skein/bpf';
 import type { HboneEngine, HboneEngineEvent, HboneEngineOptions, HboneEngineStats, TcpKeepalive } from '@skein/bpf';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import { spiffeUri } from '../../identity/spiffe.ts';
+import { markCarried } from '../carried.ts';
 import { consumeReads } from '../pooled-reads.ts';
 import { defaultPoolKey } from './client.ts';
 import type { TunnelRequest } from './client.ts';
@@ -51,6 +52,8 @@ interface Pending {
   opened: (t: NativeTunnel) => void;
   failed: (e: HboneError) => void;
   ended: ((end: NativeTunnelEnd) => void) | undefined;
+  /** The engine is done with the pod socket (failed or closed). */
+  gone: () => void;
 }
 
 interface Cred {
@@ -114,8 +117,10 @@ export class NativeHboneClient {
     // engine is the socket's only reader.
     (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
     const initial = drainReadable(socket);
+    let gone: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => { gone = resolve; });
     const promise = new Promise<NativeTunnel>((resolve, reject) => {
-      this.#pending.set(id, { opened: resolve, failed: reject, ended: undefined, authority: req.authority });
+      this.#pending.set(id, { opened: resolve, failed: reject, ended: undefined, gone, authority: req.authority });
     });
     try {
       this.#engine.outbound({
@@ -137,6 +142,7 @@ export class NativeHboneClient {
       throw err;
     }
     // The engine holds its own dup; Node's is closed without touching the connection.
+    markCarried(socket, released);
     socket.destroy();
     return promise;
   }
@@ -190,10 +196,12 @@ export class NativeHboneClient {
         }
         case 'fail':
           this.#pending.delete(ev.id);
+          p.gone();
           p.failed(failure(ev, p.authority));
           break;
         case 'close':
           this.#pending.delete(ev.id);
+          p.gone();
           p.ended?.({ sent: ev.sent, recv: ev.recv, error: ev.message === '' ? undefined : ev.message });
           break;
       }

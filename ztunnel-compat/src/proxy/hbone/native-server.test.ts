@@ -3,6 +3,7 @@
 // Node's own TLS and HTTP/2 for the odd requests): real TLS 1.3 + HTTP/2 on
 // 127.0.0.1, the handler and its checks in TypeScript, an echo upstream.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
@@ -16,7 +17,14 @@ import { HboneClient } from './client.ts';
 import { HboneError } from './error.ts';
 import { NativeHboneClient } from './native-client.ts';
 import { NativeHboneServer } from './native-server.ts';
-import type { ConnectHandler, ConnectRequest, HandshakeRejection, StreamRejection, TunnelEnd } from './server.ts';
+import type {
+  CarriedEnd, CertificateRefusal, ConnectHandler, ConnectRequest, HandshakeRejection, HboneServerOptions, StreamRejection, TunnelCarrier, TunnelEnd,
+} from './server.ts';
+import { WorkloadCertificate } from '../../identity/certificate.ts';
+import type { CertificateSource } from '../../identity/certificate.ts';
+import { createCsr } from '../../identity/csr.ts';
+import { LocalCa } from '../../identity/local-ca.ts';
+import type { Identity } from '../../identity/spiffe.ts';
 import { certs, connectUpstream, echoServer, roundTrip } from './testing.ts';
 import type { Certs, Echo } from './testing.ts';
 import { clientOptions } from './tls.ts';
@@ -57,7 +65,7 @@ before(async () => {
 after(async () => {
   if (skip !== false) return;
   await client.close(1000);
-  server.close();
+  await server.close(1000);
   engine.close();
   await new Promise<void>((resolve) => { listener.close(() => { resolve(); }); });
   await echo.close();
@@ -228,4 +236,250 @@ test('no fd is left behind across 300 tunnels', { skip }, async () => {
   await new Promise((r) => setTimeout(r, 50));
   const after = readdirSync('/proc/self/fd').length;
   assert.ok(after <= before, `fds: ${before} before, ${after} after`);
+});
+
+test('the carrier closes an open tunnel (a policy change): the client sees it reset; its end has the reason and the bytes so far', { skip }, async () => {
+  let carrier: TunnelCarrier | undefined;
+  const carried: CarriedEnd[] = [];
+  handler = async (r) => {
+    carrier = r.carrier;
+    r.carrier?.onEnd((e) => carried.push(e));
+    return connectUpstream(echo.port);
+  };
+  try {
+    const n = ends.length;
+    const tunnel = await client.connect(req());
+    tunnel.write('12345');
+    await new Promise<void>((resolve) => { tunnel.once('data', () => { resolve(); }); });
+    assert.ok(carrier, 'the native server gives the handler a carrier');
+    const gone = new Promise<void>((resolve) => { tunnel.once('close', () => { resolve(); }); });
+    tunnel.on('error', () => undefined);
+    carrier.close('connection closed due to policy change: denied');
+    await gone;
+    await waitFor(() => carried.length === 1 && ends.length > n);
+    assert.deepEqual(carried, [{ bytesIn: 5, bytesOut: 5, error: 'connection closed due to policy change: denied' }]);
+    assert.equal(ends.at(-1)?.reason, 'connection closed due to policy change: denied');
+    await waitFor(() => server.activeTunnels === 0);
+  } finally {
+    handler = () => connectUpstream(echo.port);
+  }
+});
+
+test('a carrier closed before the answer makes it a 401; its end still comes, with no bytes', { skip }, async () => {
+  const carried: CarriedEnd[] = [];
+  handler = async (r) => {
+    const d = await connectUpstream(echo.port);
+    r.carrier?.onEnd((e) => carried.push(e));
+    r.carrier?.close('denied meanwhile');
+    return d;
+  };
+  try {
+    await assert.rejects(client.open(req()), (e: unknown) => e instanceof HboneError && e.status === 401);
+    assert.equal(rejects.at(-1)?.reason, 'denied meanwhile');
+    assert.deepEqual(carried, [{ bytesIn: 0, bytesOut: 0, error: 'denied meanwhile' }]);
+  } finally {
+    handler = () => connectUpstream(echo.port);
+  }
+});
+
+/** A server of its own on the shared engine, for tests that close it or give it certificates. */
+async function ownServer(cert: WorkloadCertificate | CertificateSource, opts: Partial<HboneServerOptions> = {}): Promise<{ server: NativeHboneServer; port: number; close: () => Promise<void> }> {
+  const own = new NativeHboneServer(engine, cert, { handler: () => connectUpstream(echo.port), ...opts });
+  const l = createNetServer((s) => { own.accept(s); });
+  await new Promise<void>((resolve) => { l.listen(0, '127.0.0.1', resolve); });
+  return {
+    server: own,
+    port: (l.address() as AddressInfo).port,
+    close: async () => {
+      own.destroy();
+      await new Promise<void>((resolve) => { l.close(() => { resolve(); }); });
+    },
+  };
+}
+
+/** The serial of the certificate a TLS handshake to `p` is served (decimal, as ours). */
+async function servedSerial(p: number, expected: Identity): Promise<string> {
+  const s = tlsConnect({ ...clientOptions(c.client, [expected]), host: '127.0.0.1', port: p });
+  try {
+    await new Promise<void>((resolve, reject) => { s.once('secureConnect', () => { resolve(); }); s.once('error', reject); });
+    return BigInt(`0x${s.getPeerX509Certificate()?.serialNumber ?? '0'}`).toString(10);
+  } finally {
+    s.destroy();
+  }
+}
+
+test('close(grace) sends GOAWAY: an open tunnel finishes, close resolves when it ends, and new connections are not served', { skip }, async () => {
+  const own = await ownServer(c.server);
+  const h2 = new HboneClient();
+  try {
+    const r = { ...req(), upstream: { ip: '127.0.0.1', port: own.port } };
+    const tunnel = await h2.connect(r);
+    let closed = false;
+    const closing = own.server.close(10_000).then(() => { closed = true; });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(closed, false, 'waits for the open tunnel');
+    const got = await roundTrip(tunnel, Buffer.from('after goaway'));
+    assert.equal(got.bytes, 'after goaway'.length);
+    await closing;
+    assert.equal(own.server.sessionCount, 0);
+    // Closed: a new connection is not served.
+    await assert.rejects(new HboneClient({ connectTimeoutMs: 2000 }).connect(r), HboneError);
+  } finally {
+    await h2.close(100);
+    await own.close();
+  }
+});
+
+test('close(grace) closes what is still open after the grace', { skip }, async () => {
+  const own = await ownServer(c.server);
+  const h2 = new HboneClient();
+  try {
+    const tunnel = await h2.connect({ ...req(), upstream: { ip: '127.0.0.1', port: own.port } });
+    tunnel.on('error', () => undefined);
+    const gone = new Promise((resolve) => { tunnel.once('close', resolve); });
+    const t0 = Date.now();
+    await own.server.close(300);
+    assert.ok(Date.now() - t0 < 3000);
+    await gone;
+    assert.equal(own.server.sessionCount, 0);
+  } finally {
+    await h2.close(100);
+    await own.close();
+  }
+});
+
+test('certificates come from the source: a rotation serves new handshakes, an expired one is never served', { skip, timeout: 20_000 }, async () => {
+  const ca = await LocalCa.generate();
+  const issue = async (ttlS: number): Promise<WorkloadCertificate> => {
+    const { csrPem, keyPem } = await createCsr(c.serverId);
+    return WorkloadCertificate.fromCertChain(c.serverId, [await ca.sign(csrPem, ttlS), ca.rootPem], keyPem);
+  };
+  const first = await issue(2);
+  const second = await issue(3600);
+  let cert: WorkloadCertificate | undefined = first;
+  const subs: ((x: WorkloadCertificate) => void)[] = [];
+  const source: CertificateSource = {
+    current: () => (cert?.isExpired() === false ? cert : undefined),
+    fetch: () => (cert?.isExpired() === false ? Promise.resolve(cert) : Promise.reject(new Error('the CA is down'))),
+    subscribe: (fn) => { subs.push(fn); return () => undefined; },
+  };
+  const refusals: CertificateRefusal[] = [];
+  const own = await ownServer(source, { onCertificateRefused: (r) => refusals.push(r), certificateWaitMs: 500 });
+  // Our test client trusts the test CA of `certs()`; this one's root differs, so only the handshake's served serial is read.
+  const serialOf = async (): Promise<string> => {
+    const s = tlsConnect({ host: '127.0.0.1', port: own.port, ALPNProtocols: ['h2'], cert: c.client.chainPems.join(''), key: c.client.keyPem, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    try {
+      await new Promise<void>((resolve, reject) => { s.once('secureConnect', () => { resolve(); }); s.once('error', reject); s.once('close', () => { reject(new Error('closed before TLS')); }); });
+      return BigInt(`0x${s.getPeerX509Certificate()?.serialNumber ?? '0'}`).toString(10);
+    } finally {
+      s.destroy();
+    }
+  };
+  try {
+    assert.equal(await serialOf(), first.serial);
+    cert = second;
+    for (const fn of subs) fn(second);
+    assert.equal(own.server.certificate, second);
+    assert.equal(await serialOf(), second.serial, 'the new handshake got the rotated certificate');
+    // No valid certificate at all: refused before TLS, as unavailable then expired.
+    cert = first;
+    await new Promise((r) => setTimeout(r, Math.max(0, first.notAfter.getTime() - Date.now()) + 100));
+    assert.ok(first.isExpired());
+    await assert.rejects(serialOf());
+    await waitFor(() => refusals.length === 1);
+    assert.equal(refusals[0]?.peerAddress.ip, '127.0.0.1');
+  } finally {
+    await own.close();
+  }
+  // A fixed certificate that has expired is refused the same way, as expired.
+  const fixed: CertificateRefusal[] = [];
+  const own2 = await ownServer(first, { onCertificateRefused: (r) => fixed.push(r) });
+  try {
+    await assert.rejects(servedSerial(own2.port, c.serverId));
+    await waitFor(() => fixed.length === 1);
+    assert.equal(fixed[0]?.reason, 'expired');
+  } finally {
+    await own2.close();
+  }
+});
+
+test('a client that stops reading fills the engine\'s TLS socket: its writes wait and resume, every byte in order', { skip, timeout: 60_000 }, async () => {
+  // The upstream is another process (this one's event loop is stalled below):
+  // it sends 8 MiB of a known pattern to each connection, then closes.
+  const size = 8 * 1024 * 1024;
+  const source = spawn('python3', ['-c', `
+import socket, threading
+data = bytes(i % 251 for i in range(${size}))
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(16)
+print(l.getsockname()[1], flush=True)
+def serve(c):
+    c.sendall(data); c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const sourcePort = await new Promise<number>((resolve, reject) => {
+      source.stdout.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())); });
+      source.once('exit', () => { reject(new Error('the source exited')); });
+    });
+    const pattern = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) pattern[i] = i % 251;
+    const want = createHash('sha256').update(pattern).digest('hex');
+    handler = () => connectUpstream(sourcePort);
+    const tunnels = await Promise.all(Array.from({ length: 4 }, () => client.connect(req())));
+    const got = tunnels.map((t) => new Promise<{ bytes: number; hash: string }>((resolve, reject) => {
+      const h = createHash('sha256');
+      let bytes = 0;
+      t.on('data', (d: Buffer) => { bytes += d.length; h.update(d); });
+      t.once('end', () => { resolve({ bytes, hash: h.digest('hex') }); });
+      t.once('error', reject);
+      t.end();
+    }));
+    // Nobody reads the TLS connection for a while: 32 MiB in flight does not fit the socket buffers.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 700);
+    for (const r of await Promise.all(got)) {
+      assert.equal(r.bytes, size);
+      assert.equal(r.hash, want);
+    }
+  } finally {
+    handler = () => connectUpstream(echo.port);
+    source.kill('SIGKILL');
+  }
+});
+
+test('a connection that waits for the certificate (none yet) is served once it comes: its ClientHello is left for the engine', { skip, timeout: 20_000 }, async () => {
+  let cert: WorkloadCertificate | undefined;
+  let arrive: (c: WorkloadCertificate) => void = () => undefined;
+  const arrived = new Promise<WorkloadCertificate>((resolve) => { arrive = resolve; });
+  const source: CertificateSource = {
+    current: () => cert,
+    fetch: () => arrived,
+  };
+  const own = await ownServer(source);
+  const late = new HboneClient({ connectTimeoutMs: 5000 });
+  try {
+    const opening = late.connect({ ...req(), upstream: { ip: '127.0.0.1', port: own.port } });
+    // Long enough for Node to have read the ClientHello, had it been reading.
+    await new Promise((r) => setTimeout(r, 300));
+    cert = c.server;
+    arrive(c.server);
+    const got = await roundTrip(await opening, Buffer.from('after the wait'));
+    assert.equal(got.bytes, 'after the wait'.length);
+  } finally {
+    await late.close(100);
+    await own.close();
+  }
+});
+
+test('closeTunnel and closeSession check their arguments; an unknown session or stream is nothing to close', { skip }, async () => {
+  const { engine: raw } = engine.inboundPort();
+  const bad: unknown[] = [undefined, {}, { session: 1, stream: 0, reason: 'x' }, { session: -1, stream: 1, reason: 'x' }, { session: 1, stream: 1 }];
+  for (const arg of bad) assert.throws(() => { raw.closeTunnel(arg as never); }, /closeTunnel/, JSON.stringify(arg));
+  for (const arg of [undefined, { session: 1 }, { session: 1, graceful: 'yes' }]) assert.throws(() => { raw.closeSession(arg as never); }, /closeSession/, JSON.stringify(arg));
+  raw.closeTunnel({ session: 0xfffffff0, stream: 7, reason: 'nobody' });
+  raw.closeSession({ session: 0xfffffff0, graceful: true });
+  raw.closeSession({ session: 0xfffffff0, graceful: false });
+  // The engine goes on serving.
+  assert.equal((await roundTrip(await client.connect(req()), Buffer.from('still here'))).bytes, 'still here'.length);
 });

@@ -6,18 +6,25 @@
 // validation, authz in decide/, the upstream connect) run in TypeScript as
 // for the JavaScript server, and the answer goes back with the upstream's fd.
 // One event per session start and end, one per request, one per tunnel end.
+// Certificates as HboneServer's: each connection gets the source's current
+// valid one (fetched on demand, bounded, when there is none); an expired one
+// is never served. The request carries a TunnelCarrier: the upstream socket
+// is closed in Node once the engine has it, so the handler learns of the
+// tunnel's end (bytes, error) and closes it (a policy change) through that.
 import { Socket } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http2';
 import { fdOf } from '@skein/bpf';
 import type { HboneEngineEvent } from '@skein/bpf';
-import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import type { CertificateSource, WorkloadCertificate } from '../../identity/certificate.ts';
 import { parseSpiffe } from '../../identity/spiffe.ts';
 import type { Identity } from '../../identity/spiffe.ts';
+import { markCarried } from '../carried.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { parseAuthority } from './h2.ts';
 import { drainReadable } from './native-client.ts';
 import type { InboundPort, NativeHboneClient } from './native-client.ts';
-import type { ConnectRequest, HboneServerOptions, SocketAddress } from './server.ts';
+import { FixedSource, isSource } from './server.ts';
+import type { CarriedEnd, ConnectDecision, ConnectRequest, HboneServerOptions, SocketAddress, TunnelCarrier } from './server.ts';
 
 interface Tunnel {
   controller: AbortController;
@@ -25,6 +32,11 @@ interface Tunnel {
   /** Answered 200: its end is a TunnelEnd. */
   open: boolean;
   openedAt: number;
+  /** Closed by the handler's carrier before the answer: answered 401 instead. */
+  revoked: string | undefined;
+  /** The carrier's end listeners, and the end once known. */
+  listeners: ((end: CarriedEnd) => void)[];
+  end: CarriedEnd | undefined;
 }
 
 interface Session {
@@ -32,6 +44,8 @@ interface Session {
   peerAddress: SocketAddress;
   localAddress: SocketAddress;
   tunnels: Map<number, Tunnel>;
+  /** The engine is done with the connection. */
+  gone: () => void;
 }
 
 function addressOf(ip: string | undefined, port: number | undefined): SocketAddress {
@@ -54,15 +68,23 @@ function headersOf(fields: readonly string[]): IncomingHttpHeaders {
 export class NativeHboneServer {
   readonly #port: InboundPort;
   readonly #opts: HboneServerOptions;
-  #cert: WorkloadCertificate;
+  readonly #source: CertificateSource;
+  readonly #unsubscribe: (() => void) | undefined;
+  #installed: WorkloadCertificate | undefined;
   readonly #sessions = new Map<number, Session>();
+  /** Resolved whenever the last session is gone (close() waits on it). */
+  #drained: (() => void) | undefined;
   #activeTunnels = 0;
   #closed = false;
 
-  constructor(client: NativeHboneClient, cert: WorkloadCertificate, opts: HboneServerOptions) {
+  /** `cert`: a source (rotating), or one certificate that serves until it expires. */
+  constructor(client: NativeHboneClient, cert: WorkloadCertificate | CertificateSource, opts: HboneServerOptions) {
     this.#port = client.inboundPort();
-    this.#cert = cert;
+    this.#source = isSource(cert) ? cert : new FixedSource(cert);
     this.#opts = opts;
+    const now = this.#source.current();
+    if (now !== undefined) this.#install(now);
+    this.#unsubscribe = this.#source.subscribe?.((c) => { if (!this.#closed && !c.isExpired()) this.#install(c); });
   }
 
   get sessionCount(): number {
@@ -73,52 +95,176 @@ export class NativeHboneServer {
     return this.#activeTunnels;
   }
 
-  /** A rotated certificate: new connections use it. */
-  setCertificate(cert: WorkloadCertificate): void {
-    this.#cert = cert;
+  /** The certificate new handshakes get, if one is installed. */
+  get certificate(): WorkloadCertificate | undefined {
+    return this.#installed;
   }
 
-  /** Serves a TCP connection accepted on 15008; Node's copy is closed here. */
+  /** Rotation: new connections use `cert`; open ones keep theirs. With a fixed certificate, it becomes the one served. */
+  updateCertificate(cert: WorkloadCertificate): void {
+    if (this.#source instanceof FixedSource) this.#source.cert = cert;
+    this.#install(cert);
+  }
+
+  /**
+   * Serves a TCP connection accepted on 15008; Node's copy is closed once
+   * the engine has its own. Without a valid certificate the connection waits
+   * (bounded) for one fetched on demand, or is refused: no handshake.
+   */
   accept(socket: Socket): void {
     if (this.#closed) {
       socket.destroy();
       return;
     }
+    const cert = this.#source.current();
+    if (cert !== undefined) {
+      this.#handOver(socket, cert);
+      return;
+    }
+    // The client's first flight (its ClientHello) must stay in the kernel for
+    // the engine, which reads the socket itself: Node reads nothing meanwhile.
+    (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
+    socket.on('error', () => { /* it may reset while we wait */ });
+    this.#acceptLater(socket).catch((err: unknown) => { this.#refuse(socket, err); });
+  }
+
+  async #acceptLater(socket: Socket): Promise<void> {
+    const waitMs = this.#opts.certificateWaitMs ?? 5_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => { reject(new Error(`no certificate within ${waitMs} ms`)); }, waitMs);
+    });
+    try {
+      const cert = await Promise.race([this.#source.fetch(), timeout]);
+      if (cert.isExpired()) throw new Error(`the certificate offered expired at ${cert.notAfter.toISOString()}`);
+      if (socket.destroyed || this.#closed) {
+        socket.destroy();
+        return;
+      }
+      this.#handOver(socket, cert);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Fail closed: no valid certificate, no handshake. */
+  #refuse(socket: Socket, err: unknown): void {
+    const peerAddress = addressOf(socket.remoteAddress, socket.remotePort);
+    socket.destroy();
+    const error = err instanceof Error ? err : new Error(String(err));
+    const last = this.#installed ?? (this.#source instanceof FixedSource ? this.#source.cert : undefined);
+    const reason = last?.isExpired() === true ? 'expired' : 'unavailable';
+    this.#opts.onCertificateRefused?.({ reason, error, peerAddress });
+  }
+
+  #install(cert: WorkloadCertificate): void {
+    if (cert === this.#installed) return;
+    this.#installed = cert;
+    this.#opts.onCertificateInstalled?.(cert);
+  }
+
+  #handOver(socket: Socket, cert: WorkloadCertificate): void {
+    // Checked again at the moment of use: never an expired one.
+    if (cert.isExpired()) {
+      this.#refuse(socket, new HboneError(HboneErrorCode.CERT_EXPIRED, 'TLS_FAILURE', `the certificate expired at ${cert.notAfter.toISOString()}`));
+      return;
+    }
+    if (socket.readableLength > 0) {
+      // Bytes of the TLS handshake Node read cannot be given to the engine: refused, not hung.
+      const peerAddress = addressOf(socket.remoteAddress, socket.remotePort);
+      socket.destroy();
+      this.#opts.onHandshakeReject?.({ error: new HboneError(HboneErrorCode.TLS, 'TLS_FAILURE', 'the TLS handshake began before the hand-over to the engine'), peerAddress });
+      return;
+    }
+    this.#install(cert);
     const s: Session = {
       peer: undefined,
       peerAddress: addressOf(socket.remoteAddress, socket.remotePort),
       localAddress: addressOf(socket.localAddress, socket.localPort),
       tunnels: new Map(),
+      gone: () => undefined,
     };
-    // As HboneServer: an expired certificate is never served; no handshake.
-    if (this.#cert.isExpired()) {
-      socket.destroy();
-      this.#opts.onCertificateRefused?.({
-        reason: 'expired', peerAddress: s.peerAddress,
-        error: new HboneError(HboneErrorCode.CERT_EXPIRED, 'TLS_FAILURE', `the certificate expired at ${this.#cert.notAfter.toISOString()}`),
-      });
-      return;
-    }
+    const released = new Promise<void>((resolve) => { s.gone = resolve; });
     const id = this.#port.open((ev) => { this.#onEvent(id, s, ev); });
     this.#sessions.set(id, s);
     try {
-      this.#port.engine.inbound({ session: id, fd: fdOf(socket), credential: this.#port.credential(this.#cert), trustDomain: this.#cert.identity.trustDomain });
+      // The credential is the certificate's: a rotated one gets a new SSL_CTX, sessions on the old keep theirs.
+      this.#port.engine.inbound({ session: id, fd: fdOf(socket), credential: this.#port.credential(cert), trustDomain: cert.identity.trustDomain });
     } catch (err) {
       this.#forget(id);
       socket.destroy();
       throw err;
     }
+    markCarried(socket, released);
     socket.destroy();
   }
 
-  /** New connections are refused; open ones run on until their clients end them. */
-  close(): void {
+  /**
+   * Stops accepting and sends GOAWAY to every session: open tunnels finish,
+   * no new ones start. After `graceMs`, if given, what is left is closed.
+   */
+  async close(graceMs?: number): Promise<void> {
     this.#closed = true;
+    this.#unsubscribe?.();
+    if (this.#sessions.size === 0) return;
+    const drained = new Promise<void>((resolve) => { this.#drained = resolve; });
+    this.#each(true);
+    if (graceMs === undefined) {
+      await drained;
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([drained.then(() => false), new Promise<boolean>((resolve) => { timer = setTimeout(() => { resolve(true); }, graceMs); })]);
+    clearTimeout(timer);
+    if (!late) return;
+    this.destroy();
+    // Their ends come back as events; bounded, should the engine be gone.
+    await Promise.race([drained, new Promise<void>((resolve) => { setTimeout(resolve, 2_000).unref(); })]);
+  }
+
+  /** Closes every session abruptly. */
+  destroy(): void {
+    this.#closed = true;
+    this.#unsubscribe?.();
+    this.#each(false);
+  }
+
+  #each(graceful: boolean): void {
+    for (const id of this.#sessions.keys()) {
+      try {
+        this.#port.engine.closeSession({ session: id, graceful });
+      } catch {
+        // The engine is closed: its sessions are gone with it.
+        this.#forget(id);
+      }
+    }
   }
 
   #forget(id: number): void {
+    const s = this.#sessions.get(id);
     this.#sessions.delete(id);
     this.#port.forget(id);
+    // Tunnels the engine never reported ended (it was closed under them).
+    if (s !== undefined) {
+      s.gone();
+      for (const t of s.tunnels.values()) this.#ended(t, { bytesIn: 0, bytesOut: 0, error: 'the HBONE connection ended' });
+      s.tunnels.clear();
+    }
+    if (this.#sessions.size === 0) this.#drained?.();
+  }
+
+  #ended(t: Tunnel, end: CarriedEnd): void {
+    if (t.end !== undefined) return;
+    t.end = end;
+    if (t.open) this.#activeTunnels--;
+    t.controller.abort();
+    for (const fn of t.listeners.splice(0)) {
+      try {
+        fn(end);
+      } catch (err) {
+        if (t.request !== undefined) this.#opts.onStreamError?.(err, { peer: t.request.peer, peerAddress: t.request.peerAddress, localAddress: t.request.localAddress });
+      }
+    }
   }
 
   #onEvent(id: number, s: Session, ev: HboneEngineEvent): void {
@@ -142,19 +288,15 @@ export class NativeHboneServer {
         this.#forget(id);
         return;
       case 'request':
-        void this.#serve(id, s, ev.stream, ev.fields).catch(() => undefined);
+        this.#serve(id, s, ev.stream, ev.fields).catch((err: unknown) => { this.#failed(id, s, ev.stream, err); });
         return;
       case 'close': {
         const t = s.tunnels.get(ev.stream);
         if (t === undefined) return;
         s.tunnels.delete(ev.stream);
-        if (!t.open) {
-          // Reset (or the session ended) before our answer.
-          t.controller.abort();
-          return;
-        }
-        this.#activeTunnels--;
-        if (t.request !== undefined && s.peer !== undefined) {
+        const wasOpen = t.open;
+        this.#ended(t, { bytesIn: ev.recv, bytesOut: ev.sent, error: ev.message === '' ? undefined : ev.message });
+        if (wasOpen && t.request !== undefined && s.peer !== undefined) {
           this.#opts.onTunnelEnd?.({
             request: t.request, peer: s.peer, authority: t.request.authority, bytesIn: ev.recv, bytesOut: ev.sent,
             durationMs: Date.now() - t.openedAt, reason: ev.message === '' ? 'closed' : ev.message,
@@ -167,12 +309,47 @@ export class NativeHboneServer {
     }
   }
 
+  /** A throw in our handling (a bug): this stream alone is closed and reported; the session goes on. */
+  #failed(id: number, s: Session, stream: number, err: unknown): void {
+    const t = s.tunnels.get(stream);
+    try {
+      if (t?.open === true) this.#port.engine.closeTunnel({ session: id, stream, reason: 'internal error' });
+      else if (t !== undefined && t.end === undefined) this.#port.engine.answer({ session: id, stream, status: 503 });
+    } catch {
+      // The engine is closed.
+    }
+    if (s.peer !== undefined) this.#opts.onStreamError?.(err, { peer: s.peer, peerAddress: s.peerAddress, localAddress: s.localAddress });
+  }
+
+  #carrier(id: number, stream: number, t: Tunnel): TunnelCarrier {
+    return {
+      close: (reason) => {
+        if (t.end !== undefined) return;
+        if (!t.open) {
+          t.revoked ??= reason;
+          return;
+        }
+        try {
+          this.#port.engine.closeTunnel({ session: id, stream, reason });
+        } catch {
+          // The engine is closed: the tunnel with it.
+        }
+      },
+      onEnd: (fn) => {
+        if (t.end !== undefined) fn(t.end);
+        else t.listeners.push(fn);
+      },
+    };
+  }
+
   async #serve(id: number, s: Session, stream: number, fields: readonly string[]): Promise<void> {
-    const t: Tunnel = { controller: new AbortController(), request: undefined, open: false, openedAt: 0 };
+    const t: Tunnel = { controller: new AbortController(), request: undefined, open: false, openedAt: 0, revoked: undefined, listeners: [], end: undefined };
     s.tunnels.set(stream, t);
     const peer = s.peer;
     const headers = headersOf(fields);
     const reject = (status: 400 | 401 | 503, reason: string): void => {
+      // An error answer ends the stream in the engine without a close event.
+      s.tunnels.delete(stream);
       this.#port.engine.answer({ session: id, stream, status });
       if (peer !== undefined) {
         this.#opts.onReject?.({ status, reason, authority: fields[1] === '' ? undefined : fields[1], peer, peerAddress: s.peerAddress, localAddress: s.localAddress });
@@ -189,33 +366,40 @@ export class NativeHboneServer {
     }
     const authority = parseAuthority(fields[1]);
     if (authority === undefined) {
-      reject(400, `bad :authority ${JSON.stringify(fields[1] ?? '')}`);
+      reject(400, `cannot parse authority ${JSON.stringify(fields[1] ?? '')}`);
       return;
     }
-    const request: ConnectRequest = { peer, peerAddress: s.peerAddress, localAddress: s.localAddress, authority, headers, signal: t.controller.signal };
+    const request: ConnectRequest = {
+      peer, peerAddress: s.peerAddress, localAddress: s.localAddress, authority, headers, signal: t.controller.signal, carrier: this.#carrier(id, stream, t),
+    };
     t.request = request;
-    let decision;
+    let decision: ConnectDecision;
     try {
       decision = await this.#opts.handler(request);
     } catch (err) {
-      decision = { status: 503 as const, reason: `handler failed: ${(err as Error).message}` };
+      decision = { status: 503, reason: `handler failed: ${(err as Error).message}` };
     }
     if (decision.status !== 200) {
-      reject(decision.status, decision.reason);
-      return;
-    }
-    // Only a socket's fd can go to the engine.
-    if (!(decision.upstream instanceof Socket)) {
-      decision.upstream.destroy();
-      reject(503, 'the upstream is not a socket');
+      if (t.end === undefined) reject(decision.status, decision.reason);
       return;
     }
     const upstream = decision.upstream;
+    // A 200 that never becomes a tunnel still ends, for whoever counts it.
+    const drop = (error: string): void => {
+      upstream.destroy();
+      this.#ended(t, { bytesIn: 0, bytesOut: 0, error });
+    };
+    // Only a socket's fd can go to the engine.
+    if (!(upstream instanceof Socket)) {
+      drop('the upstream is not a socket');
+      reject(503, 'the upstream is not a socket');
+      return;
+    }
     let fd: number;
     try {
       fd = fdOf(upstream);
     } catch {
-      upstream.destroy();
+      drop('the upstream socket has no fd');
       reject(503, 'the upstream socket has no fd');
       return;
     }
@@ -225,13 +409,19 @@ export class NativeHboneServer {
     if (upstream.writableLength > 0) {
       await new Promise<void>((resolve) => { upstream.write(Buffer.alloc(0), () => { resolve(); }); });
     }
+    if (t.end !== undefined || t.controller.signal.aborted) {
+      // The client went away meanwhile (its close event came).
+      drop('the client went away');
+      return;
+    }
+    if (t.revoked !== undefined) {
+      drop(t.revoked);
+      reject(401, t.revoked);
+      return;
+    }
     // From here the engine is the upstream's only reader.
     (upstream as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
     const initial = drainReadable(upstream);
-    if (t.controller.signal.aborted) {
-      upstream.destroy();
-      return;
-    }
     t.open = true;
     t.openedAt = Date.now();
     this.#activeTunnels++;

@@ -47,6 +47,29 @@ export interface ConnectRequest {
   headers: IncomingHttpHeaders;
   /** Aborted when the client resets or the session closes before the handler answered. */
   signal: AbortSignal;
+  /**
+   * Set by a server that carries the bytes outside Node (the native engine,
+   * native-server.ts): the upstream it is handed is closed in Node once the
+   * engine has its own copy, so the tunnel's close and end come through here.
+   */
+  carrier?: TunnelCarrier;
+}
+
+/** A tunnel whose bytes another party (the native engine) carries. */
+export interface TunnelCarrier {
+  /** Closes the tunnel (a policy change revoked it): reset, or never answered 200 if not yet answered. */
+  close(reason: string): void;
+  /** `fn` runs once, when the tunnel ends; also when a 200 decision never became a tunnel (zero bytes, an error). */
+  onEnd(fn: (end: CarriedEnd) => void): void;
+}
+
+export interface CarriedEnd {
+  /** Client → upstream. */
+  bytesIn: number;
+  /** Upstream → client. */
+  bytesOut: number;
+  /** Undefined for a clean close both ways, else the first error. */
+  error: string | undefined;
 }
 
 export type ConnectDecision =
@@ -116,7 +139,7 @@ export interface HboneServerOptions extends HboneTlsOptions {
 }
 
 /** A source that always offers the same certificate while it is valid; updateCertificate replaces it. */
-class FixedSource implements CertificateSource {
+export class FixedSource implements CertificateSource {
   cert: WorkloadCertificate;
   constructor(cert: WorkloadCertificate) {
     this.cert = cert;
@@ -130,7 +153,7 @@ class FixedSource implements CertificateSource {
   }
 }
 
-function isSource(x: WorkloadCertificate | CertificateSource): x is CertificateSource {
+export function isSource(x: WorkloadCertificate | CertificateSource): x is CertificateSource {
   return typeof (x as Partial<CertificateSource>).current === 'function';
 }
 

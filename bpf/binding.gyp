@@ -11,7 +11,8 @@
         "src/poller.cc",
         "src/libbpf.cc",
         "src/ebpf.cc",
-        "src/bpffs.cc"
+        "src/bpffs.cc",
+        "src/process.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

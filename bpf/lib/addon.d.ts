@@ -160,6 +160,14 @@ export interface Native {
   constants: NativeConstants;
   openNetns(path: string): number;
   createSocket(family: 4 | 6, kind: 'stream' | 'dgram', netnsFd: number): number;
+  /** Writes /proc/sys/<name> (under net/) as seen from the namespace `netnsFd`. */
+  setNetnsSysctl(netnsFd: number, name: string, value: string): void;
+  /** Raises the soft RLIMIT_NOFILE to the hard one (never lowers it); -1 is unlimited. */
+  raiseNofileLimit(): { before: number; soft: number; hard: number };
+  /** glibc malloc_trim(0): free heap pages back to the kernel; true when some were. */
+  mallocTrim(): boolean;
+  /** V8 MemoryPressureNotification(kCritical): a memory-reducing collection now, freed pages back to the kernel. */
+  memoryPressure(): void;
   setIntOpt(fd: number, level: number, name: number, value: number): void;
   getIntOpt(fd: number, level: number, name: number): number;
   bind(fd: number, address: string, port: number): void;

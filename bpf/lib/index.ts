@@ -2,7 +2,8 @@
 // @skein/bpf: the kernel side of Skein as seen from TypeScript.
 export { native, constants } from './native.ts';
 export type { NativeAddress } from './addon.d.ts';
-export { netnsCookieOf, openNetns, withNetnsFd, type NetnsRef } from './netns.ts';
+export { netnsCookieOf, openNetns, setNetnsSysctl, withNetnsFd, type NetnsRef } from './netns.ts';
+export { mallocTrim, memoryPressure, raiseNofileLimit } from './process.ts';
 export {
   bindUdp,
   connectTcp,

@@ -44,3 +44,11 @@ export function netnsCookieOf(ns: NetnsRef): bigint {
     }
   });
 }
+
+/**
+ * Sets a per-namespace sysctl (a name under net/, slash-separated as in
+ * /proc/sys) inside `ns`, e.g. ('net/ipv4/tcp_migrate_req', '1').
+ */
+export function setNetnsSysctl(ns: NetnsRef, name: string, value: string): void {
+  withNetnsFd(ns, (fd) => { native.setNetnsSysctl(fd, name, value); });
+}

@@ -8,6 +8,7 @@
 #include "libbpf.h"
 #include "netns.h"
 #include "poller.h"
+#include "process.h"
 #include "seqpacket.h"
 #include "sockets.h"
 
@@ -19,6 +20,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   skein::InitLibbpf(env, exports);
   skein::InitEbpf(env, exports);  // after InitSockets: extends `constants`
   skein::InitBpffs(env, exports);  // likewise
+  skein::InitProcess(env, exports);
   return exports;
 }
 

@@ -122,7 +122,36 @@ Napi::Value BpfIterRun(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, total);
 }
 
+// setNetnsSysctl(netnsFd: number, name: string, value: string): void
+// Writes /proc/sys/<name> as seen from another namespace: net.* sysctls are
+// per netns, and /proc/sys/net resolves to the namespace of the task that
+// opens the file, so it is opened while the thread is in `netnsFd`. Only
+// names under net/ are accepted.
+Napi::Value SetNetnsSysctl(const Napi::CallbackInfo& info) {
+  static const char* usage = "setNetnsSysctl(netnsFd: number, name: string, value: string)";
+  Napi::Env env = info.Env();
+  int ns = ArgInt(info, 0, usage);
+  std::string name = ArgString(info, 1, usage);
+  std::string value = ArgString(info, 2, usage);
+  bool ok = ns >= 0 && name.rfind("net/", 0) == 0 && name.find("..") == std::string::npos && !value.empty();
+  for (char c : name) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '/' || c == '.');
+  if (!ok) ThrowUsage(env, usage);
+  std::string path = "/proc/sys/" + name;
+  int fd;
+  {
+    NetnsSwitch in(env, ns);
+    fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  }
+  if (fd < 0) ThrowErrno(env, "open", path);
+  ssize_t n = write(fd, value.data(), value.size());
+  int err = errno;
+  close(fd);
+  if (n < 0) throw ErrnoError(env, "write", err, path);
+  return env.Undefined();
+}
+
 void InitNetns(Napi::Env env, Napi::Object exports) {
+  exports.Set("setNetnsSysctl", Napi::Function::New(env, SetNetnsSysctl, "setNetnsSysctl"));
   exports.Set("bpfIterRun", Napi::Function::New(env, BpfIterRun, "bpfIterRun"));
   exports.Set("openNetns", Napi::Function::New(env, OpenNetns, "openNetns"));
   exports.Set("createSocket",

@@ -84,6 +84,9 @@ test('enrolling a pod opens its capture listeners in its netns; its outbound TCP
   assert.deepEqual(need(manager, 'manager').status().map((s) => [s.info.name, s.state]), [[a.name, 'running']]);
   const listening = a.run('ss', '-Hltn');
   for (const port of [15001, 15006, 15008]) assert.match(listening, new RegExp(`:${port}\\b`), `listening on ${port}`);
+  // Connections queued on these SO_REUSEPORT listeners when a replaced proxy
+  // closes them go to the new proxy's listeners instead of being reset.
+  assert.equal(a.run('cat', '/proc/sys/net/ipv4/tcp_migrate_req').trim(), '1');
   assert.ok(await dial(a, b.ip4, 8080), 'the capture accepted the connection');
   await until('captured', () => captured.length > 0);
   assert.deepEqual(captured.at(-1), { kind: 'outbound', pod: a.name, dst: { address: b.ip4, port: 8080, family: 4 } });

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Entry point of the `skein` command.
-import { libbpfVersion } from '@skein/bpf';
+import { libbpfVersion, raiseNofileLimit } from '@skein/bpf';
 import { cleanupKernel } from './accel/index.ts';
 import { startApp, StartupError } from './app.ts';
 import type { WaypointCommand } from '@skein/waypoint/args';
 import { parseArgs, usage, UsageError } from './cli.ts';
 import { ConfigError, parseConfig } from './config.ts';
 import { createLogger } from './log.ts';
+import { startMemoryRelease } from './memory-release.ts';
 import { installProcessPolicy } from './process-policy.ts';
 import { version } from './version.ts';
 
@@ -31,12 +32,28 @@ function cleanup(): number {
   return 0;
 }
 
+/**
+ * Every proxied connection holds one or two sockets, and a node carries
+ * thousands: the soft open-files limit (often 1024) goes up to the hard one,
+ * as ztunnel does at start (istio/ztunnel#1586, src/main.rs, for #1585:
+ * "ztunnel runs out of file descriptors on heavily loaded nodes").
+ */
+function raiseOpenFiles(log: ReturnType<typeof createLogger>): void {
+  try {
+    const l = raiseNofileLimit();
+    log.info({ scope: 'app', before: l.before, soft: l.soft, hard: l.hard }, 'open files limit');
+  } catch (err) {
+    log.warn({ scope: 'app', err: (err as Error).message }, 'cannot raise the open files limit');
+  }
+}
+
 async function proxy(): Promise<number> {
   const config = readConfig();
   if (config === undefined) return 1;
   const log = createLogger(config.logLevel, config.logFormat);
   // From here an error nothing caught is logged and counted, never fatal.
   const policy = installProcessPolicy(log);
+  raiseOpenFiles(log);
   let app;
   try {
     app = await startApp(config, log, { onShutdownRequest: () => { void stop('quitquitquit'); } });
@@ -48,9 +65,11 @@ async function proxy(): Promise<number> {
     throw err;
   }
   policy.attach(app.metrics.registry);
+  const stopRelease = startMemoryRelease(log);
   const done = Promise.withResolvers<number>();
   const stop = async (why: string): Promise<void> => {
     log.info({ scope: 'app', why }, 'shutting down');
+    stopRelease();
     await app.shutdown();
     done.resolve(0);
   };

@@ -18,6 +18,7 @@ import { CniDouble } from '../../cni/cni-double.ts';
 import { Lab, LAB_PREFIX, type LabNode, type LabPod } from '../../lab/index.ts';
 import { startDaemon, type Daemon, type DaemonHost } from '../daemon.ts';
 import { workloadYaml } from '../paths/skein-nodes.ts';
+import { ipBytes, type IstiodLink } from './istiod-link.ts';
 import type { Target } from './peer.ts';
 
 const MAIN = fileURLToPath(new URL('../../../ztunnel-compat/src/main.ts', import.meta.url));
@@ -29,12 +30,29 @@ export const SERVICE_VIP = '10.96.0.81';
 /** The drain deadline the daemons get (CONNECTION_TERMINATION_DEADLINE). */
 export const DRAIN_MS = 3000;
 /**
- * Open files each process here may have: ours, inherited by the daemons and
- * the load generator (raising the hard limit needs CAP_SYS_RESOURCE, which a
- * container may not grant; the soak reports this figure beside its counts).
+ * Open files the harness gives the daemons, the echo servers and the load
+ * generator: 10,000 relayed connections need 20,000 sockets in a daemon.
+ * Raising a hard limit needs CAP_SYS_RESOURCE, which a container may lack;
+ * then they keep ours, and the soak reports the limit they had.
  */
-export function nofileLimit(): number {
-  const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+export const WANT_NOFILE = 65_536;
+let raisable: boolean | undefined;
+/** `cmd args` run under a hard and soft open-files limit of WANT_NOFILE, when we may set one. */
+export function withNofile(cmd: string, args: readonly string[]): [string, string[]] {
+  if (raisable === undefined) {
+    try {
+      execFileSync('prlimit', [`--nofile=${WANT_NOFILE}:${WANT_NOFILE}`, 'true'], { stdio: 'ignore' });
+      raisable = true;
+    } catch {
+      raisable = false;
+    }
+  }
+  return raisable ? ['prlimit', [`--nofile=${WANT_NOFILE}:${WANT_NOFILE}`, '--', cmd, ...args]] : [cmd, [...args]];
+}
+
+/** The soft open-files limit of a process (this one by default). */
+export function nofileLimit(pid: number | 'self' = 'self'): number {
+  const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'));
   return Number(m?.[1] ?? NaN);
 }
 
@@ -48,6 +66,8 @@ export interface Fleet {
   /** Where the current daemon of a node runs (its admin ports). */
   hostOf(node: LabNode): DaemonHost;
   cni(node: LabNode): CniDouble;
+  /** The istiod double and its link, when the fleet was started with one. */
+  istiod: IstiodLink | undefined;
   logs(): string;
   /** SIGKILL to a node's daemon (a crash); resolves once it is gone. */
   kill(node: LabNode): Promise<void>;
@@ -86,8 +106,13 @@ function alive(pid: number): boolean {
   }
 }
 
-export async function startFleet(log: (line: string) => void, env: Readonly<Record<string, string>> = {}): Promise<Fleet> {
+/**
+ * `istiod`: the daemons take workloads and certificates from the istiod
+ * double (through the link) instead of a static file and their own local CA.
+ */
+export async function startFleet(log: (line: string) => void, env: Readonly<Record<string, string>> = {}, istiod?: (lab: Lab) => Promise<IstiodLink>): Promise<Fleet> {
   const lab = Lab.create({ nodes: 2, podsPerNode: 2 });
+  let link: IstiodLink | undefined;
   const surges: ReturnType<typeof surgeHost>[] = [];
   const cnis: CniDouble[] = [];
   const daemons = new Map<LabNode, { daemon: Daemon; host: DaemonHost }>();
@@ -104,6 +129,7 @@ export async function startFleet(log: (line: string) => void, env: Readonly<Reco
     process.off('exit', cleanupPins);
     cleanupPins();
     for (const c of cnis) c.close();
+    await link?.close();
     lab.teardown();
     for (const s of surges) s.remove();
   };
@@ -114,25 +140,42 @@ export async function startFleet(log: (line: string) => void, env: Readonly<Reco
     const far = n1.pods[0] as LabPod;
     const outside = n1.pods[1] as LabPod;
     for (const p of [same, far, outside]) {
-      await startDaemon(p, { cmd: process.execPath, args: [PEER, 'serve', p.ip4, String(ECHO_PORT)], ports: [ECHO_PORT], comm: 'MainThread', timeoutMs: 20_000 });
+      const [cmd, args] = withNofile(process.execPath, [PEER, 'serve', p.ip4, String(ECHO_PORT)]);
+      await startDaemon(p, { cmd, args, ports: [ECHO_PORT], comm: 'MainThread', timeoutMs: 20_000 });
       await startDaemon(p, { cmd: process.execPath, args: [PEER, 'blackhole', p.ip4, String(SILENT_PORT)], ports: [SILENT_PORT], comm: 'MainThread', timeoutMs: 20_000 });
     }
     const svc = 'echo.default.svc.cluster.local';
     const mesh = path.join(dir, 'mesh.yaml');
-    fs.writeFileSync(mesh, `workloads:
+    let source: Record<string, string> = { XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca') };
+    if (istiod === undefined) {
+      fs.writeFileSync(mesh, `workloads:
 ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, services: {default/${svc}: {80: ${ECHO_PORT}}}`)}services:
 - {name: echo, namespace: default, hostname: ${svc}, vips: ["/${SERVICE_VIP}"], ports: {80: ${ECHO_PORT}}}
 `);
+    } else {
+      // The same mesh, as istiod sends it.
+      link = await istiod(lab);
+      link.publish(client);
+      link.publish(far);
+      link.publish(same, { [`default/${svc}`]: [{ servicePort: 80, targetPort: ECHO_PORT }] });
+      link.publishService({ name: 'echo', namespace: 'default', hostname: svc, addresses: [{ network: '', address: ipBytes(SERVICE_VIP) }], ports: [{ servicePort: 80, targetPort: ECHO_PORT }] });
+      source = {};
+    }
     let generation = 0;
     const start = async (n: LabNode, host: DaemonHost): Promise<Daemon> => {
       const cni = cnis[n.index];
       if (cni === undefined) throw new Error(`no istio-cni double on ${n.name}`);
       const before = cni.zds.readyConnections;
+      if (link !== undefined) {
+        await link.expose(`/run/netns/${host.netns}`);
+        source = link.env(n);
+      }
+      const [cmd, args] = withNofile(process.execPath, [MAIN, 'proxy']);
       const d = await startDaemon(host, {
-        cmd: process.execPath, args: [MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
+        cmd, args, ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
         logPath: path.join(dir, `${n.name}.${generation++}.skein.log`),
         env: {
-          ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
+          ...process.env, ...source,
           NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'warn', LOG_FORMAT: 'json',
           SKEIN_KERNEL_FASTPATH: 'auto', SKEIN_BPFFS_DIR: path.join(bpffsRoot, n.name), CONNECTION_TERMINATION_DEADLINE: `${DRAIN_MS / 1000}s`, ...env,
         },
@@ -167,6 +210,7 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
       pid: (n) => get(n).daemon.pid,
       hostOf: (n) => get(n).host,
       cni: (n) => cnis[n.index] as CniDouble,
+      istiod: link,
       logs: () => fs.readdirSync(dir).filter((f) => f.endsWith('.skein.log')).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join(''),
       async kill(n) {
         const pid = get(n).daemon.pid;

@@ -10,7 +10,10 @@ import { runTargets } from '../../fuzz/run.ts';
 import { targetNames } from '../../fuzz/targets/index.ts';
 import type { LabNode } from '../../lab/index.ts';
 import type { LabPod } from '../../lab/index.ts';
-import { DRAIN_MS, nofileLimit, PEER, SILENT_PORT, startFleet, type Fleet } from './fleet.ts';
+import { status } from '@grpc/grpc-js';
+import { DRAIN_MS, nofileLimit, PEER, SILENT_PORT, startFleet, withNofile, type Fleet } from './fleet.ts';
+import { IstiodLink } from './istiod-link.ts';
+import { certificateProblems, certificateSerials, configDiff, type StateDump } from './mesh-state.ts';
 import type { HoldResult, HoldSpec, LoadResult, LoadSpec, Target } from './peer.ts';
 
 export const PARTS = ['upgrade', 'faults', 'soak', 'fuzz'] as const;
@@ -50,7 +53,7 @@ export interface Usage { fds: number; rss_mb: number; heap_mb: number }
 export interface SoakReport {
   conns_per_path: number;
   hold_ms: number;
-  /** Open files per process (ours, the daemons', the load generator's). */
+  /** Open files the daemons may have (their soft limit, raised to the hard one at start). */
   nofile_limit: number;
   /** Per path, one after the other: per node daemon before, while held, and after close. */
   /** settle_ms: from close until every daemon was within the tolerance of its figures before this path (or gave up). */
@@ -68,11 +71,23 @@ export interface SoakReport {
 export interface FaultReport {
   fault: string;
   fault_ms: number;
-  paths: Record<string, { attempted: number; failed: number; longest_gap_ms: number; errors: Record<string, number> }>;
+  paths: Record<string, { attempted: number; failed: number; longest_gap_ms: number; errors: Record<string, number>;
+    /** The first few failures: when (epoch ms, at the attempt's start), how long it took, how it failed. */
+    failures: { at: number; ms: number; code: string }[];
+    /** Long-lived streams open before the fault (when the fault had any): how many were still echoing at the end. */
+    streams?: { opened: number; survived: number; reset: number; ended: number } }>;
   /** From the end of the fault (restore) to the last failed attempt's end; 0 when nothing failed after it. */
   recovered_ms: number;
+  /** When (epoch ms) the fault was restored. */
+  restored_at: number;
+  /** From the restore until every state check below first held (-1: not within the wait). */
+  state_ms?: number;
   /** The checks made right afterwards, each true when the state is right. */
   state: Record<string, boolean>;
+  /** What did not hold, when something did not. */
+  problems?: string[];
+  /** Counts that show the fault took effect (e.g. the CA's refusals). */
+  counts?: Record<string, number>;
 }
 
 export interface ResilienceReport {
@@ -87,7 +102,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** Runs the peer in the client pod; `lines` gets each stdout line; `end()` closes its stdin. */
 function peerInClient(f: Fleet, mode: 'load' | 'hold', spec: LoadSpec | HoldSpec, lines: (l: string) => void): { done: Promise<void>; end(): void } {
-  const child = f.client.spawn(process.execPath, [PEER, mode, JSON.stringify(spec)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const [cmd, args] = withNofile(process.execPath, [PEER, mode, JSON.stringify(spec)]);
+  const child = f.client.spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let buf = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => {
@@ -246,7 +262,7 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
     return {
       conns_per_path: o.soakConns,
       hold_ms: o.soakHoldMs,
-      nofile_limit: nofileLimit(),
+      nofile_limit: Math.min(...f.nodes.map((n) => nofileLimit(f.pid(n)))),
       paths,
       baseline,
       end,
@@ -259,10 +275,14 @@ async function soak(o: ResilienceOptions): Promise<SoakReport> {
   }
 }
 
-/** Runs `fault` (which resolves at its restore time) under a steady load of new connections on `targets`. */
-async function underLoad(f: Fleet, targets: Target[], fault: () => Promise<number>, extraMs: number): Promise<{ load: LoadResult; restoredAt: number }> {
+/**
+ * Runs `fault` (which resolves at its restore time) under a steady load of
+ * new connections on `targets`, and `streams` long-lived ones per target
+ * opened before it.
+ */
+async function underLoad(f: Fleet, targets: Target[], fault: () => Promise<number>, extraMs: number, streams = 0): Promise<{ load: LoadResult; restoredAt: number }> {
   let load: LoadResult | undefined;
-  const gen = peerInClient(f, 'load', { targets, durationMs: 120_000, intervalMs: 20, streams: 0 }, (l) => { load = JSON.parse(l) as LoadResult; });
+  const gen = peerInClient(f, 'load', { targets, durationMs: 600_000, intervalMs: 20, streams }, (l) => { load = JSON.parse(l) as LoadResult; });
   await sleep(500);
   const restoredAt = await fault();
   await sleep(extraMs);
@@ -276,10 +296,12 @@ function faultFigures(name: string, faultMs: number, r: { load: LoadResult; rest
   const paths: FaultReport['paths'] = {};
   let last = 0;
   for (const [k, v] of Object.entries(r.load.targets)) {
-    paths[k] = { attempted: v.conns.attempted, failed: v.conns.failed, longest_gap_ms: v.conns.longestGapMs, errors: v.conns.errors };
+    const s = v.streams;
+    paths[k] = { attempted: v.conns.attempted, failed: v.conns.failed, longest_gap_ms: v.conns.longestGapMs, errors: v.conns.errors, failures: v.conns.failures,
+      ...(s.opened === 0 ? {} : { streams: { opened: s.opened, survived: s.survived, reset: s.reset, ended: s.endedClean + s.endedMidWrite } }) };
     last = Math.max(last, v.conns.lastFailureAt);
   }
-  return { fault: name, fault_ms: faultMs, paths, recovered_ms: Math.max(0, last - r.restoredAt), state };
+  return { fault: name, fault_ms: faultMs, paths, recovered_ms: Math.max(0, last - r.restoredAt), restored_at: r.restoredAt, state };
 }
 
 /** Whether anything listens on `port` in a pod's netns (the daemon's capture listeners). */
@@ -287,8 +309,139 @@ function podListens(pod: LabPod, port: number): boolean {
   return pod.run('ss', '-Hltn', 'sport', '=', `:${port}`).trim() !== '';
 }
 
-async function faults(o: ResilienceOptions): Promise<FaultReport[]> {
+/** A node daemon's /config_dump, from its admin port in its own netns ({} when it does not answer). */
+function configDump(f: Fleet, n: LabNode): StateDump {
+  try {
+    return JSON.parse(f.hostOf(n).run('curl', '-sS', '--max-time', '5', 'http://127.0.0.1:15000/config_dump')) as StateDump;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * The istiod double backdates its leaves' notBefore by 60 s (test-ca.ts), and
+ * a daemon renews half-way between notBefore and notAfter (ztunnel's
+ * refresh_at), or half-way through what is left when that is past. A
+ * control-plane fault starts just before the renewals fall due (so they fail
+ * in it) with a TTL that keeps the old certificates valid for a good while
+ * after it: the outage must bite without every certificate expiring (then
+ * only the manager's backoff, ztunnel's, decides when a renewal succeeds).
+ */
+const CA_BACKDATE_S = 60;
+export function faultSecretTtlS(faultMs: number): number {
+  const f = Math.ceil(faultMs / 1000);
+  return f < 14 ? 4 * f + 4 : 2 * f + CA_BACKDATE_S;
+}
+/** From a leaf's issue to its renewal, for a TTL. */
+function renewAfterMs(ttlS: number): number {
+  return (ttlS > CA_BACKDATE_S ? (ttlS - CA_BACKDATE_S) / 2 : ttlS / 2) * 1000;
+}
+/** How long before the renewals fall due a control-plane fault starts (leaves' times are whole seconds). */
+const leadMs = (faultMs: number): number => Math.min(2000, faultMs / 2);
+
+/** Resolves once every node's daemon has been issued a certificate after this call (a renewal round). */
+async function afterRenewal(f: Fleet, link: IstiodLink, timeoutMs: number): Promise<void> {
+  const since = link.istiod.issued.length;
+  const deadline = Date.now() + timeoutMs;
+  while (!f.nodes.every((n) => link.istiod.issued.slice(since).some((i) => i.caller.nodeName === n.name))) {
+    if (Date.now() > deadline) throw new Error(`no certificate renewal on every node within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+/**
+ * Polls until the state is right after a control-plane fault, or `timeoutMs`:
+ * each daemon holds exactly what istiod serves, holds only valid
+ * certificates, and has renewed every certificate it held before the fault.
+ */
+async function untilStateRight(f: Fleet, link: IstiodLink, serialsBefore: Record<string, Record<string, string>>, timeoutMs: number): Promise<{ ms: number; state: Record<string, boolean>; problems: string[] }> {
+  const t0 = Date.now();
+  for (;;) {
+    const state: Record<string, boolean> = {};
+    const problems: string[] = [];
+    for (const n of f.nodes) {
+      const dump = configDump(f, n);
+      const diff = configDiff(dump, link.served);
+      const bad = certificateProblems(dump, link.istiod.rootPem, Date.now());
+      const serials = certificateSerials(dump);
+      const stale = Object.entries(serialsBefore[n.name] ?? {}).filter(([id, serial]) => serials[id] === serial).map(([id]) => `${id}: not renewed since the fault began`);
+      state[`config_matches_istiod_${n.name}`] = diff.length === 0;
+      state[`certificates_valid_${n.name}`] = bad.length === 0;
+      state[`certificates_renewed_${n.name}`] = stale.length === 0;
+      problems.push(...[...diff, ...bad, ...stale].map((p) => `${n.name}: ${p}`));
+    }
+    state.xds_streams_back = link.istiod.connections === f.nodes.length;
+    if (!state.xds_streams_back) problems.push(`${link.istiod.connections} ADS streams open`);
+    if (problems.length === 0) return { ms: Date.now() - t0, state, problems };
+    if (Date.now() - t0 > timeoutMs) return { ms: -1, state, problems: problems.slice(0, 10) };
+    await sleep(250);
+  }
+}
+
+/** istiod (the double: xDS and CA) killed and restored; then its CA refusing while xDS stays up. */
+async function controlPlaneFaults(o: ResilienceOptions): Promise<FaultReport[]> {
   const out: FaultReport[] = [];
+  const ttlS = faultSecretTtlS(o.faultMs);
+  const f = await startFleet(o.log, { SECRET_TTL: `${ttlS}s` }, (lab) => IstiodLink.start(lab.nodes));
+  try {
+    const link = f.istiod as IstiodLink;
+    const node1 = { name: f.nodes[1]?.name ?? 'node1' };
+    const extra = (name: string, ip4: string): Parameters<IstiodLink['publish']>[0] => ({ namespace: 'default', name, serviceAccount: 'default', ip4, node: node1 });
+    // Workloads that change while istiod is away: one goes, one moves (one arrives).
+    link.publish(extra('leaving', '10.244.1.60'));
+    link.publish(extra('moving', '10.244.1.61'));
+    const settle = Math.max(30_000, o.faultMs) + 30_000;
+    const serials = (): Record<string, Record<string, string>> => Object.fromEntries(f.nodes.map((n) => [n.name, certificateSerials(configDump(f, n))]));
+    const cycle = renewAfterMs(ttlS) + 5000;
+
+    o.log(`faults: istiod killed for ${o.faultMs} ms (secret TTL ${ttlS} s)`);
+    await afterRenewal(f, link, cycle);
+    await sleep(renewAfterMs(ttlS) - leadMs(o.faultMs));
+    let before = serials();
+    let settled: Awaited<ReturnType<typeof untilStateRight>> | undefined;
+    const killed = await underLoad(f, f.targets, async () => {
+      await link.kill();
+      await sleep(o.faultMs / 2);
+      link.unpublish('Kubernetes//Pod/default/leaving');
+      link.publish(extra('moving', '10.244.1.62'));
+      link.publish(extra('arriving', '10.244.1.63'));
+      await sleep(o.faultMs / 2);
+      await link.restore();
+      const at = Date.now();
+      settled = await untilStateRight(f, link, before, settle);
+      return at;
+    }, 1000, 2);
+    if (settled === undefined) throw new Error('istiod fault: no state check');
+    out.push({ ...faultFigures('istiod killed (xDS and CA), restored; meanwhile a workload removed, one moved, one added', o.faultMs, killed, settled.state),
+      state_ms: settled.ms, ...(settled.problems.length > 0 ? { problems: settled.problems } : {}) });
+
+    o.log(`faults: the CA refusing for ${o.faultMs} ms`);
+    await afterRenewal(f, link, cycle);
+    await sleep(renewAfterMs(ttlS) - leadMs(o.faultMs));
+    before = serials();
+    const refusedBefore = link.istiod.log.length;
+    const refused = await underLoad(f, f.targets, async () => {
+      link.refuseCa(status.UNAVAILABLE);
+      await sleep(o.faultMs / 2);
+      link.refuseCa(status.PERMISSION_DENIED);
+      await sleep(o.faultMs / 2);
+      link.refuseCa(undefined);
+      const at = Date.now();
+      settled = await untilStateRight(f, link, before, settle);
+      return at;
+    }, 1000, 2);
+    const refusals = link.istiod.log.slice(refusedBefore).filter((l) => l.includes('the CA is refusing'));
+    out.push({ ...faultFigures('the CA refusing (UNAVAILABLE, then PERMISSION_DENIED), xDS up', o.faultMs, refused, settled.state),
+      state_ms: settled.ms, ...(settled.problems.length > 0 ? { problems: settled.problems } : {}),
+      counts: { refused_unavailable: refusals.filter((l) => l.includes('UNAVAILABLE')).length, refused_permission_denied: refusals.filter((l) => l.includes('PERMISSION_DENIED')).length } });
+    return out;
+  } finally {
+    await f.teardown();
+  }
+}
+
+async function faults(o: ResilienceOptions): Promise<FaultReport[]> {
+  const out: FaultReport[] = await controlPlaneFaults(o);
   const f = await startFleet(o.log);
   try {
     const [n0, n1] = f.nodes as [LabNode, LabNode];
@@ -377,9 +530,11 @@ export function resilienceTable(r: ResilienceReport): string {
   if (r.faults !== undefined) {
     out.push('', 'faults');
     for (const x of r.faults) {
-      out.push(`  ${x.fault} (${x.fault_ms} ms): recovered ${x.recovered_ms} ms after the restore`);
-      out.push(`    ${Object.entries(x.paths).map(([k, p]) => `${k} ${p.failed}/${p.attempted} failed${p.failed > 0 ? ` ${JSON.stringify(p.errors)}` : ''}, gap ${p.longest_gap_ms} ms`).join('; ')}`);
+      out.push(`  ${x.fault} (${x.fault_ms} ms): recovered ${x.recovered_ms} ms after the restore${x.state_ms === undefined ? '' : `; state right ${x.state_ms} ms after it`}`);
+      out.push(`    ${Object.entries(x.paths).map(([k, p]) => `${k} ${p.failed}/${p.attempted} failed${p.failed > 0 ? ` ${JSON.stringify(p.errors)}` : ''}, gap ${p.longest_gap_ms} ms${p.streams === undefined ? '' : `, streams survived ${p.streams.survived} ended ${p.streams.ended} reset ${p.streams.reset}`}`).join('; ')}`);
       out.push(`    afterwards: ${Object.entries(x.state).map(([k, v]) => `${k} ${v ? 'yes' : 'NO'}`).join(', ')}`);
+      if (x.counts !== undefined) out.push(`    ${Object.entries(x.counts).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      for (const p of x.problems ?? []) out.push(`    problem: ${p}`);
     }
   }
   if (r.soak !== undefined) {

@@ -278,6 +278,24 @@ test('a CSR for the caller\'s own identity is signed for the requested lifetime,
   assert.match(err.details, /is not the identity spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep/);
 });
 
+test('a refusing CA answers every CreateCertificate with its code while xDS keeps serving', async () => {
+  const req = { csr: (await createCsr([SLEEP_ID])).csrPem, validityDuration: 3600 };
+  for (const code of [status.UNAVAILABLE, status.PERMISSION_DENIED]) {
+    istiod.caFault = { kind: 'refuse', code };
+    try {
+      const err = await signFails(SLEEP_TOKEN, req);
+      assert.equal(err.code, code);
+      const ads = new Ads(headers(ZTUNNEL_TOKEN));
+      ads.subscribe(AUTHORIZATION_TYPE_URL);
+      assert.ok((await ads.next()).nonce !== '', 'xDS answers during the CA fault');
+      ads.close();
+    } finally {
+      istiod.caFault = undefined;
+    }
+  }
+  assert.equal((await sign(SLEEP_TOKEN, req)).certChain.length, 2, 'signs again once the fault is over');
+});
+
 test('ztunnel may impersonate a workload on its own node, and only then', async () => {
   const asSleep = { ImpersonatedIdentity: SLEEP_ID };
   const { certChain } = await sign(ZTUNNEL_TOKEN, { csr: (await createCsr([SLEEP_ID])).csrPem, metadata: toStruct(asSleep) });

@@ -103,9 +103,11 @@ export class IstiodDouble {
   /**
    * CA faults for tests: `silent` accepts CreateCertificate and never
    * answers (until the caller gives up); `wrong-identity` signs the CSR's
-   * key for `identity` instead of the caller's.
+   * key for `identity` instead of the caller's; `refuse` answers every call
+   * with `code` (an overloaded or misconfigured CA: UNAVAILABLE,
+   * PERMISSION_DENIED) while xDS goes on serving.
    */
-  caFault: { kind: 'silent' } | { kind: 'wrong-identity'; identity: string } | undefined;
+  caFault: { kind: 'silent' } | { kind: 'wrong-identity'; identity: string } | { kind: 'refuse'; code: status } | undefined;
 
   readonly #tokens: Map<string, CallerIdentity>;
   readonly #serving: KeyAndCert;
@@ -415,6 +417,7 @@ export class IstiodDouble {
     };
     const caller = this.#authenticate(call.metadata);
     if (typeof caller === 'string') throw fail(status.UNAUTHENTICATED, caller);
+    if (this.caFault?.kind === 'refuse') throw fail(this.caFault.code, 'istiod double: the CA is refusing (test fault)');
 
     const req = call.request;
     let csr: Awaited<ReturnType<typeof parseCsr>>;

@@ -237,3 +237,32 @@ test('the server certificate may name either the address host or ALT_CA_HOSTNAME
   assert.equal(serverIdentityCheck(['127.0.0.1'])('ignored', cert), undefined);
   assert.ok(serverIdentityCheck(['istiod.example'])('ignored', cert) instanceof Error);
 });
+
+// Found by the resilience scenario's istiod outage: grpc-js backs a refused
+// connection off by itself (1 s, x1.6, up to 120 s) and fails calls at once
+// meanwhile, so fetches kept failing for seconds (minutes after a long
+// outage) after istiod was back, and certificates expired.
+test('istiod back after refused connections: the next fetch connects, not failing on the channel\'s own backoff', { timeout: 30_000 }, async () => {
+  const own = await IstiodDouble.start({ tokens: { [SLEEP_TOKEN]: { namespace: 'default', serviceAccount: 'sleep', podName: 'sleep-1', nodeName: 'node-a' } } });
+  try {
+    const ca = new CaClient({ address: own.address, rootCa: { kind: 'pem', pem: own.rootPem }, token: { kind: 'literal', token: SLEEP_TOKEN } });
+    clients.push(ca);
+    await ca.fetch(SLEEP);
+    await own.stop();
+    // Refused for ~3 s: grpc-js's backoff would now run to ~5 s after the stop.
+    const downSince = Date.now();
+    while (Date.now() - downSince < 3000) {
+      await failure(ca.fetch(SLEEP));
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await own.restart();
+    // The channel's next attempt is at most RECONNECT_BACKOFF (1 s) away.
+    await new Promise((r) => setTimeout(r, 1300));
+    const started = Date.now();
+    const cert = await ca.fetch(SLEEP).catch((e: unknown) => { throw new Error(`after ${Date.now() - started} ms: ${String(e)}`); });
+    assert.equal(cert.identity.serviceAccount, 'sleep');
+    assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+  } finally {
+    await own.stop();
+  }
+});

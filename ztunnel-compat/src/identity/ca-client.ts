@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { createSecureContext, getCACertificates } from 'node:tls';
 import type { RootCaSource, TokenSource } from '../config.ts';
-import { serverIdentityCheck } from '../xds/channel.ts';
+import { RECONNECT_BACKOFF, serverIdentityCheck } from '../xds/channel.ts';
 import { Client, connectivityState, credentials, Metadata, status } from '@grpc/grpc-js';
 import type { ServiceError } from '@grpc/grpc-js';
 import { createCertificate, toStruct } from '../xds/proto.ts';
@@ -164,6 +164,7 @@ export class CaClient implements CertificateProvider {
         // ztunnel's control-plane HTTP/2 keepalive: ping every 30 s, 10 s timeout.
         'grpc.keepalive_time_ms': 30_000,
         'grpc.keepalive_timeout_ms': 10_000,
+        ...RECONNECT_BACKOFF,
       });
     } catch (err) {
       throw identityError(IdentityErrorCode.CONFIG, `cannot set up TLS to the CA at ${this.#opts.address}: ${(err as Error).message}`, err);

@@ -6,7 +6,7 @@
 // SO_REUSEPORT so an old and a new node proxy can both hold them. IPv4
 // always; IPv6 when enabled and the pod has it.
 import type net from 'node:net';
-import { listenTcp } from '@skein/bpf';
+import { listenTcp, setNetnsSysctl } from '@skein/bpf';
 import { startDnsServer, type DnsHandler, type DnsServer } from '../dns/server.ts';
 import type { PodProxy, ProxyFactory } from './manager.ts';
 import type { WorkloadInfo } from './protocol.ts';
@@ -65,6 +65,24 @@ class PodListeners implements PodProxy {
   }
 }
 
+/**
+ * During a handoff both node proxies hold the pod's listeners (SO_REUSEPORT)
+ * and the kernel spreads new connections over them; when the old one closes
+ * its listeners, the connections still queued on them would be reset (the
+ * resilience scenario's client saw ECONNRESET 1 ms after a SIGTERM). With
+ * net.ipv4.tcp_migrate_req=1 (Linux 5.14+, per netns) the kernel moves them
+ * to the new proxy's listener instead. Only SO_REUSEPORT listeners in the
+ * pod's netns are affected. ztunnel does not set it; best effort: a kernel
+ * without it keeps the old behaviour.
+ */
+function migrateOnClose(netnsFd: number): void {
+  try {
+    setNetnsSysctl(netnsFd, 'net/ipv4/tcp_migrate_req', '1');
+  } catch {
+    // ENOENT on older kernels, EACCES/EROFS where /proc/sys is read-only.
+  }
+}
+
 export function listenerFactory(o: ListenerOptions): ProxyFactory {
   return {
     async start(uid, info, netnsFd) {
@@ -72,6 +90,7 @@ export function listenerFactory(o: ListenerOptions): ProxyFactory {
       const servers: net.Server[] = [];
       const proxy = new PodListeners(servers);
       const families: string[] = o.ipv6 ? ['0.0.0.0', '::'] : ['0.0.0.0'];
+      if (o.reusePort) migrateOnClose(netnsFd);
       try {
         for (const [kind, port] of Object.entries(CAPTURE_PORTS) as [CaptureKind, number][]) {
           for (const address of families) {

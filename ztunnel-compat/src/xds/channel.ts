@@ -77,12 +77,24 @@ export function channelCredentials(o: ControlChannelOptions): ChannelCredentials
   return credentials.combineChannelCredentials(secure, perCall);
 }
 
+/**
+ * grpc-js backs a refused connection off on its own (1 s, x1.6, up to 120 s)
+ * and fails every call at once meanwhile, under the callers' own backoff (xDS
+ * 10 ms doubling to 15 s, certificates 1 s doubling to 150 s, both
+ * ztunnel's). After an istiod outage that kept calls failing for as long
+ * again once istiod was back, and certificates expired meanwhile. Capped at
+ * 1 s, the channel is back within a second of istiod, and the callers'
+ * backoffs (the ones ztunnel has) decide the rest.
+ */
+export const RECONNECT_BACKOFF = { 'grpc.initial_reconnect_backoff_ms': 500, 'grpc.max_reconnect_backoff_ms': 1000 } as const;
+
 export function controlClient(o: ControlChannelOptions, options: ChannelOptions = {}): Client {
   return new Client(grpcTarget(o.address).target, channelCredentials(o), {
     // ztunnel: HTTP/2 keepalive ping every 30 s with a 10 s timeout.
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,
     'grpc.keepalive_permit_without_calls': 1,
+    ...RECONNECT_BACKOFF,
     ...options,
   });
 }

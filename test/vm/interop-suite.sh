@@ -29,6 +29,16 @@ else
   /root/hbone_interop "$port" /host/tmp/hbone 1048576 || true
 fi
 
+# The native HBONE engine (bpf/src/hbone) with the module: the tunnel to the
+# same server handed to the module after the CONNECT and paired with the pod
+# socket by splice (test/vm/engine-client.ts); then against an HTTP/2 peer
+# that sends SETTINGS and PING mid-stream, which the module gives back.
+if [ -n "$port" ]; then
+  chroot /host sh -c "cd '$SKEIN_ROOT' && exec test/node test/vm/engine-client.ts $port /tmp/hbone 1048576 kmod fallback" > /tmp/engine.out 2>&1
+  grep -E '^(not )?ok - ' /tmp/engine.out || nok engine/kmod "$(tail -5 /tmp/engine.out)"
+  grep -vE '^(not )?ok - |^bench ' /tmp/engine.out | tail -20
+fi
+
 # The other way round: Skein's userspace HBONE client (Node) against a server
 # whose tunnel the module carries (it echoes; the client checks every byte).
 if [ -n "$port" ]; then

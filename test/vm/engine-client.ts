@@ -64,7 +64,7 @@ async function run(port: number): Promise<{ ms: number; cpuMs: number; sent: num
     app.once('error', reject);
     app.once('end', () => { resolve(); });
   });
-  const CHUNK = 64 * 1024;
+  const CHUNK = 32 * 1024;  // patternAt makes at most one period (65521 bytes)
   for (let off = 0; off < bytes; off += CHUNK) {
     if (!app.write(patternAt(off, Math.min(CHUNK, bytes - off)))) await new Promise((r) => app.once('drain', r));
   }

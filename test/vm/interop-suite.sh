@@ -13,7 +13,10 @@ nok() { echo "not ok - $1: $2"; }
 # The chroot gets a writable /tmp for sockets and key logs. The project may
 # itself live under /tmp (a CI clone does), so it is bound back into place
 # over the fresh tmpfs.
-mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev \
+# proc last: over 9p the host's empty /proc and /sys mount points can be one
+# inode, so the later mount covers both paths; the chroot's Node needs /proc
+# (the HBONE engine opens /proc/self/ns/net), nothing there reads /sys.
+mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev && mount -t proc proc /host/proc \
   && mkdir -p /project && mount -o bind "/host$SKEIN_ROOT" /project \
   && mount -t tmpfs tmp /host/tmp && mkdir -p "/host$SKEIN_ROOT" && mount -o bind /project "/host$SKEIN_ROOT" \
   || { nok interop/node-server "cannot prepare the chroot"; exit 0; }

@@ -76,7 +76,7 @@ export async function runKmodBench(o: { reps: number; bytes: number; log: (line:
   const img = vmImage();
   if (typeof img === 'string') throw new Error(img);
   const script = `
-mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev && mount -t tmpfs tmp /host/tmp || exit 10
+mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev && mount -t proc proc /host/proc && mount -t tmpfs tmp /host/tmp || exit 10
 insmod /root/skein_hbone.ko || exit 11
 chroot /host sh -c "cd '${projectRoot}' && exec test/node test/vm/hbone-peer.ts /tmp/hbone" > /tmp/peer.out 2>&1 &
 peer=$!

@@ -103,9 +103,11 @@ try {
       minVersion: 'TLSv1.3', allowHTTP1: false,
     });
     let poked = false;
+    let streams = 0;
     peer.on('stream', (stream, headers) => {
-      if (headers[':method'] !== 'CONNECT') {
-        stream.respond({ ':status': 400 }, { endStream: true });
+      streams++;
+      if (headers[':method'] !== 'CONNECT' || headers[':authority'] === 'deny.test:9') {
+        stream.respond({ ':status': 503 }, { endStream: true });
         return;
       }
       stream.respond({ ':status': 200 });
@@ -131,6 +133,30 @@ try {
       if (after.kmodFallbacks - before.kmodFallbacks < 1) return 'the module gave no frame back';
       return undefined;
     });
+
+    // A refusal (503) fails the tunnel with that status; a server whose
+    // identity is not the expected one gets no CONNECT at all.
+    const refused = async (over: { authority?: string; expected?: typeof serverId }): Promise<string> => {
+      const app = net.connect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port });
+      await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2));
+      const pod = accepted.shift() as net.Socket;
+      try {
+        await client.open(pod, { cert, expected: [over.expected ?? serverId], upstream: { ip: '127.0.0.1', port: (peer.address() as AddressInfo).port }, authority: over.authority ?? '127.0.0.1:9' });
+        return 'opened';
+      } catch (err) {
+        return (err as Error).message;
+      } finally {
+        app.destroy();
+      }
+    };
+    const seen = streams;
+    const denied = await refused({ authority: 'deny.test:9' });
+    const wrongId = await refused({ expected: clientId });
+    const why = !/503/.test(denied) ? `a 503 answer gave: ${denied}`
+      : !/the server presented/.test(wrongId) ? `a wrong server identity gave: ${wrongId}`
+        : streams !== seen + 1 ? `${streams - seen} CONNECTs reached the peer, expected 1 (the 503 one)` : undefined;
+    console.log(why === undefined ? `ok - ${name}-refusals` : `not ok - ${name}-refusals: ${why}`);
     peer.close();
   }
 } catch (err) {

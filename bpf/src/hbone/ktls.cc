@@ -603,7 +603,7 @@ bool KtlsTunnel::FlushH2() {
     if (out_.empty()) break;
   }
   Watch(this, fd_.get(), EPOLLIN, &fd_mask_, &fd_reg_);
-  if (got_response_ && settings_acked_) HandOver();
+  if (got_response_ && settings_acked_ && status_ == 200 && !response_end_) HandOver();
   return state_ != kDone;
 }
 
@@ -642,9 +642,10 @@ int KtlsTunnel::ReadFrame() {
 void KtlsTunnel::ReadH2() {
   // One whole frame at a time, so the socket is at a frame boundary when the
   // answer has been read: the module starts there.
-  while (state_ == kH2 && !(got_response_ && settings_acked_)) {
+  while (state_ == kH2 && !(got_response_ && (settings_acked_ || status_ != 200 || response_end_))) {
     int r = ReadFrame();
-    if (r <= 0) return;
+    if (r < 0) return;
+    if (r == 0) break;  // more later; what nghttp2 has to say (a SETTINGS ACK) goes now
     ssize_t rv = nghttp2_session_mem_recv(h2_, frame_.data(), frame_got_);
     frame_got_ = 0;
     if (rv < 0) {
@@ -870,8 +871,8 @@ void KtlsTunnel::Rearm() {
   uint32_t tun = 0, pod = 0;
   bool carrying = state_ == kCarrying;
   if ((!peer_eof_ || state_ == kDetached) && down_in_pipe_ == 0 && held_.empty()) tun |= EPOLLIN;
-  // A shut window still wants the peer's frames read: WINDOW_UPDATE is one.
-  if (carrying && window_blocked_ && !peer_eof_) tun |= EPOLLIN;
+  // (A shut window is retried by the timer; the rule above keeps reading the
+  // peer's frames, WINDOW_UPDATE among them, whenever the pod keeps up.)
   if (carrying && up_in_pipe_ > 0 && !window_blocked_) tun |= EPOLLOUT;
   if (carrying && !pod_eof_ && up_in_pipe_ == 0) pod |= EPOLLIN;
   if (down_in_pipe_ > 0) pod |= EPOLLOUT;

@@ -7,8 +7,10 @@
 // in userspace (OpenSSL + nghttp2 on its worker thread) and handing the
 // tunnel to the module, the pod socket paired with it by splice. Each run sends
 // BYTES through the server's echo and back and checks them. Reported:
-// throughput, and the client process's CPU per GiB moved (user and kernel
-// time in its own syscalls: for the module, its framing and kTLS's crypto).
+// throughput, and the client's CPU per GiB moved (user and kernel time in its
+// own syscalls: for the module, its framing and kTLS's crypto): the client
+// process's for the first pair, the engine's worker thread's for the engine
+// pair (its app end, JavaScript in the same process, is left out).
 // The server side is the same Node process for both. The VM is emulated
 // (qemu TCG; its /proc/stat counts no idle time, so the VM's total cannot
 // be used): compare the two paths' ratios, not absolute figures.
@@ -41,7 +43,7 @@ export interface KmodReport {
   kernel: string;
   emulation: 'tcg';
   paths: KmodPathReport[];
-  /** kmod over userspace: above 1 means the module moves more (throughput) or its client costs more (CPU). */
+  /** kmod over userspace (the first pair): above 1 means the module moves more (throughput) or its client costs more (CPU). */
   ratios: { throughput: number; cpu_per_gib: number };
   /** The engine with the module over the engine in userspace, the same way. */
   engine_ratios: { throughput: number; cpu_per_gib: number };

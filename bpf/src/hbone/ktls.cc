@@ -45,9 +45,6 @@ constexpr uint32_t kConnectionWindow = 16 * 1024 * 1024;
 constexpr uint32_t kMaxHeaderList = 16 * 1024;
 constexpr uint32_t kFrameMax = 16384;
 constexpr int kPipeSize = 256 * 1024;
-// While the peer's window is shut the module answers EAGAIN but does not
-// wake a poller when it opens (docs/kernel.md): retry this often.
-constexpr long kWindowRetryNs = 2 * 1000 * 1000;
 constexpr uint8_t kRecordData = 23, kRecordHandshake = 22, kRecordAlert = 21;
 
 uint64_t NowMs() {
@@ -774,9 +771,9 @@ void KtlsTunnel::PumpUp() {
         socklen_t il = sizeof info;
         if (getsockopt(fd_.get(), SOL_SKEIN_HBONE, SKEIN_HBONE_INFO, &info, &il) == 0 &&
             std::min(info.conn_send_window, info.stream_send_window) <= 0) {
-          // The peer's window is shut; the module wakes nobody when it opens.
+          // The peer's window is shut; the module wakes no writer when it
+          // opens, but the WINDOW_UPDATE is a read edge (Rearm).
           window_blocked_ = true;
-          ArmTimer(kWindowRetryNs);
         }
         break;
       }
@@ -840,6 +837,8 @@ void KtlsTunnel::PumpDown() {
       continue;
     }
     if (!peer_eof_) {
+      // The module takes any WINDOW_UPDATE in this read: the send side may go on.
+      window_blocked_ = false;
       ssize_t n = splice(fd_.get(), nullptr, down_[1], nullptr, kPipeSize, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
       if (n > 0) {
         down_in_pipe_ += static_cast<size_t>(n);
@@ -868,12 +867,15 @@ void KtlsTunnel::PumpDown() {
 }
 
 void KtlsTunnel::Rearm() {
-  uint32_t tun = 0, pod = 0;
+  // The tunnel edge-triggered, for good: kTLS's poll says readable as soon as
+  // part of a record has arrived, and a read then finds nothing (EAGAIN), so
+  // level-triggered the worker would spin while a record trickles in. Every
+  // path above reads the tunnel until EAGAIN unless the pod lags, and then
+  // the pod's EPOLLOUT brings it back. A WINDOW_UPDATE for a shut send
+  // window is an edge too: the module takes it in that read, then PumpUp
+  // goes on.
+  uint32_t tun = EPOLLIN | EPOLLOUT | EPOLLET, pod = 0;
   bool carrying = state_ == kCarrying;
-  if ((!peer_eof_ || state_ == kDetached) && down_in_pipe_ == 0 && held_.empty()) tun |= EPOLLIN;
-  // (A shut window is retried by the timer; the rule above keeps reading the
-  // peer's frames, WINDOW_UPDATE among them, whenever the pod keeps up.)
-  if (carrying && up_in_pipe_ > 0 && !window_blocked_) tun |= EPOLLOUT;
   if (carrying && !pod_eof_ && up_in_pipe_ == 0) pod |= EPOLLIN;
   if (down_in_pipe_ > 0) pod |= EPOLLOUT;
   Watch(this, fd_.get(), tun, &fd_mask_, &fd_reg_);

@@ -32,7 +32,7 @@ if (portArg === undefined || dir === undefined || !(bytes > 0) || (mode !== 'kmo
 }
 const name = `engine/${mode}`;
 // Bounded: the suite's VM has its own limit, this is the program's.
-setTimeout(() => { console.log(`not ok - ${name}: timed out`); process.exit(1); }, 90_000).unref();
+setTimeout(() => { console.log(`not ok - ${name}: timed out`); process.exit(1); }, 40_000).unref();
 
 // The identities hbone-peer.ts's certificates carry (proxy/hbone/testing.ts).
 const clientId = { trustDomain: 'cluster.local', namespace: 'client-ns', serviceAccount: 'client-sa' };
@@ -125,10 +125,32 @@ try {
     });
     let poked = false;
     let streams = 0;
+    const sink = { done: (_r: { got: number; bad: number }): void => undefined };
     peer.on('stream', (stream, headers) => {
       streams++;
       if (headers[':method'] !== 'CONNECT' || headers[':authority'] === 'deny.test:9') {
         stream.respond({ ':status': 503 }, { endStream: true });
+        return;
+      }
+      if (headers[':authority'] === 'sink.test:9') {
+        // Ends its half at once, and reads nothing for a while: our side
+        // sends on after the peer's END_STREAM, into a window that shuts.
+        stream.respond({ ':status': 200 });
+        stream.end();
+        stream.pause();
+        let got = 0;
+        let bad = -1;
+        stream.on('data', (d: Buffer) => {
+          if (bad < 0 && !matchesPattern(got, d)) bad = got;
+          got += d.length;
+        });
+        stream.on('end', () => { sink.done({ got, bad }); });
+        setTimeout(() => { stream.resume(); }, 300);
+        return;
+      }
+      if (headers[':authority'] === 'reset.test:9') {
+        stream.respond({ ':status': 200 });
+        stream.once('data', () => { stream.close(http2.constants.NGHTTP2_CANCEL); });
         return;
       }
       stream.respond({ ':status': 200 });
@@ -171,6 +193,54 @@ try {
         app.destroy();
       }
     };
+    // The peer ends first and its window shuts: every byte still arrives.
+    {
+      const app = net.connect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
+      await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2));
+      const pod = accepted.shift() as net.Socket;
+      const sunk = new Promise<{ got: number; bad: number }>((resolve) => { sink.done = resolve; });
+      const tunnel = await client.open(pod, { cert, expected: [serverId], upstream: { ip: '127.0.0.1', port: (peer.address() as AddressInfo).port }, authority: 'sink.test:9' });
+      let back = 0;
+      const ended = new Promise<void>((resolve) => { app.on('data', (d: Buffer) => { back += d.length; }); app.once('end', resolve); });
+      for (let off = 0; off < bytes; off += 32 * 1024) {
+        if (!app.write(patternAt(off, Math.min(32 * 1024, bytes - off)))) await new Promise((r) => app.once('drain', r));
+      }
+      app.end();
+      await ended;
+      const got = await sunk;
+      const end = await tunnel.done;
+      app.destroy();
+      const why = got.bad >= 0 || got.got !== bytes ? `the peer got ${got.got} bytes, first difference at ${got.bad}`
+        : back !== 0 ? `${back} bytes came back from a peer that sent none`
+          : end.error !== undefined || end.sent !== bytes ? `the tunnel ended with ${end.error ?? 'no error'}, ${end.sent} sent` : undefined;
+      console.log(why === undefined ? `ok - ${name}-peer-ends-first` : `not ok - ${name}-peer-ends-first: ${why}`);
+    }
+    // RST_STREAM from the peer mid-stream: the tunnel ends with an error and
+    // the app's socket is reset, not ended as if all were through.
+    {
+      const app = net.connect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
+      await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2));
+      const pod = accepted.shift() as net.Socket;
+      const tunnel = await client.open(pod, { cert, expected: [serverId], upstream: { ip: '127.0.0.1', port: (peer.address() as AddressInfo).port }, authority: 'reset.test:9' });
+      // (Node's http2 ends its half before the RST_STREAM: the app may see
+      // its end first, then the reset.)
+      let how = 'closed without an error';
+      const appEnd = new Promise<void>((resolve) => {
+        app.on('data', () => undefined);
+        app.once('error', (e: NodeJS.ErrnoException) => { how = e.code ?? e.message; });
+        app.once('close', () => { resolve(); });
+      });
+      app.write(patternAt(0, 32 * 1024));
+      const end = await tunnel.done;
+      // After its end the app reads no more, so the reset shows on a write.
+      app.write(Buffer.alloc(1));
+      await Promise.race([appEnd, new Promise((r) => setTimeout(r, 5000))]);
+      app.destroy();
+      const why = end.error === undefined ? 'the tunnel ended without an error' : how !== 'ECONNRESET' && how !== 'EPIPE' ? `the app saw ${how}` : undefined;
+      console.log(why === undefined ? `ok - ${name}-peer-resets (${end.error})` : `not ok - ${name}-peer-resets: ${why}`);
+    }
     const seen = streams;
     const denied = await refused({ authority: 'deny.test:9' });
     const wrongId = await refused({ expected: clientId });

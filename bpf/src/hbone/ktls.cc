@@ -271,6 +271,7 @@ class KtlsTunnel : public Handler {
   std::string held_;  // DATA payload read in userspace while detached, not yet in the pipe
   bool pod_eof_ = false, up_shut_ = false, peer_eof_ = false, pod_shut_ = false;
   bool window_blocked_ = false;
+  bool tunnel_edge_ = false;  // the tunnel was readable since the last look
   uint64_t sent_ = 0, recv_ = 0;
 };
 
@@ -442,6 +443,7 @@ void KtlsTunnel::OnEvents(uint32_t events) {
         return;
       }
       window_blocked_ = false;
+      if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) tunnel_edge_ = true;
       Relay();
       return;
     case kDone:
@@ -737,21 +739,29 @@ void KtlsTunnel::HandOver() {
 // --- the relay ------------------------------------------------------------------
 
 void KtlsTunnel::Relay() {
-  if (state_ == kDone) return;
-  PumpDown();
-  if (state_ == kDone) return;
-  if (state_ == kCarrying) PumpUp();
-  if (state_ == kDone) return;
-  if (up_shut_ && pod_shut_ && up_in_pipe_ == 0 && down_in_pipe_ == 0 && held_.empty()) {
-    Finish("");
-    return;
-  }
-  if (state_ == kCarrying && window_blocked_ && peer_eof_) {
-    // The module reads no frame after the peer's END_STREAM, WINDOW_UPDATE
-    // included: userspace reads them until the window opens.
-    Detach(false);
+  // A few passes at most: a detach below wants the frames already in at once
+  // (edge-triggered, nothing would wake us for them).
+  for (int pass = 0; pass < 4; pass++) {
     if (state_ == kDone) return;
+    PumpDown();
+    if (state_ == kDone) return;
+    if (state_ == kCarrying) PumpUp();
+    if (state_ == kDone) return;
+    if (up_shut_ && pod_shut_ && up_in_pipe_ == 0 && down_in_pipe_ == 0 && held_.empty()) {
+      Finish("");
+      return;
+    }
+    if (state_ == kCarrying && peer_eof_ && !up_shut_ && (window_blocked_ || tunnel_edge_)) {
+      // The module reads no frame after the peer's END_STREAM: userspace
+      // reads what comes while our side still sends (WINDOW_UPDATE, and
+      // RST_STREAM, GOAWAY or the connection's end, which end the tunnel).
+      tunnel_edge_ = false;
+      Detach(false);
+      continue;
+    }
+    break;
   }
+  if (state_ == kDone) return;
   Rearm();
 }
 
@@ -944,7 +954,21 @@ bool KtlsTunnel::WriteRaw(const uint8_t* p, size_t n) {
 
 int KtlsTunnel::HandleRawFrame() {
   int r = ReadFrame();
-  if (r <= 0) return r;
+  if (r < 0) return r;
+  if (r == 0) {
+    // Nothing more for now. Between frames, and with nothing held by the
+    // module, the stream goes back to it: our side must not wait for the
+    // peer's next frame to send on.
+    if (frame_got_ != 0) return 0;
+    skein_hbone_info info{};
+    socklen_t il = sizeof info;
+    if (getsockopt(fd_.get(), SOL_SKEIN_HBONE, SKEIN_HBONE_INFO, &info, &il) != 0) {
+      Abort(Errno("SKEIN_HBONE_INFO", errno));
+      return -1;
+    }
+    if (info.raw_pending != 0) return 0;
+    return Restream() ? 0 : -1;
+  }
   const uint8_t* h = frame_.data();
   uint32_t len = (h[0] << 16) | (h[1] << 8) | h[2];
   uint8_t type = h[3], flags = h[4];
@@ -1051,7 +1075,10 @@ int KtlsTunnel::HandleRawFrame() {
     Abort(Errno("SKEIN_HBONE_INFO", errno));
     return -1;
   }
-  if (info.raw_pending == 0 && !Restream()) return -1;
+  // After the peer's END_STREAM the module would read nothing more, so
+  // userspace reads on until EAGAIN (the branch at the top hands back);
+  // before it, the module takes over as soon as it holds nothing.
+  if (info.raw_pending == 0 && !peer_eof_ && !Restream()) return -1;
   return 1;
 }
 
@@ -1063,6 +1090,7 @@ bool KtlsTunnel::Restream() {
     return false;
   }
   state_ = kCarrying;
+  window_blocked_ = false;  // the windows may have grown meanwhile
   return true;
 }
 

@@ -27,6 +27,7 @@
         "src/errors.cc",
         "src/hbone/binding.cc",
         "src/hbone/engine.cc",
+        "src/hbone/ktls.cc",
         "src/hbone/tls.cc",
         "src/hbone/worker.cc"
       ],

@@ -18,6 +18,13 @@ export interface HboneEngineOptions {
   connectTimeoutMs?: number;
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
+  /**
+   * Carry outbound tunnels on the kernel module (kmod/) over kTLS, one
+   * connection per tunnel, bytes paired with splice(). Set only when the
+   * probe found the module and kTLS (accel/kmod.ts); a socket that will not
+   * take them goes the pooled userspace way.
+   */
+  kmod?: boolean;
 }
 
 /**
@@ -114,6 +121,15 @@ export interface HboneEngineStats {
   bytesSent: number;
   bytesRecv: number;
   credentials: number;
+  /** Tunnels handed to the kernel module. */
+  kmodTunnels: number;
+  /** Frames the module gave back to userspace (ENOMSG) on those tunnels. */
+  kmodFallbacks: number;
+  /** Tunnels the module's socket would not take (sent the userspace way). */
+  kmodDeclined: number;
+  /** DATA payload the module carried, pod → peer and peer → pod (its own counters). */
+  kmodTxBytes: number;
+  kmodRxBytes: number;
 }
 
 export interface HboneEngine {

@@ -13,7 +13,10 @@ nok() { echo "not ok - $1: $2"; }
 # The chroot gets a writable /tmp for sockets and key logs. The project may
 # itself live under /tmp (a CI clone does), so it is bound back into place
 # over the fresh tmpfs.
-mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev \
+# proc last: over 9p the host's empty /proc and /sys mount points can be one
+# inode, so the later mount covers both paths; the chroot's Node needs /proc
+# (the HBONE engine opens /proc/self/ns/net), nothing there reads /sys.
+mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev && mount -t proc proc /host/proc \
   && mkdir -p /project && mount -o bind "/host$SKEIN_ROOT" /project \
   && mount -t tmpfs tmp /host/tmp && mkdir -p "/host$SKEIN_ROOT" && mount -o bind /project "/host$SKEIN_ROOT" \
   || { nok interop/node-server "cannot prepare the chroot"; exit 0; }
@@ -27,6 +30,16 @@ if [ -z "$port" ]; then
   nok interop/node-server "the HBONE server did not start: $(cat /tmp/peer.out)"
 else
   /root/hbone_interop "$port" /host/tmp/hbone 1048576 || true
+fi
+
+# The native HBONE engine (bpf/src/hbone) with the module: the tunnel to the
+# same server handed to the module after the CONNECT and paired with the pod
+# socket by splice (test/vm/engine-client.ts); then against an HTTP/2 peer
+# that sends SETTINGS and PING mid-stream, which the module gives back.
+if [ -n "$port" ]; then
+  chroot /host sh -c "cd '$SKEIN_ROOT' && exec test/node test/vm/engine-client.ts $port /tmp/hbone 1048576 kmod fallback" > /tmp/engine.out 2>&1
+  grep -E '^(not )?ok - ' /tmp/engine.out || nok engine/kmod "$(tail -5 /tmp/engine.out)"
+  grep -vE '^(not )?ok - |^bench ' /tmp/engine.out | tail -20
 fi
 
 # The other way round: Skein's userspace HBONE client (Node) against a server

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { skipUnless } from '../skips.ts';
-import { projectRoot, runInVm, vmImage, type VmResult } from './vm.ts';
+import { CRYPTO_ACCEL_MODULES, projectRoot, runInVm, vmImage, type VmResult } from './vm.ts';
 
 const img = vmImage();
 // A machine that ran setup has the image: its absence is a failure, not a skip.
@@ -20,7 +20,7 @@ const BOOT_TIMEOUT_MS = 110_000;
 test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { skip: noVm, timeout: 118_000 }, async (t) => {
   if (typeof img === 'string') return;
   const r: VmResult = await runInVm(img, {
-    modules: ['tls', 'gcm', 'ghash-generic', 'ctr'],
+    modules: ['tls', 'gcm', 'ghash-generic', 'ctr', ...CRYPTO_ACCEL_MODULES],
     files: [
       { path: '/root/skein_hbone.ko', from: img.kmod },
       { path: '/root/hbone_vm_test', from: path.join(img.binDir, 'hbone_vm_test'), mode: 0o755 },
@@ -45,7 +45,7 @@ test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { 
   // The checks the suite must report (a missing line is a failure, not a pass).
   const expected = ['load', 'ulp-registered', 'probe-facts', 'no-leaked-references', 'unload-refused-while-live', 'unload', 'ulp-unregistered', 'dmesg-clean'];
   for (const c of ['roundtrip', 'window', 'ping', 'recv_window', 'half_close', 'fallback', 'garbage', 'refusals']) expected.push(`${c}/plain`, `${c}/tls`);
-  expected.push('tls_control/tls', 'interop/node-server', 'interop/node-client', 'interop/node-client-bytes', 'unload-after-interop', 'dmesg-clean-after-interop');
+  expected.push('tls_control/tls', 'interop/node-server', 'interop/node-client', 'interop/node-client-bytes', 'engine/kmod', 'engine/kmod-fallback', 'engine/kmod-refusals', 'engine/kmod-peer-ends-first', 'engine/kmod-peer-resets', 'unload-after-interop', 'dmesg-clean-after-interop');
   for (const name of expected) {
     await t.test(name, () => {
       const line = lines.find((l) => l === `ok - ${name}` || l.startsWith(`ok - ${name} (`) || l.startsWith(`not ok - ${name}:`));

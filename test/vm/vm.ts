@@ -79,6 +79,14 @@ export function moduleDepends(ko: Buffer): string[] {
 }
 
 /**
+ * The x86 AES-NI and CLMUL implementations of AES and GHASH, which a real
+ * machine's udev loads by CPU feature: without them kTLS runs the kernel's
+ * generic C code while OpenSSL in userspace uses the instructions (qemu's
+ * `-cpu max` has them), which would compare the module's path unfairly.
+ */
+export const CRYPTO_ACCEL_MODULES = ['aesni_intel', 'ghash_clmulni_intel'] as const;
+
+/**
  * The Debian modules to insmod for the named ones, dependencies first, as
  * paths under the modules directory. busybox's insmod does not resolve
  * dependencies, and there is no modprobe database in the image.

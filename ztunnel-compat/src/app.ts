@@ -3,7 +3,7 @@
 // one updater → configuration sources (istiod over delta ADS, or a static
 // file) → certificates → admin, metrics and readiness. Everything is passed
 // in; nothing reaches for globals, so tests can run a whole daemon in-process.
-import { Gauge } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { hboneEngineUnavailable, openNetns } from '@skein/bpf';
 import type { Config } from './config.ts';
 import { startAdminServers, type AdminServers } from './admin/servers.ts';
@@ -37,6 +37,8 @@ import { TcpMetrics } from './proxy/metrics.ts';
 import { podProxyFactory } from './proxy/pod-proxy.ts';
 import { findSourceWorkload } from './proxy/source-workload.ts';
 import { Accel, cleanupKernel } from './accel/index.ts';
+import { decideKmod, readKmodFacts, type KmodFacts } from './accel/kmod.ts';
+import type { FastpathState } from './accel/probe.ts';
 
 /**
  * How long after the first configuration the kernel maps wait for istio-cni's
@@ -196,11 +198,22 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
   const hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
-  const engine = chooseHboneEngine(config);
+  const engine = chooseHboneEngine(config, readKmodFacts());
   if (config.hboneEngine !== engine.active) log.warn({ scope: 'proxy', reason: engine.reason }, 'the native HBONE engine is unavailable; HBONE runs in JavaScript');
   else log.info({ scope: 'proxy', engine: engine.active }, 'HBONE engine (outbound and the 15008 server)');
   new Gauge({ name: 'skein_hbone_engine', help: 'The HBONE engine in use (1): native or js; see config_dump hboneEngine for why', labelNames: ['engine'] as const, registers: [metrics.registry] })
     .set({ engine: engine.active }, 1);
+  const kmodTunnels = new Counter({
+    name: 'skein_kmod_hbone_tunnels_total', help: 'Outbound tunnels and the kernel module (kmod/): handed_over to it, fallback (frames it gave back to userspace), declined (its socket would not take them; carried in userspace)',
+    labelNames: ['result'] as const, registers: [metrics.registry],
+    collect: () => {
+      const st = engine.client?.stats();
+      kmodTunnels.reset();
+      kmodTunnels.inc({ result: 'handed_over' }, st?.kmodTunnels ?? 0);
+      kmodTunnels.inc({ result: 'fallback' }, st?.kmodFallbacks ?? 0);
+      kmodTunnels.inc({ result: 'declined' }, st?.kmodDeclined ?? 0);
+    },
+  });
   const deps = {
     state, secrets, certificates: metrics.certificates, connections, hbone, nativeHbone: engine.client, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
     onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
@@ -217,7 +230,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   inpodMetrics.countFrom(() => ({ running: pods.running().length, pending: pods.pending }));
   // Not ready while any enrolled pod's proxy is still pending (reference §4.2).
   readiness.watch('workload proxy manager', () => pods.pending > 0);
-  const kernel = new Accel({ config, state, pods, metrics: tcpMetrics, registry: metrics.registry, log, access: scoped(log, 'access') });
+  const kernel = new Accel({ config, state, pods, kmod: engine.kmod, metrics: tcpMetrics, registry: metrics.registry, log, access: scoped(log, 'access') });
   onPods.changed = () => { kernel.schedule(); };
   // Every change reprojects the maps, then closes what they no longer allow.
   state.onChange(() => { kernel.schedule(); });
@@ -321,14 +334,19 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
 }
 
 /** The HBONE engine (outbound and 15008): native when asked for and able, else JavaScript, and why. */
-function chooseHboneEngine(c: Config): { active: 'native' | 'js'; client?: NativeHboneClient; reason?: string } {
-  if (c.hboneEngine === 'js') return { active: 'js' };
+function chooseHboneEngine(c: Config, kmodFacts: KmodFacts): { active: 'native' | 'js'; client?: NativeHboneClient; reason?: string; kmod: FastpathState } {
+  const js = (reason?: string): { active: 'js'; reason?: string; kmod: FastpathState } => ({
+    active: 'js', ...(reason === undefined ? {} : { reason }), kmod: decideKmod(c.kernelFastpath, kmodFacts, { active: false, reason: reason ?? 'SKEIN_HBONE_ENGINE=js' }),
+  });
+  if (c.hboneEngine === 'js') return js();
   // The engine speaks TLS 1.3 only, as ztunnel by default.
-  if (c.tls12Enabled) return { active: 'js', reason: 'TLS12_ENABLED is set; the native engine speaks TLS 1.3 only' };
+  if (c.tls12Enabled) return js('TLS12_ENABLED is set; the native engine speaks TLS 1.3 only');
   const missing = hboneEngineUnavailable();
-  if (missing !== undefined) return { active: 'js', reason: missing };
+  if (missing !== undefined) return js(missing);
+  // The module carries the engine's outbound tunnels when the probe found it and kTLS.
+  const kmod = decideKmod(c.kernelFastpath, kmodFacts, { active: true });
   return {
-    active: 'native',
-    client: new NativeHboneClient({ workers: c.workerThreads, maxStreams: c.poolMaxStreamsPerConnection, idleTimeoutMs: c.poolUnusedReleaseTimeoutMs }),
+    active: 'native', kmod,
+    client: new NativeHboneClient({ workers: c.workerThreads, maxStreams: c.poolMaxStreamsPerConnection, idleTimeoutMs: c.poolUnusedReleaseTimeoutMs, kmod: kmod.active }),
   };
 }

@@ -30,7 +30,7 @@ namespace {
 
 constexpr const char* kCtorUsage =
     "new HboneEngine(options: { workers?: number, maxStreams?: number, idleTimeoutMs?: number, "
-    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number }, "
+    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, kmod?: boolean }, "
     "onEvents: (events: object[]) => void)";
 constexpr const char* kOutboundUsage =
     "engine.outbound({ id: number, fd: number, credential: number, poolKey: string, "
@@ -123,6 +123,9 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     l.connect_timeout_ms = OptU32(o, "connectTimeoutMs", l.connect_timeout_ms, 1, 0x7fffffff, kCtorUsage);
     l.ping_interval_ms = OptU32(o, "pingIntervalMs", l.ping_interval_ms, 1, 0x7fffffff, kCtorUsage);
     l.ping_timeout_ms = OptU32(o, "pingTimeoutMs", l.ping_timeout_ms, 1, 0x7fffffff, kCtorUsage);
+    Napi::Value km = o.Get("kmod");
+    if (!km.IsUndefined() && !km.IsBoolean()) ThrowUsage(env, kCtorUsage);
+    l.kmod = km.IsBoolean() && km.As<Napi::Boolean>().Value();
     tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "skein-hbone-engine", 0, 1);
     // An idle engine does not keep the process alive; its listeners do.
     tsfn_.Unref(env);
@@ -402,6 +405,11 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     o.Set("bytesSent", static_cast<double>(c.bytes_sent.load()));
     o.Set("bytesRecv", static_cast<double>(c.bytes_recv.load()));
     o.Set("credentials", static_cast<double>(credentials_.size()));
+    o.Set("kmodTunnels", static_cast<double>(c.kmod_tunnels.load()));
+    o.Set("kmodFallbacks", static_cast<double>(c.kmod_fallbacks.load()));
+    o.Set("kmodDeclined", static_cast<double>(c.kmod_declined.load()));
+    o.Set("kmodTxBytes", static_cast<double>(c.kmod_tx_bytes.load()));
+    o.Set("kmodRxBytes", static_cast<double>(c.kmod_rx_bytes.load()));
     return o;
   }
 

@@ -58,6 +58,8 @@ struct OutboundRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   // What the pod sent that Node read before the hand-over; goes first.
   std::string initial;
+  // Set when the module path gave it back (ktls.cc): the pooled userspace path.
+  bool no_kmod = false;
 };
 
 // One accepted 15008 connection: the server side of HBONE.
@@ -121,6 +123,9 @@ struct Limits {
   uint32_t connect_timeout_ms = 10000;
   uint32_t ping_interval_ms = 10000;
   uint32_t ping_timeout_ms = 20000;
+  // Carry outbound tunnels on the kernel module over kTLS (ktls.h); TypeScript
+  // sets it when its probe found the module and kTLS.
+  bool kmod = false;
 };
 
 struct Counters {
@@ -129,6 +134,14 @@ struct Counters {
   std::atomic<uint64_t> streams_live{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_recv{0};
+  // The module path (ktls.cc): tunnels handed to it, frames it gave back to
+  // userspace (fallbacks), tunnels it could not take (sent to the pooled
+  // path), and DATA payload it carried each way (its SKEIN_HBONE_INFO).
+  std::atomic<uint64_t> kmod_tunnels{0};
+  std::atomic<uint64_t> kmod_fallbacks{0};
+  std::atomic<uint64_t> kmod_declined{0};
+  std::atomic<uint64_t> kmod_tx_bytes{0};
+  std::atomic<uint64_t> kmod_rx_bytes{0};
 };
 
 class Worker;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tls.h"
 
+#include "ktls.h"
+
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -83,6 +85,8 @@ SSL_CTX* MakeContext(bool server, const std::string& chain_pem,
       if (SSL_CTX_set_alpn_protos(ctx, kAlpnH2, sizeof kAlpnH2) != 0)
         Fail("SSL_CTX_set_alpn_protos");
       SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+      // Traffic secrets for kTLS, kept only for module-carried tunnels.
+      SSL_CTX_set_keylog_callback(ctx, KtlsKeylog);
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "worker.h"
 
+#include "ktls.h"
+
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -1297,6 +1299,11 @@ void Worker::Fail(OutboundRequest& req, int status, const char* flag, const std:
 }
 
 void Worker::Dispatch(OutboundRequest req) {
+  // The kernel module carries a tunnel on a connection of its own (ktls.h).
+  if (e_->limits().kmod && !req.no_kmod) {
+    StartKtlsTunnel(this, std::move(req));
+    return;
+  }
   Pool& p = pools_[req.pool_key];
   for (Session* s : p.sessions) {
     if (s->CanTake()) {
@@ -1465,6 +1472,7 @@ void Worker::Run() {
 }
 
 void Worker::Shutdown() {
+  CloseKtlsTunnels(this);
   std::vector<Session*> all(sessions_.begin(), sessions_.end());
   for (Session* s : all) if (!s->dead) s->Close("-", "the HBONE engine is closed");
   for (auto& [key, p] : pools_) {

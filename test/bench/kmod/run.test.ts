@@ -5,10 +5,11 @@ import { figures, parseBenchLines } from './run.ts';
 import { matchesPattern, patternAt } from '../../vm/bench-pattern.ts';
 
 test('the VM programs\' bench lines are parsed, other lines ignored', () => {
-  const out = 'ready 4000\nbench userspace bytes=1048576 ms=2000 cpu_ms=1990\nok - x\nbench kmod bytes=1048576 ms=500 cpu_ms=480\nbench kmod bytes=x ms=1 cpu_ms=1\n';
+  const out = 'ready 4000\nbench userspace bytes=1048576 ms=2000 cpu_ms=1990\nok - x\nbench kmod bytes=1048576 ms=500 cpu_ms=480\nbench kmod bytes=x ms=1 cpu_ms=1\nbench engine-kmod bytes=8 ms=2 cpu_ms=1\n';
   assert.deepEqual(parseBenchLines(out), [
     { path: 'userspace', bytes: 1048576, ms: 2000, cpuMs: 1990 },
     { path: 'kmod', bytes: 1048576, ms: 500, cpuMs: 480 },
+    { path: 'engine-kmod', bytes: 8, ms: 2, cpuMs: 1 },
   ]);
 });
 

@@ -35,13 +35,15 @@ export interface AccelDeps {
   log: Logger;
   access: Logger;
   objectPath?: string;
+  /** The kernel module path as app.ts decided it with the HBONE engine; absent: probed here, engine unknown. */
+  kmod?: FastpathState;
 }
 
 interface RingBufferLike { start(): void; close(): void }
 
 export class Accel {
   readonly status: FastpathStatus;
-  /** The kernel module path (kmod/): probed and reported, not used yet. */
+  /** The kernel module path (kmod/): whether the HBONE engine hands tunnels to it. */
   readonly kmod: FastpathState;
   readonly #deps: AccelDeps;
   readonly #kernel: KernelState | undefined;
@@ -103,7 +105,7 @@ export class Accel {
       log.warn({ scope: 'accel', bpffs: config.bpffsDir, removed: removed.length }, 'kernel fast paths off: removed the programs an earlier daemon left pinned');
     }
     this.status = status;
-    this.kmod = decideKmod(config.kernelFastpath, readKmodFacts());
+    this.kmod = deps.kmod ?? decideKmod(config.kernelFastpath, readKmodFacts());
     this.#kernel = kernel;
     this.#ring = ring;
     const registers = [deps.registry];

@@ -16,14 +16,17 @@ test('the decision names each missing piece, and is off when told', () => {
     [false, false, /^missing: the skein_hbone module \(kmod\/, see docs\/kernel.md\); kTLS \(the tls module\)$/],
     [false, true, /^missing: the skein_hbone module \(kmod\/, see docs\/kernel.md\)$/],
     [true, false, /^missing: kTLS \(the tls module\)$/],
-    [true, true, /present; Skein does not hand tunnels/],
+    [true, true, /^missing: the native HBONE engine \(SKEIN_HBONE_ENGINE=native: not built\)$/],
   ];
   for (const [moduleLive, ktls, reason] of rows) {
-    const s = decideKmod('auto', { moduleLive, ktls });
+    const s = decideKmod('auto', { moduleLive, ktls }, { active: !(moduleLive && ktls), reason: 'not built' });
     assert.equal(s.active, false);
     assert.match(s.reason, reason);
   }
-  assert.equal(decideKmod('off', { moduleLive: true, ktls: true }).reason, 'SKEIN_KERNEL_FASTPATH=off');
+  // With the engine, the module and kTLS: the engine hands tunnels over.
+  assert.deepEqual(decideKmod('auto', { moduleLive: true, ktls: true }, { active: true }), { active: true, reason: 'module, kTLS and the native HBONE engine present' });
+  assert.equal(decideKmod('auto', { moduleLive: false, ktls: true }, { active: true }).active, false);
+  assert.equal(decideKmod('off', { moduleLive: true, ktls: true }, { active: true }).reason, 'SKEIN_KERNEL_FASTPATH=off');
 });
 
 test('the facts are read from sysfs and procfs', () => {

@@ -5,8 +5,9 @@
 // kernel's tls (its per-netns /proc/net/tls_stat, or the module in sysfs).
 // Not tcp_available_ulp: that sysctl exists only in the host's network
 // namespace, and Skein runs in its own. Reported in config_dump and /metrics
-// like the eBPF paths; the daemon does not hand tunnels to the module yet,
-// so it is never active for now.
+// like the eBPF paths. Active when the module, kTLS and the native HBONE
+// engine are all there: the engine then carries each outbound tunnel on the
+// module (bpf/src/hbone/ktls.cc).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { FastpathState } from './probe.ts';
@@ -33,11 +34,16 @@ export function readKmodFacts(roots: { sys: string; proc: string } = { sys: '/sy
   return { moduleLive, ktls };
 }
 
-export function decideKmod(mode: 'auto' | 'off', f: KmodFacts): FastpathState {
+/**
+ * Whether outbound tunnels go to the module. `engine` says whether the
+ * native HBONE engine (which does the hand-over) is active, or why not.
+ */
+export function decideKmod(mode: 'auto' | 'off', f: KmodFacts, engine: { active: boolean; reason?: string | undefined } = { active: false }): FastpathState {
   if (mode === 'off') return { active: false, reason: 'SKEIN_KERNEL_FASTPATH=off' };
   const missing: string[] = [];
   if (!f.moduleLive) missing.push(`the ${KMOD_ULP_NAME} module (kmod/, see docs/kernel.md)`);
   if (!f.ktls) missing.push('kTLS (the tls module)');
+  if (!engine.active) missing.push(`the native HBONE engine (SKEIN_HBONE_ENGINE=native${engine.reason === undefined ? '' : `: ${engine.reason}`})`);
   if (missing.length > 0) return { active: false, reason: `missing: ${missing.join('; ')}` };
-  return { active: false, reason: 'module and kTLS present; Skein does not hand tunnels to the module yet' };
+  return { active: true, reason: 'module, kTLS and the native HBONE engine present' };
 }

@@ -61,12 +61,18 @@ struct skein_authz_key {
 
 /*
  * skein_approved: same-node flows approved at connect time, by the client's
- * address; the destination's sk_lookup program admits only these past its
- * capture. Written by our programs only.
+ * address and the destination pod's; the destination's sk_lookup program
+ * admits only these past its capture. Written by our programs only.
+ *
+ * The client's address alone does not name one flow: Linux lets connects to
+ * different destinations share an ephemeral port, so the same client
+ * address may at once be approved for one pod and be on its way to another
+ * (or to its own pod's outbound capture).
  */
 struct skein_flow_key {
 	__u32 ip;	/* client IPv4, network order */
 	__u32 port;	/* client port, host order */
+	__u32 dst_ip;	/* destination pod IPv4, network order */
 };
 
 struct skein_approval {
@@ -166,6 +172,7 @@ enum skein_stat {
 	SKEIN_STAT_DENIED = 6,		/* connects refused by in-kernel authorization */
 	SKEIN_STAT_ADMITTED = 7,	/* approved flows the destination's sk_lookup let in */
 	SKEIN_STAT_NO_LISTENER = 8,	/* approved, but no known listener: left to the capture */
+	SKEIN_STAT_OTHER_FLOW = 9,	/* an approved client address on another flow to the pod: left to the capture */
 	SKEIN_STAT_MAX = 16,
 };
 

@@ -51,6 +51,8 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define TCP_LISTEN 10
+/* Where istio-cni's inbound rule REDIRECTs a pod's incoming TCP. */
+#define ZTUNNEL_INBOUND_PORT 15006
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -334,6 +336,7 @@ static __always_inline void remember_app_port(struct bpf_sock_ops *skops)
 		return;
 	fk.ip = skops->remote_ip4;
 	fk.port = bpf_ntohl(skops->remote_port);
+	fk.dst_ip = skops->local_ip4;
 	appr = bpf_map_lookup_elem(&skein_approved, &fk);
 	if (!appr || !appr->admitted || appr->dst_port == skops->local_port ||
 	    appr->dst_netns != bpf_get_netns_cookie(skops))
@@ -371,6 +374,7 @@ int skein_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	fk.ip = skops->local_ip4;
 	fk.port = skops->local_port;
+	fk.dst_ip = flow->dst_ip;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* Ask for state changes, to see the close (or the failure). */
@@ -391,8 +395,13 @@ int skein_sockops(struct bpf_sock_ops *skops)
 			break;
 		emit(cookie, flow, flow->established ? SKEIN_EV_CLOSE : SKEIN_EV_FAIL,
 		     fk.ip, fk.port, skops->bytes_acked, skops->bytes_received);
-		if (flow->dst_netns)
-			bpf_map_delete_elem(&skein_approved, &fk);
+		if (flow->dst_netns) {
+			/* A later flow from this port to another port of the pod may own the entry now. */
+			const struct skein_approval *mine = bpf_map_lookup_elem(&skein_approved, &fk);
+
+			if (mine && mine->dst_port == bpf_ntohs(flow->dst_port))
+				bpf_map_delete_elem(&skein_approved, &fk);
+		}
 		bpf_map_delete_elem(&skein_flows, &cookie);
 		break;
 	}
@@ -463,9 +472,20 @@ int skein_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	fk.ip = ctx->remote_ip4;
 	fk.port = bpf_ntohs((__u16)ctx->remote_port);
+	fk.dst_ip = ctx->local_ip4;
 	appr = bpf_map_lookup_elem(&skein_approved, &fk);
 	if (!appr)
 		return SK_PASS;	/* not ours: istio-cni's capture takes it */
+	/*
+	 * The approved flow arrives at the port the client dialled, or at the
+	 * capture port istio-cni's REDIRECT wrote into it. Anything else from
+	 * that address (a connect sharing its port with the approved one) is
+	 * another flow, for whoever listens where it is addressed.
+	 */
+	if (ctx->local_port != appr->dst_port && ctx->local_port != ZTUNNEL_INBOUND_PORT) {
+		count(SKEIN_STAT_OTHER_FLOW);
+		return SK_PASS;
+	}
 	lk.netns_cookie = appr->dst_netns;
 	lk.port = appr->dst_port;
 	sk = bpf_map_lookup_elem(&skein_listeners, &lk);

@@ -219,6 +219,33 @@ test('the same pods across nodes still use HBONE', { skip: why }, async () => {
   assert.ok(forwarded(node(1), pod('remote').ip4, 15008) > 0, 'HBONE to the remote pod\'s 15008');
 });
 
+test('a connect sharing a fast-path flow\'s client port goes where it is addressed, not to the approved pod', { skip: why }, async () => {
+  // Linux lets connects to different destinations share an ephemeral port;
+  // here both are bound to one port so the sharing is certain. The first is
+  // approved for the server pod; the second, to a pod on the other node,
+  // meets the client's own outbound capture (15001) and must reach it
+  // there, at once (a SYN handed to the wrong listener shows as a
+  // retransmission, a second or more late).
+  const before = await metrics(app0());
+  const r = await pod('client').exec('python3', ['-c', `
+import socket, time
+def dial(port, ip, dport):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.settimeout(5)
+    s.bind(("${pod('client').ip4}", port)); t = time.monotonic(); s.connect((ip, dport))
+    return s, round((time.monotonic() - t) * 1000)
+fast, _ = dial(0, "${pod('server').ip4}", 8080)
+port = fast.getsockname()[1]
+other, took = dial(port, "${pod('remote').ip4}", 8080)
+other.sendall(b"ping\\n"); print(other.recv(100).decode().strip(), "|", took)
+fast.sendall(b"ping\\n"); print(fast.recv(100).decode().strip(), "|", port)`], { timeoutMs: 15_000 });
+  const [other, fast] = r.stdout.trim().split('\n').map((l) => l.split(' | '));
+  assert.equal(other?.[0], `pong from remote ${pod('client').ip4} 8080`, r.stdout + r.stderr);
+  assert.ok(Number(other[1]) < 900, `the shared-port connect took ${other[1]} ms`);
+  assert.equal(fast?.[0], `pong from server ${pod('client').ip4} 8080`, r.stdout + r.stderr);
+  const m = await metrics(app0());
+  assert.equal(counter(m, 'same_node_admitted'), counter(before, 'same_node_admitted') + 1, 'the approved flow still took the kernel path');
+});
+
 test('a pod faking the mark, TOS and another pod\'s address does not skip the destination\'s capture', { skip: why }, async () => {
   const before = { admitted: counter(await metrics(app0()), 'same_node_admitted'), captured: captured(pod('server'), 'ISTIO_PRERT', 15006) };
   let r: { code: number | null; stdout: string; stderr: string } = { code: null, stdout: '', stderr: '' };

@@ -147,6 +147,7 @@ export class Accel {
     c.inc({ action: 'denied' }, s.denied);
     c.inc({ action: 'same_node_admitted' }, s.admitted);
     c.inc({ action: 'same_node_no_listener' }, s.noListener);
+    c.inc({ action: 'same_node_other_flow' }, s.otherFlow);
   }
 
   #onEvent(data: Buffer): void {

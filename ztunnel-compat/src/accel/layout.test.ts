@@ -27,7 +27,7 @@ function cLayout(): Record<string, number> {
     SKEIN_SVC_PASSTHROUGH: 'passthrough', SKEIN_EV_OPEN: 'evOpen', SKEIN_EV_CLOSE: 'evClose', SKEIN_EV_FAIL: 'evFail',
     SKEIN_STAT_LB_REWRITE: 'statLb', SKEIN_STAT_PASSTHROUGH: 'statPass', SKEIN_STAT_FLOWS_FULL: 'statFull', SKEIN_STAT_EVENTS_LOST: 'statLost',
     SKEIN_STAT_NO_ENDPOINT: 'statNoEp', SKEIN_STAT_SAME_NODE: 'statSame', SKEIN_STAT_DENIED: 'statDenied', SKEIN_STAT_ADMITTED: 'statAdmitted',
-    SKEIN_STAT_NO_LISTENER: 'statNoListener', SKEIN_STAT_MAX: 'statMax',
+    SKEIN_STAT_NO_LISTENER: 'statNoListener', SKEIN_STAT_OTHER_FLOW: 'statOtherFlow', SKEIN_STAT_MAX: 'statMax',
     SKEIN_MAX_LOCAL: 'maxLocal', SKEIN_MAX_AUTHZ: 'maxAuthz', SKEIN_AUTHZ_ALLOW: 'allow', SKEIN_AUTHZ_DENY: 'deny',
   };
   for (const [c, name] of Object.entries(consts)) lines.push(`  printf("\\"${name}\\": %lld,\\n", (long long)${c});`);
@@ -52,8 +52,8 @@ test('every size, offset and constant in layout.ts is the C header\'s', () => {
     [INPOD_MARK, MAX_PODS, MAX_SERVICES, MAX_ENDPOINTS, SVC_PASSTHROUGH, EVENT.open, EVENT.close, EVENT.fail],
   );
   assert.deepEqual(
-    [c.statLb, c.statPass, c.statFull, c.statLost, c.statNoEp, c.statSame, c.statDenied, c.statAdmitted, c.statNoListener, c.statMax],
-    [STAT.lbRewrite, STAT.passthrough, STAT.flowsFull, STAT.eventsLost, STAT.noEndpoint, STAT.sameNode, STAT.denied, STAT.admitted, STAT.noListener, STAT.max],
+    [c.statLb, c.statPass, c.statFull, c.statLost, c.statNoEp, c.statSame, c.statDenied, c.statAdmitted, c.statNoListener, c.statOtherFlow, c.statMax],
+    [STAT.lbRewrite, STAT.passthrough, STAT.flowsFull, STAT.eventsLost, STAT.noEndpoint, STAT.sameNode, STAT.denied, STAT.admitted, STAT.noListener, STAT.otherFlow, STAT.max],
   );
   assert.deepEqual([c.maxLocal, c.maxAuthz, c.allow, c.deny], [MAX_LOCAL, MAX_AUTHZ, AUTHZ.allow, AUTHZ.deny]);
 });
@@ -97,9 +97,10 @@ test('approvals decode from the flow key and approval layouts', () => {
   const key = Buffer.alloc(LAYOUT.skein_flow_key.size);
   Buffer.from([10, 244, 0, 10]).copy(key, LAYOUT.skein_flow_key.ip);
   key.writeUInt32LE(40123, LAYOUT.skein_flow_key.port);
+  Buffer.from([10, 244, 0, 11]).copy(key, LAYOUT.skein_flow_key.dst_ip);
   const value = Buffer.alloc(LAYOUT.skein_approval.size);
   value.writeBigUInt64LE(77n, LAYOUT.skein_approval.dst_netns);
   value.writeUInt32LE(8080, LAYOUT.skein_approval.dst_port);
-  assert.deepEqual(decodeApproval(key, value), { clientIp: '10.244.0.10', clientPort: 40123, dstNetns: 77n, dstPort: 8080 });
+  assert.deepEqual(decodeApproval(key, value), { clientIp: '10.244.0.10', clientPort: 40123, dstIp: '10.244.0.11', dstNetns: 77n, dstPort: 8080 });
   assert.throws(() => decodeApproval(key.subarray(0, 4), value), LayoutError);
 });

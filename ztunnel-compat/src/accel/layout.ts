@@ -45,7 +45,7 @@ export const LAYOUT = {
   skein_pod: { pod_id: 0, flags: 4, size: 8 },
   skein_local: { netns_cookie: 0, pod_id: 8, flags: 12, size: 16 },
   skein_authz_key: { src_pod: 0, dst_pod: 4, size: 8 },
-  skein_flow_key: { ip: 0, port: 4, size: 8 },
+  skein_flow_key: { ip: 0, port: 4, dst_ip: 8, size: 12 },
   skein_approval: { dst_netns: 0, dst_port: 8, admitted: 12, size: 16 },
   skein_listen_key: { netns_cookie: 0, port: 8, pad: 12, size: 16 },
   skein_svc_key: { vip: 0, port: 4, pad: 6, size: 8 },
@@ -63,7 +63,7 @@ export const LAYOUT = {
 export const EVENT = { open: 1, close: 2, fail: 3 } as const;
 
 export const STAT = {
-  lbRewrite: 0, passthrough: 1, flowsFull: 2, eventsLost: 3, noEndpoint: 4, sameNode: 5, denied: 6, admitted: 7, noListener: 8, max: 16,
+  lbRewrite: 0, passthrough: 1, flowsFull: 2, eventsLost: 3, noEndpoint: 4, sameNode: 5, denied: 6, admitted: 7, noListener: 8, otherFlow: 9, max: 16,
 } as const;
 
 export class LayoutError extends Error {
@@ -163,6 +163,8 @@ export function serviceValue(s: KernelService): Buffer {
 export interface Approval {
   clientIp: string;
   clientPort: number;
+  /** The destination pod's address. */
+  dstIp: string;
   dstNetns: bigint;
   /** The port the client dialled. */
   dstPort: number;
@@ -175,6 +177,7 @@ export function decodeApproval(key: Buffer, value: Buffer): Approval {
   return {
     clientIp: ipv4At(key, K.ip),
     clientPort: key.readUInt32LE(K.port),
+    dstIp: ipv4At(key, K.dst_ip),
     dstNetns: value.readBigUInt64LE(V.dst_netns),
     dstPort: value.readUInt32LE(V.dst_port),
   };

@@ -30,10 +30,10 @@ test('revocation picks exactly the approved flows the destination\'s full policy
     netnsFdOf: (uid: string) => (uid.endsWith('/a') ? 11 : uid.endsWith('/b') ? 12 : undefined),
   };
   const approvals = [
-    { clientIp: '10.0.0.1', clientPort: 40000, dstNetns: 3n, dstPort: 8080 },
-    { clientIp: '10.0.0.1', clientPort: 40001, dstNetns: 3n, dstPort: 9090 },
-    { clientIp: '10.0.0.2', clientPort: 40002, dstNetns: 3n, dstPort: 8080 },
-    { clientIp: '10.0.0.9', clientPort: 40003, dstNetns: 3n, dstPort: 8080 },
+    { clientIp: '10.0.0.1', clientPort: 40000, dstIp: '10.0.0.3', dstNetns: 3n, dstPort: 8080 },
+    { clientIp: '10.0.0.1', clientPort: 40001, dstIp: '10.0.0.3', dstNetns: 3n, dstPort: 9090 },
+    { clientIp: '10.0.0.2', clientPort: 40002, dstIp: '10.0.0.3', dstNetns: 3n, dstPort: 8080 },
+    { clientIp: '10.0.0.9', clientPort: 40003, dstIp: '10.0.0.3', dstNetns: 3n, dstPort: 8080 },
   ];
   const r = revoked(state, '', view, approvals);
   assert.deepEqual(r.map((x) => [byIp.get(x.approval.clientIp), x.approval.clientPort, x.clientNetnsFd, x.dstIp]), [['a', 40000, 11, '10.0.0.3']]);

@@ -81,6 +81,14 @@ describe('the Dockerfile', () => {
     assert.deepEqual(JSON.parse(last('CMD') ?? 'null'), ['proxy', 'ztunnel']);
   });
 
+  it('warms Node\'s compile cache at its final path, as root, before the user changes', () => {
+    const body = runtime?.body ?? [];
+    const at = (pred: (i: Instruction) => boolean): number => body.findIndex(pred);
+    const warm = at((i) => i.op === 'RUN' && i.args === '/opt/skein/ztunnel-compat/bin/skein version');
+    assert.ok(warm > at((i) => i.op === 'COPY' && i.args === '--from=build /out /opt/skein'), 'after the tree is in place');
+    assert.ok(warm < at((i) => i.op === 'USER'), 'as root');
+  });
+
   it('copies only paths that exist in the repository, and its ignore file keeps local builds out', () => {
     for (const i of dockerfile.filter((x) => x.op === 'COPY' && !x.args.startsWith('--from'))) {
       const parts = i.args.split(/\s+/);
@@ -110,10 +118,13 @@ describe('the image\'s staged tree (stage.sh on this checkout)', () => {
   });
   after(() => { if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true }); });
 
-  it('starts: `skein version --json` through the entrypoint path', async () => {
+  it('starts: `skein version --json` through the entrypoint path, writing Node\'s compile cache in the tree', async () => {
     const entry = path.join(out, 'ztunnel-compat/bin/skein');
     const r = await run(entry, ['version', '--json']);
     assert.equal(r.code, 0, r.stderr);
+    // What the Dockerfile's warming step leaves in the image.
+    const cache = path.join(out, '.skein/compile-cache');
+    assert.ok(fs.readdirSync(cache).some((d) => fs.readdirSync(path.join(cache, d)).length > 100), 'a cache entry per module');
     const facts = JSON.parse(r.stdout) as { skein: string; node: string; libbpf: string };
     const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string };
     assert.equal(facts.skein, pkg.version);

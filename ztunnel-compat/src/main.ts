@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Entry point of the `skein` command.
+import { flushCompileCache } from 'node:module';
 import { libbpfVersion, raiseNofileLimit } from '@skein/bpf';
 import { cleanupKernel } from './accel/index.ts';
 import { startApp, StartupError } from './app.ts';
@@ -65,6 +66,11 @@ async function proxy(): Promise<number> {
     throw err;
   }
   policy.attach(app.metrics.registry);
+  // Node's compile cache (NODE_COMPILE_CACHE, which bin/skein sets) is
+  // otherwise written only at a clean exit; write it now, with all that the
+  // start compiled, so that the next start finds it even if this daemon is
+  // killed. Without a cache this does nothing.
+  flushCompileCache();
   const stopRelease = startMemoryRelease(log);
   const done = Promise.withResolvers<number>();
   const stop = async (why: string): Promise<void> => {

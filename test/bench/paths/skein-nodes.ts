@@ -8,12 +8,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanupKernel } from '@skein/ztunnel-compat/accel/index';
+import { daemonEnv, nodeFlags } from '@skein/ztunnel-compat/launch';
 import { CniDouble } from '../../cni/cni-double.ts';
 import type { Lab, LabNode, LabPod } from '../../lab/index.ts';
 import { startDaemon, type Daemon } from '../daemon.ts';
 import type { ProxyProcess } from '../scenario.ts';
 
 const MAIN = fileURLToPath(new URL('../../../ztunnel-compat/src/main.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
 export interface SkeinNodes {
   proxies: ProxyProcess[];
@@ -36,7 +38,11 @@ export interface SkeinNodesOptions {
   logs?: boolean;
   /** More environment for the daemons (say SKEIN_DNS_RESOLV_CONF). */
   env?: Readonly<Record<string, string>>;
-  /** Node.js flags before the script, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (each daemon writes a profile when it stops). */
+  /**
+   * Node.js flags before the script, after bin/skein's (SKEIN_NODE_FLAGS or
+   * its defaults), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (each daemon
+   * writes a profile when it stops).
+   */
   nodeArgs?: readonly string[];
 }
 
@@ -72,12 +78,14 @@ export async function startSkeinNodes(lab: Lab, o: SkeinNodesOptions): Promise<S
     for (const n of o.nodes) {
       const cni = new CniDouble(n, path.join(dir, `${n.name}.sock`));
       cnis.push(cni);
-      // One after the other: the first generates the shared local CA.
+      // One after the other: the first generates the shared local CA. Node
+      // runs as bin/skein runs it (flags, compile cache), so the figures are
+      // those of the command a cluster runs.
       daemons.push(await startDaemon(n, {
-        cmd: process.execPath, args: [...(o.nodeArgs ?? []), MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
+        cmd: process.execPath, args: [...nodeFlags(process.env), ...(o.nodeArgs ?? []), MAIN, 'proxy'], ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
         ...(o.logs === true ? { logPath: logOf(n) } : {}),
         env: {
-          ...process.env, XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
+          ...daemonEnv(process.env, ROOT), XDS_ADDRESS: '', LOCAL_XDS_PATH: mesh, FAKE_CA: 'true', SKEIN_LOCAL_CA_DIR: path.join(dir, 'ca'),
           NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: o.logs === true ? 'info' : 'error', LOG_FORMAT: 'json',
           SKEIN_KERNEL_FASTPATH: o.fastpath, SKEIN_BPFFS_DIR: bpffsOf(n), ...o.env,
         },

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanupKernel } from '@skein/ztunnel-compat/accel/index';
+import { daemonEnv, nodeFlags } from '@skein/ztunnel-compat/launch';
 import { CniDouble } from '../../cni/cni-double.ts';
 import { Lab, LAB_PREFIX, type LabNode, type LabPod } from '../../lab/index.ts';
 import { startDaemon, type Daemon, type DaemonHost } from '../daemon.ts';
@@ -22,6 +23,7 @@ import { ipBytes, type IstiodLink } from './istiod-link.ts';
 import type { Target } from './peer.ts';
 
 const MAIN = fileURLToPath(new URL('../../../ztunnel-compat/src/main.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 export const PEER = fileURLToPath(new URL('./peer.ts', import.meta.url));
 export const ECHO_PORT = 9000;
 /** Where the server pods accept and never answer. */
@@ -170,12 +172,13 @@ ${workloadYaml(client)}${workloadYaml(far)}${workloadYaml(same, 'HBONE', `, serv
         await link.expose(`/run/netns/${host.netns}`);
         source = link.env(n);
       }
-      const [cmd, args] = withNofile(process.execPath, [MAIN, 'proxy']);
+      // Node as bin/skein runs it (flags, compile cache).
+      const [cmd, args] = withNofile(process.execPath, [...nodeFlags(process.env), MAIN, 'proxy']);
       const d = await startDaemon(host, {
         cmd, args, ports: [15021], comm: 'MainThread', timeoutMs: 20_000,
         logPath: path.join(dir, `${n.name}.${generation++}.skein.log`),
         env: {
-          ...process.env, ...source,
+          ...daemonEnv(process.env, ROOT), ...source,
           NODE_NAME: n.name, INPOD_UDS: cni.zds.path, IPV6_ENABLED: 'false', RUST_LOG: 'warn', LOG_FORMAT: 'json',
           SKEIN_KERNEL_FASTPATH: 'auto', SKEIN_BPFFS_DIR: path.join(bpffsRoot, n.name), CONNECTION_TERMINATION_DEADLINE: `${DRAIN_MS / 1000}s`, ...env,
         },

@@ -54,6 +54,20 @@ test('complete is INFO, or ERROR with error=; failed is WARN; all under scope ac
   ]);
 });
 
+test('a level set above a line skips it, and a level changed at run time is obeyed', async () => {
+  const out = new PassThrough();
+  const lines: Record<string, unknown>[] = [];
+  out.on('data', (d: Buffer) => { for (const l of d.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>); });
+  const log = createLogger('error', 'json', out).child({ scope: 'access' });
+  logComplete(log, { direction: 'inbound' }, { bytesSent: 3, bytesRecv: 4, durationMs: 5 });
+  logFailed(log, { direction: 'outbound' }, 'RBAC: denied');
+  logComplete(log, { direction: 'inbound' }, { bytesSent: 0, bytesRecv: 0, durationMs: 1, error: 'reset' });
+  log.level = 'info';
+  logComplete(log, { direction: 'inbound' }, { bytesSent: 3, bytesRecv: 4, durationMs: 5 });
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(lines.map((l) => [l.level, l.error]), [['error', 'reset'], ['info', undefined]]);
+});
+
 test("an RBAC denial's error has ztunnel's wording", () => {
   assert.equal(policyRejection('explicitly denied by: default/deny'), `${POLICY_REJECTION_PREFIX}explicitly denied by: default/deny`);
 });

@@ -22,22 +22,26 @@ export interface AccessFacts {
 
 export type AccessFields = Record<string, string | number>;
 
+// A module-level helper, not a closure per connection.
+function put(out: AccessFields, k: string, v: string | undefined): void {
+  if (v !== undefined && v !== '') out[k] = v;
+}
+
 /** The fields that name a connection; absent facts are left out, not "unknown". */
 export function accessFields(f: AccessFacts): AccessFields {
   const out: AccessFields = {};
-  const put = (k: string, v: string | undefined): void => { if (v !== undefined && v !== '') out[k] = v; };
-  put('src.addr', f.srcAddr);
-  put('src.workload', f.source?.name);
-  put('src.namespace', f.source?.namespace);
-  put('src.identity', f.srcIdentity === undefined ? undefined : spiffeUri(f.srcIdentity));
-  put('src.cluster', f.source?.clusterId);
-  put('dst.addr', f.dstAddr);
-  put('dst.hbone_addr', f.hboneAddr);
-  put('dst.service', f.service?.hostname);
-  put('dst.workload', f.destination?.name);
-  put('dst.namespace', f.destination?.namespace);
-  put('dst.identity', f.destination === undefined ? undefined : spiffeUri(identityOf(f.destination)));
-  put('dst.cluster', f.destination?.clusterId);
+  put(out, 'src.addr', f.srcAddr);
+  put(out, 'src.workload', f.source?.name);
+  put(out, 'src.namespace', f.source?.namespace);
+  put(out, 'src.identity', f.srcIdentity === undefined ? undefined : spiffeUri(f.srcIdentity));
+  put(out, 'src.cluster', f.source?.clusterId);
+  put(out, 'dst.addr', f.dstAddr);
+  put(out, 'dst.hbone_addr', f.hboneAddr);
+  put(out, 'dst.service', f.service?.hostname);
+  put(out, 'dst.workload', f.destination?.name);
+  put(out, 'dst.namespace', f.destination?.namespace);
+  put(out, 'dst.identity', f.destination === undefined ? undefined : spiffeUri(identityOf(f.destination)));
+  put(out, 'dst.cluster', f.destination?.clusterId);
   out.direction = f.direction;
   return out;
 }
@@ -49,15 +53,23 @@ export interface Completion {
   error?: string | undefined;
 }
 
-/** `connection complete`: INFO, or ERROR with `error=` when the connection ended badly. */
+/**
+ * `connection complete`: INFO, or ERROR with `error=` when the connection
+ * ended badly. The line is built only when its level is on (the access scope
+ * may be set above info, at start or through /logging): otherwise it would be
+ * an object per connection for nothing.
+ */
 export function logComplete(log: Logger, fields: AccessFields, c: Completion): void {
+  const level = c.error === undefined ? 'info' : 'error';
+  if (!log.isLevelEnabled(level)) return;
   const line = { ...fields, bytes_sent: c.bytesSent, bytes_recv: c.bytesRecv, duration: `${c.durationMs}ms` };
   if (c.error === undefined) log.info(line, 'connection complete');
   else log.error({ ...line, error: c.error }, 'connection complete');
 }
 
-/** `connection failed`: WARN, for connections refused or failed before any byte moved. */
+/** `connection failed`: WARN, for connections refused or failed before any byte moved (built only when WARN is on). */
 export function logFailed(log: Logger, fields: AccessFields, error: string): void {
+  if (!log.isLevelEnabled('warn')) return;
   log.warn({ ...fields, error }, 'connection failed');
 }
 

@@ -32,13 +32,16 @@ constexpr int32_t kConnectionWindow = 16 * 1024 * 1024;
 constexpr uint32_t kMaxFrame = 1024 * 1024;
 constexpr uint32_t kMaxHeaderList = 16 * 1024;
 constexpr uint32_t kServerMaxConcurrentStreams = 200;
+// An HTTP/2 frame header (RFC 9113 §4.1).
+constexpr size_t kFrameHeader = 9;
+// TLS 1.3's largest record payload (OpenSSL's default max_send_fragment).
+constexpr size_t kRecord = 16 * 1024;
 // Pod → peer bytes held per stream while the peer's window is shut. Small:
-// it is per stream, and the stream window behind it is 4 MiB.
-constexpr size_t kUpBuffer = 64 * 1024;
-// Gather this much HTTP/2 output before one SSL_write.
+// it is per stream, and the stream window behind it is 4 MiB. Sized so that
+// a full DATA frame, header included, is exactly four full TLS records.
+constexpr size_t kUpBuffer = 4 * kRecord - kFrameHeader;
+// Gather this much HTTP/2 output (control frames) before one SSL_write.
 constexpr size_t kOutGather = 64 * 1024;
-// A frame this large (DATA) goes to SSL_write from nghttp2's own buffer.
-constexpr size_t kDirectWrite = 4096;
 
 uint64_t NowMs() {
   timespec ts{};
@@ -126,9 +129,25 @@ int OnStreamClose(nghttp2_session*, int32_t sid, uint32_t code, void* user) {
   return 0;
 }
 
-ssize_t ReadData(nghttp2_session*, int32_t, uint8_t* buf, size_t len,
+ssize_t ReadData(nghttp2_session*, int32_t, uint8_t*, size_t len,
                  uint32_t* flags, nghttp2_data_source* src, void*) {
-  return static_cast<Stream*>(src->ptr)->ReadForPeer(buf, len, flags);
+  return static_cast<Stream*>(src->ptr)->ReadForPeer(len, flags);
+}
+
+int SendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t len,
+             nghttp2_data_source* src, void*) {
+  // No padding is ever asked for (no select_padding callback).
+  if (frame->data.padlen != 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  return static_cast<Stream*>(src->ptr)->SendToPeer(framehd, len);
+}
+
+ssize_t DataLength(nghttp2_session*, uint8_t, int32_t, int32_t, int32_t,
+                   uint32_t remote_max_frame_size, void*) {
+  // DATA frames as large as the peer allows, up to what a stream buffers:
+  // per frame, nghttp2's work and the one TLS record that is not full are
+  // paid once per 64 KiB instead of once per 16 KiB. nghttp2 clamps this to
+  // the windows.
+  return static_cast<ssize_t>(std::min<size_t>(remote_max_frame_size, kUpBuffer));
 }
 
 nghttp2_session_callbacks* Callbacks() {
@@ -140,6 +159,8 @@ nghttp2_session_callbacks* Callbacks() {
     nghttp2_session_callbacks_set_on_frame_recv_callback(c, OnFrameRecv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, OnDataChunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(c, OnStreamClose);
+    nghttp2_session_callbacks_set_send_data_callback(c, SendData);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(c, DataLength);
     return c;
   }();
   return cbs;
@@ -156,25 +177,101 @@ nghttp2_option* Options(uint32_t max_streams) {
   return o;
 }
 
-// The TLS socket's BIOs: reads straight from the socket; writes through a
-// buffer that Session::Flush empties once per pass, so a flush of 64 KiB of
-// HTTP/2 is one write(2) of four records, not four: one skb through the
-// stack (netfilter, veth, the peer's receive path) instead of four.
-constexpr int kWriteBuffer = static_cast<int>(kOutGather) + 16 * 1024 + 512;
+// The TLS socket's read side: one read(2) of up to kReadAhead into a buffer
+// of the session's, from which OpenSSL (read-ahead off) takes each record's
+// header and body with a memcpy. Read-ahead on a socket BIO reads as much
+// per read(2), but OpenSSL then moves what is left of its buffer to the
+// front before every record: more than a record's worth of memmove per record.
+constexpr size_t kReadAhead = 128 * 1024;
+
+struct ReadAhead {
+  int fd;
+  size_t head = 0, tail = 0;
+  std::unique_ptr<uint8_t[]> buf;  // made on the first read
+};
+
+int ReadAheadRead(BIO* b, char* out, int len) {
+  auto* r = static_cast<ReadAhead*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  if (len <= 0) return 0;
+  if (r->head == r->tail) {
+    if (!r->buf) r->buf.reset(new uint8_t[kReadAhead]);
+    r->head = r->tail = 0;
+    ssize_t n;
+    do n = read(r->fd, r->buf.get(), kReadAhead); while (n < 0 && errno == EINTR);
+    // As BIO_s_socket: EAGAIN is a retry, 0 is EOF (BIO_eof), else an error
+    // with errno left for the caller's message.
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(b);
+      return -1;
+    }
+    if (n == 0) {
+      BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+      return 0;
+    }
+    r->tail = static_cast<size_t>(n);
+  }
+  size_t k = std::min(static_cast<size_t>(len), r->tail - r->head);
+  std::memcpy(out, r->buf.get() + r->head, k);
+  r->head += k;
+  return static_cast<int>(k);
+}
+
+long ReadAheadCtrl(BIO* b, int cmd, long, void*) {
+  auto* r = static_cast<ReadAhead*>(BIO_get_data(b));
+  switch (cmd) {
+    case BIO_CTRL_EOF:
+      return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
+    case BIO_CTRL_PENDING:
+      return r == nullptr ? 0 : static_cast<long>(r->tail - r->head);
+    case BIO_CTRL_FLUSH:
+      return 1;
+    default:
+      return 0;  // no kTLS, no other controls: as an unsupported ctrl
+  }
+}
+
+int ReadAheadDestroy(BIO* b) {
+  delete static_cast<ReadAhead*>(BIO_get_data(b));
+  BIO_set_data(b, nullptr);
+  return 1;
+}
+
+const BIO_METHOD* ReadAheadMethod() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "skein read-ahead");
+    if (bm == nullptr || BIO_meth_set_read(bm, ReadAheadRead) != 1 ||
+        BIO_meth_set_ctrl(bm, ReadAheadCtrl) != 1 || BIO_meth_set_destroy(bm, ReadAheadDestroy) != 1)
+      std::abort();
+    return bm;
+  }();
+  return m;
+}
+
+// The write side goes through a buffer that Session::Flush empties once per
+// pass, so a flush of 64 KiB of HTTP/2 is one write(2) of four records, not
+// four: one skb through the stack (netfilter, veth, the peer's receive path)
+// instead of four.
+constexpr int kWriteBuffer = static_cast<int>(2 * kOutGather + 1024);
 
 bool AttachSocket(SSL* ssl, int fd) {
+  BIO* rd = BIO_new(ReadAheadMethod());
   BIO* sock = BIO_new_socket(fd, BIO_NOCLOSE);
   BIO* buf = BIO_new(BIO_f_buffer());
-  if (sock == nullptr || buf == nullptr || BIO_set_write_buffer_size(buf, kWriteBuffer) != 1 ||
-      BIO_up_ref(sock) != 1) {
+  if (rd == nullptr || sock == nullptr || buf == nullptr || BIO_set_write_buffer_size(buf, kWriteBuffer) != 1) {
+    BIO_free(rd);
     BIO_free(sock);
     BIO_free(buf);
     return false;
   }
-  // One reference for the read side, one for the write chain: SSL_free
-  // frees both.
+  auto* r = new ReadAhead();
+  r->fd = fd;
+  BIO_set_data(rd, r);
+  BIO_set_init(rd, 1);
   BIO_push(buf, sock);
-  SSL_set_bio(ssl, sock, buf);
+  // SSL_free frees both chains. Our buffer is the read-ahead.
+  SSL_set_bio(ssl, rd, buf);
+  SSL_set_read_ahead(ssl, 0);
   return true;
 }
 
@@ -200,32 +297,33 @@ void Fd::reset() {
 // ---------------------------------------------------------------- ByteQueue
 
 void ByteQueue::make_room() {
-  if (!buf_) buf_.reset(new uint8_t[cap_]);
+  if (!buf_) buf_.reset(new uint8_t[lead_ + cap_]);
   if (head_ == tail_) {
-    head_ = tail_ = 0;
-  } else if (tail_ == cap_ && head_ > 0) {
-    std::memmove(buf_.get(), buf_.get() + head_, tail_ - head_);
-    tail_ -= head_;
-    head_ = 0;
+    head_ = tail_ = lead_;
+  } else if (tail_ == lead_ + cap_ && head_ > lead_) {
+    std::memmove(buf_.get() + lead_, buf_.get() + head_, tail_ - head_);
+    tail_ -= head_ - lead_;
+    head_ = lead_;
   }
 }
 
 uint8_t* ByteQueue::tail(size_t* len) {
   make_room();
-  *len = cap_ - tail_;
+  *len = lead_ + cap_ - tail_;
   return buf_.get() + tail_;
 }
 
 void ByteQueue::append(const uint8_t* p, size_t n) {
   make_room();
-  if (cap_ - tail_ < n) {
-    // Grow: only `down` does, and the stream window bounds it.
+  if (lead_ + cap_ - tail_ < n) {
+    // Grow: `down` does (the stream window bounds it), and `up` for what
+    // Node read before the hand-over.
     size_t need = size() + n;
     size_t cap = std::max(cap_ * 2, need);
-    std::unique_ptr<uint8_t[]> b(new uint8_t[cap]);
-    std::memcpy(b.get(), buf_.get() + head_, size());
-    tail_ = size();
-    head_ = 0;
+    std::unique_ptr<uint8_t[]> b(new uint8_t[lead_ + cap]);
+    std::memcpy(b.get() + lead_, buf_.get() + head_, size());
+    tail_ = lead_ + size();
+    head_ = lead_;
     buf_ = std::move(b);
     cap_ = cap;
   }
@@ -235,21 +333,21 @@ void ByteQueue::append(const uint8_t* p, size_t n) {
 
 void ByteQueue::drop(size_t n) {
   head_ += n;
-  if (head_ == tail_) head_ = tail_ = 0;
+  if (head_ == tail_) head_ = tail_ = lead_;
 }
 
 // ---------------------------------------------------------------- Stream
 
 Stream::Stream(Worker* w, Session* s, OutboundRequest& req)
     : session(s), w_(w), id_(req.id), pod_(std::move(req.pod)),
-      up_(kUpBuffer), down_(16 * 1024) {
+      up_(kUpBuffer, kFrameHeader), down_(16 * 1024) {
   if (!req.initial.empty())
     up_.append(reinterpret_cast<const uint8_t*>(req.initial.data()), req.initial.size());
 }
 
 Stream::Stream(Worker* w, Session* s, uint32_t session_id, int32_t stream_id)
     : sid(stream_id), session(s), w_(w), id_(0), inbound_(true), session_id_(session_id),
-      up_(kUpBuffer), down_(16 * 1024) {}
+      up_(kUpBuffer, kFrameHeader), down_(16 * 1024) {}
 
 void Stream::Emit(EventKind kind, int status, const char* flag, std::string message) {
   Event e{id_, kind, status, flag, sent_, recv_, std::move(message)};
@@ -446,21 +544,18 @@ void Stream::OnClosed(uint32_t code) {
   MaybeFinish();
 }
 
-ssize_t Stream::ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags) {
+ssize_t Stream::ReadForPeer(size_t len, uint32_t* flags) {
   // No byte of the pod's before the peer's 200, as the JavaScript client.
   if (!opened_ || done_) {
     deferred_ = true;
     return NGHTTP2_ERR_DEFERRED;
   }
+  // Only sized here: the bytes stay in up_ until SendToPeer writes them
+  // (NO_COPY), which nghttp2 calls next for this frame, before any other
+  // frame is read; up_ is dropped from nowhere else.
   size_t n = std::min(len, up_.size());
-  if (n > 0) {
-    std::memcpy(buf, up_.data(), n);
-    up_.drop(n);
-    sent_ += n;
-    // Room again: read the pod (if it has not ended).
-    if (!pod_eof_ && !done_ && (mask_ & EPOLLIN) == 0) SetMask(mask_ | EPOLLIN);
-  }
-  if (up_.empty()) {
+  if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (n == up_.size()) {
     if (pod_eof_) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
     } else if (n == 0) {
@@ -469,6 +564,24 @@ ssize_t Stream::ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags) {
     }
   }
   return static_cast<ssize_t>(n);
+}
+
+int Stream::SendToPeer(const uint8_t* framehd, size_t len) {
+  if (session == nullptr || len > up_.size()) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  // The header goes in the bytes before the payload (up_'s lead; what is
+  // there was sent already): header and payload are one SSL_write, so a
+  // full frame is four full records and no payload byte is copied.
+  uint8_t* frame = up_.lead_data();
+  std::memcpy(frame, framehd, kFrameHeader);
+  bool blocked = false;
+  int rv = session->WriteFrame(frame, kFrameHeader + len, &blocked);
+  if (rv != 0) return rv;
+  up_.drop(len);
+  sent_ += len;
+  // Room again: read the pod (if it has not ended).
+  if (!pod_eof_ && !done_ && (mask_ & EPOLLIN) == 0) SetMask(mask_ | EPOLLIN);
+  // The socket is full: nghttp2 stops here, Flush resumes on EPOLLOUT.
+  return blocked ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 void Stream::ReadPod() {
@@ -963,45 +1076,50 @@ bool Session::DrainOut() {
   return true;
 }
 
+int Session::WriteFrame(const uint8_t* frame, size_t n, bool* blocked) {
+  if (state_ == kClosed) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  // Control frames gathered before this one go first; if the socket will
+  // not take them, nothing of this frame is taken (nghttp2 offers it again).
+  if (out_off_ < out_.size() && !DrainOut()) return state_ == kClosed ? NGHTTP2_ERR_CALLBACK_FAILURE : NGHTTP2_ERR_WOULDBLOCK;
+  out_.clear();
+  out_off_ = 0;
+  size_t w = 0;
+  int r = WriteTls(frame, n, &w);
+  if (r < 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  if (r == 0) {
+    // The frame counts as sent for nghttp2; its rest waits here (the same
+    // bytes, as OpenSSL requires of a retried write), bounded by one frame.
+    out_.assign(frame + w, frame + n);
+    *blocked = true;
+  }
+  return 0;
+}
+
 void Session::Flush() {
   dirty = false;
   if (state_ != kSettings && state_ != kReady) return;
-  // What the socket did not take last time goes first (the same bytes, as
-  // OpenSSL requires of a retried write; the buffer may move).
+  // What the socket did not take last time goes first.
   if (out_off_ < out_.size() && !DrainOut()) return;
   out_.clear();
   out_off_ = 0;
   for (;;) {
     const uint8_t* data = nullptr;
+    // DATA frames go out from WriteFrame inside this call (send_data);
+    // what comes back here is the rest: HEADERS, WINDOW_UPDATE, PING, ...,
+    // gathered to share records. 0 is also "paused" (the socket is full).
     ssize_t n = nghttp2_session_mem_send(h2, &data);
+    if (state_ == kClosed) return;
     if (n < 0) {
       Close("-", std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
       return;
     }
     if (n == 0) break;
-    size_t len = static_cast<size_t>(n);
-    if (len < kDirectWrite) {
-      // Small frames (HEADERS, WINDOW_UPDATE, PING, ...) share records.
-      out_.insert(out_.end(), data, data + len);
-      if (out_.size() >= kOutGather && !DrainOut()) return;
-      continue;
-    }
-    // A DATA frame: straight from nghttp2's buffer into TLS, after what was
-    // gathered before it; what the socket cannot take waits in out_.
-    if (!out_.empty() && !DrainOut()) {
-      if (state_ != kClosed) out_.insert(out_.end(), data, data + len);
-      return;
-    }
-    size_t w = 0;
-    int r = WriteTls(data, len, &w);
-    if (r < 0) return;
-    if (r == 0) {
-      out_.assign(data + w, data + len);
-      out_off_ = 0;
-      return;
-    }
+    out_.insert(out_.end(), data, data + n);
+    if (out_.size() >= kOutGather && !DrainOut()) return;
   }
-  if (!out_.empty() && !DrainOut()) return;
+  if (out_off_ < out_.size() && !DrainOut()) return;
+  out_.clear();
+  out_off_ = 0;
   if (out_.capacity() > 4 * kOutGather) out_.shrink_to_fit();
   // What the write buffer holds goes out now, in one write(2).
   ERR_clear_error();

@@ -35,13 +35,18 @@ class Handler {
 };
 
 // A byte queue with one allocation, made on first use; `cap` bounds it.
+// `lead` bytes are kept free before the data: the pod → peer queue writes an
+// HTTP/2 frame header there, so a DATA frame leaves as one contiguous
+// SSL_write with no copy of its payload (Stream::SendToPeer).
 class ByteQueue {
  public:
-  explicit ByteQueue(size_t cap) : cap_(cap) {}
+  explicit ByteQueue(size_t cap, size_t lead = 0) : cap_(cap), lead_(lead), head_(lead), tail_(lead) {}
   size_t size() const { return tail_ - head_; }
   bool empty() const { return head_ == tail_; }
   size_t room() const { return cap_ - size(); }
   const uint8_t* data() const { return buf_.get() + head_; }
+  // The data with the `lead` bytes before it, writable (empty: no buffer yet).
+  uint8_t* lead_data() { return buf_.get() + head_ - lead_; }
   // Space for up to room() bytes at the end; commit(n) after filling it.
   uint8_t* tail(size_t* len);
   void commit(size_t n) { tail_ += n; }
@@ -51,8 +56,9 @@ class ByteQueue {
  private:
   void make_room();
   size_t cap_;
+  size_t lead_;
   std::unique_ptr<uint8_t[]> buf_;
-  size_t head_ = 0, tail_ = 0;
+  size_t head_, tail_;
 };
 
 // One CONNECT tunnel: a pod socket and an HTTP/2 stream.
@@ -70,7 +76,10 @@ class Stream : public Handler {
   void OnData(const uint8_t* data, size_t len);
   void OnPeerEnd();
   void OnClosed(uint32_t error_code);
-  ssize_t ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags);
+  ssize_t ReadForPeer(size_t len, uint32_t* flags);
+  // nghttp2's send_data callback for the DATA frame ReadForPeer sized: the
+  // header and `len` bytes of up_ go to TLS in one write.
+  int SendToPeer(const uint8_t* framehd, size_t len);
   // The session is gone (error, GOAWAY past this stream, engine stop).
   void SessionGone(const std::string& why);
   // Inbound: one request header; false when the block is too large.
@@ -141,6 +150,11 @@ class Session : public Handler {
   // Ends the session now: every stream on it ends with `why`.
   void Close(const char* flag, const std::string& why);
   void Flush();
+  // One whole DATA frame (header included), from nghttp2's send_data
+  // callback: 0 when taken (what the socket did not take waits in out_, and
+  // *blocked is set), NGHTTP2_ERR_WOULDBLOCK when nothing could be (earlier
+  // output still waits), NGHTTP2_ERR_CALLBACK_FAILURE when the session closed.
+  int WriteFrame(const uint8_t* frame, size_t n, bool* blocked);
   void Tick(uint64_t now);
   void MarkDirty();
   bool Finished() const;

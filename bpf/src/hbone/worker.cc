@@ -482,27 +482,75 @@ void Stream::OnData(const uint8_t* data, size_t len) {
     nghttp2_session_consume(session->h2, sid, len);
     return;
   }
-  // Gathered, and written once at the end of the session's read pass
-  // (FlushPod): one write(2) for the records of one read, not one per frame.
-  // The windows are given back as the pod socket takes the bytes.
-  down_.append(data, len);
+  // Gathered, and written once at the end of the session's read batch
+  // (FlushPod): one writev(2) for the records of one batch, not one per
+  // frame. While nothing older waits, only the place is kept: the bytes are
+  // in the worker's read buffer until FlushPod, which copies what the pod
+  // did not take. The windows are given back as the pod socket takes them.
+  if (down_.empty() && iov_.size() < kMaxIov) {
+    iov_.push_back({const_cast<uint8_t*>(data), len});
+    iov_bytes_ += len;
+  } else {
+    KeepIov();
+    down_.append(data, len);
+  }
   if (!queued_) {
     queued_ = true;
     session->QueuePodWrite(this);
   }
 }
 
+void Stream::KeepIov() {
+  for (const iovec& v : iov_) down_.append(static_cast<const uint8_t*>(v.iov_base), v.iov_len);
+  iov_.clear();
+  iov_bytes_ = 0;
+}
+
 void Stream::FlushPod() {
   queued_ = false;
-  if (dead || done_ || !opened_) return;
-  WritePod();
-  if (!done_ && !down_.empty()) SetMask(mask_ | EPOLLOUT);
+  if (dead || done_ || !opened_) {
+    iov_.clear();  // dropped (DropDown) with the stream's end
+    iov_bytes_ = 0;
+    return;
+  }
+  size_t i = 0;
+  while (i < iov_.size()) {
+    ssize_t n = writev(pod_.get(), iov_.data() + i, static_cast<int>(iov_.size() - i));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n < 0) {
+      Abort(Errno("write to the pod", errno));
+      return;
+    }
+    size_t k = static_cast<size_t>(n);
+    recv_ += k;
+    iov_bytes_ -= k;
+    if (session != nullptr) {
+      nghttp2_session_consume(session->h2, sid, k);
+      session->MarkDirty();
+    }
+    while (k > 0 && i < iov_.size()) {
+      size_t m = std::min(k, iov_[i].iov_len);
+      iov_[i].iov_base = static_cast<uint8_t*>(iov_[i].iov_base) + m;
+      iov_[i].iov_len -= m;
+      k -= m;
+      if (iov_[i].iov_len == 0) i++;
+    }
+  }
+  // What the pod did not take is copied before the read buffer is reused.
+  iov_.erase(iov_.begin(), iov_.begin() + static_cast<std::ptrdiff_t>(i));
+  KeepIov();
+  if (!down_.empty()) {
+    SetMask(mask_ | EPOLLOUT);
+    return;
+  }
+  WritePod();  // nothing left: the half-close and the end, if due
 }
 
 void Stream::OnPeerEnd() {
   if (done_) return;
   peer_end_ = true;
-  if (down_.empty() && opened_ && !pod_shut_) {
+  if (down_.empty() && iov_.empty() && opened_ && !pod_shut_) {
     shutdown(pod_.get(), SHUT_WR);
     pod_shut_ = true;
   }
@@ -514,7 +562,8 @@ void Stream::OnClosed(uint32_t code) {
   // window; the stream's own window no longer matters, the connection's
   // does (unreturned, it would shrink for every stream that ends this way
   // until the pooled connection stalls).
-  if (!down_.empty() && session != nullptr) nghttp2_session_consume_connection(session->h2, down_.size());
+  size_t waiting = down_.size() + iov_bytes_;
+  if (waiting > 0 && session != nullptr) nghttp2_session_consume_connection(session->h2, waiting);
   h2_closed_ = true;
   session = nullptr;
   if (done_) {
@@ -664,7 +713,7 @@ void Stream::MaybeFinish() {
   if (done_ || !opened_) return;
   // Both ways through: the HTTP/2 stream closed cleanly (our END_STREAM sent
   // after the pod's EOF, the peer's received) and the pod took everything.
-  if (h2_closed_ && down_.empty()) {
+  if (h2_closed_ && down_.empty() && iov_.empty()) {
     if (!pod_shut_) {
       shutdown(pod_.get(), SHUT_WR);
       pod_shut_ = true;
@@ -693,8 +742,11 @@ void Stream::Abort(const std::string& why) {
 
 void Stream::DropDown() {
   // Bytes for the pod that will never be written: returned to the windows.
-  if (!down_.empty() && session != nullptr && !h2_closed_) nghttp2_session_consume(session->h2, sid, down_.size());
+  size_t waiting = down_.size() + iov_bytes_;
+  if (waiting > 0 && session != nullptr && !h2_closed_) nghttp2_session_consume(session->h2, sid, waiting);
   down_.drop(down_.size());
+  iov_.clear();
+  iov_bytes_ = 0;
 }
 
 void Stream::Finish(const std::string& error) {
@@ -927,32 +979,47 @@ void Session::StartH2() {
 void Session::ReadTls() {
   uint8_t* buf = w_->read_buf();
   for (;;) {
-    ERR_clear_error();
-    int n = SSL_read(ssl_, buf, static_cast<int>(Worker::kReadBuf));
-    if (n > 0) {
-      ssize_t rv = nghttp2_session_mem_recv(h2, buf, static_cast<size_t>(n));
+    // One SSL_read gives one record at most: fill the buffer with as many
+    // as there are, then one mem_recv and one write per pod for the batch.
+    size_t got = 0;
+    int n = 0;
+    while (got < Worker::kReadBuf) {
+      ERR_clear_error();
+      n = SSL_read(ssl_, buf + got, static_cast<int>(Worker::kReadBuf - got));
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    // SSL_get_error reads the error queue and errno: taken before mem_recv
+    // and the pod writes can change either.
+    int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl_, n);
+    int saved_errno = errno;
+    unsigned long queued = err == SSL_ERROR_NONE ? 0 : ERR_peek_error();
+    std::string why;
+    if (err == SSL_ERROR_SSL || err == SSL_ERROR_SYSCALL) why = OpensslError("TLS read");
+    if (got > 0) {
+      ssize_t rv = nghttp2_session_mem_recv(h2, buf, got);
       if (rv < 0) {
         Close("-", std::string("HTTP/2 error from ") + Target() + ": " + nghttp2_strerror(static_cast<int>(rv)));
         return;
       }
-      continue;
+      // The streams' bytes point into buf: written (or copied) before the
+      // next batch reuses it.
+      for (size_t i = 0; i < to_write_.size(); i++) to_write_[i]->FlushPod();
+      to_write_.clear();
+      if (state_ == kClosed) return;
     }
-    int err = SSL_get_error(ssl_, n);
+    if (err == SSL_ERROR_NONE) continue;  // the buffer filled: there may be more
     if (err == SSL_ERROR_WANT_READ) break;
     if (err == SSL_ERROR_WANT_WRITE) break;  // renegotiation is off; a key update
-    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && queued == 0 && saved_errno == 0)) {
       Close(state_ == kReady ? "-" : "H2_HANDSHAKE_FAILURE",
             Target() + " closed the connection" + (state_ == kReady ? "" : " before its SETTINGS (did it reject our certificate?)"));
       return;
     }
-    std::string why = OpensslError("TLS read");
-    if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
+    if (err == SSL_ERROR_SYSCALL && saved_errno != 0) why += std::string(": ") + std::strerror(saved_errno);
     Close(state_ == kReady ? "-" : "H2_HANDSHAKE_FAILURE", why + " (" + Target() + ")");
     return;
   }
-  // What the pass gathered for each stream's pod, in one write each.
-  for (size_t i = 0; i < to_write_.size(); i++) to_write_[i]->FlushPod();
-  to_write_.clear();
   if (became_ready_) {
     became_ready_ = false;
     w_->OnSessionReady(this);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <nghttp2/nghttp2.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <deque>
@@ -94,6 +95,9 @@ class Stream : public Handler {
   // Writes what the session's read pass gathered for the pod.
   void FlushPod();
   void Unqueue() { queued_ = false; }
+  // Chunks kept as places in the worker's read buffer (OnData) before a
+  // FlushPod copies them; more than this and they go to down_ at once.
+  static constexpr size_t kMaxIov = 64;
 
   int32_t sid = -1;
   Session* session;  // nullptr once the HTTP/2 stream is closed
@@ -106,6 +110,8 @@ class Stream : public Handler {
   void MaybeFinish();
   void Finish(const std::string& error);
   void DropDown();
+  // Copies the places in iov_ into down_ (they go before any later byte).
+  void KeepIov();
   void Emit(EventKind kind, int status, const char* flag, std::string message);
 
   Worker* w_;
@@ -119,6 +125,10 @@ class Stream : public Handler {
   bool registered_ = false;
   ByteQueue up_;    // pod → peer, waiting for the stream's send window
   ByteQueue down_;  // peer → pod, waiting for the pod socket
+  // Peer → pod of the current read batch, still in the worker's read
+  // buffer (only while down_ is empty; FlushPod empties it).
+  std::vector<iovec> iov_;
+  size_t iov_bytes_ = 0;
   int status_ = 0;
   bool opened_ = false, done_ = false;
   bool pod_eof_ = false, pod_shut_ = false, peer_end_ = false;
@@ -238,7 +248,7 @@ class Worker {
   void AddStream(Stream* s);
   int MakeUpstreamSocket(const OutboundRequest& r, std::string* err);
   uint8_t* read_buf() { return read_buf_.get(); }
-  static constexpr size_t kReadBuf = 64 * 1024;
+  static constexpr size_t kReadBuf = 256 * 1024;
 
  private:
   void Run();

@@ -118,7 +118,7 @@ try {
       cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port: hbonePort }, authority: `127.0.0.1:${upPort}`,
     });
     const m = await next();
-    if (m.error !== undefined) throw new Error(`rep ${i}: ${String(m.error)}`);
+    if (m.error !== undefined) throw new Error(`rep ${i}: ${JSON.stringify(m.error)}`);
     await (await tunnel).done;
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     const cpu = (engineNs() - ns0) / 1e9;

@@ -210,7 +210,12 @@ int ReadAheadRead(BIO* b, char* out, int len) {
     if (!r->buf) r->buf.reset(new uint8_t[kReadAhead]);
     r->head = r->tail = 0;
     ssize_t n;
-    do n = read(r->fd, r->buf.get(), kReadAhead); while (n < 0 && errno == EINTR);
+    // errno cleared first, as BIO_s_socket does: an EOF (0) then leaves 0,
+    // which ReadTls reads as "closed the connection".
+    do {
+      errno = 0;
+      n = read(r->fd, r->buf.get(), kReadAhead);
+    } while (n < 0 && errno == EINTR);
     // As BIO_s_socket: EAGAIN is a retry, 0 is EOF (BIO_eof), else an error
     // with errno left for the caller's message.
     if (n < 0) {

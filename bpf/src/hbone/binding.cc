@@ -147,30 +147,50 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
       if (!e || env == nullptr) return;
       std::vector<Event> events = e->TakeEvents();
       if (events.empty()) return;
-      Napi::Array arr = Napi::Array::New(env, events.size());
-      for (size_t i = 0; i < events.size(); i++) {
-        const Event& ev = events[i];
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("id", ev.id);
-        o.Set("kind", KindName(ev.kind));
-        o.Set("status", ev.status);
-        o.Set("flag", ev.flag);
-        o.Set("sent", static_cast<double>(ev.sent));
-        o.Set("recv", static_cast<double>(ev.recv));
-        o.Set("message", ev.message);
-        o.Set("session", ev.session);
-        o.Set("stream", ev.stream);
-        Napi::Array fields = Napi::Array::New(env, ev.fields.size());
-        for (size_t j = 0; j < ev.fields.size(); j++) fields.Set(j, ev.fields[j]);
-        o.Set("fields", fields);
-        arr.Set(i, o);
+      // This runs from libuv, outside any JS frame: a C++ exception escaping
+      // it is std::terminate. Building the array throws Napi::Error when the
+      // environment can no longer run JS (teardown at exit, after
+      // process.exit or a worker's terminate): the events then have no one
+      // to hear them and are dropped.
+      Napi::Array arr;
+      try {
+        arr = EventsArray(env, events);
+      } catch (const Napi::Error&) {
+        return;
       }
       try {
         fn.Call({arr});
       } catch (const Napi::Error& err) {
-        napi_fatal_exception(env, err.Value());
+        // The handler threw: uncaught, as if it had run from JS. Reading
+        // the error can itself fail in teardown; nothing to report then.
+        try {
+          napi_fatal_exception(env, err.Value());
+        } catch (const Napi::Error&) {
+        }
       }
     });
+  }
+
+  static Napi::Array EventsArray(Napi::Env env, const std::vector<Event>& events) {
+    Napi::Array arr = Napi::Array::New(env, events.size());
+    for (size_t i = 0; i < events.size(); i++) {
+      const Event& ev = events[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("id", ev.id);
+      o.Set("kind", KindName(ev.kind));
+      o.Set("status", ev.status);
+      o.Set("flag", ev.flag);
+      o.Set("sent", static_cast<double>(ev.sent));
+      o.Set("recv", static_cast<double>(ev.recv));
+      o.Set("message", ev.message);
+      o.Set("session", ev.session);
+      o.Set("stream", ev.stream);
+      Napi::Array fields = Napi::Array::New(env, ev.fields.size());
+      for (size_t j = 0; j < ev.fields.size(); j++) fields.Set(j, ev.fields[j]);
+      o.Set("fields", fields);
+      arr.Set(i, o);
+    }
+    return arr;
   }
 
   void Shutdown() {

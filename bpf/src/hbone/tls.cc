@@ -92,11 +92,8 @@ SSL_CTX* MakeContext(bool server, const std::string& chain_pem,
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    // Read what the socket has, not one record header then its body: half
-    // the read(2) calls under load.
-    SSL_CTX_set_read_ahead(ctx, 1);
-    // And up to four full records per read(2), as the peer's flushes write them.
-    SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024 + 512);
+    // No read-ahead here: a session's socket has its own (worker.cc,
+    // AttachSocket), and kTLS wants none (ktls.cc).
 
     // The leaf, then its intermediates.
     Bio chain = MemBio(chain_pem);

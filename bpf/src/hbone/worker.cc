@@ -32,12 +32,20 @@ constexpr int32_t kConnectionWindow = 16 * 1024 * 1024;
 constexpr uint32_t kMaxFrame = 1024 * 1024;
 constexpr uint32_t kMaxHeaderList = 16 * 1024;
 constexpr uint32_t kServerMaxConcurrentStreams = 200;
+// An HTTP/2 frame header (RFC 9113 §4.1).
+constexpr size_t kFrameHeader = 9;
+// TLS 1.3's largest record payload (OpenSSL's default max_send_fragment).
+constexpr size_t kRecord = 16 * 1024;
 // Pod → peer bytes held per stream while the peer's window is shut. Small:
-// it is per stream, and the stream window behind it is 4 MiB.
-constexpr size_t kUpBuffer = 64 * 1024;
-// Gather this much HTTP/2 output before one SSL_write.
+// it is per stream, and the stream window behind it is 4 MiB. Sized so that
+// a full DATA frame, header included, is exactly four full TLS records.
+constexpr size_t kUpBuffer = 4 * kRecord - kFrameHeader;
+// Gather this much HTTP/2 output (control frames, small DATA) before one
+// SSL_write.
 constexpr size_t kOutGather = 64 * 1024;
-// A frame this large (DATA) goes to SSL_write from nghttp2's own buffer.
+// DATA frames smaller than this are gathered with the rest: many streams'
+// small frames (requests and responses) share records instead of one
+// record each. Larger ones go to SSL_write from the stream's buffer.
 constexpr size_t kDirectWrite = 4096;
 
 uint64_t NowMs() {
@@ -64,6 +72,13 @@ std::string AddrText(const sockaddr_storage& ss) {
   out.append("]:");
   out.append(std::to_string(ntohs(sin6->sin6_port)));
   return out;
+}
+
+// Before each SSL call, so SSL_get_error sees only its errors. Cleared only
+// when there is something: ERR_clear_error walks every slot of the queue,
+// and per record that was a few percent of the engine's time.
+inline void ClearErrors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
 }
 
 Session* SessionOf(void* user) { return static_cast<Session*>(user); }
@@ -126,9 +141,25 @@ int OnStreamClose(nghttp2_session*, int32_t sid, uint32_t code, void* user) {
   return 0;
 }
 
-ssize_t ReadData(nghttp2_session*, int32_t, uint8_t* buf, size_t len,
+ssize_t ReadData(nghttp2_session*, int32_t, uint8_t*, size_t len,
                  uint32_t* flags, nghttp2_data_source* src, void*) {
-  return static_cast<Stream*>(src->ptr)->ReadForPeer(buf, len, flags);
+  return static_cast<Stream*>(src->ptr)->ReadForPeer(len, flags);
+}
+
+int SendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t len,
+             nghttp2_data_source* src, void*) {
+  // No padding is ever asked for (no select_padding callback).
+  if (frame->data.padlen != 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  return static_cast<Stream*>(src->ptr)->SendToPeer(framehd, len);
+}
+
+ssize_t DataLength(nghttp2_session*, uint8_t, int32_t, int32_t, int32_t,
+                   uint32_t remote_max_frame_size, void*) {
+  // DATA frames as large as the peer allows, up to what a stream buffers:
+  // per frame, nghttp2's work and the one TLS record that is not full are
+  // paid once per 64 KiB instead of once per 16 KiB. nghttp2 clamps this to
+  // the windows.
+  return static_cast<ssize_t>(std::min<size_t>(remote_max_frame_size, kUpBuffer));
 }
 
 nghttp2_session_callbacks* Callbacks() {
@@ -140,6 +171,8 @@ nghttp2_session_callbacks* Callbacks() {
     nghttp2_session_callbacks_set_on_frame_recv_callback(c, OnFrameRecv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, OnDataChunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(c, OnStreamClose);
+    nghttp2_session_callbacks_set_send_data_callback(c, SendData);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(c, DataLength);
     return c;
   }();
   return cbs;
@@ -156,25 +189,106 @@ nghttp2_option* Options(uint32_t max_streams) {
   return o;
 }
 
-// The TLS socket's BIOs: reads straight from the socket; writes through a
-// buffer that Session::Flush empties once per pass, so a flush of 64 KiB of
-// HTTP/2 is one write(2) of four records, not four: one skb through the
-// stack (netfilter, veth, the peer's receive path) instead of four.
-constexpr int kWriteBuffer = static_cast<int>(kOutGather) + 16 * 1024 + 512;
+// The TLS socket's read side: one read(2) of up to kReadAhead into a buffer
+// of the session's, from which OpenSSL (read-ahead off) takes each record's
+// header and body with a memcpy. Read-ahead on a socket BIO reads as much
+// per read(2), but OpenSSL then moves what is left of its buffer to the
+// front before every record: more than a record's worth of memmove per record.
+constexpr size_t kReadAhead = 128 * 1024;
+
+struct ReadAhead {
+  int fd;
+  size_t head = 0, tail = 0;
+  std::unique_ptr<uint8_t[]> buf;  // made on the first read
+};
+
+int ReadAheadRead(BIO* b, char* out, int len) {
+  auto* r = static_cast<ReadAhead*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  if (len <= 0) return 0;
+  if (r->head == r->tail) {
+    if (!r->buf) r->buf.reset(new uint8_t[kReadAhead]);
+    r->head = r->tail = 0;
+    ssize_t n;
+    // errno cleared first, as BIO_s_socket does: an EOF (0) then leaves 0,
+    // which ReadTls reads as "closed the connection".
+    do {
+      errno = 0;
+      n = read(r->fd, r->buf.get(), kReadAhead);
+    } while (n < 0 && errno == EINTR);
+    // As BIO_s_socket: EAGAIN is a retry, 0 is EOF (BIO_eof), else an error
+    // with errno left for the caller's message.
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(b);
+      return -1;
+    }
+    if (n == 0) {
+      BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+      return 0;
+    }
+    r->tail = static_cast<size_t>(n);
+  }
+  size_t k = std::min(static_cast<size_t>(len), r->tail - r->head);
+  std::memcpy(out, r->buf.get() + r->head, k);
+  r->head += k;
+  return static_cast<int>(k);
+}
+
+long ReadAheadCtrl(BIO* b, int cmd, long, void*) {
+  auto* r = static_cast<ReadAhead*>(BIO_get_data(b));
+  switch (cmd) {
+    case BIO_CTRL_EOF:
+      return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
+    case BIO_CTRL_PENDING:
+      return r == nullptr ? 0 : static_cast<long>(r->tail - r->head);
+    case BIO_CTRL_FLUSH:
+      return 1;
+    default:
+      return 0;  // no kTLS, no other controls: as an unsupported ctrl
+  }
+}
+
+int ReadAheadDestroy(BIO* b) {
+  delete static_cast<ReadAhead*>(BIO_get_data(b));
+  BIO_set_data(b, nullptr);
+  return 1;
+}
+
+const BIO_METHOD* ReadAheadMethod() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "skein read-ahead");
+    if (bm == nullptr || BIO_meth_set_read(bm, ReadAheadRead) != 1 ||
+        BIO_meth_set_ctrl(bm, ReadAheadCtrl) != 1 || BIO_meth_set_destroy(bm, ReadAheadDestroy) != 1)
+      std::abort();
+    return bm;
+  }();
+  return m;
+}
+
+// The write side goes through a buffer that Session::Flush empties once per
+// pass, so a flush of 64 KiB of HTTP/2 is one write(2) of four records, not
+// four: one skb through the stack (netfilter, veth, the peer's receive path)
+// instead of four.
+constexpr int kWriteBuffer = static_cast<int>(2 * kOutGather + 1024);
 
 bool AttachSocket(SSL* ssl, int fd) {
+  BIO* rd = BIO_new(ReadAheadMethod());
   BIO* sock = BIO_new_socket(fd, BIO_NOCLOSE);
   BIO* buf = BIO_new(BIO_f_buffer());
-  if (sock == nullptr || buf == nullptr || BIO_set_write_buffer_size(buf, kWriteBuffer) != 1 ||
-      BIO_up_ref(sock) != 1) {
+  if (rd == nullptr || sock == nullptr || buf == nullptr || BIO_set_write_buffer_size(buf, kWriteBuffer) != 1) {
+    BIO_free(rd);
     BIO_free(sock);
     BIO_free(buf);
     return false;
   }
-  // One reference for the read side, one for the write chain: SSL_free
-  // frees both.
+  auto* r = new ReadAhead();
+  r->fd = fd;
+  BIO_set_data(rd, r);
+  BIO_set_init(rd, 1);
   BIO_push(buf, sock);
-  SSL_set_bio(ssl, sock, buf);
+  // SSL_free frees both chains. Our buffer is the read-ahead.
+  SSL_set_bio(ssl, rd, buf);
+  SSL_set_read_ahead(ssl, 0);
   return true;
 }
 
@@ -200,32 +314,33 @@ void Fd::reset() {
 // ---------------------------------------------------------------- ByteQueue
 
 void ByteQueue::make_room() {
-  if (!buf_) buf_.reset(new uint8_t[cap_]);
+  if (!buf_) buf_.reset(new uint8_t[lead_ + cap_]);
   if (head_ == tail_) {
-    head_ = tail_ = 0;
-  } else if (tail_ == cap_ && head_ > 0) {
-    std::memmove(buf_.get(), buf_.get() + head_, tail_ - head_);
-    tail_ -= head_;
-    head_ = 0;
+    head_ = tail_ = lead_;
+  } else if (tail_ == lead_ + cap_ && head_ > lead_) {
+    std::memmove(buf_.get() + lead_, buf_.get() + head_, tail_ - head_);
+    tail_ -= head_ - lead_;
+    head_ = lead_;
   }
 }
 
 uint8_t* ByteQueue::tail(size_t* len) {
   make_room();
-  *len = cap_ - tail_;
+  *len = lead_ + cap_ - tail_;
   return buf_.get() + tail_;
 }
 
 void ByteQueue::append(const uint8_t* p, size_t n) {
   make_room();
-  if (cap_ - tail_ < n) {
-    // Grow: only `down` does, and the stream window bounds it.
+  if (lead_ + cap_ - tail_ < n) {
+    // Grow: `down` does (the stream window bounds it), and `up` for what
+    // Node read before the hand-over.
     size_t need = size() + n;
     size_t cap = std::max(cap_ * 2, need);
-    std::unique_ptr<uint8_t[]> b(new uint8_t[cap]);
-    std::memcpy(b.get(), buf_.get() + head_, size());
-    tail_ = size();
-    head_ = 0;
+    std::unique_ptr<uint8_t[]> b(new uint8_t[lead_ + cap]);
+    std::memcpy(b.get() + lead_, buf_.get() + head_, size());
+    tail_ = lead_ + size();
+    head_ = lead_;
     buf_ = std::move(b);
     cap_ = cap;
   }
@@ -235,21 +350,21 @@ void ByteQueue::append(const uint8_t* p, size_t n) {
 
 void ByteQueue::drop(size_t n) {
   head_ += n;
-  if (head_ == tail_) head_ = tail_ = 0;
+  if (head_ == tail_) head_ = tail_ = lead_;
 }
 
 // ---------------------------------------------------------------- Stream
 
 Stream::Stream(Worker* w, Session* s, OutboundRequest& req)
     : session(s), w_(w), id_(req.id), pod_(std::move(req.pod)),
-      up_(kUpBuffer), down_(16 * 1024) {
+      up_(kUpBuffer, kFrameHeader), down_(16 * 1024) {
   if (!req.initial.empty())
     up_.append(reinterpret_cast<const uint8_t*>(req.initial.data()), req.initial.size());
 }
 
 Stream::Stream(Worker* w, Session* s, uint32_t session_id, int32_t stream_id)
     : sid(stream_id), session(s), w_(w), id_(0), inbound_(true), session_id_(session_id),
-      up_(kUpBuffer), down_(16 * 1024) {}
+      up_(kUpBuffer, kFrameHeader), down_(16 * 1024) {}
 
 void Stream::Emit(EventKind kind, int status, const char* flag, std::string message) {
   Event e{id_, kind, status, flag, sent_, recv_, std::move(message)};
@@ -384,27 +499,75 @@ void Stream::OnData(const uint8_t* data, size_t len) {
     nghttp2_session_consume(session->h2, sid, len);
     return;
   }
-  // Gathered, and written once at the end of the session's read pass
-  // (FlushPod): one write(2) for the records of one read, not one per frame.
-  // The windows are given back as the pod socket takes the bytes.
-  down_.append(data, len);
+  // Gathered, and written once at the end of the session's read batch
+  // (FlushPod): one writev(2) for the records of one batch, not one per
+  // frame. While nothing older waits, only the place is kept: the bytes are
+  // in the worker's read buffer until FlushPod, which copies what the pod
+  // did not take. The windows are given back as the pod socket takes them.
+  if (down_.empty() && iov_.size() < kMaxIov) {
+    iov_.push_back({const_cast<uint8_t*>(data), len});
+    iov_bytes_ += len;
+  } else {
+    KeepIov();
+    down_.append(data, len);
+  }
   if (!queued_) {
     queued_ = true;
     session->QueuePodWrite(this);
   }
 }
 
+void Stream::KeepIov() {
+  for (const iovec& v : iov_) down_.append(static_cast<const uint8_t*>(v.iov_base), v.iov_len);
+  iov_.clear();
+  iov_bytes_ = 0;
+}
+
 void Stream::FlushPod() {
   queued_ = false;
-  if (dead || done_ || !opened_) return;
-  WritePod();
-  if (!done_ && !down_.empty()) SetMask(mask_ | EPOLLOUT);
+  if (dead || done_ || !opened_) {
+    iov_.clear();  // dropped (DropDown) with the stream's end
+    iov_bytes_ = 0;
+    return;
+  }
+  size_t i = 0;
+  while (i < iov_.size()) {
+    ssize_t n = writev(pod_.get(), iov_.data() + i, static_cast<int>(iov_.size() - i));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n < 0) {
+      Abort(Errno("write to the pod", errno));
+      return;
+    }
+    size_t k = static_cast<size_t>(n);
+    recv_ += k;
+    iov_bytes_ -= k;
+    if (session != nullptr) {
+      nghttp2_session_consume(session->h2, sid, k);
+      session->MarkDirty();
+    }
+    while (k > 0 && i < iov_.size()) {
+      size_t m = std::min(k, iov_[i].iov_len);
+      iov_[i].iov_base = static_cast<uint8_t*>(iov_[i].iov_base) + m;
+      iov_[i].iov_len -= m;
+      k -= m;
+      if (iov_[i].iov_len == 0) i++;
+    }
+  }
+  // What the pod did not take is copied before the read buffer is reused.
+  iov_.erase(iov_.begin(), iov_.begin() + static_cast<std::ptrdiff_t>(i));
+  KeepIov();
+  if (!down_.empty()) {
+    SetMask(mask_ | EPOLLOUT);
+    return;
+  }
+  WritePod();  // nothing left: the half-close and the end, if due
 }
 
 void Stream::OnPeerEnd() {
   if (done_) return;
   peer_end_ = true;
-  if (down_.empty() && opened_ && !pod_shut_) {
+  if (down_.empty() && iov_.empty() && opened_ && !pod_shut_) {
     shutdown(pod_.get(), SHUT_WR);
     pod_shut_ = true;
   }
@@ -416,7 +579,8 @@ void Stream::OnClosed(uint32_t code) {
   // window; the stream's own window no longer matters, the connection's
   // does (unreturned, it would shrink for every stream that ends this way
   // until the pooled connection stalls).
-  if (!down_.empty() && session != nullptr) nghttp2_session_consume_connection(session->h2, down_.size());
+  size_t waiting = down_.size() + iov_bytes_;
+  if (waiting > 0 && session != nullptr) nghttp2_session_consume_connection(session->h2, waiting);
   h2_closed_ = true;
   session = nullptr;
   if (done_) {
@@ -446,21 +610,18 @@ void Stream::OnClosed(uint32_t code) {
   MaybeFinish();
 }
 
-ssize_t Stream::ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags) {
+ssize_t Stream::ReadForPeer(size_t len, uint32_t* flags) {
   // No byte of the pod's before the peer's 200, as the JavaScript client.
   if (!opened_ || done_) {
     deferred_ = true;
     return NGHTTP2_ERR_DEFERRED;
   }
+  // Only sized here: the bytes stay in up_ until SendToPeer writes them
+  // (NO_COPY), which nghttp2 calls next for this frame, before any other
+  // frame is read; up_ is dropped from nowhere else.
   size_t n = std::min(len, up_.size());
-  if (n > 0) {
-    std::memcpy(buf, up_.data(), n);
-    up_.drop(n);
-    sent_ += n;
-    // Room again: read the pod (if it has not ended).
-    if (!pod_eof_ && !done_ && (mask_ & EPOLLIN) == 0) SetMask(mask_ | EPOLLIN);
-  }
-  if (up_.empty()) {
+  if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (n == up_.size()) {
     if (pod_eof_) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
     } else if (n == 0) {
@@ -469,6 +630,24 @@ ssize_t Stream::ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags) {
     }
   }
   return static_cast<ssize_t>(n);
+}
+
+int Stream::SendToPeer(const uint8_t* framehd, size_t len) {
+  if (session == nullptr || len > up_.size()) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  // The header goes in the bytes before the payload (up_'s lead; what is
+  // there was sent already): header and payload are one SSL_write, so a
+  // full frame is four full records and no payload byte is copied.
+  uint8_t* frame = up_.lead_data();
+  std::memcpy(frame, framehd, kFrameHeader);
+  bool blocked = false;
+  int rv = session->WriteFrame(frame, kFrameHeader + len, &blocked);
+  if (rv != 0) return rv;
+  up_.drop(len);
+  sent_ += len;
+  // Room again: read the pod (if it has not ended).
+  if (!pod_eof_ && !done_ && (mask_ & EPOLLIN) == 0) SetMask(mask_ | EPOLLIN);
+  // The socket is full: nghttp2 stops here, Flush resumes on EPOLLOUT.
+  return blocked ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 void Stream::ReadPod() {
@@ -551,7 +730,7 @@ void Stream::MaybeFinish() {
   if (done_ || !opened_) return;
   // Both ways through: the HTTP/2 stream closed cleanly (our END_STREAM sent
   // after the pod's EOF, the peer's received) and the pod took everything.
-  if (h2_closed_ && down_.empty()) {
+  if (h2_closed_ && down_.empty() && iov_.empty()) {
     if (!pod_shut_) {
       shutdown(pod_.get(), SHUT_WR);
       pod_shut_ = true;
@@ -580,8 +759,11 @@ void Stream::Abort(const std::string& why) {
 
 void Stream::DropDown() {
   // Bytes for the pod that will never be written: returned to the windows.
-  if (!down_.empty() && session != nullptr && !h2_closed_) nghttp2_session_consume(session->h2, sid, down_.size());
+  size_t waiting = down_.size() + iov_bytes_;
+  if (waiting > 0 && session != nullptr && !h2_closed_) nghttp2_session_consume(session->h2, sid, waiting);
   down_.drop(down_.size());
+  iov_.clear();
+  iov_bytes_ = 0;
 }
 
 void Stream::Finish(const std::string& error) {
@@ -735,7 +917,7 @@ void Session::OnEvents(uint32_t events) {
 }
 
 void Session::Handshake() {
-  ERR_clear_error();
+  ClearErrors();
   int rc = SSL_do_handshake(ssl_);
   if (rc == 1 && server_) {
     std::string peer;
@@ -814,32 +996,47 @@ void Session::StartH2() {
 void Session::ReadTls() {
   uint8_t* buf = w_->read_buf();
   for (;;) {
-    ERR_clear_error();
-    int n = SSL_read(ssl_, buf, static_cast<int>(Worker::kReadBuf));
-    if (n > 0) {
-      ssize_t rv = nghttp2_session_mem_recv(h2, buf, static_cast<size_t>(n));
+    // One SSL_read gives one record at most: fill the buffer with as many
+    // as there are, then one mem_recv and one write per pod for the batch.
+    size_t got = 0;
+    int n = 0;
+    while (got < Worker::kReadBuf) {
+      ClearErrors();
+      n = SSL_read(ssl_, buf + got, static_cast<int>(Worker::kReadBuf - got));
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    // SSL_get_error reads the error queue and errno: taken before mem_recv
+    // and the pod writes can change either.
+    int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl_, n);
+    int saved_errno = errno;
+    unsigned long queued = err == SSL_ERROR_NONE ? 0 : ERR_peek_error();
+    std::string why;
+    if (err == SSL_ERROR_SSL || err == SSL_ERROR_SYSCALL) why = OpensslError("TLS read");
+    if (got > 0) {
+      ssize_t rv = nghttp2_session_mem_recv(h2, buf, got);
       if (rv < 0) {
         Close("-", std::string("HTTP/2 error from ") + Target() + ": " + nghttp2_strerror(static_cast<int>(rv)));
         return;
       }
-      continue;
+      // The streams' bytes point into buf: written (or copied) before the
+      // next batch reuses it.
+      for (size_t i = 0; i < to_write_.size(); i++) to_write_[i]->FlushPod();
+      to_write_.clear();
+      if (state_ == kClosed) return;
     }
-    int err = SSL_get_error(ssl_, n);
+    if (err == SSL_ERROR_NONE) continue;  // the buffer filled: there may be more
     if (err == SSL_ERROR_WANT_READ) break;
     if (err == SSL_ERROR_WANT_WRITE) break;  // renegotiation is off; a key update
-    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && queued == 0 && saved_errno == 0)) {
       Close(state_ == kReady ? "-" : "H2_HANDSHAKE_FAILURE",
             Target() + " closed the connection" + (state_ == kReady ? "" : " before its SETTINGS (did it reject our certificate?)"));
       return;
     }
-    std::string why = OpensslError("TLS read");
-    if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
+    if (err == SSL_ERROR_SYSCALL && saved_errno != 0) why += std::string(": ") + std::strerror(saved_errno);
     Close(state_ == kReady ? "-" : "H2_HANDSHAKE_FAILURE", why + " (" + Target() + ")");
     return;
   }
-  // What the pass gathered for each stream's pod, in one write each.
-  for (size_t i = 0; i < to_write_.size(); i++) to_write_[i]->FlushPod();
-  to_write_.clear();
   if (became_ready_) {
     became_ready_ = false;
     w_->OnSessionReady(this);
@@ -934,7 +1131,7 @@ void Session::Open(OutboundRequest req) {
 int Session::WriteTls(const uint8_t* p, size_t n, size_t* written) {
   *written = 0;
   while (*written < n) {
-    ERR_clear_error();
+    ClearErrors();
     int w = SSL_write(ssl_, p + *written, static_cast<int>(n - *written));
     if (w > 0) {
       *written += static_cast<size_t>(w);
@@ -963,48 +1160,63 @@ bool Session::DrainOut() {
   return true;
 }
 
+int Session::WriteFrame(const uint8_t* frame, size_t n, bool* blocked) {
+  if (state_ == kClosed) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  if (n < kDirectWrite) {
+    // Flush calls mem_send only once out_ has no blocked bytes, so this
+    // appends to gathered output; what waits stays under kOutGather + a frame.
+    out_.insert(out_.end(), frame, frame + n);
+    if (out_.size() >= kOutGather && !DrainOut()) {
+      if (state_ == kClosed) return NGHTTP2_ERR_CALLBACK_FAILURE;
+      *blocked = true;
+    }
+    return 0;
+  }
+  // Control frames gathered before this one go first; if the socket will
+  // not take them, nothing of this frame is taken (nghttp2 offers it again).
+  if (out_off_ < out_.size() && !DrainOut()) return state_ == kClosed ? NGHTTP2_ERR_CALLBACK_FAILURE : NGHTTP2_ERR_WOULDBLOCK;
+  out_.clear();
+  out_off_ = 0;
+  size_t w = 0;
+  int r = WriteTls(frame, n, &w);
+  if (r < 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  if (r == 0) {
+    // The frame counts as sent for nghttp2; its rest waits here (the same
+    // bytes, as OpenSSL requires of a retried write), bounded by one frame.
+    out_.assign(frame + w, frame + n);
+    *blocked = true;
+  }
+  return 0;
+}
+
 void Session::Flush() {
   dirty = false;
   if (state_ != kSettings && state_ != kReady) return;
-  // What the socket did not take last time goes first (the same bytes, as
-  // OpenSSL requires of a retried write; the buffer may move).
+  // What the socket did not take last time goes first.
   if (out_off_ < out_.size() && !DrainOut()) return;
   out_.clear();
   out_off_ = 0;
   for (;;) {
     const uint8_t* data = nullptr;
+    // DATA frames go out from WriteFrame inside this call (send_data);
+    // what comes back here is the rest: HEADERS, WINDOW_UPDATE, PING, ...,
+    // gathered to share records. 0 is also "paused" (the socket is full).
     ssize_t n = nghttp2_session_mem_send(h2, &data);
+    if (state_ == kClosed) return;
     if (n < 0) {
       Close("-", std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
       return;
     }
     if (n == 0) break;
-    size_t len = static_cast<size_t>(n);
-    if (len < kDirectWrite) {
-      // Small frames (HEADERS, WINDOW_UPDATE, PING, ...) share records.
-      out_.insert(out_.end(), data, data + len);
-      if (out_.size() >= kOutGather && !DrainOut()) return;
-      continue;
-    }
-    // A DATA frame: straight from nghttp2's buffer into TLS, after what was
-    // gathered before it; what the socket cannot take waits in out_.
-    if (!out_.empty() && !DrainOut()) {
-      if (state_ != kClosed) out_.insert(out_.end(), data, data + len);
-      return;
-    }
-    size_t w = 0;
-    int r = WriteTls(data, len, &w);
-    if (r < 0) return;
-    if (r == 0) {
-      out_.assign(data + w, data + len);
-      out_off_ = 0;
-      return;
-    }
+    out_.insert(out_.end(), data, data + n);
+    if (out_.size() >= kOutGather && !DrainOut()) return;
   }
-  if (!out_.empty() && !DrainOut()) return;
+  if (out_off_ < out_.size() && !DrainOut()) return;
+  out_.clear();
+  out_off_ = 0;
   if (out_.capacity() > 4 * kOutGather) out_.shrink_to_fit();
   // What the write buffer holds goes out now, in one write(2).
-  ERR_clear_error();
+  ClearErrors();
   if (BIO_flush(SSL_get_wbio(ssl_)) <= 0) {
     if (BIO_should_retry(SSL_get_wbio(ssl_))) {
       SetMask(EPOLLIN | EPOLLOUT);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <nghttp2/nghttp2.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <deque>
@@ -35,13 +36,18 @@ class Handler {
 };
 
 // A byte queue with one allocation, made on first use; `cap` bounds it.
+// `lead` bytes are kept free before the data: the pod → peer queue writes an
+// HTTP/2 frame header there, so a DATA frame leaves as one contiguous
+// SSL_write with no copy of its payload (Stream::SendToPeer).
 class ByteQueue {
  public:
-  explicit ByteQueue(size_t cap) : cap_(cap) {}
+  explicit ByteQueue(size_t cap, size_t lead = 0) : cap_(cap), lead_(lead), head_(lead), tail_(lead) {}
   size_t size() const { return tail_ - head_; }
   bool empty() const { return head_ == tail_; }
   size_t room() const { return cap_ - size(); }
   const uint8_t* data() const { return buf_.get() + head_; }
+  // The data with the `lead` bytes before it, writable (empty: no buffer yet).
+  uint8_t* lead_data() { return buf_.get() + head_ - lead_; }
   // Space for up to room() bytes at the end; commit(n) after filling it.
   uint8_t* tail(size_t* len);
   void commit(size_t n) { tail_ += n; }
@@ -51,8 +57,9 @@ class ByteQueue {
  private:
   void make_room();
   size_t cap_;
+  size_t lead_;
   std::unique_ptr<uint8_t[]> buf_;
-  size_t head_ = 0, tail_ = 0;
+  size_t head_, tail_;
 };
 
 // One CONNECT tunnel: a pod socket and an HTTP/2 stream.
@@ -70,7 +77,10 @@ class Stream : public Handler {
   void OnData(const uint8_t* data, size_t len);
   void OnPeerEnd();
   void OnClosed(uint32_t error_code);
-  ssize_t ReadForPeer(uint8_t* buf, size_t len, uint32_t* flags);
+  ssize_t ReadForPeer(size_t len, uint32_t* flags);
+  // nghttp2's send_data callback for the DATA frame ReadForPeer sized: the
+  // header and `len` bytes of up_ go to TLS in one write.
+  int SendToPeer(const uint8_t* framehd, size_t len);
   // The session is gone (error, GOAWAY past this stream, engine stop).
   void SessionGone(const std::string& why);
   // Inbound: one request header; false when the block is too large.
@@ -85,6 +95,9 @@ class Stream : public Handler {
   // Writes what the session's read pass gathered for the pod.
   void FlushPod();
   void Unqueue() { queued_ = false; }
+  // Chunks kept as places in the worker's read buffer (OnData) before a
+  // FlushPod copies them; more than this and they go to down_ at once.
+  static constexpr size_t kMaxIov = 64;
 
   int32_t sid = -1;
   Session* session;  // nullptr once the HTTP/2 stream is closed
@@ -97,6 +110,8 @@ class Stream : public Handler {
   void MaybeFinish();
   void Finish(const std::string& error);
   void DropDown();
+  // Copies the places in iov_ into down_ (they go before any later byte).
+  void KeepIov();
   void Emit(EventKind kind, int status, const char* flag, std::string message);
 
   Worker* w_;
@@ -110,6 +125,10 @@ class Stream : public Handler {
   bool registered_ = false;
   ByteQueue up_;    // pod → peer, waiting for the stream's send window
   ByteQueue down_;  // peer → pod, waiting for the pod socket
+  // Peer → pod of the current read batch, still in the worker's read
+  // buffer (only while down_ is empty; FlushPod empties it).
+  std::vector<iovec> iov_;
+  size_t iov_bytes_ = 0;
   int status_ = 0;
   bool opened_ = false, done_ = false;
   bool pod_eof_ = false, pod_shut_ = false, peer_end_ = false;
@@ -141,6 +160,11 @@ class Session : public Handler {
   // Ends the session now: every stream on it ends with `why`.
   void Close(const char* flag, const std::string& why);
   void Flush();
+  // One whole DATA frame (header included), from nghttp2's send_data
+  // callback: 0 when taken (what the socket did not take waits in out_, and
+  // *blocked is set), NGHTTP2_ERR_WOULDBLOCK when nothing could be (earlier
+  // output still waits), NGHTTP2_ERR_CALLBACK_FAILURE when the session closed.
+  int WriteFrame(const uint8_t* frame, size_t n, bool* blocked);
   void Tick(uint64_t now);
   void MarkDirty();
   bool Finished() const;
@@ -224,7 +248,7 @@ class Worker {
   void AddStream(Stream* s);
   int MakeUpstreamSocket(const OutboundRequest& r, std::string* err);
   uint8_t* read_buf() { return read_buf_.get(); }
-  static constexpr size_t kReadBuf = 64 * 1024;
+  static constexpr size_t kReadBuf = 256 * 1024;
 
  private:
   void Run();

@@ -115,10 +115,15 @@ test('a daemon replaced while istiod is away serves nothing before its first xDS
   const bulk = client.exec('python3', ['-c', bulkClientScript(server.ip4, 15433, true)], { timeoutMs: 90_000 });
   const churning = { stop: false };
   const attempts = { ok: 0, failed: 0 };
+  // Paced, so that it lasts the whole restart however fast a connect is
+  // (unpaced, 400 asks were over in under 2 s, before the window checked
+  // below); bounded by count and time all the same.
   const churn = (async () => {
-    for (let i = 0; i < 400 && !churning.stop; i++) {
+    const end = Date.now() + 60_000;
+    for (let i = 0; i < 3000 && !churning.stop && Date.now() < end; i++) {
       if (await ask(client, server.ip4, 8080)) attempts.ok++;
       else attempts.failed++;
+      await new Promise((r) => setTimeout(r, 20));
     }
   })();
   await new Promise((r) => setTimeout(r, 300));

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { createLogger } from '../log.ts';
+import type { LogLevel } from '../config.ts';
+import { createLogger, type Logger } from '../log.ts';
 import { ProxyState } from '../state/store.ts';
 import { pod, serviceResource, workloadResource, ip } from '../state/testing.ts';
 import { ProxyStateUpdater } from '../state/updater.ts';
@@ -38,11 +39,16 @@ test('a plaintext connection to a non-mesh address carries no identities and no 
   assert.deepEqual(fields, { 'src.addr': '10.0.0.1:1', 'dst.addr': '192.0.2.1:80', direction: 'outbound' });
 });
 
-test('complete is INFO, or ERROR with error=; failed is WARN; all under scope access', async () => {
+/** An access-scope logger at `level` writing JSON, and the lines it wrote. */
+function accessLogger(level: LogLevel): { log: Logger; lines: Record<string, unknown>[] } {
   const out = new PassThrough();
   const lines: Record<string, unknown>[] = [];
   out.on('data', (d: Buffer) => { for (const l of d.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>); });
-  const log = createLogger('info', 'json', out).child({ scope: 'access' });
+  return { log: createLogger(level, 'json', out).child({ scope: 'access' }), lines };
+}
+
+test('complete is INFO, or ERROR with error=; failed is WARN; all under scope access', async () => {
+  const { log, lines } = accessLogger('info');
   logComplete(log, { direction: 'inbound' }, { bytesSent: 3, bytesRecv: 4, durationMs: 5 });
   logComplete(log, { direction: 'inbound' }, { bytesSent: 0, bytesRecv: 0, durationMs: 1, error: 'reset' });
   logFailed(log, { direction: 'outbound' }, 'RBAC: denied');
@@ -55,10 +61,7 @@ test('complete is INFO, or ERROR with error=; failed is WARN; all under scope ac
 });
 
 test('a level set above a line skips it, and a level changed at run time is obeyed', async () => {
-  const out = new PassThrough();
-  const lines: Record<string, unknown>[] = [];
-  out.on('data', (d: Buffer) => { for (const l of d.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>); });
-  const log = createLogger('error', 'json', out).child({ scope: 'access' });
+  const { log, lines } = accessLogger('error');
   logComplete(log, { direction: 'inbound' }, { bytesSent: 3, bytesRecv: 4, durationMs: 5 });
   logFailed(log, { direction: 'outbound' }, 'RBAC: denied');
   logComplete(log, { direction: 'inbound' }, { bytesSent: 0, bytesRecv: 0, durationMs: 1, error: 'reset' });

@@ -39,10 +39,12 @@ export interface HboneEngineEvent {
   /**
    * Inbound kinds: `session` (handshake done, fields[0] the client's SPIFFE
    * URI), `reject` (handshake or identity check failed), `request` (fields:
-   * method, authority, then header name, value, …), `session-end`; and
-   * `close` with `session` and `stream` set.
+   * method, authority, then header name, value, …), `session-end`, `dial`
+   * (an answer's dial ended: `status` 200 and the tunnel is open, or the
+   * status the client was answered and `message` why); and `close` with
+   * `session` and `stream` set.
    */
-  kind: 'open' | 'fail' | 'close' | 'session' | 'reject' | 'request' | 'session-end';
+  kind: 'open' | 'fail' | 'close' | 'session' | 'reject' | 'request' | 'session-end' | 'dial';
   status: number;
   flag: 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | '-';
   sent: number;
@@ -68,13 +70,29 @@ export interface HboneInboundRequest {
 export interface HboneAnswer {
   session: number;
   stream: number;
-  /** 200 with `fd`, or an error status (400, 401, 503). */
+  /** 200 with `fd` or `dial`, or an error status (400, 401, 503). */
   status: number;
   /** The upstream socket for a 200; the engine takes a dup. */
   fd?: number;
+  /** Instead of `fd`: the upstream for the engine to connect; the 200 waits for it (a `dial` event). */
+  dial?: HboneDial;
   baggage?: string;
   /** What Node had read from the upstream; sent to the client first. */
   initial?: Buffer;
+}
+
+/** An upstream the engine connects for an answer, as TypeScript decided it. */
+export interface HboneDial {
+  address: string;
+  port: number;
+  /** Bound first, with IP_TRANSPARENT: the client's own address. */
+  localAddress?: string;
+  /** The pod's netns, where the socket is made. */
+  netns?: number;
+  mark?: number;
+  keepalive?: TcpKeepalive;
+  /** Written to the upstream before any client byte (a PROXY v2 header). */
+  header?: Buffer;
 }
 
 export interface HboneTunnelClose {

@@ -27,6 +27,7 @@ export {
   createHboneEngine,
   hboneEngineUnavailable,
   type HboneAnswer,
+  type HboneDial,
   type HboneEngine,
   type HboneEngineEvent,
   type HboneInboundRequest,

@@ -64,6 +64,37 @@ int DupFd(Napi::Env env, double v, const char* what) {
   return fd;
 }
 
+// An IPv4 or IPv6 address and port; throws ERR_INVALID_IP_ADDRESS.
+socklen_t SockAddr(Napi::Env env, const std::string& ip, uint32_t port, sockaddr_storage* ss, const char* what) {
+  auto* sin = reinterpret_cast<sockaddr_in*>(ss);
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(ss);
+  if (inet_pton(AF_INET, ip.c_str(), &sin->sin_addr) == 1) {
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(static_cast<uint16_t>(port));
+    return sizeof *sin;
+  }
+  if (inet_pton(AF_INET6, ip.c_str(), &sin6->sin6_addr) == 1) {
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(port));
+    return sizeof *sin6;
+  }
+  Napi::TypeError e = Napi::TypeError::New(env, std::string(what) + ": not an IPv4 or IPv6 address: '" + ip + "'");
+  e.Set("code", "ERR_INVALID_IP_ADDRESS");
+  throw e;
+}
+
+// `keepalive?: { timeSeconds, intervalSeconds, retries }` of an options object.
+void Keepalive(const Napi::Object& o, uint32_t* time, uint32_t* interval, uint32_t* retries, const char* usage) {
+  Napi::Value kv = o.Get("keepalive");
+  if (kv.IsUndefined()) return;
+  if (!kv.IsObject()) ThrowUsage(o.Env(), usage);
+  Napi::Object k = kv.As<Napi::Object>();
+  *time = OptU32(k, "timeSeconds", 0, 1, 32767, usage);
+  *interval = OptU32(k, "intervalSeconds", 0, 1, 32767, usage);
+  *retries = OptU32(k, "retries", 0, 1, 127, usage);
+  if (*time == 0 || *interval == 0 || *retries == 0) ThrowUsage(o.Env(), usage);
+}
+
 // HTTP/2 field names are lower-case tokens; values carry no CR, LF or NUL.
 bool ValidName(const std::string& n) {
   if (n.empty()) return false;
@@ -87,6 +118,7 @@ const char* KindName(EventKind k) {
     case EventKind::kReject: return "reject";
     case EventKind::kRequest: return "request";
     case EventKind::kSessionEnd: return "session-end";
+    case EventKind::kDial: return "dial";
   }
   return "?";
 }
@@ -261,31 +293,9 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     if (!up.IsObject()) ThrowUsage(env, kOutboundUsage);
     std::string ip = Str(up.As<Napi::Object>(), "ip", kOutboundUsage);
     uint32_t port = OptU32(up.As<Napi::Object>(), "port", 0, 1, 65535, kOutboundUsage);
-    auto* sin = reinterpret_cast<sockaddr_in*>(&r.upstream);
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&r.upstream);
-    if (inet_pton(AF_INET, ip.c_str(), &sin->sin_addr) == 1) {
-      sin->sin_family = AF_INET;
-      sin->sin_port = htons(static_cast<uint16_t>(port));
-      r.upstream_len = sizeof *sin;
-    } else if (inet_pton(AF_INET6, ip.c_str(), &sin6->sin6_addr) == 1) {
-      sin6->sin6_family = AF_INET6;
-      sin6->sin6_port = htons(static_cast<uint16_t>(port));
-      r.upstream_len = sizeof *sin6;
-    } else {
-      Napi::TypeError e = Napi::TypeError::New(env, "outbound: not an IPv4 or IPv6 address: '" + ip + "'");
-      e.Set("code", "ERR_INVALID_IP_ADDRESS");
-      throw e;
-    }
+    r.upstream_len = SockAddr(env, ip, port, &r.upstream, "outbound");
     r.mark = OptU32(o, "mark", 0, 0, 0xffffffffu, kOutboundUsage);
-    Napi::Value kv = o.Get("keepalive");
-    if (!kv.IsUndefined()) {
-      if (!kv.IsObject()) ThrowUsage(env, kOutboundUsage);
-      Napi::Object k = kv.As<Napi::Object>();
-      r.keepalive_time = OptU32(k, "timeSeconds", 0, 1, 32767, kOutboundUsage);
-      r.keepalive_interval = OptU32(k, "intervalSeconds", 0, 1, 32767, kOutboundUsage);
-      r.keepalive_retries = OptU32(k, "retries", 0, 1, 127, kOutboundUsage);
-      if (r.keepalive_time == 0 || r.keepalive_interval == 0 || r.keepalive_retries == 0) ThrowUsage(env, kOutboundUsage);
-    }
+    Keepalive(o, &r.keepalive_time, &r.keepalive_interval, &r.keepalive_retries, kOutboundUsage);
     r.authority = Str(o, "authority", kOutboundUsage);
     if (r.authority.empty() || !ValidValue(r.authority)) ThrowUsage(env, kOutboundUsage);
     Napi::Value hv = o.Get("headers");
@@ -348,7 +358,9 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
 
   Napi::Value Answer(const Napi::CallbackInfo& info) {
     static const char* usage =
-        "engine.answer({ session: number, stream: number, status: number, fd?: number, baggage?: string, initial?: Buffer })";
+        "engine.answer({ session: number, stream: number, status: number, fd?: number, baggage?: string, initial?: Buffer, "
+        "dial?: { address: string, port: number, localAddress?: string, netns?: number, mark?: number, "
+        "keepalive?: { timeSeconds: number, intervalSeconds: number, retries: number }, header?: Buffer } })";
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
     if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
@@ -369,8 +381,31 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
       auto b = iv.As<Napi::Buffer<char>>();
       a.initial.assign(b.Data(), b.Length());
     }
-    Napi::Value fdv = o.Get("fd");
-    if (a.status == 200) {
+    Napi::Value fdv = o.Get("fd"), dv = o.Get("dial");
+    if (a.status == 200 && dv.IsObject()) {
+      Napi::Object d = dv.As<Napi::Object>();
+      Dial& dial = a.dial;
+      std::string ip = Str(d, "address", usage);
+      dial.to_len = SockAddr(env, ip, OptU32(d, "port", 0, 1, 65535, usage), &dial.to, "answer dial");
+      Napi::Value lv = d.Get("localAddress");
+      if (!lv.IsUndefined()) {
+        dial.from_len = SockAddr(env, Str(d, "localAddress", usage), 0, &dial.from, "answer dial localAddress");
+        if (dial.from.ss_family != dial.to.ss_family) ThrowUsage(env, usage);
+      }
+      dial.mark = OptU32(d, "mark", 0, 0, 0xffffffffu, usage);
+      Keepalive(d, &dial.keepalive_time, &dial.keepalive_interval, &dial.keepalive_retries, usage);
+      Napi::Value hv = d.Get("header");
+      if (!hv.IsUndefined()) {
+        if (!hv.IsBuffer()) ThrowUsage(env, usage);
+        auto b = hv.As<Napi::Buffer<char>>();
+        dial.header.assign(b.Data(), b.Length());
+      }
+      Napi::Value nsv = d.Get("netns");
+      if (!nsv.IsUndefined()) {
+        if (!nsv.IsNumber()) ThrowUsage(env, usage);
+        dial.netns = Fd(DupFd(env, nsv.As<Napi::Number>().DoubleValue(), "netns fd"));
+      }
+    } else if (a.status == 200) {
       if (!fdv.IsNumber()) ThrowUsage(env, usage);
       a.upstream = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "upstream socket"));
     }

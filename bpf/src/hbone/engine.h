@@ -70,13 +70,31 @@ struct InboundRequest {
   std::string trust_domain;  // a client needs a SPIFFE SAN in it
 };
 
-// TypeScript's answer to one CONNECT (after decide/ and authz, with the
-// upstream it connected): 200 with the upstream, or an error status.
+// An upstream for the engine to connect, as TypeScript decided it
+// (decide/inbound.ts): made in the pod's netns with its mark, bound first to
+// `from` with IP_TRANSPARENT when set (the client's address), and `header`
+// (a PROXY v2 header) written before any client byte.
+struct Dial {
+  sockaddr_storage to{};
+  socklen_t to_len = 0;  // 0: no dial
+  sockaddr_storage from{};
+  socklen_t from_len = 0;
+  Fd netns;
+  uint32_t mark = 0;
+  uint32_t keepalive_time = 0, keepalive_interval = 0, keepalive_retries = 0;
+  std::string header;
+};
+
+// TypeScript's answer to one CONNECT (after decide/ and authz): 200 with the
+// upstream it connected, 200 with an upstream for the engine to connect
+// (the client hears 200 once connected, 503 if not; kDial says which), or
+// an error status.
 struct Answer {
   uint32_t session = 0;
   int32_t stream = 0;
   int status = 0;
   Fd upstream;
+  Dial dial;
   std::string baggage;
   std::string initial;  // what Node had read from the upstream; goes first
 };
@@ -99,6 +117,7 @@ enum class EventKind : uint8_t {
   kReject = 5,      // inbound: the handshake or the identity check failed
   kRequest = 6,     // inbound: a request; fields: method, authority, then name, value, …
   kSessionEnd = 7,  // inbound: the connection is gone
+  kDial = 8,        // inbound: a dial's end: status 200 (the tunnel is open) or the status answered, and why
 };
 
 // What goes back to TypeScript. kFail: the tunnel never opened (status is

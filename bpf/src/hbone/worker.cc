@@ -408,39 +408,49 @@ void Stream::OnRequest(bool end_stream) {
 }
 
 void Stream::OnAnswer(Answer& a) {
-  if (opened_ || done_ || session == nullptr) {
+  if (opened_ || done_ || dialing_ || session == nullptr) {
     a.upstream.reset();
     return;
   }
-  nghttp2_session* h2 = session->h2;
-  std::string status = std::to_string(a.status);
-  static const std::string kStatus = ":status", kBaggage = "baggage";
-  std::vector<nghttp2_nv> nva;
-  auto add = [&](const std::string& n, const std::string& v) {
-    nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
-                   reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
-                   NGHTTP2_NV_FLAG_NONE});
-  };
-  add(kStatus, status);
+  if (a.status == 200 && a.dial.to_len != 0) {
+    StartDial(a);
+    return;
+  }
   if (a.status != 200) {
     // An error answer ends the stream (END_STREAM on the HEADERS).
     a.upstream.reset();
     status_ = a.status;
     done_ = true;
     DropDown();
-    nghttp2_submit_response(h2, sid, nva.data(), nva.size(), nullptr);
+    std::string status = std::to_string(a.status);
+    static const std::string kStatus = ":status";
+    nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(kStatus.data())),
+                  reinterpret_cast<uint8_t*>(status.data()), kStatus.size(), status.size(), NGHTTP2_NV_FLAG_NONE};
+    nghttp2_submit_response(session->h2, sid, &nv, 1, nullptr);
     session->MarkDirty();
     return;
   }
-  if (!a.baggage.empty()) add(kBaggage, a.baggage);
   pod_ = std::move(a.upstream);
   if (!a.initial.empty()) up_.append(reinterpret_cast<const uint8_t*>(a.initial.data()), a.initial.size());
+  Respond(a.baggage);
+}
+
+void Stream::Respond(const std::string& baggage) {
+  static const std::string kStatus = ":status", k200 = "200", kBaggage = "baggage";
+  std::vector<nghttp2_nv> nva;
+  auto add = [&](const std::string& n, const std::string& v) {
+    nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
+                   reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  };
+  add(kStatus, k200);
+  if (!baggage.empty()) add(kBaggage, baggage);
   opened_ = true;
   status_ = 200;
   nghttp2_data_provider dp{};
   dp.source.ptr = this;
   dp.read_callback = ReadData;
-  int rv = nghttp2_submit_response(h2, sid, nva.data(), nva.size(), &dp);
+  int rv = nghttp2_submit_response(session->h2, sid, nva.data(), nva.size(), &dp);
   session->MarkDirty();
   if (rv != 0) {
     Abort(std::string("cannot answer the CONNECT: ") + nghttp2_strerror(rv));
@@ -453,6 +463,102 @@ void Stream::OnAnswer(Answer& a) {
     shutdown(pod_.get(), SHUT_WR);
     pod_shut_ = true;
   }
+}
+
+void Stream::StartDial(Answer& a) {
+  Dial& d = a.dial;
+  dial_to_ = AddrText(d.to);
+  std::string err;
+  int fd = w_->MakeSocket(d.to.ss_family, d.netns.get(), d.mark, d.keepalive_time, d.keepalive_interval,
+                          d.keepalive_retries, &err);
+  if (fd < 0) {
+    DialFailed(503, "connect to " + dial_to_ + " failed: " + err);
+    return;
+  }
+  pod_ = Fd(fd);
+  if (d.from_len != 0) {
+    // From the client's own address (decide/inbound.ts), which is not ours.
+    int one = 1;
+    int level = d.from.ss_family == AF_INET ? SOL_IP : SOL_IPV6;
+    int name = d.from.ss_family == AF_INET ? IP_TRANSPARENT : IPV6_TRANSPARENT;
+    if (setsockopt(fd, level, name, &one, sizeof one) < 0 ||
+        bind(fd, reinterpret_cast<const sockaddr*>(&d.from), d.from_len) < 0) {
+      DialFailed(503, "connect to " + dial_to_ + " failed: " + Errno("bind to the client's address", errno));
+      return;
+    }
+  }
+  dial_header_ = std::move(d.header);
+  dial_baggage_ = std::move(a.baggage);
+  dialing_ = true;
+  dial_deadline_ = NowMs() + w_->engine()->limits().connect_timeout_ms;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&d.to), d.to_len) == 0) {
+    OnDialed();
+    return;
+  }
+  if (errno != EINPROGRESS) {
+    DialFailed(503, "connect to " + dial_to_ + " failed: " + Errno("connect", errno));
+    return;
+  }
+  SetMask(EPOLLOUT);
+}
+
+void Stream::OnDialed() {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(pod_.get(), SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (err != 0) {
+    DialFailed(503, "connect to " + dial_to_ + " failed: " + Errno("connect", err));
+    return;
+  }
+  dialing_ = false;
+  // The header goes first, before the 200 lets any payload through; a new
+  // socket's empty send buffer takes it whole.
+  if (!dial_header_.empty()) {
+    ssize_t n = write(pod_.get(), dial_header_.data(), dial_header_.size());
+    if (n != static_cast<ssize_t>(dial_header_.size())) {
+      DialFailed(503, "connect to " + dial_to_ + " failed: " +
+                          Errno("write of the PROXY header", n < 0 ? errno : EAGAIN));
+      return;
+    }
+    std::string().swap(dial_header_);
+  }
+  Respond(dial_baggage_);
+  std::string().swap(dial_baggage_);
+  if (!done_) Emit(EventKind::kDial, 200, "-", "");
+}
+
+void Stream::DialFailed(int status, const std::string& why) {
+  dialing_ = false;
+  SetMask(0);
+  pod_.reset();
+  status_ = status;
+  done_ = true;
+  DropDown();
+  if (session != nullptr) {
+    std::string code = std::to_string(status);
+    static const std::string kStatus = ":status";
+    nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(kStatus.data())),
+                  reinterpret_cast<uint8_t*>(code.data()), kStatus.size(), code.size(), NGHTTP2_NV_FLAG_NONE};
+    nghttp2_submit_response(session->h2, sid, &nv, 1, nullptr);
+    session->MarkDirty();
+  }
+  Emit(EventKind::kDial, status, "-", why);
+  if (h2_closed_) w_->Bury(this);
+}
+
+void Stream::CheckDial(uint64_t now) {
+  if (dialing_ && now >= dial_deadline_) {
+    DialFailed(503, "connect to " + dial_to_ + " failed: connection timed out after " +
+                        std::to_string(w_->engine()->limits().connect_timeout_ms) + " ms");
+  }
+}
+
+void Stream::Revoke(const std::string& why) {
+  if (dialing_) {
+    DialFailed(401, why);
+    return;
+  }
+  Abort(why);
 }
 
 void Stream::SetMask(uint32_t mask) {
@@ -589,6 +695,8 @@ void Stream::OnClosed(uint32_t code) {
   }
   if (!opened_) {
     done_ = true;
+    dialing_ = false;
+    SetMask(0);
     Emit(EventKind::kFail, 0, "CONNECT",
          inbound_ ? "the client closed the stream before the answer (code " + std::to_string(code) + ")"
                   : "stream closed before a response (code " + std::to_string(code) + ")");
@@ -709,6 +817,10 @@ void Stream::WritePod() {
 
 void Stream::OnEvents(uint32_t events) {
   if (dead || done_) return;
+  if (dialing_) {
+    OnDialed();
+    return;
+  }
   if (events & EPOLLERR) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -748,6 +860,7 @@ void Stream::Abort(const std::string& why) {
   }
   if (!opened_) {
     done_ = true;
+    dialing_ = false;
     SetMask(0);
     pod_.reset();
     Emit(EventKind::kFail, 0, "CONNECT", why);
@@ -1240,6 +1353,9 @@ void Session::Tick(uint64_t now) {
     if (now >= deadline_) Close("TLS_FAILURE", "the TLS handshake from " + Target() + " timed out");
     return;
   }
+  if (server_) {
+    for (auto& [sid, st] : streams) st->CheckDial(now);
+  }
   if (state_ != kReady) {
     if (now >= deadline_) {
       Close(state_ == kSettings ? "H2_HANDSHAKE_FAILURE" : "TLS_FAILURE",
@@ -1464,14 +1580,20 @@ void Worker::Watch(Handler* h, int fd, uint32_t mask, bool* registered) {
 }
 
 int Worker::MakeUpstreamSocket(const OutboundRequest& r, std::string* err) {
+  return MakeSocket(r.upstream.ss_family, r.netns.get(), r.mark, r.keepalive_time, r.keepalive_interval,
+                    r.keepalive_retries, err);
+}
+
+int Worker::MakeSocket(int family, int netns, uint32_t mark, uint32_t ka_time, uint32_t ka_interval,
+                       uint32_t ka_retries, std::string* err) {
   // A socket belongs to the namespace current on the thread that creates it:
   // enter the pod's for the one socket(2) call (bpf/src/netns.h).
-  bool moved = r.netns.get() >= 0;
-  if (moved && setns(r.netns.get(), CLONE_NEWNET) < 0) {
+  bool moved = netns >= 0;
+  if (moved && setns(netns, CLONE_NEWNET) < 0) {
     *err = Errno("setns into the pod network namespace", errno);
     return -1;
   }
-  int fd = socket(r.upstream.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int saved = errno;
   if (moved && setns(self_netns_.get(), CLONE_NEWNET) < 0) {
     // A worker left in a pod's namespace would make every later socket
@@ -1482,17 +1604,16 @@ int Worker::MakeUpstreamSocket(const OutboundRequest& r, std::string* err) {
     *err = Errno("socket", saved);
     return -1;
   }
-  if (r.mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &r.mark, sizeof r.mark) < 0) {
+  if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
     *err = Errno("setsockopt SO_MARK", errno);
     close(fd);
     return -1;
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (r.keepalive_time != 0) {
+  if (ka_time != 0) {
     // As the JavaScript path's upstream sockets (KEEPALIVE_* settings).
-    int t = static_cast<int>(r.keepalive_time), i = static_cast<int>(r.keepalive_interval),
-        n = static_cast<int>(r.keepalive_retries);
+    int t = static_cast<int>(ka_time), i = static_cast<int>(ka_interval), n = static_cast<int>(ka_retries);
     if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &t, sizeof t) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &i, sizeof i) < 0 ||

@@ -90,8 +90,11 @@ class Stream : public Handler {
   // Inbound: TypeScript's answer.
   void OnAnswer(Answer& a);
   bool answered() const { return opened_ || done_; }
-  // Inbound: TypeScript closes the tunnel (a policy change revoked it).
-  void Revoke(const std::string& why) { Abort(why); }
+  // Inbound: TypeScript closes the tunnel (a policy change revoked it);
+  // one still connecting its upstream is answered 401.
+  void Revoke(const std::string& why);
+  // Inbound: a dial past its deadline fails (Session::Tick).
+  void CheckDial(uint64_t now);
   // Writes what the session's read pass gathered for the pod.
   void FlushPod();
   void Unqueue() { queued_ = false; }
@@ -104,6 +107,14 @@ class Stream : public Handler {
 
  private:
   void SetMask(uint32_t mask);
+  // Inbound: the 200 and its data provider, once the upstream is pod_.
+  void Respond(const std::string& baggage);
+  // Inbound: TypeScript's dial (Answer::dial): the connect starts, the 200
+  // waits for it (OnDialed).
+  void StartDial(Answer& a);
+  void OnDialed();
+  // The dial failed: the client is answered `status`, TypeScript told why.
+  void DialFailed(int status, const std::string& why);
   void ReadPod();
   void WritePod();
   void Abort(const std::string& why);
@@ -134,6 +145,11 @@ class Stream : public Handler {
   bool pod_eof_ = false, pod_shut_ = false, peer_end_ = false;
   bool h2_closed_ = false, deferred_ = false;
   bool queued_ = false;  // in the session's to_write_
+  // Inbound, while the engine connects the upstream: the deadline, and what
+  // the answer carries once connected.
+  bool dialing_ = false;
+  uint64_t dial_deadline_ = 0;
+  std::string dial_to_, dial_header_, dial_baggage_;
   uint64_t sent_ = 0, recv_ = 0;
 };
 
@@ -247,6 +263,10 @@ class Worker {
   void MarkDirty(Session* s) { dirty_.push_back(s); }
   void AddStream(Stream* s);
   int MakeUpstreamSocket(const OutboundRequest& r, std::string* err);
+  // A non-blocking TCP socket made in `netns` (-1: the worker's own), with
+  // SO_MARK (0: none), TCP_NODELAY and keepalive (time 0: off); -1 and *err.
+  int MakeSocket(int family, int netns, uint32_t mark, uint32_t ka_time, uint32_t ka_interval,
+                 uint32_t ka_retries, std::string* err);
   uint8_t* read_buf() { return read_buf_.get(); }
   static constexpr size_t kReadBuf = 256 * 1024;
 

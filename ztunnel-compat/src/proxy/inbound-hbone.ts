@@ -6,8 +6,9 @@
 // re-checks, RBAC with the peer identity against the target port — and only
 // then connects to the app (from the client's address, or from loopback with
 // a PROXY v2 header for an app tunnel; within ztunnel's 10 s) so that the 200
-// goes out once the upstream exists. The server turns a throw here into a
-// 503 for this stream alone.
+// goes out once the upstream exists. On the native engine the engine makes
+// that connect, as decided here (the carrier's dial). The server turns a
+// throw here into a 503 for this stream alone.
 import type net from 'node:net';
 import { connectTcp } from '@skein/bpf';
 import type { AuthzRequest } from '../decide/authz.ts';
@@ -78,6 +79,26 @@ function connectHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: Conne
       },
     });
     if (!admission.allowed) return { status: 401, reason: policyRejection(admission.reason) };
+    const header = d.proxyProtocol ? appTunnelHeader(req, d.service) : undefined;
+    const dial = req.carrier?.dial;
+    if (dial !== undefined) {
+      // The native engine connects the upstream itself, as decided here, and
+      // answers the client (docs/native-engine.md): no socket in Node.
+      const failed = await dial({
+        address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd,
+        ...(p.mark === undefined ? {} : { mark: p.mark }),
+        ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
+        ...(d.from === 'client' ? { localAddress: req.peerAddress.ip } : {}),
+        ...(header === undefined ? {} : { header }),
+      });
+      if (failed !== undefined) {
+        admission.release();
+        return failed;
+      }
+      req.carrier?.onEnd(admission.release);
+      onAccepted(req, { destination, service: d.service, authz, upstream: undefined, headerBytes: header?.length ?? 0 });
+      return { status: 200, dialed: true };
+    }
     try {
       upstream = pooledSocket((onread) => connectTcp({
         address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
@@ -101,7 +122,6 @@ function connectHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: Conne
     if (req.carrier !== undefined) req.carrier.onEnd(admission.release);
     else app.once('close', admission.release);
     // §6: the header goes first, before the 200 lets any payload through.
-    const header = d.proxyProtocol ? appTunnelHeader(req, d.service) : undefined;
     if (header !== undefined) app.write(header);
     onAccepted(req, { destination, service: d.service, authz, upstream: app, headerBytes: header?.length ?? 0 });
     return { status: 200, upstream: app };
@@ -112,7 +132,8 @@ export interface InboundAccepted {
   destination: Workload;
   service: Service | undefined;
   authz: AuthzRequest;
-  upstream: net.Socket;
+  /** The app socket Node connected; undefined when the native engine dialled it. */
+  upstream: net.Socket | undefined;
   /** Bytes of PROXY header written to the upstream before the payload (not the client's bytes). */
   headerBytes: number;
 }

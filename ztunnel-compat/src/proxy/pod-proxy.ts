@@ -72,8 +72,8 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
           const labels = tcpLabels({ reporter: 'destination', source: p.state.workloads.byAddress(p.network, req.peerAddress.ip), sourceIdentity: req.peer, destination, destinationService, mtls: true, flag: '-' });
           p.metrics.opened(labels);
           // On the native engine the tunnel's bytes are the engine's count (the PROXY header was written before it).
-          if (req.carrier !== undefined) {
-            req.carrier.onEnd((end) => { p.metrics.closed(labels, end.bytesIn, end.bytesOut, end.error); });
+          if (req.carrier !== undefined || upstream === undefined) {
+            req.carrier?.onEnd((end) => { p.metrics.closed(labels, end.bytesIn, end.bytesOut, end.error); });
             return;
           }
           // The app socket's own counters are the tunnel's bytes: what it

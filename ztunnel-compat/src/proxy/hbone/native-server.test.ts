@@ -7,11 +7,12 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
-import { createServer as createNetServer } from 'node:net';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { after, before, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
-import { hboneEngineUnavailable } from '@skein/bpf';
+import { closeSync } from 'node:fs';
+import { hboneEngineUnavailable, native } from '@skein/bpf';
 import { skipUnless } from '../../../../test/skips.ts';
 import { HboneClient } from './client.ts';
 import { HboneError } from './error.ts';
@@ -277,6 +278,99 @@ test('a carrier closed before the answer makes it a 401; its end still comes, wi
     await assert.rejects(client.open(req()), (e: unknown) => e instanceof HboneError && e.status === 401);
     assert.equal(rejects.at(-1)?.reason, 'denied meanwhile');
     assert.deepEqual(carried, [{ bytesIn: 0, bytesOut: 0, error: 'denied meanwhile' }]);
+  } finally {
+    handler = () => connectUpstream(echo.port);
+  }
+});
+
+/** A handler that has the engine dial 127.0.0.1:port (the carrier's dial), with `header` first. */
+function dialing(p: number, header?: Buffer, seen?: (r: ConnectRequest) => void): ConnectHandler {
+  return async (r) => {
+    seen?.(r);
+    assert.ok(r.carrier?.dial, 'the native server offers a dial');
+    const failed = await r.carrier.dial({ address: '127.0.0.1', port: p, ...(header === undefined ? {} : { header }) });
+    return failed ?? { status: 200, dialed: true };
+  };
+}
+
+test('the engine dials the upstream for the handler: the header goes first, 8 MiB each way, the end counts the client\'s bytes', { skip }, async () => {
+  handler = dialing(echo.port, Buffer.from('HEADER:'));
+  try {
+    const n = ends.length;
+    const data = randomBytes(8 * 1024 * 1024);
+    const tunnel = await client.connect(req());
+    const got = await roundTrip(tunnel, data);
+    // The echo returns what reached it: the header, then the client's bytes.
+    assert.equal(got.bytes, 'HEADER:'.length + data.length);
+    assert.equal(got.hash, createHash('sha256').update(Buffer.concat([Buffer.from('HEADER:'), data])).digest('hex'));
+    await waitFor(() => ends.length > n);
+    assert.equal(ends.at(-1)?.reason, 'closed');
+    assert.equal(ends.at(-1)?.bytesIn, data.length);
+    assert.equal(ends.at(-1)?.bytesOut, 'HEADER:'.length + data.length);
+    await waitFor(() => server.activeTunnels === 0);
+  } finally {
+    handler = () => connectUpstream(echo.port);
+  }
+});
+
+test('a dial the upstream refuses is a 503 with the reason, and no tunnel end', { skip }, async () => {
+  // A port with nothing listening: bound, never listened on.
+  const fd = native.createSocket(4, 'stream', -1);
+  native.bind(fd, '127.0.0.1', 0);
+  const refused = native.localAddress(fd).port;
+  handler = dialing(refused);
+  try {
+    const n = ends.length;
+    await assert.rejects(client.open(req()), (e: unknown) => e instanceof HboneError && e.status === 503);
+    await waitFor(() => rejects.at(-1)?.status === 503);
+    assert.match(rejects.at(-1)?.reason ?? '', new RegExp(`connect to 127\\.0\\.0\\.1:${refused} failed: .*refused`, 'i'));
+    assert.equal(ends.length, n);
+    assert.equal(server.activeTunnels, 0);
+  } finally {
+    handler = () => connectUpstream(echo.port);
+    closeSync(fd);
+  }
+});
+
+test('a carrier closed while the engine dials makes it a 401 with the reason', { skip }, async () => {
+  // A listener whose accept queue is full: its SYNs are dropped, so the dial waits.
+  const fd = native.createSocket(4, 'stream', -1);
+  native.bind(fd, '127.0.0.1', 0);
+  native.listen(fd, 0);
+  const full = native.localAddress(fd).port;
+  const filler = netConnect({ host: '127.0.0.1', port: full });
+  await new Promise<void>((resolve) => { filler.once('connect', () => { resolve(); }); });
+  let carrier: TunnelCarrier | undefined;
+  handler = dialing(full, undefined, (r) => { carrier = r.carrier; });
+  try {
+    const answer = assert.rejects(client.open(req()), (e: unknown) => e instanceof HboneError && e.status === 401);
+    await waitFor(() => carrier !== undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(server.activeTunnels, 0, 'still dialling');
+    carrier?.close('connection closed due to policy change: denied');
+    await answer;
+    await waitFor(() => rejects.at(-1)?.status === 401);
+    assert.equal(rejects.at(-1)?.reason, 'connection closed due to policy change: denied');
+  } finally {
+    handler = () => connectUpstream(echo.port);
+    filler.destroy();
+    closeSync(fd);
+  }
+});
+
+test('no fd is left behind across 300 dialled tunnels', { skip }, async () => {
+  handler = dialing(echo.port);
+  try {
+    await roundTrip(await client.connect(req()), Buffer.from('warm'));
+    await waitFor(() => server.activeTunnels === 0);
+    const before = readdirSync('/proc/self/fd').length;
+    for (let round = 0; round < 30; round++) {
+      await Promise.all(Array.from({ length: 10 }, async () => { await roundTrip(await client.connect(req()), Buffer.from('ping')); }));
+    }
+    await waitFor(() => server.activeTunnels === 0 && engine.stats().streamsLive === 0);
+    await new Promise((r) => setTimeout(r, 50));
+    const after = readdirSync('/proc/self/fd').length;
+    assert.ok(after <= before, `fds: ${before} before, ${after} after`);
   } finally {
     handler = () => connectUpstream(echo.port);
   }

@@ -24,7 +24,7 @@ import { parseAuthority } from './h2.ts';
 import { drainReadable } from './native-client.ts';
 import type { InboundPort, NativeHboneClient } from './native-client.ts';
 import { FixedSource, isSource } from './server.ts';
-import type { CarriedEnd, ConnectDecision, ConnectRequest, HboneServerOptions, SocketAddress, TunnelCarrier } from './server.ts';
+import type { CarriedEnd, ConnectDecision, ConnectRequest, DialFailure, HboneServerOptions, SocketAddress, TunnelCarrier } from './server.ts';
 
 interface Tunnel {
   controller: AbortController;
@@ -37,7 +37,14 @@ interface Tunnel {
   /** The carrier's end listeners, and the end once known. */
   listeners: ((end: CarriedEnd) => void)[];
   end: CarriedEnd | undefined;
+  /** While the engine connects the upstream (the carrier's dial): its outcome. */
+  dialing: ((failure: DialFailure | undefined) => void) | undefined;
+  /** The engine has answered the client already (a dial that failed). */
+  answered: boolean;
 }
+
+/** The reason an ended tunnel's signal carries (a shared one: no DOMException per tunnel). */
+const TUNNEL_ENDED = new Error('the tunnel ended');
 
 interface Session {
   peer: Identity | undefined;
@@ -257,7 +264,8 @@ export class NativeHboneServer {
     if (t.end !== undefined) return;
     t.end = end;
     if (t.open) this.#activeTunnels--;
-    t.controller.abort();
+    t.controller.abort(TUNNEL_ENDED);
+    this.#dialed(t, { status: 503, reason: 'the client went away' });
     for (const fn of t.listeners.splice(0)) {
       try {
         fn(end);
@@ -290,6 +298,21 @@ export class NativeHboneServer {
       case 'request':
         this.#serve(id, s, ev.stream, ev.fields).catch((err: unknown) => { this.#failed(id, s, ev.stream, err); });
         return;
+      case 'dial': {
+        const t = s.tunnels.get(ev.stream);
+        if (t === undefined) return;
+        if (ev.status === 200) {
+          t.open = true;
+          t.openedAt = Date.now();
+          this.#activeTunnels++;
+          this.#dialed(t, undefined);
+          return;
+        }
+        // The engine answered the client; no close event follows.
+        t.answered = true;
+        this.#dialed(t, { status: ev.status === 401 ? 401 : 503, reason: ev.message });
+        return;
+      }
       case 'close': {
         const t = s.tunnels.get(ev.stream);
         if (t === undefined) return;
@@ -321,13 +344,20 @@ export class NativeHboneServer {
     if (s.peer !== undefined) this.#opts.onStreamError?.(err, { peer: s.peer, peerAddress: s.peerAddress, localAddress: s.localAddress });
   }
 
+  #dialed(t: Tunnel, failure: DialFailure | undefined): void {
+    const done = t.dialing;
+    t.dialing = undefined;
+    done?.(failure);
+  }
+
   #carrier(id: number, stream: number, t: Tunnel): TunnelCarrier {
     return {
       close: (reason) => {
         if (t.end !== undefined) return;
         if (!t.open) {
           t.revoked ??= reason;
-          return;
+          // Still connecting: the engine answers 401 and its dial event says so.
+          if (t.dialing === undefined) return;
         }
         try {
           this.#port.engine.closeTunnel({ session: id, stream, reason });
@@ -339,18 +369,29 @@ export class NativeHboneServer {
         if (t.end !== undefined) fn(t.end);
         else t.listeners.push(fn);
       },
+      dial: (to) => new Promise((resolve) => {
+        if (t.end !== undefined) resolve({ status: 503, reason: 'the client went away' });
+        else if (t.revoked !== undefined) resolve({ status: 401, reason: t.revoked });
+        else if (t.dialing !== undefined || t.open) resolve({ status: 503, reason: 'the upstream is dialled already' });
+        else {
+          t.dialing = resolve;
+          this.#port.engine.answer({ session: id, stream, status: 200, dial: to });
+        }
+      }),
     };
   }
 
   async #serve(id: number, s: Session, stream: number, fields: readonly string[]): Promise<void> {
-    const t: Tunnel = { controller: new AbortController(), request: undefined, open: false, openedAt: 0, revoked: undefined, listeners: [], end: undefined };
+    const t: Tunnel = {
+      controller: new AbortController(), request: undefined, open: false, openedAt: 0, revoked: undefined, listeners: [], end: undefined, dialing: undefined, answered: false,
+    };
     s.tunnels.set(stream, t);
     const peer = s.peer;
     const headers = headersOf(fields);
     const reject = (status: 400 | 401 | 503, reason: string): void => {
       // An error answer ends the stream in the engine without a close event.
       s.tunnels.delete(stream);
-      this.#port.engine.answer({ session: id, stream, status });
+      if (!t.answered) this.#port.engine.answer({ session: id, stream, status });
       if (peer !== undefined) {
         this.#opts.onReject?.({ status, reason, authority: fields[1] === '' ? undefined : fields[1], peer, peerAddress: s.peerAddress, localAddress: s.localAddress });
       }
@@ -383,6 +424,8 @@ export class NativeHboneServer {
       if (t.end === undefined) reject(decision.status, decision.reason);
       return;
     }
+    // The engine connected the upstream and answered (the dial event).
+    if (!('upstream' in decision)) return;
     const upstream = decision.upstream;
     // A 200 that never becomes a tunnel still ends, for whoever counts it.
     const drop = (error: string): void => {

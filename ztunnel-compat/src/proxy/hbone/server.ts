@@ -18,6 +18,7 @@ import type { AddressInfo, ListenOptions, Server as NetServer, Socket } from 'no
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { HboneDial } from '@skein/bpf';
 import type { CertificateSource, WorkloadCertificate } from '../../identity/certificate.ts';
 import type { Identity } from '../../identity/spiffe.ts';
 import { forward, passEnd } from '../relay.ts';
@@ -61,6 +62,19 @@ export interface TunnelCarrier {
   close(reason: string): void;
   /** `fn` runs once, when the tunnel ends; also when a 200 decision never became a tunnel (zero bytes, an error). */
   onEnd(fn: (end: CarriedEnd) => void): void;
+  /**
+   * Where the carrier can connect the upstream itself (the native engine):
+   * it does, answers the client 200 once connected (the handler then
+   * returns `{ status: 200, dialed: true }`), and resolves with undefined;
+   * or answers an error status and resolves with it and why (503: the
+   * connect failed; 401: `close` revoked it meanwhile).
+   */
+  dial?: (to: HboneDial) => Promise<DialFailure | undefined>;
+}
+
+export interface DialFailure {
+  status: 401 | 503;
+  reason: string;
 }
 
 export interface CarriedEnd {
@@ -74,7 +88,9 @@ export interface CarriedEnd {
 
 export type ConnectDecision =
   | { status: 400 | 401 | 503; reason: string }
-  | { status: 200; upstream: Duplex; baggage?: string };
+  | { status: 200; upstream: Duplex; baggage?: string }
+  /** The carrier's dial connected the upstream and answered 200. */
+  | { status: 200; dialed: true };
 
 /** Destination validation, RBAC and the upstream connect (§5.6 steps 3–7). */
 export type ConnectHandler = (req: ConnectRequest) => Promise<ConnectDecision>;
@@ -441,6 +457,11 @@ export class HboneServer {
     }
     if (decision.status !== 200) {
       this.#reject(stream, info, decision.status, decision.reason, rawAuthority);
+      return;
+    }
+    if (!('upstream' in decision)) {
+      // Only a carrier dials; this server gives none.
+      this.#reject(stream, info, 503, 'internal error: no upstream', rawAuthority);
       return;
     }
     const upstream = decision.upstream;

@@ -76,7 +76,7 @@ export async function echoServer(): Promise<Echo> {
 }
 
 /** Connects to 127.0.0.1:port and resolves once connected; a failure is a 503, as ztunnel. */
-export function connectUpstream(port: number): Promise<ConnectDecision> {
+export function connectUpstream(port: number): Promise<Exclude<ConnectDecision, { dialed: true }>> {
   return new Promise((resolve) => {
     const s = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
     s.once('connect', () => { resolve({ status: 200, upstream: s }); });

@@ -51,7 +51,7 @@ before(() => {
   manager = new WorkloadProxyManager({
     retryMs: 200,
     factory: listenerFactory({
-      mark: 0x539, reusePort: true, ipv6: true,
+      mark: 0x539, keepalive: undefined, reusePort: true, ipv6: true,
       onConnection: (kind: CaptureKind, s: net.Socket, pod) => {
         captured.push({ kind, pod: pod.info.name, dst: originalDst(s) });
         s.destroy();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
-import { connectTcp, openNetns } from '@skein/bpf';
+import { connectTcp, constants, fdOf, native, openNetns } from '@skein/bpf';
 import { createNetns, needsRoot, type TempNetns } from '../../../bpf/test/netns-fixture.ts';
 import { listenerFactory } from './listeners.ts';
 
@@ -25,7 +25,7 @@ function connect(path: string, port: number): Promise<net.Socket> {
 test('stop(drainMs): listeners close first, open connections finish within the drain, the rest are closed after it', { skip: needsRoot }, async () => {
   const path = ns?.path ?? '';
   const accepted: net.Socket[] = [];
-  const factory = listenerFactory({ mark: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { accepted.push(s); s.on('error', () => undefined); } });
+  const factory = listenerFactory({ mark: undefined, keepalive: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { accepted.push(s); s.on('error', () => undefined); } });
   const fd = openNetns(path);
   const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
   const finishing = await connect(path, 15001);
@@ -49,7 +49,7 @@ test('stop(drainMs): listeners close first, open connections finish within the d
 
 test('stop() with no drain closes open connections at once (the pod left the mesh)', { skip: needsRoot }, async () => {
   const path = ns?.path ?? '';
-  const factory = listenerFactory({ mark: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { s.on('error', () => undefined); } });
+  const factory = listenerFactory({ mark: undefined, keepalive: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { s.on('error', () => undefined); } });
   const fd = openNetns(path);
   const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
   const open = await connect(path, 15001);
@@ -61,4 +61,28 @@ test('stop() with no drain closes open connections at once (the pod left the mes
   fs.closeSync(fd);
   await closed;
   assert.ok(Date.now() - t0 < 300);
+});
+
+test('every accepted pod socket has the listeners\' TCP keepalive (KEEPALIVE_*), set once on the listener', { skip: needsRoot }, async () => {
+  const path = ns?.path ?? '';
+  const accepted: net.Socket[] = [];
+  const keepalive = { timeSeconds: 170, intervalSeconds: 11, retries: 7 };
+  const factory = listenerFactory({ mark: undefined, keepalive, reusePort: true, ipv6: false, onConnection: (_k, s) => { accepted.push(s); s.on('error', () => undefined); } });
+  const fd = openNetns(path);
+  const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
+  const clients = await Promise.all([15001, 15006, 15008].map((port) => connect(path, port)));
+  try {
+    while (accepted.length < 3) await new Promise((r) => setTimeout(r, 10));
+    for (const s of accepted) {
+      const sock = fdOf(s);
+      assert.equal(native.getIntOpt(sock, constants.SOL_SOCKET, constants.SO_KEEPALIVE), 1);
+      assert.equal(native.getIntOpt(sock, constants.IPPROTO_TCP, constants.TCP_KEEPIDLE), 170);
+      assert.equal(native.getIntOpt(sock, constants.IPPROTO_TCP, constants.TCP_KEEPINTVL), 11);
+      assert.equal(native.getIntOpt(sock, constants.IPPROTO_TCP, constants.TCP_KEEPCNT), 7);
+    }
+  } finally {
+    for (const c of clients) c.destroy();
+    await proxy.stop();
+    fs.closeSync(fd);
+  }
 });

@@ -6,7 +6,7 @@
 // SO_REUSEPORT so an old and a new node proxy can both hold them. IPv4
 // always; IPv6 when enabled and the pod has it.
 import type net from 'node:net';
-import { listenTcp, setNetnsSysctl } from '@skein/bpf';
+import { listenTcp, setNetnsSysctl, type TcpKeepalive } from '@skein/bpf';
 import { startDnsServer, type DnsHandler, type DnsServer } from '../dns/server.ts';
 import type { PodProxy, ProxyFactory } from './manager.ts';
 import type { WorkloadInfo } from './protocol.ts';
@@ -25,6 +25,11 @@ export type ConnectionHandler = (kind: CaptureKind, socket: net.Socket, pod: Pod
 
 export interface ListenerOptions {
   mark: number | undefined;
+  /**
+   * TCP keepalive (KEEPALIVE_*) on the listeners: every accepted pod socket
+   * inherits it from its listener, with no setsockopt per connection.
+   */
+  keepalive: TcpKeepalive | undefined;
   reusePort: boolean;
   ipv6: boolean;
   onConnection: ConnectionHandler;
@@ -96,7 +101,9 @@ export function listenerFactory(o: ListenerOptions): ProxyFactory {
           for (const address of families) {
             let server: net.Server;
             try {
-              server = await listenTcp({ address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true }, (accepted) => {
+              server = await listenTcp({
+                address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true, ...(o.keepalive === undefined ? {} : { keepalive: o.keepalive }),
+              }, (accepted) => {
                 let s: net.Socket;
                 try {
                   s = o.adopt?.(kind, accepted) ?? accepted;

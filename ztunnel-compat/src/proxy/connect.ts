@@ -2,9 +2,9 @@
 // Plain TCP connects to an upstream (an app, or a passthrough destination) as
 // ztunnel makes them: bounded by its 10 s connect timeout, abandoned at once
 // when the connection they serve is gone, and with TCP keepalive on the
-// socket (KEEPALIVE_*), as on the pod-side sockets.
+// socket (KEEPALIVE_*), as on the pod-side sockets (which inherit it from
+// their listener, inpod/listeners.ts).
 import type net from 'node:net';
-import { setSocketOptions, type TcpKeepalive } from '@skein/bpf';
 
 /** ztunnel src/proxy.rs `CONNECTION_TIMEOUT` (used by freebind_connect). */
 export const CONNECT_TIMEOUT_MS = 10_000;
@@ -40,18 +40,4 @@ export function connected(socket: net.Socket, timeoutMs: number, signal?: AbortS
     if (signal?.aborted === true) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-/**
- * TCP keepalive on a socket accepted from a pod. false when it could not be
- * set (the socket is already gone): nothing is left to keep alive then.
- */
-export function keepPodSocketAlive(socket: net.Socket, keepalive: TcpKeepalive | undefined): boolean {
-  if (keepalive === undefined) return true;
-  try {
-    setSocketOptions(socket, { keepalive });
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -15,7 +15,7 @@ import { plaintextRefusal } from '../decide/inbound.ts';
 import { hostPort, SELF_PORTS } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import { accessFields, logComplete, logFailed, policyRejection, type AccessFields } from './access-log.ts';
-import { connected, CONNECT_TIMEOUT_MS, keepPodSocketAlive } from './connect.ts';
+import { connected, CONNECT_TIMEOUT_MS } from './connect.ts';
 import { checkFault } from './guard.ts';
 import type { ProxyInputs } from './inputs.ts';
 import { guessInboundService, tcpLabels } from './metrics.ts';
@@ -78,8 +78,7 @@ async function inbound(p: ProxyInputs, socket: net.Socket, pod: PodContext, made
   const labels = tcpLabels({ ...base, flag: '-' });
   p.metrics.opened(labels);
   try {
-    keepPodSocketAlive(socket, p.keepalive);
-    // From the client's address: the reply gets connmark 0x111 and comes back
+      // From the client's address: the reply gets connmark 0x111 and comes back
     // to this socket through route table 100 (istio-cni's rules).
     upstream = pooledSocket((onread) => connectTcp({
       address: dst.address, port: dst.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,

@@ -23,7 +23,7 @@ import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
 import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
 import { pooledSocket } from './pooled-reads.ts';
-import { connected, CONNECT_TIMEOUT_MS, keepPodSocketAlive } from './connect.ts';
+import { connected, CONNECT_TIMEOUT_MS } from './connect.ts';
 import { checkFault } from './guard.ts';
 import { viaNativeHbone } from './outbound-native.ts';
 import { relay } from './relay.ts';
@@ -48,7 +48,6 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, ma
   const fault = checkFault('outbound');
   if (fault !== undefined) await fault;
   const started = Date.now();
-  keepPodSocketAlive(socket, p.keepalive);
   const dst = originalDst(socket);
   const srcIp = socket.remoteAddress ?? '';
   const srcAddr = `${srcIp}:${socket.remotePort ?? 0}`;

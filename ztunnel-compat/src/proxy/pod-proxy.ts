@@ -22,13 +22,13 @@ import { accessFields, logComplete, logFailed } from './access-log.ts';
 import { guessInboundService, tcpLabels } from './metrics.ts';
 import { handleOutbound, type OutboundDeps } from './outbound.ts';
 import { adoptPooled } from './pooled-reads.ts';
-import { keepPodSocketAlive } from './connect.ts';
 import { findSourceWorkload } from './source-workload.ts';
 
 export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
   const servers = new Map<string, HboneServer | NativeHboneServer>();
   const listeners = listenerFactory({
     mark: p.mark,
+    keepalive: p.keepalive,
     reusePort: config.inpodPortReuse,
     ipv6: config.ipv6Enabled,
     ...(dns === undefined ? {} : {
@@ -51,7 +51,7 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
           return;
         case 'hbone': {
           const server = servers.get(pod.uid);
-          if (server === undefined || !keepPodSocketAlive(socket, p.keepalive)) socket.destroy();
+          if (server === undefined) socket.destroy();
           else server.accept(socket);
           return;
         }

@@ -69,9 +69,14 @@ test('a Forwarded host= that is empty once unquoted is no host (fuzz finding, te
 test('forwarded and traceparent follow ztunnel', () => {
   assert.equal(forwardedHeader('10.0.0.1', 1234), 'for="10.0.0.1:1234"');
   assert.equal(forwardedHeader('fd00::1', 1234, 'reviews.default.svc.cluster.local'), 'for="[fd00::1]:1234";host=reviews.default.svc.cluster.local');
-  const a = traceparent();
-  assert.match(a, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
-  assert.notEqual(traceparent(), a);
+  // Past several refills of the random pool: every one well formed and new.
+  const seen = new Set<string>();
+  for (let i = 0; i < 1000; i++) {
+    const t = traceparent();
+    assert.match(t, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    seen.add(t.slice(3, 35)).add(t.slice(36, 52));
+  }
+  assert.equal(seen.size, 2000);
 });
 
 test('PING keepalive: both sides drop a session whose peer stops answering', async () => {

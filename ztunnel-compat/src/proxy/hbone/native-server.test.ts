@@ -358,6 +358,34 @@ test('a carrier closed while the engine dials makes it a 401 with the reason', {
   }
 });
 
+test('a dial that does not connect within the connect timeout is a 503 that says so', { skip }, async () => {
+  // As above, a listener whose SYNs are dropped; an engine of its own with a short timeout.
+  const fd = native.createSocket(4, 'stream', -1);
+  native.bind(fd, '127.0.0.1', 0);
+  native.listen(fd, 0);
+  const full = native.localAddress(fd).port;
+  const filler = netConnect({ host: '127.0.0.1', port: full });
+  await new Promise<void>((resolve) => { filler.once('connect', () => { resolve(); }); });
+  const quick = new NativeHboneClient({ workers: 1, connectTimeoutMs: 300 });
+  const failures: StreamRejection[] = [];
+  const own = new NativeHboneServer(quick, c.server, { handler: dialing(full), onReject: (r) => failures.push(r) });
+  const l = createNetServer((s) => { own.accept(s); });
+  await new Promise<void>((resolve) => { l.listen(0, '127.0.0.1', resolve); });
+  try {
+    const t0 = Date.now();
+    await assert.rejects(client.open({ ...req(), upstream: { ip: '127.0.0.1', port: (l.address() as AddressInfo).port } }), (e: unknown) => e instanceof HboneError && e.status === 503);
+    assert.ok(Date.now() - t0 < 3000, 'within the timeout and one tick of the engine');
+    await waitFor(() => failures.length > 0);
+    assert.match(failures[0]?.reason ?? '', new RegExp(`connect to 127\\.0\\.0\\.1:${full} failed: connection timed out after 300 ms`));
+  } finally {
+    own.destroy();
+    await new Promise<void>((resolve) => { l.close(() => { resolve(); }); });
+    quick.close();
+    filler.destroy();
+    closeSync(fd);
+  }
+});
+
 test('no fd is left behind across 300 dialled tunnels', { skip }, async () => {
   handler = dialing(echo.port);
   try {

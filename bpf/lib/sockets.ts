@@ -55,6 +55,8 @@ export interface ListenOptions extends CreateOptions {
   address: string;
   port: number;
   backlog?: number;
+  /** Accepted sockets start paused: nothing is read until someone resumes them (net.Server's pauseOnConnect). */
+  pauseOnConnect?: boolean;
 }
 
 export interface ConnectOptions extends CreateOptions {
@@ -162,7 +164,9 @@ export async function listenTcp(o: ListenOptions, onConnection?: (socket: net.So
     native.bind(fd, o.address, port);
     native.listen(fd, backlog);
   });
-  const server = net.createServer({ noDelay: o.noDelay ?? false, allowHalfOpen: o.allowHalfOpen ?? false }, onConnection);
+  // No per-connection TCP_NODELAY or keepalive calls: an accepted socket
+  // inherits both from the listener (set above by createFd).
+  const server = net.createServer({ allowHalfOpen: o.allowHalfOpen ?? false, pauseOnConnect: o.pauseOnConnect ?? false }, onConnection);
   // From here Node owns the fd and closes it with the server.
   return await new Promise((resolve, reject) => {
     server.once('error', reject);

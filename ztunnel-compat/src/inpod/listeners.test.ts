@@ -63,7 +63,7 @@ test('stop() with no drain closes open connections at once (the pod left the mes
   assert.ok(Date.now() - t0 < 300);
 });
 
-test('every accepted pod socket has the listeners\' TCP keepalive (KEEPALIVE_*), set once on the listener', { skip: needsRoot }, async () => {
+test('every accepted pod socket has the listeners\' TCP keepalive (KEEPALIVE_*) and TCP_NODELAY, set once on the listener', { skip: needsRoot }, async () => {
   const path = ns?.path ?? '';
   const accepted: net.Socket[] = [];
   const keepalive = { timeSeconds: 170, intervalSeconds: 11, retries: 7 };
@@ -79,7 +79,33 @@ test('every accepted pod socket has the listeners\' TCP keepalive (KEEPALIVE_*),
       assert.equal(native.getIntOpt(sock, constants.IPPROTO_TCP, constants.TCP_KEEPIDLE), 170);
       assert.equal(native.getIntOpt(sock, constants.IPPROTO_TCP, constants.TCP_KEEPINTVL), 11);
       assert.equal(native.getIntOpt(sock, constants.IPPROTO_TCP, constants.TCP_KEEPCNT), 7);
+      assert.equal(native.getIntOpt(sock, constants.IPPROTO_TCP, constants.TCP_NODELAY), 1);
     }
+  } finally {
+    for (const c of clients) c.destroy();
+    await proxy.stop();
+    fs.closeSync(fd);
+  }
+});
+
+test('a kind listed as paused is accepted without reading: the client\'s bytes stay in the kernel for whoever takes the socket', { skip: needsRoot }, async () => {
+  const path = ns?.path ?? '';
+  const accepted: { kind: string; s: net.Socket }[] = [];
+  const factory = listenerFactory({ mark: undefined, keepalive: undefined, reusePort: true, ipv6: false, paused: ['outbound'], onConnection: (kind, s) => { accepted.push({ kind, s }); s.on('error', () => undefined); } });
+  const fd = openNetns(path);
+  const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
+  const clients = await Promise.all([15001, 15006].map((port) => connect(path, port)));
+  try {
+    for (const c of clients) c.write('hello');
+    while (accepted.length < 2) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    const of = (kind: string): net.Socket | undefined => accepted.find((a) => a.kind === kind)?.s;
+    assert.equal(of('outbound')?.bytesRead, 0, 'the paused kind read nothing');
+    assert.equal(of('inbound')?.bytesRead, 5, 'the others read as usual');
+    // Resumed, the paused one reads what waited.
+    const got = new Promise<string>((resolve) => { of('outbound')?.once('data', (d: Buffer) => { resolve(d.toString()); }); });
+    of('outbound')?.resume();
+    assert.equal(await got, 'hello');
   } finally {
     for (const c of clients) c.destroy();
     await proxy.stop();

@@ -18,6 +18,8 @@ export interface PodContext {
   uid: string;
   info: WorkloadInfo;
   netnsFd: number;
+  /** Tracks a socket that replaced an accepted one (pooled reads): the pod's stop closes it as it would the accepted one. */
+  track?: (s: net.Socket) => void;
 }
 
 /** What the data path does with a captured connection. */
@@ -35,6 +37,8 @@ export interface ListenerOptions {
   onConnection: ConnectionHandler;
   /** Replaces an accepted socket before it is tracked and handled (pod-proxy: pooled reads). */
   adopt?: (kind: CaptureKind, socket: net.Socket) => net.Socket;
+  /** Kinds whose accepted sockets start paused: nothing is read until the handler resumes or hands them over. */
+  paused?: readonly CaptureKind[];
   /** The DNS proxy's port and per-pod handler; absent when DNS capture is off. */
   dns?: { port: number; handlerFor: (pod: PodContext) => DnsHandler };
 }
@@ -91,9 +95,9 @@ function migrateOnClose(netnsFd: number): void {
 export function listenerFactory(o: ListenerOptions): ProxyFactory {
   return {
     async start(uid, info, netnsFd) {
-      const pod: PodContext = { uid, info, netnsFd };
       const servers: net.Server[] = [];
       const proxy = new PodListeners(servers);
+      const pod: PodContext = { uid, info, netnsFd, track: (s) => { proxy.track(s); } };
       const families: string[] = o.ipv6 ? ['0.0.0.0', '::'] : ['0.0.0.0'];
       if (o.reusePort) migrateOnClose(netnsFd);
       try {
@@ -102,7 +106,8 @@ export function listenerFactory(o: ListenerOptions): ProxyFactory {
             let server: net.Server;
             try {
               server = await listenTcp({
-                address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true, ...(o.keepalive === undefined ? {} : { keepalive: o.keepalive }),
+                address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true, pauseOnConnect: o.paused?.includes(kind) ?? false,
+                ...(o.keepalive === undefined ? {} : { keepalive: o.keepalive }),
               }, (accepted) => {
                 let s: net.Socket;
                 try {

@@ -22,7 +22,8 @@ import { forwardedHeader, sourceBaggage, traceparent } from './hbone/headers.ts'
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
 import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
-import { pooledSocket } from './pooled-reads.ts';
+import { adoptPooled, isPooled, pooledSocket } from './pooled-reads.ts';
+import { markCarried } from './carried.ts';
 import { connected, CONNECT_TIMEOUT_MS } from './connect.ts';
 import { checkFault } from './guard.ts';
 import { viaNativeHbone } from './outbound-native.ts';
@@ -36,12 +37,15 @@ export interface OutboundDeps extends ProxyInputs {
   onDemandDns: OnDemandDns;
 }
 
-export function handleOutbound(p: OutboundDeps, socket: net.Socket, pod: PodContext): void {
-  socket.on('error', () => undefined);
-  // The upstream (a TCP socket or an HBONE tunnel) once there is one, for the guard to close.
+export function handleOutbound(p: OutboundDeps, accepted: net.Socket, pod: PodContext): void {
+  accepted.on('error', () => undefined);
+  // The pod socket (the accepted one, or the pooled one that replaced it)
+  // and the upstream (a TCP socket or an HBONE tunnel) once there is one, for the guard to close.
+  let socket = accepted;
   let upstream: Duplex | undefined;
-  const fields = (): AccessFields => ({ 'src.addr': hostPort(socket.remoteAddress ?? '', socket.remotePort ?? 0), direction: 'outbound' });
-  p.guard.run('outbound', fields, () => [socket, upstream], () => outbound(p, socket, pod, (u) => { upstream = u; }));
+  const fields = (): AccessFields => ({ 'src.addr': hostPort(accepted.remoteAddress ?? '', accepted.remotePort ?? 0), direction: 'outbound' });
+  const made: Made = { upstream: (u) => { upstream = u; }, pod: (s) => { socket = s; } };
+  p.guard.run('outbound', fields, () => [socket, upstream], () => outbound(p, accepted, pod, made));
 }
 
 async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, made: Made): Promise<void> {
@@ -117,12 +121,32 @@ function dnsLabels(source: Workload, hostname: string): OnDemandDnsLabels {
 }
 
 type Fields = (more?: Partial<AccessFacts>) => AccessFields;
-/** Hands the upstream, once made, to the connection's guard. */
-type Made = (upstream: Duplex) => void;
+/** Hands the upstream, once made, and a pod socket that replaced the accepted one, to the connection's guard. */
+interface Made {
+  upstream: (upstream: Duplex) => void;
+  pod: (socket: net.Socket) => void;
+}
+
+/**
+ * The pod socket with pooled reads for a relay. On the native engine pod
+ * sockets are accepted paused and left as they are, since most go to the
+ * engine (which reads them itself); one that is relayed here is adopted now,
+ * and what counts and tracks open sockets follows the adopted one.
+ */
+function pooledPodSocket(accepted: net.Socket, pod: PodContext, made: Made): net.Socket {
+  if (isPooled(accepted)) return accepted;
+  const pooled = adoptPooled(accepted);
+  markCarried(accepted, new Promise((resolve) => { pooled.once('close', () => { resolve(); }); }));
+  pooled.on('error', () => undefined);
+  pod.track?.(pooled);
+  made.pod(pooled);
+  return pooled;
+}
 type TcpDecision = Extract<OutboundDecision, { kind: 'passthrough' | 'tcp' }>;
 type HboneDecision = Extract<OutboundDecision, { kind: 'hbone' }>;
 
-async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number, made: Made): Promise<void> {
+async function viaTcp(p: OutboundDeps, accepted: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number, made: Made): Promise<void> {
+  const socket = pooledPodSocket(accepted, pod, made);
   const destination = d.kind === 'tcp' ? d.destination : undefined;
   const service = d.kind === 'tcp' ? d.service : undefined;
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination, destinationService: service, mtls: false, flag });
@@ -130,7 +154,7 @@ async function viaTcp(p: OutboundDeps, socket: net.Socket, pod: PodContext, sour
     address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
     ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
   }));
-  made(upstream);
+  made.upstream(upstream);
   // ztunnel's connect timeout; a client that leaves meanwhile abandons the connect.
   const gone = new AbortController();
   const onGone = (): void => { gone.abort(); };
@@ -181,7 +205,7 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
         ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
       }),
     });
-    made(tunnel);
+    made.upstream(tunnel);
   } catch (err) {
     const e = err as Error & { flag?: ResponseFlag; status?: number };
     // No valid certificate of our own: refused, never presented expired.

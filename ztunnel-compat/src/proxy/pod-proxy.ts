@@ -37,8 +37,12 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
         handlerFor: (pod: PodContext) => dns.handlerFor({ namespace: pod.info.namespace, netnsFd: pod.netnsFd, source: () => findSourceWorkload(p.state, p.nodeName, pod.info) }),
       },
     }),
-    // Plaintext pod sockets read into pooled buffers; 15008's go to TLS as they are.
-    adopt: (kind, socket) => (kind === 'hbone' ? socket : adoptPooled(socket)),
+    // Plaintext pod sockets read into pooled buffers; 15008's go to TLS as
+    // they are. On the native engine a pod's outbound socket starts paused
+    // and unadopted: most go to the engine, which reads them itself;
+    // outbound.ts adopts the rest.
+    adopt: (kind, socket) => (kind === 'hbone' || (kind === 'outbound' && p.nativeHbone !== undefined) ? socket : adoptPooled(socket)),
+    ...(p.nativeHbone === undefined ? {} : { paused: ['outbound'] as const }),
     onConnection: (kind, socket, pod) => {
       p.metrics.socketOpened(kind === 'outbound' ? 'source' : 'destination', socket);
       switch (kind) {

@@ -76,6 +76,11 @@ export function adoptPooled(accepted: net.Socket, pool: ReadBuffers = readBuffer
   return pooledSocket((onread) => new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, onread }), pool);
 }
 
+/** Whether `s` reads into pooled buffers (pooledSocket, adoptPooled). */
+export function isPooled(s: Duplex): boolean {
+  return readers.has(s);
+}
+
 /** Makes `sink` the consumer of a pooled socket's reads; false when `s` is not one. */
 export function consumeReads(s: Duplex, sink: ChunkSink): boolean {
   const reader = readers.get(s);

@@ -221,7 +221,8 @@ export function drainReadable(socket: net.Socket): Buffer | undefined {
     release();
     return false; // and read no more: the engine takes over
   });
-  if (!pooled) {
+  // A socket that never read (accepted paused) is left alone: read() would start it reading.
+  if (!pooled && socket.readableLength > 0) {
     for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) parts.push(chunk);
   }
   return parts.length === 0 ? undefined : Buffer.concat(parts);

@@ -417,22 +417,27 @@ void Stream::OnAnswer(Answer& a) {
     return;
   }
   if (a.status != 200) {
-    // An error answer ends the stream (END_STREAM on the HEADERS).
     a.upstream.reset();
-    status_ = a.status;
-    done_ = true;
-    DropDown();
-    std::string status = std::to_string(a.status);
-    static const std::string kStatus = ":status";
-    nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(kStatus.data())),
-                  reinterpret_cast<uint8_t*>(status.data()), kStatus.size(), status.size(), NGHTTP2_NV_FLAG_NONE};
-    nghttp2_submit_response(session->h2, sid, &nv, 1, nullptr);
-    session->MarkDirty();
+    AnswerError(a.status);
     return;
   }
   pod_ = std::move(a.upstream);
   if (!a.initial.empty()) up_.append(reinterpret_cast<const uint8_t*>(a.initial.data()), a.initial.size());
   Respond(a.baggage);
+}
+
+void Stream::AnswerError(int status) {
+  // An error answer ends the stream (END_STREAM on the HEADERS).
+  status_ = status;
+  done_ = true;
+  DropDown();
+  if (session == nullptr) return;
+  std::string code = std::to_string(status);
+  static const std::string kStatus = ":status";
+  nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(kStatus.data())),
+                reinterpret_cast<uint8_t*>(code.data()), kStatus.size(), code.size(), NGHTTP2_NV_FLAG_NONE};
+  nghttp2_submit_response(session->h2, sid, &nv, 1, nullptr);
+  session->MarkDirty();
 }
 
 void Stream::Respond(const std::string& baggage) {
@@ -531,17 +536,7 @@ void Stream::DialFailed(int status, const std::string& why) {
   dialing_ = false;
   SetMask(0);
   pod_.reset();
-  status_ = status;
-  done_ = true;
-  DropDown();
-  if (session != nullptr) {
-    std::string code = std::to_string(status);
-    static const std::string kStatus = ":status";
-    nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(kStatus.data())),
-                  reinterpret_cast<uint8_t*>(code.data()), kStatus.size(), code.size(), NGHTTP2_NV_FLAG_NONE};
-    nghttp2_submit_response(session->h2, sid, &nv, 1, nullptr);
-    session->MarkDirty();
-  }
+  AnswerError(status);
   Emit(EventKind::kDial, status, "-", why);
   if (h2_closed_) w_->Bury(this);
 }

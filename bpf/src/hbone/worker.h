@@ -109,6 +109,8 @@ class Stream : public Handler {
   void SetMask(uint32_t mask);
   // Inbound: the 200 and its data provider, once the upstream is pod_.
   void Respond(const std::string& baggage);
+  // Inbound: an error status, which ends the stream.
+  void AnswerError(int status);
   // Inbound: TypeScript's dial (Answer::dial): the connect starts, the 200
   // waits for it (OnDialed).
   void StartDial(Answer& a);

@@ -127,6 +127,9 @@ interface Made {
   pod: (socket: net.Socket) => void;
 }
 
+type TcpDecision = Extract<OutboundDecision, { kind: 'passthrough' | 'tcp' }>;
+type HboneDecision = Extract<OutboundDecision, { kind: 'hbone' }>;
+
 /**
  * The pod socket with pooled reads for a relay. On the native engine pod
  * sockets are accepted paused and left as they are, since most go to the
@@ -142,8 +145,6 @@ function pooledPodSocket(accepted: net.Socket, pod: PodContext, made: Made): net
   made.pod(pooled);
   return pooled;
 }
-type TcpDecision = Extract<OutboundDecision, { kind: 'passthrough' | 'tcp' }>;
-type HboneDecision = Extract<OutboundDecision, { kind: 'hbone' }>;
 
 async function viaTcp(p: OutboundDeps, accepted: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number, made: Made): Promise<void> {
   const socket = pooledPodSocket(accepted, pod, made);

@@ -304,6 +304,13 @@ test('two hundred connections along every path leave no file descriptor behind',
   // Warm the HBONE pools first: pooled connections are meant to outlive a request.
   for (const [from, ip, port] of paths) await ask(from, ip, port);
   await new Promise((r) => setTimeout(r, 200));
+  // istio_tcp_sockets_open follows each pod socket to its end, wherever it was
+  // carried (the engine, or a relay that re-opened it for pooled reads).
+  const socketsOpen = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${must(apps[0], 'app0').admin.ports.stats}/metrics`)).text();
+    return Number(/^istio_tcp_sockets_open\{reporter="source"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+  };
+  const openBefore = await socketsOpen();
   const before = openFds();
   for (let round = 0; round < 50; round++) {
     const results = await Promise.all(paths.map(([from, ip, port]) => ask(from, ip, port)));
@@ -313,6 +320,9 @@ test('two hundred connections along every path leave no file descriptor behind',
   await until(`fds back to ${before}`, () => (now = openFds()) <= before, 10_000).catch(() => undefined);
   // Fewer is fine: a pooled HBONE connection may have been replaced or released meanwhile.
   assert.ok(now <= before, `fds before ${before}, after ${now}`);
+  let open = NaN;
+  await until(`istio_tcp_sockets_open back to ${openBefore}`, async () => (open = await socketsOpen()) === openBefore, 10_000).catch(() => undefined);
+  assert.equal(open, openBefore, 'no pod socket left counted as open');
 });
 
 // Last: it removes a pod from the mesh.

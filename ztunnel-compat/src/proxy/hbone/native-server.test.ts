@@ -226,7 +226,8 @@ test('an upstream that closes first ends the tunnel cleanly both ways', { skip }
   }
 });
 
-test('no fd is left behind across 300 tunnels', { skip }, async () => {
+/** Open fds of this process before and after 300 tunnels through the server (10 at a time), once it is idle again. */
+async function fdsAcross300Tunnels(): Promise<[number, number]> {
   await roundTrip(await client.connect(req()), Buffer.from('warm'));
   await waitFor(() => server.activeTunnels === 0);
   const before = readdirSync('/proc/self/fd').length;
@@ -235,7 +236,11 @@ test('no fd is left behind across 300 tunnels', { skip }, async () => {
   }
   await waitFor(() => server.activeTunnels === 0 && engine.stats().streamsLive === 0);
   await new Promise((r) => setTimeout(r, 50));
-  const after = readdirSync('/proc/self/fd').length;
+  return [before, readdirSync('/proc/self/fd').length];
+}
+
+test('no fd is left behind across 300 tunnels', { skip }, async () => {
+  const [before, after] = await fdsAcross300Tunnels();
   assert.ok(after <= before, `fds: ${before} before, ${after} after`);
 });
 
@@ -332,14 +337,19 @@ test('a dial the upstream refuses is a 503 with the reason, and no tunnel end', 
   }
 });
 
-test('a carrier closed while the engine dials makes it a 401 with the reason', { skip }, async () => {
-  // A listener whose accept queue is full: its SYNs are dropped, so the dial waits.
+/** A port whose SYNs are dropped (a listener with a full accept queue), so a dial to it waits. */
+async function unanswered(): Promise<{ port: number; close: () => void }> {
   const fd = native.createSocket(4, 'stream', -1);
   native.bind(fd, '127.0.0.1', 0);
   native.listen(fd, 0);
-  const full = native.localAddress(fd).port;
-  const filler = netConnect({ host: '127.0.0.1', port: full });
+  const port = native.localAddress(fd).port;
+  const filler = netConnect({ host: '127.0.0.1', port });
   await new Promise<void>((resolve) => { filler.once('connect', () => { resolve(); }); });
+  return { port, close: () => { filler.destroy(); closeSync(fd); } };
+}
+
+test('a carrier closed while the engine dials makes it a 401 with the reason', { skip }, async () => {
+  const { port: full, close: closeFull } = await unanswered();
   let carrier: TunnelCarrier | undefined;
   handler = dialing(full, undefined, (r) => { carrier = r.carrier; });
   try {
@@ -353,19 +363,13 @@ test('a carrier closed while the engine dials makes it a 401 with the reason', {
     assert.equal(rejects.at(-1)?.reason, 'connection closed due to policy change: denied');
   } finally {
     handler = () => connectUpstream(echo.port);
-    filler.destroy();
-    closeSync(fd);
+    closeFull();
   }
 });
 
 test('a dial that does not connect within the connect timeout is a 503 that says so', { skip }, async () => {
-  // As above, a listener whose SYNs are dropped; an engine of its own with a short timeout.
-  const fd = native.createSocket(4, 'stream', -1);
-  native.bind(fd, '127.0.0.1', 0);
-  native.listen(fd, 0);
-  const full = native.localAddress(fd).port;
-  const filler = netConnect({ host: '127.0.0.1', port: full });
-  await new Promise<void>((resolve) => { filler.once('connect', () => { resolve(); }); });
+  // An engine of its own, with a short connect timeout.
+  const { port: full, close: closeFull } = await unanswered();
   const quick = new NativeHboneClient({ workers: 1, connectTimeoutMs: 300 });
   const failures: StreamRejection[] = [];
   const own = new NativeHboneServer(quick, c.server, { handler: dialing(full), onReject: (r) => failures.push(r) });
@@ -381,23 +385,14 @@ test('a dial that does not connect within the connect timeout is a 503 that says
     own.destroy();
     await new Promise<void>((resolve) => { l.close(() => { resolve(); }); });
     quick.close();
-    filler.destroy();
-    closeSync(fd);
+    closeFull();
   }
 });
 
 test('no fd is left behind across 300 dialled tunnels', { skip }, async () => {
   handler = dialing(echo.port);
   try {
-    await roundTrip(await client.connect(req()), Buffer.from('warm'));
-    await waitFor(() => server.activeTunnels === 0);
-    const before = readdirSync('/proc/self/fd').length;
-    for (let round = 0; round < 30; round++) {
-      await Promise.all(Array.from({ length: 10 }, async () => { await roundTrip(await client.connect(req()), Buffer.from('ping')); }));
-    }
-    await waitFor(() => server.activeTunnels === 0 && engine.stats().streamsLive === 0);
-    await new Promise((r) => setTimeout(r, 50));
-    const after = readdirSync('/proc/self/fd').length;
+    const [before, after] = await fdsAcross300Tunnels();
     assert.ok(after <= before, `fds: ${before} before, ${after} after`);
   } finally {
     handler = () => connectUpstream(echo.port);

@@ -80,17 +80,19 @@ function connectHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: Conne
     });
     if (!admission.allowed) return { status: 401, reason: policyRejection(admission.reason) };
     const header = d.proxyProtocol ? appTunnelHeader(req, d.service) : undefined;
+    // The connect, whoever makes it: in the pod's netns with our mark and
+    // keepalive, from the client's address when so decided.
+    const to = {
+      address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd,
+      ...(p.mark === undefined ? {} : { mark: p.mark }),
+      ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
+      ...(d.from === 'client' ? { localAddress: req.peerAddress.ip } : {}),
+    };
     const dial = req.carrier?.dial;
     if (dial !== undefined) {
-      // The native engine connects the upstream itself, as decided here, and
-      // answers the client (docs/native-engine.md): no socket in Node.
-      const failed = await dial({
-        address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd,
-        ...(p.mark === undefined ? {} : { mark: p.mark }),
-        ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
-        ...(d.from === 'client' ? { localAddress: req.peerAddress.ip } : {}),
-        ...(header === undefined ? {} : { header }),
-      });
+      // The native engine connects the upstream itself and answers the
+      // client (docs/native-engine.md): no socket in Node.
+      const failed = await dial({ ...to, ...(header === undefined ? {} : { header }) });
       if (failed !== undefined) {
         admission.release();
         return failed;
@@ -101,9 +103,7 @@ function connectHandler(p: ProxyInputs, pod: PodContext, onAccepted: (req: Conne
     }
     try {
       upstream = pooledSocket((onread) => connectTcp({
-        address: d.upstream.ip, port: d.upstream.port, netns: pod.netnsFd, mark: p.mark, allowHalfOpen: true, noDelay: true, onread,
-        ...(p.keepalive === undefined ? {} : { keepalive: p.keepalive }),
-        ...(d.from === 'client' ? { localAddress: req.peerAddress.ip, transparent: true } : {}),
+        ...to, allowHalfOpen: true, noDelay: true, onread, ...(to.localAddress === undefined ? {} : { transparent: true }),
       }));
     } catch (err) {
       admission.release();

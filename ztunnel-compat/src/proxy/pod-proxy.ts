@@ -11,7 +11,7 @@ import type { Config } from '../config.ts';
 import type { PodProxy, ProxyFactory } from '../inpod/manager.ts';
 import { hostPort } from '../decide/outbound.ts';
 import type { DnsProxy } from '../dns/proxy.ts';
-import { listenerFactory, type PodContext } from '../inpod/listeners.ts';
+import { listenerFactory, type CaptureKind, type PodContext } from '../inpod/listeners.ts';
 import { forwardedHost } from './hbone/headers.ts';
 import { NativeHboneServer } from './hbone/native-server.ts';
 import { HboneServer } from './hbone/server.ts';
@@ -26,6 +26,7 @@ import { findSourceWorkload } from './source-workload.ts';
 
 export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
   const servers = new Map<string, HboneServer | NativeHboneServer>();
+  const paused: readonly CaptureKind[] = p.nativeHbone === undefined ? [] : ['outbound'];
   const listeners = listenerFactory({
     mark: p.mark,
     keepalive: p.keepalive,
@@ -38,11 +39,11 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
       },
     }),
     // Plaintext pod sockets read into pooled buffers; 15008's go to TLS as
-    // they are. On the native engine a pod's outbound socket starts paused
-    // and unadopted: most go to the engine, which reads them itself;
+    // they are. Paused ones are left as accepted: on the native engine most
+    // outbound sockets go to the engine, which reads them itself, and
     // outbound.ts adopts the rest.
-    adopt: (kind, socket) => (kind === 'hbone' || (kind === 'outbound' && p.nativeHbone !== undefined) ? socket : adoptPooled(socket)),
-    ...(p.nativeHbone === undefined ? {} : { paused: ['outbound'] as const }),
+    paused,
+    adopt: (kind, socket) => (kind === 'hbone' || paused.includes(kind) ? socket : adoptPooled(socket)),
     onConnection: (kind, socket, pod) => {
       p.metrics.socketOpened(kind === 'outbound' ? 'source' : 'destination', socket);
       switch (kind) {

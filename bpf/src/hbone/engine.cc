@@ -54,6 +54,8 @@ std::vector<Event> Engine::TakeEvents() {
 void Engine::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  // All told first: their last lingering closes overlap (Worker::AwaitLingers).
+  for (auto& w : workers_) w->AskStop();
   for (auto& w : workers_) w->Stop();
 }
 

@@ -878,7 +878,9 @@ void Stream::Finish(const std::string& error) {
   DropDown();
   done_ = true;
   SetMask(0);
-  pod_.reset();
+  // Ended before the pod's FIN: it may still be writing (class Linger).
+  if (pod_eof_) pod_.reset();
+  else w_->CloseLingering(std::move(pod_), pod_shut_);
   Counters& c = w_->engine()->counters();
   c.bytes_sent += sent_;
   c.bytes_recv += recv_;
@@ -895,6 +897,39 @@ void Stream::SessionGone(const std::string& why) {
     return;
   }
   Abort(why);
+}
+
+// ---------------------------------------------------------------- Linger
+
+Linger::Linger(Worker* w, Fd fd, uint64_t now) : w_(w), fd_(std::move(fd)), deadline_(now + kLingerMs) {
+  w_->Watch(this, fd_.get(), EPOLLIN | EPOLLRDHUP, &registered_);
+}
+
+void Linger::OnEvents(uint32_t) {
+  uint8_t* buf = w_->read_buf();
+  for (;;) {
+    ssize_t n = read(fd_.get(), buf, Worker::kReadBuf);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    break;  // the pod's FIN, or an error: nothing more to wait for
+  }
+  w_->Watch(this, fd_.get(), 0, &registered_);
+  w_->Bury(this);
+}
+
+void Linger::Tick(uint64_t now) {
+  if (now < deadline_) return;
+  w_->Watch(this, fd_.get(), 0, &registered_);
+  w_->Bury(this);
+}
+
+void Linger::Unlink() { w_->lingers_.erase(this); }
+
+void Worker::CloseLingering(Fd fd, bool shut) {
+  if (fd.get() < 0) return;
+  if (!shut && shutdown(fd.get(), SHUT_WR) < 0) return;  // not connected (any more): closes at once
+  lingers_.insert(new Linger(this, std::move(fd), NowMs()));
 }
 
 // ---------------------------------------------------------------- Session
@@ -1549,13 +1584,17 @@ void Worker::Deliver(Answer a) {
   st->OnAnswer(a);
 }
 
-void Worker::Stop() {
+void Worker::AskStop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   uint64_t one = 1;
   (void)!write(evfd_.get(), &one, sizeof one);
+}
+
+void Worker::Stop() {
+  AskStop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -1783,6 +1822,7 @@ void Worker::Run() {
       next_tick = now + 500;
       std::vector<Session*> all(sessions_.begin(), sessions_.end());
       for (Session* s : all) if (!s->dead) s->Tick(now);
+      for (Linger* l : lingers_) if (!l->dead) l->Tick(now);
     }
     // One TLS write per session per pass, whatever its streams did.
     for (size_t i = 0; i < dirty_.size(); i++) {
@@ -1822,6 +1862,28 @@ void Worker::Shutdown() {
     answers_.clear();
     controls_.clear();
   }
+  DeleteGraves();
+  AwaitLingers(kStopLingerMs);
+}
+
+void Worker::AwaitLingers(uint64_t ms) {
+  std::vector<epoll_event> events(64);
+  for (uint64_t until = NowMs() + ms, now = NowMs(); !lingers_.empty() && now < until; now = NowMs()) {
+    int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), static_cast<int>(until - now));
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < n; i++) {
+      auto* h = static_cast<Handler*>(events[i].data.ptr);
+      if (h == nullptr) {
+        uint64_t v;
+        (void)!read(evfd_.get(), &v, sizeof v);
+      } else if (!h->dead) {
+        h->OnEvents(events[i].events);
+      }
+    }
+    DeleteGraves();
+  }
+  // The rest close as they are.
+  for (Linger* l : std::vector<Linger*>(lingers_.begin(), lingers_.end())) Bury(l);
   DeleteGraves();
 }
 

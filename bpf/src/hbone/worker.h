@@ -241,6 +241,27 @@ class Session : public Handler {
   std::vector<Stream*> to_write_;
 };
 
+// A pod socket the engine ends before the pod finished sending (an abort, a
+// session gone, the engine stopping): closing it with bytes unread, or with
+// more on the way, would answer the pod with a reset. It gets a FIN instead
+// and what it still sends is read and dropped until its own FIN, for at most
+// kLingerMs (nginx's lingering close).
+class Linger : public Handler {
+ public:
+  static constexpr uint64_t kLingerMs = 2000;
+  Linger(Worker* w, Fd fd, uint64_t now);
+  void OnEvents(uint32_t events) override;
+  void Unlink() override;
+  // Past its time the socket closes as it is.
+  void Tick(uint64_t now);
+
+ private:
+  Worker* w_;
+  Fd fd_;
+  bool registered_ = false;
+  uint64_t deadline_;
+};
+
 class Worker {
  public:
   Worker(Engine* e, unsigned index);
@@ -249,6 +270,7 @@ class Worker {
   void PostInbound(InboundRequest req);
   void PostAnswer(Answer a);
   void PostControl(Control c);
+  void AskStop();                  // any thread
   void Stop();                     // any thread; joins
 
   // Worker thread only.
@@ -264,6 +286,9 @@ class Worker {
   void Bury(Handler* h);
   void MarkDirty(Session* s) { dirty_.push_back(s); }
   void AddStream(Stream* s);
+  // Closes a pod socket the pod may still be writing to (class Linger);
+  // `shut`: its FIN was already sent.
+  void CloseLingering(Fd fd, bool shut);
   int MakeUpstreamSocket(const OutboundRequest& r, std::string* err);
   // A non-blocking TCP socket made in `netns` (-1: the worker's own), with
   // SO_MARK (0: none), TCP_NODELAY and keepalive (time 0: off); -1 and *err.
@@ -281,6 +306,9 @@ class Worker {
   void StartSession(const std::string& key);
   void Fail(OutboundRequest& req, int status, const char* flag, const std::string& why);
   void Shutdown();
+  // Stopping: the lingering pod sockets get up to `ms` for their FIN.
+  void AwaitLingers(uint64_t ms);
+  static constexpr uint64_t kStopLingerMs = 1000;
   void DeleteGraves();
 
   Engine* e_;
@@ -298,6 +326,7 @@ class Worker {
   std::unordered_map<std::string, Pool> pools_;
   std::unordered_set<Session*> sessions_;
   std::unordered_set<Stream*> streams_;
+  std::unordered_set<Linger*> lingers_;
   std::vector<Session*> dirty_;
   std::vector<Handler*> graves_;
   std::unique_ptr<uint8_t[]> read_buf_;
@@ -305,6 +334,7 @@ class Worker {
 
   friend class Session;
   friend class Stream;
+  friend class Linger;
   friend class Engine;
 };
 

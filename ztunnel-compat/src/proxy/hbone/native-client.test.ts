@@ -4,7 +4,8 @@
 // the engine and the "app" on its other end sees the tunnel's bytes.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
@@ -255,6 +256,66 @@ test('an app reset ends the tunnel with an error and the upstream goes away', { 
   app.resetAndDestroy();
   const end = await tunnel.done;
   assert.ok(end.error !== undefined, 'a reset is an error');
+});
+
+/**
+ * An app in a process of its own (engine.close() holds this thread while it
+ * waits): it writes 4 KiB a millisecond into its tunnel. One that `answers`
+ * reads until it sees an end, prints it ('end' or an error code), goes on
+ * writing for 50 ms (what it had in flight), answers the FIN with its own and
+ * prints how its socket closed; a deaf one never reads.
+ */
+const WRITER = `
+const s = require('node:net').connect({ host: '127.0.0.1', port: Number(process.argv[1]), allowHalfOpen: true }, () => console.log('connected'));
+const pump = setInterval(() => { s.write(Buffer.alloc(4096, 120)); }, 1);
+if (process.argv[2] === 'answers') s.resume();
+s.once('error', (e) => { clearInterval(pump); console.log(e.code ?? e.message); });
+s.once('end', () => { console.log('end'); setTimeout(() => { clearInterval(pump); s.end(); }, 50); });
+s.once('close', (hadError) => { console.log(hadError ? 'closed with an error' : 'closed'); process.exit(0); });`;
+
+async function writerPair(answers: boolean): Promise<{ app: ChildProcess; lines: string[]; pod: Socket }> {
+  const before = accepted.length;
+  const app = spawn(process.execPath, ['-e', WRITER, String((pods.address() as AddressInfo).port), answers ? 'answers' : 'deaf'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  app.stdout?.on('data', (d: Buffer) => { lines.push(...d.toString().split('\n').filter((l) => l !== '')); });
+  await waitFor(() => lines.includes('connected') && accepted.length > before);
+  const pod = accepted.splice(before, 1)[0];
+  assert.ok(pod);
+  return { app, lines, pod };
+}
+
+test('tunnels the engine ends while their apps still write (it stops) give the apps a FIN, never a reset; their FINs are waited for', { skip }, async () => {
+  const own = new NativeHboneClient({ workers: 1 });
+  const pairs = await Promise.all([writerPair(true), writerPair(true)]);
+  try {
+    const tunnels = await Promise.all(pairs.map(({ pod }) => own.open(pod, req({ poolKey: 'lingering' }))));
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = performance.now();
+    own.close();
+    const ms = performance.now() - t0;
+    for (const { lines } of pairs) await waitFor(() => lines.length >= 3);
+    assert.deepEqual(pairs.map(({ lines }) => lines), [['connected', 'end', 'closed'], ['connected', 'end', 'closed']]);
+    assert.ok(ms < 500, `the apps' FINs answered within ${Math.round(ms)} ms`);
+    for (const t of tunnels) assert.match((await t.done).error ?? '', /engine is closed/);
+  } finally {
+    for (const { app } of pairs) app.kill();
+  }
+});
+
+test('stopping, the engine waits one second for an app that never answers its FIN, not longer', { skip }, async () => {
+  const own = new NativeHboneClient({ workers: 1 });
+  const { app, lines, pod } = await writerPair(false);
+  try {
+    await own.open(pod, req({ poolKey: 'lingering-deaf' }));
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = performance.now();
+    own.close();
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 900 && ms < 1500, `close took ${Math.round(ms)} ms`);
+    assert.deepEqual(lines, ['connected']);
+  } finally {
+    app.kill();
+  }
 });
 
 // 1,000 in npm test; NATIVE_LEAK_TUNNELS=10000 for the issue's count.

@@ -277,7 +277,7 @@ async function writerPair(answers: boolean): Promise<{ app: ChildProcess; lines:
   const before = accepted.length;
   const app = spawn(process.execPath, ['-e', WRITER, String((pods.address() as AddressInfo).port), answers ? 'answers' : 'deaf'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines: string[] = [];
-  app.stdout?.on('data', (d: Buffer) => { lines.push(...d.toString().split('\n').filter((l) => l !== '')); });
+  app.stdout.on('data', (d: Buffer) => { lines.push(...d.toString().split('\n').filter((l) => l !== '')); });
   await waitFor(() => lines.includes('connected') && accepted.length > before);
   const pod = accepted.splice(before, 1)[0];
   assert.ok(pod);

@@ -8,15 +8,16 @@ import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import { connectTcp, constants, fdOf, native, openNetns } from '@skein/bpf';
 import { createNetns, needsRoot, type TempNetns } from '../../../bpf/test/netns-fixture.ts';
+import { markCarried } from '../proxy/carried.ts';
 import { listenerFactory } from './listeners.ts';
 
 let ns: TempNetns | undefined;
 before(() => { if (!needsRoot) ns = createNetns(); });
 after(() => { ns?.remove(); });
 
-function connect(path: string, port: number): Promise<net.Socket> {
+function connect(path: string, port: number, allowHalfOpen = false): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = connectTcp({ address: '127.0.0.1', port, netns: path });
+    const s = connectTcp({ address: '127.0.0.1', port, netns: path, allowHalfOpen });
     s.once('connect', () => { resolve(s); });
     s.once('error', reject);
   });
@@ -45,6 +46,60 @@ test('stop(drainMs): listeners close first, open connections finish within the d
   const at = await lingeringClosed;
   assert.ok(at >= 550, `closed at the drain deadline, not before (${at} ms)`);
   assert.ok(Date.now() - t0 < 2000);
+});
+
+test('past the drain deadline a connection gets a FIN, never a reset: what it still sends is taken, its own FIN closes it; one that never answers is closed a second later', { skip: needsRoot }, async () => {
+  const path = ns?.path ?? '';
+  const pods: net.Socket[] = [];
+  const factory = listenerFactory({ mark: undefined, keepalive: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { pods.push(s); s.resume(); } });
+  const fd = openNetns(path);
+  const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
+  const answering = await connect(path, 15001);
+  const deaf = await connect(path, 15001, true);
+  while (pods.length < 2) await new Promise((r) => setTimeout(r, 10));
+  // The answering app writes until the FIN, then 50 ms more (what it had in flight), then ends.
+  const pump = setInterval(() => { answering.write(Buffer.alloc(4096)); }, 1);
+  const seen = new Promise<string>((resolve) => {
+    answering.once('error', (e: NodeJS.ErrnoException) => { clearInterval(pump); resolve(e.code ?? e.message); });
+    answering.once('end', () => { setTimeout(() => { clearInterval(pump); answering.end(); resolve('end'); }, 50); });
+  });
+  answering.resume();
+  deaf.on('error', () => undefined); // half-open allowed: it never answers the FIN
+  const [answeringPod, deafPod] = pods as [net.Socket, net.Socket];
+  const closedAt = (s: net.Socket): Promise<number> => new Promise((resolve) => { s.once('close', () => { resolve(Date.now() - t0); }); });
+  const t0 = Date.now();
+  const closed = Promise.all([closedAt(answeringPod), closedAt(deafPod)]);
+  await proxy.stop(300);
+  fs.closeSync(fd);
+  const [a, d] = await closed;
+  assert.equal(await seen, 'end');
+  const clean = await new Promise<boolean>((resolve) => { if (answering.closed) resolve(!answering.errored); else answering.once('close', (hadError) => { resolve(!hadError); }); });
+  assert.ok(clean, 'the answering app closed without an error');
+  assert.ok(a >= 300 && a < 900, `the answering one closed at ${a} ms: by its FIN, not the linger`);
+  assert.ok(d >= 1250 && d < 2000, `the deaf one closed at ${d} ms: the drain and a second's linger`);
+  deaf.destroy();
+});
+
+test('stop(drainMs) waits for a connection the native engine carries (Node\'s copy closed at the hand-over) until the engine reports its end', { skip: needsRoot }, async () => {
+  const path = ns?.path ?? '';
+  let ended: () => void = () => undefined;
+  const carried = new Promise<void>((resolve) => { ended = resolve; });
+  const factory = listenerFactory({
+    mark: undefined, keepalive: undefined, reusePort: true, ipv6: false,
+    onConnection: (_k, s) => { markCarried(s, carried); s.destroy(); },
+  });
+  const fd = openNetns(path);
+  const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
+  const client = await connect(path, 15001);
+  client.on('error', () => undefined);
+  await new Promise((r) => setTimeout(r, 50));
+  const t0 = Date.now();
+  setTimeout(ended, 300);
+  await proxy.stop(2000);
+  const ms = Date.now() - t0;
+  fs.closeSync(fd);
+  client.destroy();
+  assert.ok(ms >= 280 && ms < 1500, `stopped ${ms} ms after, when the engine's end came`);
 });
 
 test('stop() with no drain closes open connections at once (the pod left the mesh)', { skip: needsRoot }, async () => {

@@ -8,6 +8,7 @@
 import type net from 'node:net';
 import { listenTcp, setNetnsSysctl, type TcpKeepalive } from '@skein/bpf';
 import { startDnsServer, type DnsHandler, type DnsServer } from '../dns/server.ts';
+import { carriedUntil } from '../proxy/carried.ts';
 import type { PodProxy, ProxyFactory } from './manager.ts';
 import type { WorkloadInfo } from './protocol.ts';
 
@@ -43,9 +44,16 @@ export interface ListenerOptions {
   dns?: { port: number; handlerFor: (pod: PodContext) => DnsHandler };
 }
 
+/** After the drain deadline, how long a half-closed connection gets to answer with its own FIN. */
+const LINGER_MS = 1000;
+
 class PodListeners implements PodProxy {
   readonly #servers: net.Server[];
-  readonly #sockets = new Set<net.Socket>();
+  /** Sockets Node holds open. */
+  readonly #open = new Set<net.Socket>();
+  /** Connections the native engine carries (carried.ts): Node's socket is gone, the connection lives until the engine reports its end. */
+  #carried = 0;
+  #changed: (() => void) | undefined;
   dns: DnsServer | undefined;
 
   constructor(servers: net.Server[]) {
@@ -53,8 +61,26 @@ class PodListeners implements PodProxy {
   }
 
   track(s: net.Socket): void {
-    this.#sockets.add(s);
-    s.once('close', () => this.#sockets.delete(s));
+    this.#open.add(s);
+    s.once('close', () => {
+      this.#open.delete(s);
+      const until = carriedUntil(s);
+      if (until !== undefined) {
+        this.#carried++;
+        void until.then(() => { this.#carried--; this.#changed?.(); });
+      }
+      this.#changed?.();
+    });
+  }
+
+  /** Resolves once `done()` holds or after `ms`. */
+  #until(done: () => boolean, ms: number): Promise<void> {
+    if (done()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(finish, ms);
+      function finish(): void { clearTimeout(timer); resolve(); }
+      this.#changed = () => { if (done()) finish(); };
+    }).finally(() => { this.#changed = undefined; });
   }
 
   async stop(drainMs = 0): Promise<void> {
@@ -62,14 +88,17 @@ class PodListeners implements PodProxy {
     if (this.dns !== undefined) closed.push(this.dns.close());
     // Listeners close first: during a handoff the new daemon's listeners
     // (SO_REUSEPORT) take the new connections while these finish.
-    if (drainMs > 0 && this.#sockets.size > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, drainMs);
-        const check = (): void => { if (this.#sockets.size === 0) { clearTimeout(timer); resolve(); } };
-        for (const s of this.#sockets) s.once('close', check);
-      });
+    if (drainMs > 0) {
+      await this.#until(() => this.#open.size + this.#carried === 0, drainMs);
+      // Past the deadline each socket Node holds gets a FIN first: the pod's
+      // answering FIN ends its relay both ways. Closed outright with bytes
+      // unread or on the way, it would be reset. What the engine carries
+      // ends when the daemon closes the engine, which lingers the same way
+      // (a pod's own removal leaves those to end with the pod).
+      for (const s of this.#open) s.end();
+      await this.#until(() => this.#open.size === 0, LINGER_MS);
     }
-    for (const s of this.#sockets) s.destroy();
+    for (const s of this.#open) s.destroy();
     await Promise.all(closed);
   }
 }

@@ -54,7 +54,7 @@ export interface HboneEngineEvent {
   session: number;
   /** Inbound: the HTTP/2 stream id. */
   stream: number;
-  fields: string[];
+  fields: readonly string[];
 }
 
 export interface HboneInboundRequest {
@@ -166,7 +166,28 @@ export interface HboneEngine {
 }
 
 interface HboneAddon {
-  HboneEngine: new (opts: HboneEngineOptions, onEvents: (events: HboneEngineEvent[]) => void) => HboneEngine;
+  /** Events come flat: EVENT_SLOTS values each (binding.cc EventsArray). */
+  HboneEngine: new (opts: HboneEngineOptions, onEvents: (flat: unknown[]) => void) => HboneEngine;
+}
+
+/** By the engine's EventKind numbers (engine.h). */
+const KINDS = [undefined, 'open', 'fail', 'close', 'session', 'reject', 'request', 'session-end', 'dial'] as const;
+const EVENT_SLOTS = 10;
+const NO_FIELDS: readonly string[] = Object.freeze([]);
+
+/** The engine's flat event array as event objects. */
+export function decodeEvents(flat: unknown[]): HboneEngineEvent[] {
+  const out: HboneEngineEvent[] = new Array<HboneEngineEvent>(flat.length / EVENT_SLOTS);
+  for (let i = 0, k = 0; k < flat.length; i++, k += EVENT_SLOTS) {
+    const kind = KINDS[flat[k + 1] as number];
+    if (kind === undefined) throw new Error(`the HBONE engine sent an unknown event kind ${String(flat[k + 1])}`);
+    out[i] = {
+      id: flat[k] as number, kind, status: flat[k + 2] as number, flag: flat[k + 3] as HboneEngineEvent['flag'],
+      sent: flat[k + 4] as number, recv: flat[k + 5] as number, message: flat[k + 6] as string,
+      session: flat[k + 7] as number, stream: flat[k + 8] as number, fields: (flat[k + 9] as string[] | undefined) ?? NO_FIELDS,
+    };
+  }
+  return out;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -204,5 +225,5 @@ export function hboneEngineUnavailable(): string | undefined {
 export function createHboneEngine(opts: HboneEngineOptions, onEvents: (events: HboneEngineEvent[]) => void): HboneEngine {
   loaded ??= load();
   if (loaded.addon === undefined) throw new Error(loaded.reason);
-  return new loaded.addon.HboneEngine(opts, onEvents);
+  return new loaded.addon.HboneEngine(opts, (flat) => { onEvents(decodeEvents(flat)); });
 }

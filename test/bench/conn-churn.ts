@@ -2,7 +2,7 @@
 // A connection churn through one path of the hbone scenario, with the CPU
 // each proxy thread spends per new connection, for A/B of the per-connection
 // cost: `test/node test/bench/conn-churn.ts [--paths a,b] [--reps N]
-// [--duration S] [--json]` (as root; default path skein-native, 3 reps of
+// [--duration S] [--json] [--node-arg --cpu-prof …]` (as root; default path skein-native, 3 reps of
 // 4 s). wrk with `Connection: close` at 16 connections, as the bench's "new
 // conn each" load; each proxy thread's utime + stime from
 // /proc/<pid>/task/*/stat before and after, grouped by thread name
@@ -20,7 +20,7 @@ const CONNECTIONS = 16;
 const TICKS_PER_S = 100;
 
 const { values } = parseArgs({
-  options: { paths: { type: 'string', default: 'skein-native' }, reps: { type: 'string', default: '3' }, duration: { type: 'string', default: '4' }, json: { type: 'boolean', default: false } },
+  options: { paths: { type: 'string', default: 'skein-native' }, reps: { type: 'string', default: '3' }, duration: { type: 'string', default: '4' }, json: { type: 'boolean', default: false }, 'node-arg': { type: 'string', multiple: true, default: [] } },
 });
 const reps = Number(values.reps);
 const durationS = Number(values.duration);
@@ -32,7 +32,7 @@ const paths = values.paths.split(',').map((name) => {
 if (!Number.isInteger(reps) || reps < 1 || reps > 20 || !Number.isInteger(durationS) || durationS < 1 || durationS > 60) usage('--reps is 1-20 and --duration 1-60 whole seconds');
 
 function usage(why: string): never {
-  process.stderr.write(`conn-churn: ${why}\nusage: conn-churn.ts [--paths a,b] [--reps N] [--duration S] [--json]\n`);
+  process.stderr.write(`conn-churn: ${why}\nusage: conn-churn.ts [--paths a,b] [--reps N] [--duration S] [--json] [--node-arg ARG]…\n`);
   process.exit(2);
 }
 
@@ -84,7 +84,7 @@ try {
   const { client, server } = hbone.roles(lab);
   const servers = await startServers(server, lab.dir);
   try {
-    const env: BenchEnv = { lab, client, server: { pod: server, ...servers.targets }, nodeArgs: [] };
+    const env: BenchEnv = { lab, client, server: { pod: server, ...servers.targets }, nodeArgs: values['node-arg'] };
     for (const path of paths) {
       const on = await path.setup(env);
       try {

@@ -109,20 +109,6 @@ bool ValidValue(const std::string& v) {
   return v.find_first_of(std::string("\r\n\0", 3)) == std::string::npos;
 }
 
-const char* KindName(EventKind k) {
-  switch (k) {
-    case EventKind::kOpen: return "open";
-    case EventKind::kFail: return "fail";
-    case EventKind::kClose: return "close";
-    case EventKind::kSession: return "session";
-    case EventKind::kReject: return "reject";
-    case EventKind::kRequest: return "request";
-    case EventKind::kSessionEnd: return "session-end";
-    case EventKind::kDial: return "dial";
-  }
-  return "?";
-}
-
 }  // namespace
 
 class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
@@ -203,24 +189,30 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     });
   }
 
+  // The events as one flat array, kEventSlots values each (the order
+  // bpf/lib/hbone-engine.ts decodes): positional elements, where an object
+  // per event cost a property-name lookup and a map transition per field.
+  static constexpr uint32_t kEventSlots = 10;
   static Napi::Array EventsArray(Napi::Env env, const std::vector<Event>& events) {
-    Napi::Array arr = Napi::Array::New(env, events.size());
-    for (size_t i = 0; i < events.size(); i++) {
-      const Event& ev = events[i];
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("id", ev.id);
-      o.Set("kind", KindName(ev.kind));
-      o.Set("status", ev.status);
-      o.Set("flag", ev.flag);
-      o.Set("sent", static_cast<double>(ev.sent));
-      o.Set("recv", static_cast<double>(ev.recv));
-      o.Set("message", ev.message);
-      o.Set("session", ev.session);
-      o.Set("stream", ev.stream);
-      Napi::Array fields = Napi::Array::New(env, ev.fields.size());
-      for (size_t j = 0; j < ev.fields.size(); j++) fields.Set(j, ev.fields[j]);
-      o.Set("fields", fields);
-      arr.Set(i, o);
+    Napi::Array arr = Napi::Array::New(env, events.size() * kEventSlots);
+    uint32_t k = 0;
+    for (const Event& ev : events) {
+      arr.Set(k++, ev.id);
+      arr.Set(k++, static_cast<uint32_t>(ev.kind));
+      arr.Set(k++, ev.status);
+      arr.Set(k++, ev.flag);
+      arr.Set(k++, static_cast<double>(ev.sent));
+      arr.Set(k++, static_cast<double>(ev.recv));
+      arr.Set(k++, ev.message);
+      arr.Set(k++, ev.session);
+      arr.Set(k++, ev.stream);
+      if (ev.fields.empty()) {
+        arr.Set(k++, env.Undefined());
+      } else {
+        Napi::Array fields = Napi::Array::New(env, ev.fields.size());
+        for (size_t j = 0; j < ev.fields.size(); j++) fields.Set(j, ev.fields[j]);
+        arr.Set(k++, fields);
+      }
     }
     return arr;
   }

@@ -109,6 +109,7 @@ struct Control {
   std::string reason;
 };
 
+// The numbers are what TypeScript decodes (KINDS in bpf/lib/hbone-engine.ts).
 enum class EventKind : uint8_t {
   kOpen = 1,        // outbound: the peer answered 200
   kFail = 2,        // outbound: never opened

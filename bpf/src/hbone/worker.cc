@@ -1780,6 +1780,21 @@ void Stream::Unlink() {
   w_->engine()->counters().streams_live--;
 }
 
+bool Worker::Poll(std::vector<epoll_event>* events, int timeout_ms) {
+  int n = epoll_wait(epfd_, events->data(), static_cast<int>(events->size()), timeout_ms);
+  if (n < 0) return errno == EINTR;
+  for (int i = 0; i < n; i++) {
+    auto* h = static_cast<Handler*>((*events)[i].data.ptr);
+    if (h == nullptr) {
+      uint64_t v;
+      (void)!read(evfd_.get(), &v, sizeof v);  // the wake-up eventfd
+    } else if (!h->dead) {
+      h->OnEvents((*events)[i].events);
+    }
+  }
+  return true;
+}
+
 void Worker::Run() {
   std::vector<epoll_event> events(256);
   std::vector<OutboundRequest> batch;
@@ -1788,17 +1803,7 @@ void Worker::Run() {
   std::vector<Control> controls;
   uint64_t next_tick = NowMs() + 500;
   for (;;) {
-    int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 500);
-    if (n < 0 && errno != EINTR) break;
-    for (int i = 0; i < n; i++) {
-      auto* h = static_cast<Handler*>(events[i].data.ptr);
-      if (h == nullptr) {
-        uint64_t v;
-        (void)!read(evfd_.get(), &v, sizeof v);
-        continue;
-      }
-      if (!h->dead) h->OnEvents(events[i].events);
-    }
+    if (!Poll(&events, 500)) break;
     bool stopping;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -1869,17 +1874,7 @@ void Worker::Shutdown() {
 void Worker::AwaitLingers(uint64_t ms) {
   std::vector<epoll_event> events(64);
   for (uint64_t until = NowMs() + ms, now = NowMs(); !lingers_.empty() && now < until; now = NowMs()) {
-    int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), static_cast<int>(until - now));
-    if (n < 0 && errno != EINTR) break;
-    for (int i = 0; i < n; i++) {
-      auto* h = static_cast<Handler*>(events[i].data.ptr);
-      if (h == nullptr) {
-        uint64_t v;
-        (void)!read(evfd_.get(), &v, sizeof v);
-      } else if (!h->dead) {
-        h->OnEvents(events[i].events);
-      }
-    }
+    if (!Poll(&events, static_cast<int>(until - now))) break;
     DeleteGraves();
   }
   // The rest close as they are.

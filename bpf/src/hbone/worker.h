@@ -6,6 +6,7 @@
 #pragma once
 
 #include <nghttp2/nghttp2.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -299,6 +300,8 @@ class Worker {
 
  private:
   void Run();
+  // One epoll_wait and its events dispatched; false when epoll failed.
+  bool Poll(std::vector<epoll_event>* events, int timeout_ms);
   // Under mu_: whether this post must wake the worker (the first since it last took its inboxes).
   bool TakeWake();
   void Signal();

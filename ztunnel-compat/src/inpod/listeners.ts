@@ -44,7 +44,7 @@ export interface ListenerOptions {
   dns?: { port: number; handlerFor: (pod: PodContext) => DnsHandler };
 }
 
-/** After the drain deadline, how long a half-closed connection gets to answer with its own FIN. */
+/** How long before the drain deadline a connection still open gets a FIN, to answer with its own (at most half the drain). */
 const LINGER_MS = 1000;
 
 class PodListeners implements PodProxy {
@@ -89,14 +89,17 @@ class PodListeners implements PodProxy {
     // Listeners close first: during a handoff the new daemon's listeners
     // (SO_REUSEPORT) take the new connections while these finish.
     if (drainMs > 0) {
-      await this.#until(() => this.#open.size + this.#carried === 0, drainMs);
-      // Past the deadline each socket Node holds gets a FIN first: the pod's
+      const ended = (): boolean => this.#open.size + this.#carried === 0;
+      const linger = Math.min(LINGER_MS, drainMs / 2);
+      await this.#until(ended, drainMs - linger);
+      // Near the deadline each socket Node holds gets a FIN: the pod's
       // answering FIN ends its relay both ways. Closed outright with bytes
-      // unread or on the way, it would be reset. What the engine carries
-      // ends when the daemon closes the engine, which lingers the same way
-      // (a pod's own removal leaves those to end with the pod).
+      // unread or on the way, it would be reset. Within the deadline, which
+      // the pod's termination grace period is sized for. What the engine
+      // carries ends when the daemon closes the engine, which lingers the
+      // same way (a pod's own removal leaves those to end with the pod).
       for (const s of this.#open) s.end();
-      await this.#until(() => this.#open.size === 0, LINGER_MS);
+      await this.#until(ended, linger);
     }
     for (const s of this.#open) s.destroy();
     await Promise.all(closed);

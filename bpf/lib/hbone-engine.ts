@@ -158,6 +158,8 @@ export interface HboneEngine {
   answer(a: HboneAnswer): void;
   /** Resets an inbound tunnel (a policy change revoked it). */
   closeTunnel(c: HboneTunnelClose): void;
+  /** Ends an outbound tunnel now (its pod left the mesh): its close (or fail) event carries the reason. */
+  closeOutbound(c: { id: number; reason: string }): void;
   /** GOAWAY to an inbound session, or closes it now. */
   closeSession(c: HboneSessionClose): void;
   stats(): HboneEngineStats;

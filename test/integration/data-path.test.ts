@@ -332,9 +332,9 @@ test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot 
   type Dump = { workloadState: Record<string, { state: string; info: { name: string }; connections: { inbound: Conn[]; outbound: Conn[] } }> };
   const dumpOf = async (a: App): Promise<Dump> => JSON.parse(await (await fetch(`http://127.0.0.1:${a.admin.ports.admin}/config_dump`)).text()) as Dump;
   // A connection held open from client to server is listed on both ends, as ztunnel lists it (istioctl ztunnel-config connections).
+  const stateOf = (d: Dump, name: string) => Object.values(d.workloadState).find((s) => s.info.name === name);
   const held = pod('client').spawn('bash', ['-c', `exec 3<>/dev/tcp/${pod('server').ip4}/8080; sleep 20`], { stdio: 'ignore' });
   try {
-    const stateOf = (d: Dump, name: string) => Object.values(d.workloadState).find((s) => s.info.name === name);
     let out: Conn[] = [];
     await until('the held connection in the client pod\'s outbound list', async () => (out = stateOf(await dumpOf(app0), 'client')?.connections.outbound ?? []).length > 0, 10_000);
     assert.deepEqual(out.map((c) => [c.originalDst, c.actualDst, c.protocol]), [[`${pod('server').ip4}:8080`, `${pod('server').ip4}:15008`, 'HBONE']]);
@@ -365,7 +365,19 @@ test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot 
   assert.deepEqual([await metric(wm.active), await metric(wm.pending)], [5, 0]);
   const stoppedBefore = await metric(wm.stopped);
   assert.ok(await metric(wm.started) >= 5);
-  await must(cnis[0], 'cni0').unenroll(pod('local'));
+  // An HBONE connection the pod holds when it leaves the mesh is ended (a FIN:
+  // `cat` sees its end), as a drained ztunnel proxy ends its connections.
+  const leaving = pod('local').spawn('bash', ['-c', `exec 3<>/dev/tcp/${pod('server').ip4}/8080; exec timeout 20 cat <&3`], { stdio: 'ignore' });
+  const left = new Promise<number | null>((resolve) => { leaving.once('exit', (code) => { resolve(code); }); });
+  try {
+    await until('the leaving pod\'s connection in its outbound list', async () => (stateOf(await dumpOf(app0), 'local')?.connections.outbound.length ?? 0) > 0, 10_000);
+    const t0 = Date.now();
+    await must(cnis[0], 'cni0').unenroll(pod('local'));
+    const code = await Promise.race([left, new Promise<string>((resolve) => { setTimeout(() => { resolve('still open after 5 s'); }, 5000); })]);
+    assert.equal(code, 0, `the held connection ended with a FIN (${Date.now() - t0} ms after the Del)`);
+  } finally {
+    leaving.kill('SIGKILL');
+  }
   assert.doesNotMatch(pod('local').run('ss', '-Hltn'), /:15008\b/);
   assert.equal(await metric(wm.active), 4);
   assert.equal(await metric(wm.stopped), stoppedBefore + 1);

@@ -123,6 +123,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
             InstanceMethod("inbound", &HboneEngine::Inbound),
             InstanceMethod("answer", &HboneEngine::Answer),
             InstanceMethod("closeTunnel", &HboneEngine::CloseTunnel),
+            InstanceMethod("closeOutbound", &HboneEngine::CloseOutbound),
             InstanceMethod("closeSession", &HboneEngine::CloseSession),
             InstanceMethod("stats", &HboneEngine::Stats),
             InstanceMethod("close", &HboneEngine::Close),
@@ -417,6 +418,21 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     c.kind = Control::kResetStream;
     c.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
     c.stream = static_cast<int32_t>(OptU32(o, "stream", 0, 1, 0x7fffffffu, usage));
+    c.reason = Str(o, "reason", usage);
+    engine.Control(std::move(c));
+    return env.Undefined();
+  }
+
+  // An outbound tunnel by its id: ended now (its pod left the mesh).
+  Napi::Value CloseOutbound(const Napi::CallbackInfo& info) {
+    static const char* usage = "engine.closeOutbound({ id: number, reason: string })";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
+    Napi::Object o = info[0].As<Napi::Object>();
+    struct Control c;
+    c.kind = Control::kCloseOutbound;
+    c.id = OptU32(o, "id", 0, 1, 0xffffffffu, usage);
     c.reason = Str(o, "reason", usage);
     engine.Control(std::move(c));
     return env.Undefined();

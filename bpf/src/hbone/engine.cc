@@ -30,6 +30,11 @@ void Engine::Respond(Answer a) {
 }
 
 void Engine::Control(struct Control c) {
+  // An outbound tunnel lives on its pool key's worker, which only it knows.
+  if (c.kind == Control::kCloseOutbound) {
+    for (auto& w : workers_) w->PostControl(c);
+    return;
+  }
   workers_[c.session % workers_.size()]->PostControl(std::move(c));
 }
 

@@ -102,10 +102,12 @@ struct Answer {
 // TypeScript closing an inbound tunnel or session: a policy change revoked
 // the tunnel (reset), or the pod is going (GOAWAY, then close).
 struct Control {
-  enum Kind : uint8_t { kResetStream, kGoaway, kCloseSession };
+  // kCloseOutbound: an outbound tunnel by its id (its pod left the mesh).
+  enum Kind : uint8_t { kResetStream, kGoaway, kCloseSession, kCloseOutbound };
   Kind kind = kResetStream;
   uint32_t session = 0;
   int32_t stream = 0;  // kResetStream only
+  uint32_t id = 0;     // kCloseOutbound only
   std::string reason;
 };
 

@@ -358,6 +358,7 @@ void ByteQueue::drop(size_t n) {
 Stream::Stream(Worker* w, Session* s, OutboundRequest& req)
     : session(s), w_(w), id_(req.id), pod_(std::move(req.pod)),
       up_(kUpBuffer, kFrameHeader), down_(16 * 1024) {
+  w_->outbound_[id_] = this;
   if (!req.initial.empty())
     up_.append(reinterpret_cast<const uint8_t*>(req.initial.data()), req.initial.size());
 }
@@ -1548,6 +1549,10 @@ void Worker::Signal() {
 }
 
 void Worker::Apply(const Control& c) {
+  if (c.kind == Control::kCloseOutbound) {
+    CloseOutbound(c.id, c.reason);
+    return;
+  }
   auto it = inbound_.find(c.session);
   // Gone meanwhile: its end is already reported.
   if (it == inbound_.end()) return;
@@ -1562,6 +1567,25 @@ void Worker::Apply(const Control& c) {
     case Control::kCloseSession:
       s->Close("-", c.reason);
       return;
+    case Control::kCloseOutbound:
+      return;
+  }
+}
+
+void Worker::CloseOutbound(uint32_t id, const std::string& why) {
+  auto it = outbound_.find(id);
+  if (it != outbound_.end()) {
+    it->second->Abort(why);
+    return;
+  }
+  // Still waiting for its pooled connection.
+  for (auto& [key, p] : pools_) {
+    for (auto r = p.waiting.begin(); r != p.waiting.end(); ++r) {
+      if (r->id != id) continue;
+      Fail(*r, 0, "CONNECT", why);
+      p.waiting.erase(r);
+      return;
+    }
   }
 }
 
@@ -1776,6 +1800,7 @@ void Session::Unlink() {
 }
 
 void Stream::Unlink() {
+  if (auto it = w_->outbound_.find(id_); !inbound_ && it != w_->outbound_.end() && it->second == this) w_->outbound_.erase(it);
   w_->streams_.erase(this);
   w_->engine()->counters().streams_live--;
 }

@@ -96,6 +96,8 @@ class Stream : public Handler {
   void Revoke(const std::string& why);
   // Inbound: a dial past its deadline fails (Session::Tick).
   void CheckDial(uint64_t now);
+  // Ends the tunnel now: the peer gets RST_STREAM, the pod a FIN (Finish).
+  void Abort(const std::string& why);
   // Writes what the session's read pass gathered for the pod.
   void FlushPod();
   void Unqueue() { queued_ = false; }
@@ -120,7 +122,6 @@ class Stream : public Handler {
   void DialFailed(int status, const std::string& why);
   void ReadPod();
   void WritePod();
-  void Abort(const std::string& why);
   void MaybeFinish();
   void Finish(const std::string& error);
   void DropDown();
@@ -281,6 +282,9 @@ class Worker {
   void Accept(InboundRequest req);
   void Deliver(Answer a);
   void Apply(const Control& c);
+  // An outbound tunnel ended by TypeScript: aborted (the pod gets a FIN), or
+  // failed while it waits for its pooled connection.
+  void CloseOutbound(uint32_t id, const std::string& why);
   void OnSessionReady(Session* s);
   void OnSessionFailed(Session* s, const char* flag, const std::string& why);
   void Unpool(Session* s);
@@ -329,6 +333,7 @@ class Worker {
   std::unordered_map<std::string, Pool> pools_;
   std::unordered_set<Session*> sessions_;
   std::unordered_set<Stream*> streams_;
+  std::unordered_map<uint32_t, Stream*> outbound_;  // by TypeScript's tunnel id
   std::unordered_set<Linger*> lingers_;
   std::vector<Session*> dirty_;
   std::vector<Handler*> graves_;

@@ -104,6 +104,24 @@ test('stop(drainMs) waits for a connection the native engine carries (Node\'s co
   assert.ok(ms >= 280 && ms < 1500, `stopped ${ms} ms after, when the engine's end came`);
 });
 
+test('stop() ends the connections the engine carries through their end hook, saying why', { skip: needsRoot }, async () => {
+  const path = ns?.path ?? '';
+  const reasons: string[] = [];
+  const factory = listenerFactory({
+    mark: undefined, keepalive: undefined, reusePort: true, ipv6: false,
+    onConnection: (_k, s) => { markCarried(s, new Promise(() => undefined), (why) => { reasons.push(why); }); s.destroy(); },
+  });
+  const fd = openNetns(path);
+  const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
+  const client = await connect(path, 15001);
+  client.on('error', () => undefined);
+  await new Promise((r) => setTimeout(r, 50));
+  await proxy.stop();
+  fs.closeSync(fd);
+  client.destroy();
+  assert.deepEqual(reasons, ['the pod left the mesh']);
+});
+
 test('stop() with no drain closes open connections at once (the pod left the mesh)', { skip: needsRoot }, async () => {
   const path = ns?.path ?? '';
   const factory = listenerFactory({ mark: undefined, keepalive: undefined, reusePort: true, ipv6: false, onConnection: (_k, s) => { s.on('error', () => undefined); } });

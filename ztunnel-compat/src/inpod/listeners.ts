@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import { listenTcp, setNetnsSysctl, type TcpKeepalive } from '@skein/bpf';
 import { startDnsServer, type DnsHandler, type DnsServer } from '../dns/server.ts';
-import { carriedUntil } from '../proxy/carried.ts';
+import { carriedEnd, carriedUntil } from '../proxy/carried.ts';
 import type { PodProxy, ProxyFactory } from './manager.ts';
 import type { WorkloadInfo } from './protocol.ts';
 
@@ -51,8 +51,12 @@ class PodListeners implements PodProxy {
   readonly #servers: net.Server[];
   /** Sockets Node holds open. */
   readonly #open = new Set<net.Socket>();
-  /** Connections the native engine carries (carried.ts): Node's socket is gone, the connection lives until the engine reports its end. */
-  #carried = 0;
+  /**
+   * Connections the native engine carries (carried.ts): Node's socket is
+   * gone, the connection lives until the engine reports its end; each with
+   * how to end it, when the engine can.
+   */
+  readonly #carried = new Set<{ end: ((reason: string) => void) | undefined }>();
   #changed: (() => void) | undefined;
   dns: DnsServer | undefined;
 
@@ -66,8 +70,9 @@ class PodListeners implements PodProxy {
       this.#open.delete(s);
       const until = carriedUntil(s);
       if (until !== undefined) {
-        this.#carried++;
-        void until.then(() => { this.#carried--; this.#changed?.(); });
+        const c = { end: carriedEnd(s) };
+        this.#carried.add(c);
+        void until.then(() => { this.#carried.delete(c); this.#changed?.(); });
       }
       this.#changed?.();
     });
@@ -89,19 +94,21 @@ class PodListeners implements PodProxy {
     // Listeners close first: during a handoff the new daemon's listeners
     // (SO_REUSEPORT) take the new connections while these finish.
     if (drainMs > 0) {
-      const ended = (): boolean => this.#open.size + this.#carried === 0;
+      const ended = (): boolean => this.#open.size + this.#carried.size === 0;
       const linger = Math.min(LINGER_MS, drainMs / 2);
       await this.#until(ended, drainMs - linger);
       // Near the deadline each socket Node holds gets a FIN: the pod's
       // answering FIN ends its relay both ways. Closed outright with bytes
       // unread or on the way, it would be reset. Within the deadline, which
-      // the pod's termination grace period is sized for. What the engine
-      // carries ends when the daemon closes the engine, which lingers the
-      // same way (a pod's own removal leaves those to end with the pod).
+      // the pod's termination grace period is sized for.
       for (const s of this.#open) s.end();
       await this.#until(ended, linger);
     }
     for (const s of this.#open) s.destroy();
+    // The engine ends what it carries the same way (a FIN, the pod's answer
+    // taken), as ztunnel ends a drained proxy's connections.
+    const why = drainMs > 0 ? `the drain deadline (${drainMs} ms) passed` : 'the pod left the mesh';
+    for (const c of this.#carried) c.end?.(why);
     await Promise.all(closed);
   }
 }

@@ -7,14 +7,28 @@ import type net from 'node:net';
 
 const kCarried = Symbol('skein.carried');
 
-type Marked = net.Socket & { [kCarried]?: Promise<void> };
+interface Carried {
+  until: Promise<void>;
+  end: ((reason: string) => void) | undefined;
+}
 
-/** Marks `socket` as carried until `until` settles; call before destroying Node's copy. */
-export function markCarried(socket: net.Socket, until: Promise<void>): void {
-  (socket as Marked)[kCarried] = until;
+type Marked = net.Socket & { [kCarried]?: Carried };
+
+/**
+ * Marks `socket` as carried until `until` settles; call before destroying
+ * Node's copy. `end`, when given, ends the connection before that (its pod
+ * left the mesh).
+ */
+export function markCarried(socket: net.Socket, until: Promise<void>, end?: (reason: string) => void): void {
+  (socket as Marked)[kCarried] = { until, end };
 }
 
 /** When the connection behind a closed socket ends: undefined when Node's close was its end. */
 export function carriedUntil(socket: net.Socket): Promise<void> | undefined {
-  return (socket as Marked)[kCarried];
+  return (socket as Marked)[kCarried]?.until;
+}
+
+/** How to end the connection behind a closed socket, when whoever carries it can. */
+export function carriedEnd(socket: net.Socket): ((reason: string) => void) | undefined {
+  return (socket as Marked)[kCarried]?.end;
 }

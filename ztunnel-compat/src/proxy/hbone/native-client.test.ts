@@ -15,6 +15,7 @@ import { skipUnless } from '../../../../test/skips.ts';
 import { WorkloadCertificate } from '../../identity/certificate.ts';
 import { createCsr } from '../../identity/csr.ts';
 import { LocalCa } from '../../identity/local-ca.ts';
+import { carriedEnd } from '../carried.ts';
 import { adoptPooled } from '../pooled-reads.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { NativeHboneClient } from './native-client.ts';
@@ -299,6 +300,23 @@ test('tunnels the engine ends while their apps still write (it stops) give the a
     for (const t of tunnels) assert.match((await t.done).error ?? '', /engine is closed/);
   } finally {
     for (const { app } of pairs) app.kill();
+  }
+});
+
+test('the carried connection\'s end (its pod left the mesh) ends an open tunnel: the app gets a FIN, the tunnel\'s end the reason', { skip }, async () => {
+  const { app, lines, pod } = await writerPair(true);
+  try {
+    const tunnel = await client.open(pod, req({ poolKey: 'left-the-mesh' }));
+    await new Promise((r) => setTimeout(r, 50));
+    const end = carriedEnd(pod);
+    assert.ok(end !== undefined, 'the hand-over says how to end the tunnel');
+    end('the pod left the mesh');
+    assert.match((await tunnel.done).error ?? '', /the pod left the mesh/);
+    await waitFor(() => lines.length >= 3);
+    assert.deepEqual(lines, ['connected', 'end', 'closed']);
+    end('again'); // after its end: nothing to do, no throw
+  } finally {
+    app.kill();
   }
 });
 

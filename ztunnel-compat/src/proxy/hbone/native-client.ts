@@ -142,7 +142,14 @@ export class NativeHboneClient {
       throw err;
     }
     // The engine holds its own dup; Node's is closed without touching the connection.
-    markCarried(socket, released);
+    markCarried(socket, released, (reason) => {
+      if (!this.#pending.has(id)) return;
+      try {
+        this.#engine.closeOutbound({ id, reason });
+      } catch {
+        // The engine is closed: the tunnel with it.
+      }
+    });
     socket.destroy();
     return promise;
   }

@@ -64,6 +64,12 @@ int DupFd(Napi::Env env, double v, const char* what) {
   return fd;
 }
 
+// A method's one options object; throws the usage otherwise.
+Napi::Object OptionsArg(const Napi::CallbackInfo& info, const char* usage) {
+  if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(info.Env(), usage);
+  return info[0].As<Napi::Object>();
+}
+
 // An IPv4 or IPv6 address and port; throws ERR_INVALID_IP_ADDRESS.
 socklen_t SockAddr(Napi::Env env, const std::string& ip, uint32_t port, sockaddr_storage* ss, const char* what) {
   auto* sin = reinterpret_cast<sockaddr_in*>(ss);
@@ -261,8 +267,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
   Napi::Value Outbound(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, kOutboundUsage);
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = OptionsArg(info, kOutboundUsage);
     OutboundRequest r;
     r.id = OptU32(o, "id", 0, 0, 0xffffffffu, kOutboundUsage);
     uint32_t cred = OptU32(o, "credential", 0xffffffffu, 0, 0xffffffffu, kOutboundUsage);
@@ -329,8 +334,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
         "engine.inbound({ session: number, fd: number, credential: number, trustDomain: string })";
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = OptionsArg(info, usage);
     InboundRequest r;
     r.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
     uint32_t cred = OptU32(o, "credential", 0xffffffffu, 0, 0xffffffffu, usage);
@@ -356,8 +360,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
         "keepalive?: { timeSeconds: number, intervalSeconds: number, retries: number }, header?: Buffer } })";
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = OptionsArg(info, usage);
     hbone::Answer a;
     a.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
     a.stream = static_cast<int32_t>(OptU32(o, "stream", 0, 1, 0x7fffffffu, usage));
@@ -412,8 +415,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     static const char* usage = "engine.closeTunnel({ session: number, stream: number, reason: string })";
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = OptionsArg(info, usage);
     struct Control c;
     c.kind = Control::kResetStream;
     c.session = OptU32(o, "session", 0, 0, 0xffffffffu, usage);
@@ -428,8 +430,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     static const char* usage = "engine.closeOutbound({ id: number, reason: string })";
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = OptionsArg(info, usage);
     struct Control c;
     c.kind = Control::kCloseOutbound;
     c.id = OptU32(o, "id", 0, 1, 0xffffffffu, usage);
@@ -444,8 +445,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     static const char* usage = "engine.closeSession({ session: number, graceful: boolean })";
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowUsage(env, usage);
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = OptionsArg(info, usage);
     Napi::Value g = o.Get("graceful");
     if (!g.IsBoolean()) ThrowUsage(env, usage);
     struct Control c;

@@ -915,14 +915,16 @@ void Linger::OnEvents(uint32_t) {
     if (n < 0 && errno == EAGAIN) return;
     break;  // the pod's FIN, or an error: nothing more to wait for
   }
-  w_->Watch(this, fd_.get(), 0, &registered_);
-  w_->Bury(this);
+  Done();
 }
 
 void Linger::Tick(uint64_t now) {
-  if (now < deadline_) return;
+  if (now >= deadline_) Done();
+}
+
+void Linger::Done() {
   w_->Watch(this, fd_.get(), 0, &registered_);
-  w_->Bury(this);
+  w_->Bury(this);  // the fd closes when it is deleted
 }
 
 void Linger::Unlink() { w_->lingers_.erase(this); }
@@ -1557,18 +1559,12 @@ void Worker::Apply(const Control& c) {
   // Gone meanwhile: its end is already reported.
   if (it == inbound_.end()) return;
   Session* s = it->second;
-  switch (c.kind) {
-    case Control::kResetStream:
-      if (Stream* st = s->FindStream(c.stream)) st->Revoke(c.reason);
-      return;
-    case Control::kGoaway:
-      s->Goaway();
-      return;
-    case Control::kCloseSession:
-      s->Close("-", c.reason);
-      return;
-    case Control::kCloseOutbound:
-      return;
+  if (c.kind == Control::kResetStream) {
+    if (Stream* st = s->FindStream(c.stream)) st->Revoke(c.reason);
+  } else if (c.kind == Control::kGoaway) {
+    s->Goaway();
+  } else {
+    s->Close("-", c.reason);
   }
 }
 

@@ -258,6 +258,7 @@ class Linger : public Handler {
   void Tick(uint64_t now);
 
  private:
+  void Done();
   Worker* w_;
   Fd fd_;
   bool registered_ = false;

@@ -26,6 +26,19 @@ export interface ExecOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/**
+ * The environment of a process in the lab: the caller's, without the user's
+ * shell start-up files. bash sources ~/.bashrc when its stdin is a socket, as
+ * Node's pipes are, and SHLVL is low, as under CI; a heavy .bashrc (pyenv
+ * here) made each `bash -c` in a pod take ~100 ms, and the suite time out.
+ */
+function labEnv(env: NodeJS.ProcessEnv, home: string): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = { ...env, HOME: home };
+  delete out.BASH_ENV;
+  delete out.ENV;
+  return out;
+}
+
 /** Something processes can run in: a node or a pod. */
 abstract class Host {
   readonly netns: string;
@@ -51,7 +64,7 @@ abstract class Host {
     // The wrapper joins the cgroup before exec, so the process and all its
     // children are accounted there from their first instruction.
     const script = 'cg=$1; ns=$2; shift 2; if [ -n "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 111; fi; exec nsenter --net="$ns" -- "$@"';
-    const child = spawn('sh', ['-c', script, 'skein-lab', cg ?? '', this.netnsPath, cmd, ...args], options);
+    const child = spawn('sh', ['-c', script, 'skein-lab', cg ?? '', this.netnsPath, cmd, ...args], { ...options, env: labEnv(options.env ?? process.env, this.lab.dir) });
     this.lab.track(child);
     return child;
   }

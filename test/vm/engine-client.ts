@@ -22,6 +22,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { WorkloadCertificate } from '../../ztunnel-compat/src/identity/certificate.ts';
+import { carriedEnd } from '../../ztunnel-compat/src/proxy/carried.ts';
 import { NativeHboneClient } from '../../ztunnel-compat/src/proxy/hbone/native-client.ts';
 import { matchesPattern, patternAt } from './bench-pattern.ts';
 
@@ -240,6 +241,40 @@ try {
       app.destroy();
       const why = end.error === undefined ? 'the tunnel ended without an error' : how !== 'ECONNRESET' && how !== 'EPIPE' ? `the app saw ${how}` : undefined;
       console.log(why === undefined ? `ok - ${name}-peer-resets (${end.error})` : `not ok - ${name}-peer-resets: ${why}`);
+    }
+    // The pod leaves the mesh (its listeners call the end hook carried.ts
+    // keeps, as at a Del): the tunnel ends with that reason, the app gets a
+    // FIN (not a reset) after what was echoed back, and the module carried it.
+    {
+      const app = net.connect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
+      await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2));
+      const pod = accepted.shift() as net.Socket;
+      const handed = client.stats().kmodTunnels;
+      const tunnel = await client.open(pod, { cert, expected: [serverId], upstream: { ip: '127.0.0.1', port: (peer.address() as AddressInfo).port }, authority: '127.0.0.1:9' });
+      let back = 0;
+      let how = 'open';
+      const appEnd = new Promise<void>((resolve) => {
+        app.on('data', (d: Buffer) => { back += d.length; });
+        app.once('end', () => { how = 'end'; });
+        app.once('error', (e: NodeJS.ErrnoException) => { how = e.code ?? e.message; });
+        app.once('close', () => { resolve(); });
+      });
+      app.write(patternAt(0, 1000));
+      for (let i = 0; i < 500 && back < 1000; i++) await new Promise((r) => setTimeout(r, 10));
+      const end = carriedEnd(pod);
+      end?.('the pod left the mesh');
+      const done = await Promise.race([tunnel.done, new Promise<undefined>((r) => setTimeout(() => { r(undefined); }, 5000))]);
+      app.end();
+      await Promise.race([appEnd, new Promise((r) => setTimeout(r, 5000))]);
+      app.destroy();
+      const why = end === undefined ? 'the socket kept no end hook'
+        : back !== 1000 ? `${back} of 1000 bytes came back before the end`
+          : done === undefined ? 'the tunnel was still open 5 s after its end was asked for'
+            : done.error !== 'the pod left the mesh' ? `the tunnel ended with ${done.error ?? 'no error'}`
+              : how !== 'end' ? `the app saw ${how}, not a FIN`
+                : mode === 'kmod' && client.stats().kmodTunnels !== handed + 1 ? 'the module did not carry it' : undefined;
+      console.log(why === undefined ? `ok - ${name}-closed` : `not ok - ${name}-closed: ${why}`);
     }
     const seen = streams;
     const denied = await refused({ authority: 'deny.test:9' });

@@ -22,7 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "../../../kmod/skein_hbone.h"
@@ -173,8 +173,8 @@ ssize_t RecvRecord(int fd, uint8_t* p, size_t n, uint8_t* type) {
 
 class KtlsTunnel;
 
-// The tunnels of this worker thread, for the engine's stop.
-thread_local std::unordered_set<KtlsTunnel*> tunnels;
+// The tunnels of this worker thread by id: for closeOutbound and the engine's stop.
+thread_local std::unordered_map<uint32_t, KtlsTunnel*> tunnels;
 
 // A second fd of one tunnel in the worker's epoll.
 class Side : public Handler {
@@ -192,8 +192,9 @@ enum { kPodSide = 1, kTimerSide = 2 };
 
 class KtlsTunnel : public Handler {
  public:
-  KtlsTunnel(Worker* w, OutboundRequest req) : w_(w), req_(std::move(req)), pod_side_(this, kPodSide), timer_side_(this, kTimerSide) {
-    tunnels.insert(this);
+  KtlsTunnel(Worker* w, OutboundRequest req)
+      : w_(w), req_(std::move(req)), id_(req_.id), pod_side_(this, kPodSide), timer_side_(this, kTimerSide) {
+    tunnels[id_] = this;
   }
   ~KtlsTunnel() override {
     if (h2_ != nullptr) nghttp2_session_del(h2_);
@@ -204,8 +205,11 @@ class KtlsTunnel : public Handler {
   void Start();
   void OnEvents(uint32_t events) override;
   void OnSide(int which, uint32_t events);
-  void Unlink() override { tunnels.erase(this); }
+  void Unlink() override {
+    if (auto it = tunnels.find(id_); it != tunnels.end() && it->second == this) tunnels.erase(it);
+  }
   void EngineClosed() { Abort("the HBONE engine is closed"); }
+  void Close(const std::string& why);
 
   // nghttp2 callbacks, until the hand-over.
   void OnStatus(int s) { status_ = s; }
@@ -243,6 +247,7 @@ class KtlsTunnel : public Handler {
 
   Worker* w_;
   OutboundRequest req_;
+  uint32_t id_;  // req_.id, kept: Decline moves req_ to the pooled path
   Side pod_side_, timer_side_;
   State state_ = kConnecting;
   Fd fd_, timer_;
@@ -1140,6 +1145,20 @@ void KtlsTunnel::Abort(const std::string& why) {
   Finish(why);
 }
 
+// TypeScript ended the tunnel (closeOutbound: its pod left the mesh). The
+// peer's stream ends with the connection (one stream each); the pod gets a
+// FIN and is read until its own, as a pooled tunnel's (Worker::CloseLingering).
+void KtlsTunnel::Close(const std::string& why) {
+  if (state_ == kDone) return;
+  if (state_ < kCarrying) {
+    Abort(why);
+    return;
+  }
+  Watch(&pod_side_, req_.pod.get(), 0, &pod_mask_, &pod_reg_);
+  w_->CloseLingering(std::move(req_.pod), false);
+  Finish(why);
+}
+
 void KtlsTunnel::Finish(const std::string& error) {
   if (state_ == kDone) return;
   skein_hbone_info info{};
@@ -1174,8 +1193,17 @@ void StartKtlsTunnel(Worker* w, OutboundRequest req) {
   t->Start();
 }
 
+bool CloseKtlsTunnel(Worker*, uint32_t id, const std::string& why) {
+  auto it = tunnels.find(id);
+  if (it == tunnels.end() || it->second->dead) return false;
+  it->second->Close(why);
+  return true;
+}
+
 void CloseKtlsTunnels(Worker*) {
-  std::vector<KtlsTunnel*> all(tunnels.begin(), tunnels.end());
+  std::vector<KtlsTunnel*> all;
+  all.reserve(tunnels.size());
+  for (auto& [id, t] : tunnels) all.push_back(t);
   for (KtlsTunnel* t : all) {
     if (!t->dead) t->EngineClosed();
   }

@@ -25,6 +25,8 @@
 
 #include <openssl/ssl.h>
 
+#include <string>
+
 #include "engine.h"
 
 namespace skein::hbone {
@@ -35,6 +37,10 @@ class Worker;
 // module. A socket that will not take the ULP or kTLS keys (nothing of the
 // pod read yet) goes back to the pooled userspace path.
 void StartKtlsTunnel(Worker* w, OutboundRequest req);
+
+// Worker thread: ends the module-carried tunnel `id` (closeOutbound); false
+// when this worker has none by that id.
+bool CloseKtlsTunnel(Worker* w, uint32_t id, const std::string& why);
 
 // Worker thread, at engine stop: ends every module-carried tunnel.
 void CloseKtlsTunnels(Worker* w);

@@ -1574,6 +1574,7 @@ void Worker::CloseOutbound(uint32_t id, const std::string& why) {
     it->second->Abort(why);
     return;
   }
+  if (CloseKtlsTunnel(this, id, why)) return;
   // Still waiting for its pooled connection.
   for (auto& [key, p] : pools_) {
     for (auto r = p.waiting.begin(); r != p.waiting.end(); ++r) {

@@ -283,6 +283,37 @@ try {
       : !/the server presented/.test(wrongId) ? `a wrong server identity gave: ${wrongId}`
         : streams !== seen + 1 ? `${streams - seen} CONNECTs reached the peer, expected 1 (the 503 one)` : undefined;
     console.log(why === undefined ? `ok - ${name}-refusals` : `not ok - ${name}-refusals: ${why}`);
+
+    // Last, as it stops the engine (a daemon's upgrade): a tunnel the module
+    // carries ends with a FIN to its app, as a pooled one does, not a reset.
+    {
+      const app = net.connect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
+      await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2));
+      const pod = accepted.shift() as net.Socket;
+      const handed = client.stats().kmodTunnels;
+      const tunnel = await client.open(pod, { cert, expected: [serverId], upstream: { ip: '127.0.0.1', port: (peer.address() as AddressInfo).port }, authority: '127.0.0.1:9' });
+      let back = 0;
+      let how = 'open';
+      const appEnd = new Promise<void>((resolve) => {
+        app.on('data', (d: Buffer) => { back += d.length; });
+        app.once('end', () => { how = 'end'; app.end(); });
+        app.once('error', (e: NodeJS.ErrnoException) => { how = e.code ?? e.message; });
+        app.once('close', () => { resolve(); });
+      });
+      app.write(patternAt(0, 1000));
+      for (let i = 0; i < 500 && back < 1000; i++) await new Promise((r) => setTimeout(r, 10));
+      const carried = client.stats().kmodTunnels === handed + 1;
+      client.close();
+      const done = await Promise.race([tunnel.done, new Promise<undefined>((r) => setTimeout(() => { r(undefined); }, 5000))]);
+      await Promise.race([appEnd, new Promise((r) => setTimeout(r, 5000))]);
+      app.destroy();
+      const why = back !== 1000 ? `${back} of 1000 bytes came back before the stop`
+        : done === undefined ? 'the tunnel was still open 5 s after the engine stopped'
+          : how !== 'end' ? `the app saw ${how}, not a FIN`
+            : mode === 'kmod' && !carried ? 'the module did not carry it' : undefined;
+      console.log(why === undefined ? `ok - ${name}-engine-stop` : `not ok - ${name}-engine-stop: ${why}`);
+    }
     peer.close();
   }
 } catch (err) {

@@ -45,7 +45,7 @@ test('kmod/ in the VM: loads, carries HBONE DATA over TCP and kTLS, unloads', { 
   // The checks the suite must report (a missing line is a failure, not a pass).
   const expected = ['load', 'ulp-registered', 'probe-facts', 'no-leaked-references', 'unload-refused-while-live', 'unload', 'ulp-unregistered', 'dmesg-clean'];
   for (const c of ['roundtrip', 'window', 'ping', 'recv_window', 'half_close', 'fallback', 'garbage', 'refusals']) expected.push(`${c}/plain`, `${c}/tls`);
-  expected.push('tls_control/tls', 'interop/node-server', 'interop/node-client', 'interop/node-client-bytes', 'engine/kmod', 'engine/kmod-fallback', 'engine/kmod-refusals', 'engine/kmod-peer-ends-first', 'engine/kmod-peer-resets', 'engine/kmod-closed', 'unload-after-interop', 'dmesg-clean-after-interop');
+  expected.push('tls_control/tls', 'interop/node-server', 'interop/node-client', 'interop/node-client-bytes', 'engine/kmod', 'engine/kmod-fallback', 'engine/kmod-refusals', 'engine/kmod-peer-ends-first', 'engine/kmod-peer-resets', 'engine/kmod-closed', 'engine/kmod-engine-stop', 'unload-after-interop', 'dmesg-clean-after-interop');
   for (const name of expected) {
     await t.test(name, () => {
       const line = lines.find((l) => l === `ok - ${name}` || l.startsWith(`ok - ${name} (`) || l.startsWith(`not ok - ${name}:`));

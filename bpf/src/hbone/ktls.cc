@@ -208,7 +208,7 @@ class KtlsTunnel : public Handler {
   void Unlink() override {
     if (auto it = tunnels.find(id_); it != tunnels.end() && it->second == this) tunnels.erase(it);
   }
-  void EngineClosed() { Abort("the HBONE engine is closed"); }
+  void EngineClosed() { Close("the HBONE engine is closed"); }
   void Close(const std::string& why);
 
   // nghttp2 callbacks, until the hand-over.

@@ -16,6 +16,7 @@ import { LocalCa } from '@skein/ztunnel-compat/identity/local-ca';
 import { startApp, type App } from '@skein/ztunnel-compat/app';
 import { parseConfig } from '@skein/ztunnel-compat/config';
 import { createLogger } from '@skein/ztunnel-compat/log';
+import { ProxyStateUpdater } from '@skein/ztunnel-compat/state/updater';
 import { WORKLOAD_MANAGER_METRICS } from '../compat/ztunnel-facts.ts';
 import { CniDouble } from '../cni/cni-double.ts';
 import { Lab, type LabNode, type LabPod } from '../lab/index.ts';
@@ -381,4 +382,21 @@ test('config_dump shows the enrolled pods; Del drains a pod', { skip: needsRoot 
   assert.doesNotMatch(pod('local').run('ss', '-Hltn'), /:15008\b/);
   assert.equal(await metric(wm.active), 4);
   assert.equal(await metric(wm.stopped), stoppedBefore + 1);
+});
+
+// After the Del: it removes a workload from node0's state.
+test('a workload leaving takes its identity\'s credential out of the HBONE engine', { skip: needsRoot }, async () => {
+  const app0 = must(apps[0], 'app0');
+  // 'blocked' (its own service account) made HBONE connections from node0 above.
+  assert.equal((await ask(pod('blocked'), pod('server').ip4, 8080)).ok, false);
+  const credentials = (): number | undefined => (app0.configDump().hboneEngine as { stats?: { credentials: number } }).stats?.credentials;
+  const before = credentials();
+  if (hboneEngineMode() === 'js') {
+    assert.equal(before, undefined, 'the JavaScript path has no engine');
+    return;
+  }
+  assert.ok(before !== undefined && before >= 2, `credentials on node0's engine: ${before}`);
+  const updater = new ProxyStateUpdater(app0.state);
+  assert.deepEqual(updater.addressHandler.handle([], [`Kubernetes//Pod/${pod('blocked').namespace}/blocked`]), []);
+  await until('the blocked identity\'s credential gone from the engine', () => credentials() === before - 1, 5000);
 });

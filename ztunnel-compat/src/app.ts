@@ -132,7 +132,12 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   // Certificates: prefetched for HBONE workloads on this node, dropped when
   // the last workload of an identity leaves (reference §3).
   const provider = await certificateProvider(config, log);
-  const secrets = new SecretManager({ provider, logger: scoped(log, 'ca'), metrics: metrics.certificates });
+  // Made before the SecretManager: a forgotten identity's credential leaves the engine too.
+  const engine = chooseHboneEngine(config, readKmodFacts());
+  const secrets = new SecretManager({
+    provider, logger: scoped(log, 'ca'), metrics: metrics.certificates,
+    onEvent: (e) => { if (e.type === 'forget') engine.client?.forgetIdentity(e.identity); },
+  });
   state.onChange((change) => {
     for (const uid of change.workloads.removed) secrets.untrackWorkload(uid);
     for (const uid of change.workloads.added) {
@@ -198,7 +203,6 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
   const hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
-  const engine = chooseHboneEngine(config, readKmodFacts());
   if (config.hboneEngine !== engine.active) log.warn({ scope: 'proxy', reason: engine.reason }, 'the native HBONE engine is unavailable; HBONE runs in JavaScript');
   else log.info({ scope: 'proxy', engine: engine.active }, 'HBONE engine (outbound and the 15008 server)');
   new Gauge({ name: 'skein_hbone_engine', help: 'The HBONE engine in use (1): native or js; see config_dump hboneEngine for why', labelNames: ['engine'] as const, registers: [metrics.registry] })

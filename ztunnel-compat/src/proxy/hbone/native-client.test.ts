@@ -15,6 +15,7 @@ import { skipUnless } from '../../../../test/skips.ts';
 import { WorkloadCertificate } from '../../identity/certificate.ts';
 import { createCsr } from '../../identity/csr.ts';
 import { LocalCa } from '../../identity/local-ca.ts';
+import { spiffeUri } from '../../identity/spiffe.ts';
 import { carriedEnd } from '../carried.ts';
 import { adoptPooled } from '../pooled-reads.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
@@ -496,6 +497,26 @@ test('an expired certificate of our own is never presented; a rotated one gets i
       p.app.destroy();
     }
     assert.equal(one.stats().sessionsOpened, 2);
+  } finally {
+    one.close();
+  }
+});
+
+test('a forgotten identity\'s credential leaves the engine; a tunnel made with it runs on, and a later one adds it again', { skip }, async () => {
+  const one = new NativeHboneClient({ workers: 1 });
+  try {
+    const a = await podPair();
+    const tunnel = await one.open(a.pod, req({ poolKey: 'forget' }));
+    assert.equal(one.stats().credentials, 1);
+    one.forgetIdentity(spiffeUri(c.clientId));
+    assert.equal(one.stats().credentials, 0, 'the engine holds no credential of a forgotten identity');
+    const payload = randomBytes(64 * 1024);
+    assert.equal((await roundTrip(a.app, payload, tunnel)).hash, createHash('sha256').update(payload).digest('hex'));
+    const b = await podPair();
+    await roundTrip(b.app, Buffer.from('again'), await one.open(b.pod, req({ poolKey: 'forget-2' })));
+    assert.equal(one.stats().credentials, 1);
+    a.app.destroy();
+    b.app.destroy();
   } finally {
     one.close();
   }

@@ -169,6 +169,19 @@ export class NativeHboneClient {
     };
   }
 
+  /**
+   * The identity (its SPIFFE URI) is no longer needed on this node (the
+   * SecretManager forgot it): the engine drops its credential, which would
+   * otherwise outlive it for the daemon's life. Sessions made with it keep
+   * it until they end; a later tunnel of the identity adds it again.
+   */
+  forgetIdentity(uri: string): void {
+    const have = this.#creds.get(uri);
+    if (have === undefined) return;
+    this.#creds.delete(uri);
+    this.#engine.removeCredential(have.id);
+  }
+
   /** Stops the engine: open tunnels end (their `done` settles with an error). */
   close(): void {
     if (this.#closed) return;

@@ -26,6 +26,7 @@ import { findSourceWorkload } from './source-workload.ts';
 
 export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
   const servers = new Map<string, HboneServer | NativeHboneServer>();
+  let starts = 0;
   const paused: readonly CaptureKind[] = p.nativeHbone === undefined ? [] : ['outbound'];
   const listeners = listenerFactory({
     mark: p.mark,
@@ -68,7 +69,12 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
       const pod: PodContext = { uid, info, netnsFd };
       const workload = findSourceWorkload(p.state, p.nodeName, info);
       const identity = { trustDomain: workload?.trustDomain ?? config.trustDomain, namespace: info.namespace, serviceAccount: info.serviceAccount };
-      p.secrets.prefetch(identity);
+      // The pod's proxy holds its identity while its listeners live (its own
+      // key, so a stale start's stop never releases a newer one's): an
+      // inbound or outbound fetch after the workload left xDS is then never
+      // a certificate nobody forgets.
+      const holder = `zds/${uid}/${++starts}`;
+      p.secrets.trackWorkload(holder, identity);
       const opts: HboneServerOptions = {
         tls12: config.tls12Enabled,
         handler: inboundHboneHandler(p, pod, (req, { destination, service, authz, upstream, headerBytes }) => {
@@ -120,17 +126,20 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
       try {
         proxy = await listeners.start(uid, info, netnsFd);
       } catch (err) {
-        servers.delete(uid);
+        if (servers.get(uid) === server) servers.delete(uid);
         await server.close(0);
+        p.secrets.untrackWorkload(holder);
         throw err;
       }
       return {
         stop: async (drainMs = 0) => {
-          servers.delete(uid);
+          // A pod re-added under the same uid while this one stopped has its own server.
+          if (servers.get(uid) === server) servers.delete(uid);
           // GOAWAY first, so clients open new streams elsewhere; tunnels in flight finish within the drain.
           const hbone = server.close(Math.max(drainMs, 1000));
           await proxy.stop(drainMs);
           await hbone;
+          p.secrets.untrackWorkload(holder);
         },
       };
     },

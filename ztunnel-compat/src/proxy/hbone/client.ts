@@ -68,6 +68,8 @@ export interface OpenedTunnel {
 
 interface PooledSession {
   readonly session: ClientHttp2Session;
+  /** The session's TLS socket: destroy() ends it too (see there). */
+  readonly socket: TLSSocket;
   readonly key: string;
   readonly limit: number;
   active: number;
@@ -213,7 +215,12 @@ export class HboneClient {
 
   destroy(): void {
     this.#closed = true;
-    for (const ps of this.#all) ps.session.destroy();
+    for (const ps of this.#all) {
+      ps.session.destroy();
+      // A session with a write the peer never takes (a full send window) is
+      // never done, so never emits 'close': its socket ends it.
+      ps.socket.destroy();
+    }
   }
 
   async #acquire(key: string, req: TunnelRequest): Promise<PooledSession> {
@@ -252,6 +259,12 @@ export class HboneClient {
 
   #release(ps: PooledSession): void {
     ps.active--;
+    // Out of the pool (a refused stream) and idle: nothing can use it again.
+    // A GOAWAY's or a close's session is ending anyway.
+    if (ps.active === 0 && !ps.usable) {
+      if (!ps.session.closed && !ps.session.destroyed) ps.session.close();
+      return;
+    }
     if (ps.active === 0 && ps.usable) {
       ps.idleTimer = setTimeout(() => {
         ps.idleTimer = undefined;
@@ -351,7 +364,7 @@ export class HboneClient {
           clearTimeout(timer);
           const peerMax = settings.maxConcurrentStreams ?? Number.MAX_SAFE_INTEGER;
           const ps: PooledSession = {
-            session: s, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, usable: true, idleTimer: undefined,
+            session: s, socket: sock, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, usable: true, idleTimer: undefined,
           };
           this.#adopt(ps);
           resolve(ps);
@@ -376,7 +389,7 @@ export class HboneClient {
       this.#drop(ps);
       this.#all.delete(ps);
     });
-    keepalive(session, this.#opts.keepalive);
+    keepalive(session, ps.socket, this.#opts.keepalive);
     if (this.#closed) {
       this.#drop(ps);
       session.close();

@@ -3,6 +3,7 @@
 // window and frame sizes, the PING keepalive, and `:authority` parsing.
 import { constants as h2c, type Http2Session, type ServerHttp2Stream } from 'node:http2';
 import { isIPv4, isIPv6 } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 const MiB = 1024 * 1024;
 /** HTTP2_STREAM_WINDOW_SIZE. */
@@ -85,11 +86,13 @@ export interface KeepaliveOptions {
 
 /**
  * PINGs the peer every `intervalMs` (the first after one interval); a PING
- * unanswered for `timeoutMs` destroys the session. One timer per session; the
- * timer is unref'd and stops when the session closes. Detection takes between
- * `timeoutMs` and `timeoutMs + intervalMs`.
+ * unanswered for `timeoutMs` destroys the session and its `socket` (a
+ * session with a write the peer never takes is never done, so would keep
+ * its socket). One timer per session; the timer is unref'd and stops when
+ * the session closes. Detection takes between `timeoutMs` and `timeoutMs +
+ * intervalMs`.
  */
-export function keepalive(session: Http2Session, opts: KeepaliveOptions = {}): void {
+export function keepalive(session: Http2Session, socket: Duplex, opts: KeepaliveOptions = {}): void {
   const intervalMs = opts.intervalMs ?? PING_INTERVAL_MS;
   const timeoutMs = opts.timeoutMs ?? PING_TIMEOUT_MS;
   let sentAt = 0;
@@ -105,6 +108,7 @@ export function keepalive(session: Http2Session, opts: KeepaliveOptions = {}): v
       if (Date.now() - sentAt >= timeoutMs) {
         clearInterval(timer);
         session.destroy(new Error(`no PING answer within ${timeoutMs} ms`));
+        socket.destroy();
       }
       return;
     }

@@ -161,6 +161,42 @@ test('a CONNECT its peer never took (refused as the session goes away) is sent o
   }
 });
 
+test('a session that refused a stream, without a GOAWAY, is closed once its streams end: refusals leave no session behind', async () => {
+  const tls = serverContext(c.server);
+  const h2 = createH2Server();
+  const seen = new Set<Http2Session>();
+  h2.on('stream', (stream) => {
+    const first = seen.size === 0;
+    if (stream.session !== undefined) seen.add(stream.session);
+    stream.on('error', () => { /* our own REFUSED_STREAM */ });
+    // A peer at its stream limit refuses one and keeps the session open.
+    if (first) {
+      stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    stream.respond({ ':status': 200 });
+    stream.pipe(stream);
+  });
+  const srv = createTlsServer(tls.options, (s) => { h2.emit('connection', s); });
+  await new Promise<void>((r) => { srv.listen(0, '127.0.0.1', r); });
+  const addr = srv.address();
+  assert.ok(addr !== null && typeof addr === 'object');
+  const client = new HboneClient();
+  try {
+    const t = await client.connect({ ...req('refused-open'), upstream: { ip: '127.0.0.1', port: addr.port } });
+    assert.equal(await echoOnce(t, 'again'), 'again');
+    assert.equal(seen.size, 2, 'the second try went on a new session');
+    const deadline = Date.now() + 3000;
+    while (client.sessionCount > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(client.sessionCount, 1, 'only the session in use is left; the refusing one was closed');
+    assert.ok([...seen][0]?.closed === true || [...seen][0]?.destroyed === true, 'the server saw the refusing session end');
+  } finally {
+    await client.close();
+    for (const s of seen) s.destroy();
+    await new Promise<void>((r) => { srv.close(() => { r(); }); });
+  }
+});
+
 test('a CONNECT answered with an error status is not sent again', async () => {
   const tls = serverContext(c.server);
   const h2 = createH2Server();

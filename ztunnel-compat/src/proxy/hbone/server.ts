@@ -201,7 +201,9 @@ export class HboneServer {
   #closing = false;
   readonly #sessions = new Map<Http2Session, SessionInfo>();
   /** Set just before handing a verified socket to the h2 server, which emits 'session' synchronously. */
-  #pending: SessionInfo | undefined;
+  #pending: { info: SessionInfo; socket: TLSSocket } | undefined;
+  /** Each session's TLS socket: a session with a write the peer never takes is never done, so destroy() ends its socket too. */
+  readonly #sockets = new Map<Http2Session, TLSSocket>();
   #activeTunnels = 0;
 
   /** `cert`: a source (rotating), or one certificate that serves until it expires. */
@@ -361,7 +363,10 @@ export class HboneServer {
   destroy(): void {
     this.#stopAccepting();
     if (this.#listener?.listening === true) this.#listener.close();
-    for (const s of this.#sessions.keys()) s.destroy();
+    for (const s of this.#sessions.keys()) {
+      s.destroy();
+      this.#sockets.get(s)?.destroy();
+    }
   }
 
   #stopAccepting(): void {
@@ -384,9 +389,12 @@ export class HboneServer {
     }
     socket.setNoDelay(true);
     this.#pending = {
-      peer,
-      peerAddress: addressOf(stripV4Mapped(socket.remoteAddress), socket.remotePort),
-      localAddress: addressOf(stripV4Mapped(socket.localAddress), socket.localPort),
+      info: {
+        peer,
+        peerAddress: addressOf(stripV4Mapped(socket.remoteAddress), socket.remotePort),
+        localAddress: addressOf(stripV4Mapped(socket.localAddress), socket.localPort),
+      },
+      socket,
     };
     try {
       this.#h2.emit('connection', socket);
@@ -396,16 +404,20 @@ export class HboneServer {
   }
 
   #onSession(session: Http2Session): void {
-    const info = this.#pending;
-    if (info === undefined) {
+    const pending = this.#pending;
+    if (pending === undefined) {
       session.destroy();
       return;
     }
-    this.#sessions.set(session, info);
+    this.#sessions.set(session, pending.info);
+    this.#sockets.set(session, pending.socket);
     session.on('error', () => { /* reported through 'close'; streams see their own errors */ });
-    session.once('close', () => { this.#sessions.delete(session); });
+    session.once('close', () => {
+      this.#sessions.delete(session);
+      this.#sockets.delete(session);
+    });
     session.setLocalWindowSize(CONNECTION_WINDOW);
-    keepalive(session, this.#opts.keepalive);
+    keepalive(session, pending.socket, this.#opts.keepalive);
   }
 
   #streamFailed(stream: ServerHttp2Stream, err: unknown): void {

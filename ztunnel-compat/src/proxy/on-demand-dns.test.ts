@@ -75,3 +75,14 @@ test('answers are kept for their TTL, and concurrent callers share one lookup', 
   assert.match(m, /istio_on_demand_dns_total\{[^}]*hostname="dual\.test"\} 5/);
   assert.match(m, /istio_on_demand_dns_cache_misses_total\{[^}]*hostname="dual\.test"\} 4/);
 });
+
+test('a name not looked up again leaves the cache once its answer expired', { skip: why }, async () => {
+  let now = 1_000_000;
+  const d = new OnDemandDns({ resolvConf: path.join(dir, 'resolv.conf'), ipv6: true, registry: new Registry(), now: () => now });
+  await d.resolve('dual.test', '10.96.0.1', labels('dual.test'));
+  await d.resolve('v6only.test', '10.96.0.1', labels('v6only.test'));
+  assert.equal(d.cached, 2);
+  now += 61_000;
+  await d.resolve('dual.test', '10.96.0.1', labels('dual.test'));
+  assert.equal(d.cached, 1, 'v6only.test, expired and not asked for, is gone');
+});

@@ -57,6 +57,11 @@ export class OnDemandDns {
     this.#misses = new Counter({ name: 'istio_on_demand_dns_cache_misses_total', help: 'The total number of cache misses for requests on-demand DNS (unstable)', labelNames: LABEL_NAMES, registers });
   }
 
+  /** Names with a kept answer: those looked up within their TTL (at most MAX_TTL_S). */
+  get cached(): number {
+    return this.#cache.size;
+  }
+
   /** One address for `hostname`, of `requestIp`'s family when there is one. */
   async resolve(hostname: string, requestIp: string, labels: OnDemandDnsLabels): Promise<string> {
     this.#lookups.inc(labels);
@@ -100,7 +105,11 @@ export class OnDemandDns {
       throw new OnDemandDnsError(`DNS lookup of ${hostname} failed${why.length > 0 ? `: ${why.join('; ')}` : ': no addresses'}`);
     }
     const ttl = Math.min(MAX_TTL_S, ...[...v4, ...v6].map((x) => Math.max(1, x.ttl)));
-    const answer = { v4: v4.map((x) => x.address), v6: v6.map((x) => x.address), expiresAt: (this.#o.now ?? Date.now)() + ttl * 1000 };
+    const now = (this.#o.now ?? Date.now)();
+    const answer = { v4: v4.map((x) => x.address), v6: v6.map((x) => x.address), expiresAt: now + ttl * 1000 };
+    // Expired answers go here: a name dialled once (a ServiceEntry since
+    // removed) would otherwise stay for the daemon's life.
+    for (const [name, a] of this.#cache) if (a.expiresAt <= now) this.#cache.delete(name);
     this.#cache.set(hostname, answer);
     return answer;
   }

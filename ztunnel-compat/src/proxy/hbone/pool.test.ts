@@ -128,72 +128,68 @@ test('the peer MAX_CONCURRENT_STREAMS caps streams per session when below maxStr
   }
 });
 
-test('a CONNECT its peer never took (refused as the session goes away) is sent once more on a new session', async () => {
-  // A peer being replaced: its first session refuses the stream and says GOAWAY; the next one answers.
-  const tls = serverContext(c.server);
-  const h2 = createH2Server();
-  const seen = new Set<unknown>();
-  h2.on('stream', (stream) => {
-    seen.add(stream.session);
-    stream.on('error', () => { /* our own REFUSED_STREAM */ });
-    if (seen.size === 1) {
-      stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
-      stream.session?.goaway(h2constants.NGHTTP2_NO_ERROR, 0);
-      return;
-    }
-    stream.respond({ ':status': 200 });
-    stream.pipe(stream);
-  });
-  const srv = createTlsServer(tls.options, (s) => { h2.emit('connection', s); });
-  await new Promise<void>((r) => { srv.listen(0, '127.0.0.1', r); });
-  const addr = srv.address();
-  assert.ok(addr !== null && typeof addr === 'object');
-  const client = new HboneClient();
-  try {
-    const t = await client.connect({ ...req('refused'), upstream: { ip: '127.0.0.1', port: addr.port } });
-    assert.equal(await echoOnce(t, 'again'), 'again');
-    assert.equal(seen.size, 2, 'the second try went on a new session');
-  } finally {
-    await client.close();
-    // The bare server keeps the session it sent GOAWAY on; close() would wait for it.
-    for (const s of seen) (s as Http2Session).destroy();
-    await new Promise<void>((r) => { srv.close(() => { r(); }); });
-  }
-});
-
-test('a session that refused a stream, without a GOAWAY, is closed once its streams end: refusals leave no session behind', async () => {
-  const tls = serverContext(c.server);
+/**
+ * An echo server whose first session refuses its first stream (REFUSED_STREAM),
+ * with a GOAWAY (a peer being replaced) or without (a peer at its stream limit);
+ * later sessions answer.
+ */
+async function refusingServer(goaway: boolean): Promise<{ port: number; seen: Set<Http2Session>; close: () => Promise<void> }> {
   const h2 = createH2Server();
   const seen = new Set<Http2Session>();
   h2.on('stream', (stream) => {
     const first = seen.size === 0;
     if (stream.session !== undefined) seen.add(stream.session);
     stream.on('error', () => { /* our own REFUSED_STREAM */ });
-    // A peer at its stream limit refuses one and keeps the session open.
     if (first) {
       stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
+      if (goaway) stream.session?.goaway(h2constants.NGHTTP2_NO_ERROR, 0);
       return;
     }
     stream.respond({ ':status': 200 });
     stream.pipe(stream);
   });
-  const srv = createTlsServer(tls.options, (s) => { h2.emit('connection', s); });
+  const srv = createTlsServer(serverContext(c.server).options, (s) => { h2.emit('connection', s); });
   await new Promise<void>((r) => { srv.listen(0, '127.0.0.1', r); });
   const addr = srv.address();
   assert.ok(addr !== null && typeof addr === 'object');
+  return {
+    port: addr.port, seen,
+    close: async () => {
+      // The bare server keeps the sessions it refused on; close() would wait for them.
+      for (const s of seen) s.destroy();
+      await new Promise<void>((r) => { srv.close(() => { r(); }); });
+    },
+  };
+}
+
+test('a CONNECT its peer never took (refused as the session goes away) is sent once more on a new session', async () => {
+  const srv = await refusingServer(true);
   const client = new HboneClient();
   try {
-    const t = await client.connect({ ...req('refused-open'), upstream: { ip: '127.0.0.1', port: addr.port } });
+    const t = await client.connect({ ...req('refused'), upstream: { ip: '127.0.0.1', port: srv.port } });
     assert.equal(await echoOnce(t, 'again'), 'again');
-    assert.equal(seen.size, 2, 'the second try went on a new session');
+    assert.equal(srv.seen.size, 2, 'the second try went on a new session');
+  } finally {
+    await client.close();
+    await srv.close();
+  }
+});
+
+test('a session that refused a stream, without a GOAWAY, is closed once its streams end: refusals leave no session behind', async () => {
+  const srv = await refusingServer(false);
+  const client = new HboneClient();
+  try {
+    const t = await client.connect({ ...req('refused-open'), upstream: { ip: '127.0.0.1', port: srv.port } });
+    assert.equal(await echoOnce(t, 'again'), 'again');
+    assert.equal(srv.seen.size, 2, 'the second try went on a new session');
     const deadline = Date.now() + 3000;
     while (client.sessionCount > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.equal(client.sessionCount, 1, 'only the session in use is left; the refusing one was closed');
-    assert.ok([...seen][0]?.closed === true || [...seen][0]?.destroyed === true, 'the server saw the refusing session end');
+    const refusing = [...srv.seen][0];
+    assert.ok(refusing?.closed === true || refusing?.destroyed === true, 'the server saw the refusing session end');
   } finally {
     await client.close();
-    for (const s of seen) s.destroy();
-    await new Promise<void>((r) => { srv.close(() => { r(); }); });
+    await srv.close();
   }
 });
 

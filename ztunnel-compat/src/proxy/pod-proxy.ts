@@ -137,9 +137,12 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
           if (servers.get(uid) === server) servers.delete(uid);
           // GOAWAY first, so clients open new streams elsewhere; tunnels in flight finish within the drain.
           const hbone = server.close(Math.max(drainMs, 1000));
-          await proxy.stop(drainMs);
-          await hbone;
-          p.secrets.untrackWorkload(holder);
+          try {
+            await proxy.stop(drainMs);
+            await hbone;
+          } finally {
+            p.secrets.untrackWorkload(holder);
+          }
         },
       };
     },

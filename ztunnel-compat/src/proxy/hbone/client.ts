@@ -22,7 +22,7 @@ import type { Identity } from '../../identity/spiffe.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import type { HboneFlag } from './error.ts';
 import {
-  CLIENT_MAX_HEADER_LIST, CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, POOL_MAX_STREAMS, STREAM_WINDOW,
+  CLIENT_MAX_HEADER_LIST, CONNECTION_WINDOW, destroySession, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, POOL_MAX_STREAMS, STREAM_WINDOW,
 } from './h2.ts';
 import type { KeepaliveOptions } from './h2.ts';
 import { ALPN_H2, clientOptions } from './tls.ts';
@@ -68,7 +68,7 @@ export interface OpenedTunnel {
 
 interface PooledSession {
   readonly session: ClientHttp2Session;
-  /** The session's TLS socket: destroy() ends it too (see there). */
+  /** The session's TLS socket, for destroySession. */
   readonly socket: TLSSocket;
   readonly key: string;
   readonly limit: number;
@@ -215,12 +215,7 @@ export class HboneClient {
 
   destroy(): void {
     this.#closed = true;
-    for (const ps of this.#all) {
-      ps.session.destroy();
-      // A session with a write the peer never takes (a full send window) is
-      // never done, so never emits 'close': its socket ends it.
-      ps.socket.destroy();
-    }
+    for (const ps of this.#all) destroySession(ps.session, ps.socket);
   }
 
   async #acquire(key: string, req: TunnelRequest): Promise<PooledSession> {
@@ -259,21 +254,20 @@ export class HboneClient {
 
   #release(ps: PooledSession): void {
     ps.active--;
+    if (ps.active !== 0) return;
     // Out of the pool (a refused stream) and idle: nothing can use it again.
     // A GOAWAY's or a close's session is ending anyway.
-    if (ps.active === 0 && !ps.usable) {
+    if (!ps.usable) {
       if (!ps.session.closed && !ps.session.destroyed) ps.session.close();
       return;
     }
-    if (ps.active === 0 && ps.usable) {
-      ps.idleTimer = setTimeout(() => {
-        ps.idleTimer = undefined;
-        if (ps.active !== 0) return;
-        this.#drop(ps);
-        ps.session.close();
-      }, this.#idleMs);
-      ps.idleTimer.unref();
-    }
+    ps.idleTimer = setTimeout(() => {
+      ps.idleTimer = undefined;
+      if (ps.active !== 0) return;
+      this.#drop(ps);
+      ps.session.close();
+    }, this.#idleMs);
+    ps.idleTimer.unref();
   }
 
   /** Takes a session out of the pool; its open streams carry on. */

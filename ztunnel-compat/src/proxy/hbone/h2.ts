@@ -85,10 +85,19 @@ export interface KeepaliveOptions {
 }
 
 /**
+ * Destroys a session and the socket under it: a session with a write the
+ * peer never takes (a full send window) is never done, so it would neither
+ * emit 'close' nor let its socket go.
+ */
+export function destroySession(session: Http2Session, socket: Duplex, err?: Error): void {
+  session.destroy(err);
+  socket.destroy();
+}
+
+/**
  * PINGs the peer every `intervalMs` (the first after one interval); a PING
- * unanswered for `timeoutMs` destroys the session and its `socket` (a
- * session with a write the peer never takes is never done, so would keep
- * its socket). One timer per session; the timer is unref'd and stops when
+ * unanswered for `timeoutMs` destroys the session and its `socket`
+ * (destroySession). One timer per session; the timer is unref'd and stops when
  * the session closes. Detection takes between `timeoutMs` and `timeoutMs +
  * intervalMs`.
  */
@@ -107,8 +116,7 @@ export function keepalive(session: Http2Session, socket: Duplex, opts: Keepalive
     if (sentAt !== 0) {
       if (Date.now() - sentAt >= timeoutMs) {
         clearInterval(timer);
-        session.destroy(new Error(`no PING answer within ${timeoutMs} ms`));
-        socket.destroy();
+        destroySession(session, socket, new Error(`no PING answer within ${timeoutMs} ms`));
       }
       return;
     }

@@ -24,7 +24,7 @@ import type { Identity } from '../../identity/spiffe.ts';
 import { forward, passEnd } from '../relay.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import {
-  CONNECTION_WINDOW, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, pendingResetsOf, SERVER_MAX_CONCURRENT_STREAMS,
+  CONNECTION_WINDOW, destroySession, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, parseAuthority, pendingResetsOf, SERVER_MAX_CONCURRENT_STREAMS,
   SERVER_MAX_HEADER_LIST, SERVER_STREAM_RESET_BURST, SERVER_STREAM_RESET_RATE, STREAM_WINDOW,
 } from './h2.ts';
 import type { Authority, KeepaliveOptions } from './h2.ts';
@@ -199,11 +199,10 @@ export class HboneServer {
   /** Our own listener (listen()); in-pod mode hands connections to accept() instead. */
   #listener: NetServer | undefined;
   #closing = false;
-  readonly #sessions = new Map<Http2Session, SessionInfo>();
+  /** Each session's peer and its TLS socket (for destroySession). */
+  readonly #sessions = new Map<Http2Session, { info: SessionInfo; socket: TLSSocket }>();
   /** Set just before handing a verified socket to the h2 server, which emits 'session' synchronously. */
   #pending: { info: SessionInfo; socket: TLSSocket } | undefined;
-  /** Each session's TLS socket: a session with a write the peer never takes is never done, so destroy() ends its socket too. */
-  readonly #sockets = new Map<Http2Session, TLSSocket>();
   #activeTunnels = 0;
 
   /** `cert`: a source (rotating), or one certificate that serves until it expires. */
@@ -363,10 +362,7 @@ export class HboneServer {
   destroy(): void {
     this.#stopAccepting();
     if (this.#listener?.listening === true) this.#listener.close();
-    for (const s of this.#sessions.keys()) {
-      s.destroy();
-      this.#sockets.get(s)?.destroy();
-    }
+    for (const [session, { socket }] of this.#sessions) destroySession(session, socket);
   }
 
   #stopAccepting(): void {
@@ -409,20 +405,16 @@ export class HboneServer {
       session.destroy();
       return;
     }
-    this.#sessions.set(session, pending.info);
-    this.#sockets.set(session, pending.socket);
+    this.#sessions.set(session, pending);
     session.on('error', () => { /* reported through 'close'; streams see their own errors */ });
-    session.once('close', () => {
-      this.#sessions.delete(session);
-      this.#sockets.delete(session);
-    });
+    session.once('close', () => { this.#sessions.delete(session); });
     session.setLocalWindowSize(CONNECTION_WINDOW);
     keepalive(session, pending.socket, this.#opts.keepalive);
   }
 
   #streamFailed(stream: ServerHttp2Stream, err: unknown): void {
     if (!stream.destroyed && !stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
-    const info = this.#sessions.get(stream.session as Http2Session);
+    const info = this.#sessions.get(stream.session as Http2Session)?.info;
     if (info !== undefined) this.#opts.onStreamError?.(err, info);
   }
 
@@ -434,7 +426,7 @@ export class HboneServer {
 
   async #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
     stream.on('error', () => { /* handled by the tunnel or ignored before it */ });
-    const info = this.#sessions.get(stream.session as Http2Session);
+    const info = this.#sessions.get(stream.session as Http2Session)?.info;
     const rawAuthority = headers[':authority'];
     if (info === undefined) {
       stream.close(h2c.NGHTTP2_REFUSED_STREAM);

@@ -1314,13 +1314,17 @@ int Session::WriteFrame(const uint8_t* frame, size_t n, bool* blocked) {
     out_.insert(out_.end(), frame, frame + n);
     if (out_.size() >= kOutGather && !DrainOut()) {
       if (state_ == kClosed) return NGHTTP2_ERR_CALLBACK_FAILURE;
-      *blocked = true;
+      *blocked = paused_ = true;
     }
     return 0;
   }
   // Control frames gathered before this one go first; if the socket will
   // not take them, nothing of this frame is taken (nghttp2 offers it again).
-  if (out_off_ < out_.size() && !DrainOut()) return state_ == kClosed ? NGHTTP2_ERR_CALLBACK_FAILURE : NGHTTP2_ERR_WOULDBLOCK;
+  if (out_off_ < out_.size() && !DrainOut()) {
+    if (state_ == kClosed) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    paused_ = true;
+    return NGHTTP2_ERR_WOULDBLOCK;
+  }
   out_.clear();
   out_off_ = 0;
   size_t w = 0;
@@ -1330,7 +1334,7 @@ int Session::WriteFrame(const uint8_t* frame, size_t n, bool* blocked) {
     // The frame counts as sent for nghttp2; its rest waits here (the same
     // bytes, as OpenSSL requires of a retried write), bounded by one frame.
     out_.assign(frame + w, frame + n);
-    *blocked = true;
+    *blocked = paused_ = true;
   }
   return 0;
 }
@@ -1342,24 +1346,31 @@ void Session::Flush() {
   if (out_off_ < out_.size() && !DrainOut()) return;
   out_.clear();
   out_off_ = 0;
-  for (;;) {
-    const uint8_t* data = nullptr;
-    // DATA frames go out from WriteFrame inside this call (send_data);
-    // what comes back here is the rest: HEADERS, WINDOW_UPDATE, PING, ...,
-    // gathered to share records. 0 is also "paused" (the socket is full).
-    ssize_t n = nghttp2_session_mem_send(h2, &data);
-    if (state_ == kClosed) return;
-    if (n < 0) {
-      Close("-", std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
-      return;
+  // nghttp2 stops at a frame the socket did not take whole (paused_). When
+  // the socket takes that rest right after, sending goes on here: nothing
+  // else would resume it (EPOLLOUT is off once out_ is written, and a peer
+  // with window to spare has nothing to say).
+  do {
+    paused_ = false;
+    for (;;) {
+      const uint8_t* data = nullptr;
+      // DATA frames go out from WriteFrame inside this call (send_data);
+      // what comes back here is the rest: HEADERS, WINDOW_UPDATE, PING, ...,
+      // gathered to share records. 0 is also "paused" (the socket is full).
+      ssize_t n = nghttp2_session_mem_send(h2, &data);
+      if (state_ == kClosed) return;
+      if (n < 0) {
+        Close("-", std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(n)));
+        return;
+      }
+      if (n == 0) break;
+      out_.insert(out_.end(), data, data + n);
+      if (out_.size() >= kOutGather && !DrainOut()) return;
     }
-    if (n == 0) break;
-    out_.insert(out_.end(), data, data + n);
-    if (out_.size() >= kOutGather && !DrainOut()) return;
-  }
-  if (out_off_ < out_.size() && !DrainOut()) return;
-  out_.clear();
-  out_off_ = 0;
+    if (out_off_ < out_.size() && !DrainOut()) return;
+    out_.clear();
+    out_off_ = 0;
+  } while (paused_);
   if (out_.capacity() > 4 * kOutGather) out_.shrink_to_fit();
   // What the write buffer holds goes out now, in one write(2).
   ClearErrors();

@@ -235,6 +235,8 @@ class Session : public Handler {
   socklen_t upstream_len_ = 0;
   std::vector<uint8_t> out_;
   size_t out_off_ = 0;
+  // WriteFrame stopped nghttp2 at a frame the socket did not take (Flush).
+  bool paused_ = false;
   uint64_t deadline_ = 0, idle_since_ = 0, ping_sent_ = 0, last_ping_ = 0;
   bool became_ready_ = false, goaway_ = false, goaway_sent_ = false;
   bool server_ = false;

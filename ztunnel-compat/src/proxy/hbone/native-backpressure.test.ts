@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+// The native engine sending into a full TLS socket, over and over: the
+// engine's client and server talk across loopback of a namespace with tiny
+// TCP buffers while busy processes take the CPUs, so a sender is often
+// preempted between a write the socket refused and its retry — by which time
+// the reader has made room. Every download must still finish: a transfer
+// that stops there waits for a peer frame that a peer with window to spare
+// never sends (the demo's 1 MiB downloads stalled so under load).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { after, before, test } from 'node:test';
+import { hboneEngineUnavailable, listenTcp } from '@skein/bpf';
+import { createNetns, type TempNetns } from '../../../../bpf/test/netns-fixture.ts';
+import { root, skipUnless } from '../../../../test/skips.ts';
+import { NativeHboneClient } from './native-client.ts';
+import { NativeHboneServer } from './native-server.ts';
+import { certs, connectUpstream } from './testing.ts';
+import type { Certs } from './testing.ts';
+
+const skip = skipUnless(root('a network namespace with its own TCP buffer sizes'),
+  { what: 'the native HBONE engine', missing: hboneEngineUnavailable(), impossible: false });
+
+const SIZE = 4 << 20;
+const DOWNLOADS = 150;
+const BUDGET_MS = 20_000;
+/** Far above what a download takes here (under 1 s), far below the engine's PING interval. */
+const STALL_MS = 4_000;
+
+let c: Certs;
+let ns: TempNetns;
+let netnsFd: number;
+let engine: NativeHboneClient;
+let server: NativeHboneServer;
+let listener: Server;
+let pods: Server;
+let source: ChildProcess;
+let sourcePort: number;
+const accepted: Socket[] = [];
+
+before(async () => {
+  if (skip !== false) return;
+  c = await certs();
+  ns = createNetns();
+  // The smallest buffers the kernel allows: nearly every DATA frame meets a full socket.
+  ns.run('sysctl', '-qw', 'net.ipv4.tcp_wmem=4096 8192 16384', 'net.ipv4.tcp_rmem=4096 8192 16384');
+  netnsFd = openSync(ns.path, 'r');
+  // The upstream sends SIZE bytes to each connection, then closes; another
+  // process, so that this one's event loop is not what paces it.
+  source = spawn('python3', ['-c', `
+import socket, threading
+data = b"s" * ${SIZE}
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(16)
+print(l.getsockname()[1], flush=True)
+def serve(c):
+    c.sendall(data); c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  sourcePort = await new Promise<number>((resolve, reject) => {
+    source.stdout?.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())); });
+    source.once('exit', () => { reject(new Error('the source exited')); });
+  });
+  // Long PING intervals: a ping must not be what revives a stalled session.
+  engine = new NativeHboneClient({ workers: 2, pingIntervalMs: 600_000 });
+  server = new NativeHboneServer(engine, c.server, { handler: () => connectUpstream(sourcePort) });
+  listener = await listenTcp({ address: '127.0.0.1', port: 0, netns: ns.path }, (s) => { server.accept(s); });
+  pods = createNetServer({ allowHalfOpen: true }, (s) => { accepted.push(s); });
+  await new Promise<void>((resolve) => { pods.listen(0, '127.0.0.1', resolve); });
+});
+
+after(async () => {
+  if (skip !== false) return;
+  await server.close(1000);
+  engine.close();
+  listener.close();
+  pods.close();
+  source.kill('SIGKILL');
+  closeSync(netnsFd);
+  ns.remove();
+});
+
+/** Bytes one download delivered to the app, or `stalled` with how far it got. */
+async function download(): Promise<{ bytes: number; stalled: boolean }> {
+  const app = netConnect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
+  await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+  while (accepted.length === 0) await new Promise((r) => setTimeout(r, 1));
+  const pod = accepted.shift();
+  assert.ok(pod);
+  const port = (listener.address() as AddressInfo).port;
+  // The upstream socket is made in the namespace: both ends of the pooled
+  // connection have the tiny buffers.
+  await engine.open(pod, { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port }, authority: `127.0.0.1:${sourcePort}`, netnsFd });
+  try {
+    return await new Promise((resolve, reject) => {
+      let bytes = 0;
+      const timer = setTimeout(() => { resolve({ bytes, stalled: true }); }, STALL_MS);
+      app.on('data', (d: Buffer) => { bytes += d.length; });
+      app.once('end', () => { clearTimeout(timer); resolve({ bytes, stalled: false }); });
+      app.once('error', (e) => { clearTimeout(timer); reject(e); });
+      app.end();
+    });
+  } finally {
+    app.destroy();
+  }
+}
+
+test('downloads through full TLS sockets under CPU contention all finish: a write that waited resumes without the peer\'s help', { skip, timeout: BUDGET_MS + 30_000 }, async () => {
+  // Two busy processes (one per core here), bounded by timeout(1) and killed by PID after.
+  const hogs = [0, 1].map(() => spawn('timeout', [String(BUDGET_MS / 1000 + 5), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  try {
+    const until = Date.now() + BUDGET_MS;
+    let done = 0;
+    while (done < DOWNLOADS && Date.now() < until) {
+      const r = await download();
+      assert.ok(!r.stalled, `download ${done + 1} stalled after ${r.bytes} of ${SIZE} bytes`);
+      assert.equal(r.bytes, SIZE);
+      done++;
+    }
+    assert.ok(done >= 20, `only ${done} downloads within ${BUDGET_MS} ms`);
+  } finally {
+    for (const h of hogs) h.kill('SIGKILL');
+  }
+});

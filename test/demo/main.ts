@@ -72,7 +72,7 @@ try {
   const paths = [];
   for (const probe of PROBES) {
     const r = await probe(cluster);
-    log(`${r.path}: ${r.taken ? 'taken' : 'not taken'}, ${r.ok ? 'ok' : 'FAILED'}`);
+    log(`${r.path}: ${r.taken ? 'taken' : 'not taken'}, ${r.ok ? 'ok' : `FAILED${r.failure === undefined ? '' : `: ${r.failure}`}`}`);
     paths.push(r);
   }
   const files = await snapshot(cluster);

@@ -49,6 +49,19 @@ async function exercise(from: LabPod, base: string, host?: string): Promise<{ bi
   return { big, small };
 }
 
+/** One request as the client saw it, for a report that failed. */
+function seen(r: CurlResult): string {
+  const who = r.servedBy === '' ? '' : `, served by ${r.servedBy} seeing ${r.seenFrom || '?'}`;
+  return `curl exit ${r.exit ?? 'killed'}${r.err === '' ? '' : ` (${r.err})`}, HTTP ${r.code}, ${r.size} bytes in ${r.ms.toFixed(1)} ms${who}`;
+}
+
+/** The requests that went wrong (the big one when `bigOk` is false, small ones not answered 200), or undefined. */
+function failures(big: CurlResult, bigOk: boolean, small: readonly CurlResult[]): string | undefined {
+  const bad: [string, CurlResult][] = bigOk ? [] : [['the 1 MiB request', big]];
+  for (const [i, r] of small.entries()) if (r.code !== 200) bad.push([`small request ${i + 1}`, r]);
+  return bad.length === 0 ? undefined : bad.map(([what, r]) => `${what}: ${seen(r)}`).join('; ');
+}
+
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 
 /** Why node0's daemon has the same-node fast path off, from its config_dump. */
@@ -94,16 +107,19 @@ export async function crossNode(c: Cluster): Promise<PathReport> {
   const hbone = w.delta(server, 15008);
   const plain = w.delta(server, APP_PORT);
   const inbound = w.access(1).find((l) => l.direction === 'inbound' && l['dst.workload'] === 'server');
+  const bigOk = big.code === 200 && big.size === BIG && big.servedBy === 'server' && big.seenFrom === client.ip4;
+  const failure = failures(big, bigOk, small);
   return {
     path: 'cross-node-hbone',
     taken: hbone > 0 && plain === 0,
-    ok: big.code === 200 && big.size === BIG && big.servedBy === 'server' && big.seenFrom === client.ip4 && small.every((s) => s.code === 200),
+    ok: failure === undefined,
     bytes: big.size,
     latency_ms: median(small.map((s) => s.ms)),
     decision: inbound === undefined
       ? 'no inbound access-log line on node1'
       : `allowed: ${str(inbound['src.identity'])} → ${str(inbound['dst.identity'])} over mTLS (HBONE CONNECT ${str(inbound['dst.hbone_addr'])}); the app saw the client's own IP ${big.seenFrom}`,
     evidence: `node1 forwarded ${hbone} packets to ${server.ip4}:15008 and ${plain} to :${APP_PORT} (plaintext); service ${SERVICES.echo.hostname} (${SERVICES.echo.vip}) → endpoint on node1`,
+    ...(failure === undefined ? {} : { failure }),
   };
 }
 
@@ -125,10 +141,11 @@ export async function sameNode(c: Cluster): Promise<PathReport> {
   const expected = kernelSupports('same-node');
   const missed = expected && kernel === undefined;
   const why = missed ? await fastpathReason(c) : '';
+  const failure = failures(big, big.code === 200 && big.size === BIG && big.servedBy === 'neighbour' && big.seenFrom === client.ip4, small);
   return {
     path: 'same-node',
     taken: (expected ? kernel !== undefined : kernel !== undefined || userspace) && w.access(1).length === 0,
-    ok: !missed && big.code === 200 && big.size === BIG && big.servedBy === 'neighbour' && big.seenFrom === client.ip4 && small.every((s) => s.code === 200),
+    ok: !missed && failure === undefined,
     bytes: big.size,
     latency_ms: median(small.map((s) => s.ms)),
     decision: via === undefined
@@ -141,6 +158,7 @@ export async function sameNode(c: Cluster): Promise<PathReport> {
     evidence: kernel !== undefined
       ? 'node0\'s daemon logged one kernel flow (fastpath: same-node) and no userspace connection; node1 saw nothing'
       : 'node0\'s daemon logged both ends (outbound from client, inbound to neighbour); node1 saw nothing',
+    ...(failure === undefined ? {} : { failure }),
   };
 }
 
@@ -153,14 +171,16 @@ export async function passthrough(c: Cluster): Promise<PathReport> {
   const hbone = w.delta(target, 15008);
   const plain = w.delta(target, APP_PORT);
   const out = w.access(0).find((l) => l.direction === 'outbound' && l['dst.addr'] === `${target.ip4}:${APP_PORT}`);
+  const failure = failures(big, big.code === 200 && big.size === BIG && big.servedBy === 'outside', small);
   return {
     path: 'passthrough',
     taken: plain > 0 && hbone === 0 && out !== undefined,
-    ok: big.code === 200 && big.size === BIG && big.servedBy === 'outside' && small.every((s) => s.code === 200),
+    ok: failure === undefined,
     bytes: big.size,
     latency_ms: median(small.map((s) => s.ms)),
     decision: `passthrough: ${target.ip4} is not a mesh workload, so Skein on node0 forwarded plain TCP${out === undefined ? ' (no access-log line seen)' : ''}`,
     evidence: `node1 forwarded ${plain} packets to ${target.ip4}:${APP_PORT} and ${hbone} to :15008`,
+    ...(failure === undefined ? {} : { failure }),
   };
 }
 
@@ -173,15 +193,17 @@ export async function waypoint(c: Cluster): Promise<PathReport> {
   await settle();
   const toWaypoint = w.delta(wp, 15008);
   const inbound = w.access(1).find((l) => l.direction === 'inbound' && l['dst.workload'] === 'waypoint');
+  const failure = failures(big, big.code === 200 && big.size === BIG && big.servedBy === 'shop' && big.clientSrc === client.ip4, small);
   return {
     path: 'waypoint',
     // The bytes went to the waypoint over HBONE, and the shop was reached by the waypoint, not by the client.
     taken: toWaypoint > 0 && big.waypoint === 'haproxy' && big.seenFrom === wp.ip4,
-    ok: big.code === 200 && big.size === BIG && big.servedBy === 'shop' && big.clientSrc === client.ip4 && small.every((s) => s.code === 200),
+    ok: failure === undefined,
     bytes: big.size,
     latency_ms: median(small.map((s) => s.ms)),
     decision: `service ${SERVICES.shop.hostname} has waypoint ${SERVICES.waypoint.hostname}: HBONE to the waypoint pod, PROXY v2 to haproxy on its 127.0.0.1:15088 with the client identity ${inbound === undefined ? '(no access-log line)' : str(inbound['src.identity'])}; haproxy routed on Host to ${shop.name}`,
     evidence: `node1 forwarded ${toWaypoint} packets to the waypoint's :15008; the shop saw haproxy's connection from ${big.seenFrom} with x-client-src ${big.clientSrc || '(none)'}`,
+    ...(failure === undefined ? {} : { failure }),
   };
 }
 
@@ -194,14 +216,17 @@ export async function denied(c: Cluster): Promise<PathReport> {
   const refusal = w.access(1).find((l) => l.direction === 'inbound' && str(l['src.identity']) === spiffe('blocked'));
   const sourceSide = w.access(0).find((l) => l.direction === 'outbound' && str(l['src.workload']) === 'blocked');
   const served = w.delta(c.pod('server'), APP_PORT);
+  const answered = tries.flatMap((t, i) => (t.code === 0 && t.size === 0 ? [] : [`request ${i + 1} was answered: ${seen(t)}`]));
+  if (served > 0) answered.push(`node1 forwarded ${served} packets to the server's :${APP_PORT}`);
   return {
     path: 'denied',
     taken: refusal !== undefined && str(refusal.error) !== '',
-    ok: tries.every((t) => t.code === 0 && t.size === 0) && served === 0,
+    ok: answered.length === 0,
     bytes: tries.reduce((n, t) => n + t.size, 0),
     latency_ms: median(tries.map((t) => t.ms)),
     decision: `denied by ${DENY_POLICY} (DENY principal ${spiffe('blocked')}) at node1: ${refusal === undefined ? 'no access-log line' : describe(refusal)}`,
     evidence: `the client saw: ${tries[0]?.err ?? ''}; node0 logged ${sourceSide === undefined ? 'nothing' : describe(sourceSide)}`,
+    ...(answered.length === 0 ? {} : { failure: answered.join('; ') }),
   };
 }
 
@@ -216,10 +241,11 @@ export async function dns(c: Cluster): Promise<PathReport> {
   const answer = /;; ANSWER SECTION:\n\S+\s+\d+\s+IN\s+A\s+(\S+)/.exec(r.stdout)?.[1] ?? '';
   const queryMs = Number(/Query time: (\d+) msec/.exec(r.stdout)?.[1] ?? 0);
   const res = await curl(client, `http://${hostname}:${port}/`, undefined, ['--resolve', `${hostname}:${port}:${answer || vip}`]);
+  const ok = res.code === 200 && res.servedBy === 'server';
   return {
     path: 'dns',
     taken: queries > 0 && answer === vip,
-    ok: res.code === 200 && res.servedBy === 'server',
+    ok,
     bytes: res.size,
     // dig reports whole milliseconds; a sub-millisecond answer shows as its floor.
     latency_ms: Math.max(queryMs, 0.001),
@@ -227,6 +253,7 @@ export async function dns(c: Cluster): Promise<PathReport> {
       ? `no answer for ${hostname}: ${r.stdout.trim().split('\n').find((l) => l.includes('status')) ?? r.stderr.trim()}`
       : `Skein's DNS proxy in the client pod answered ${hostname} → ${answer} from WDS; curl then reached ${res.servedBy || '(nothing)'} by name`,
     evidence: `istio-cni's DNS rule in the client pod redirected ${queries} packet(s) for ${CLUSTER_DNS}:53 to :15053`,
+    ...(ok ? {} : { failure: `the request by name: ${seen(res)}` }),
   };
 }
 

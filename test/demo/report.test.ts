@@ -31,6 +31,9 @@ test('the summary names each path and says when one misbehaved', () => {
   const bad: DemoReport = { ...good, paths: [path({ taken: false })] };
   assert.equal(allOk(bad), false);
   assert.match(toText(bad), /NOT TAKEN[\s\S]*did not behave as expected/);
+  const failed = toText({ ...good, paths: [path({ ok: false, failure: 'the 1 MiB request: curl exit 28' })] });
+  assert.match(failed, /FAILED[\s\S]*failure: {2}the 1 MiB request: curl exit 28[\s\S]*did not behave as expected/);
+  assert.doesNotMatch(text, /failure:/, 'a path that behaved has no failure line');
   assert.equal(allOk({ ...good, paths: [] }), false, 'no paths is not success');
   assert.deepEqual(JSON.parse(toJson(good)), good);
 });

@@ -17,6 +17,8 @@ export interface PathReport {
   decision: string;
   /** How `taken` was proved. */
   evidence: string;
+  /** When not ok: what the client saw that was wrong (curl's exit, status, bytes, error). */
+  failure?: string;
 }
 
 export interface DemoReport {
@@ -54,6 +56,7 @@ export function toText(r: DemoReport): string {
     lines.push(`  ${row.map((c, j) => c.padEnd(widths[j] ?? 0)).join('  ')}`);
     lines.push(`      decision: ${p.decision}`);
     lines.push(`      evidence: ${p.evidence}`);
+    if (p.failure !== undefined) lines.push(`      failure:  ${p.failure}`);
   }
   if (r.pending.length > 0) lines.push('', 'Not yet:', ...r.pending.map((x) => `  - ${x}`));
   lines.push('', 'Where to look:', ...r.look.map((x) => `  ${x}`));

@@ -8,7 +8,6 @@
 // never sends (the demo's 1 MiB downloads stalled so under load).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
@@ -18,8 +17,8 @@ import { createNetns, type TempNetns } from '../../../../bpf/test/netns-fixture.
 import { root, skipUnless } from '../../../../test/skips.ts';
 import { NativeHboneClient } from './native-client.ts';
 import { NativeHboneServer } from './native-server.ts';
-import { certs, connectUpstream } from './testing.ts';
-import type { Certs } from './testing.ts';
+import { certs, connectUpstream, patternSource } from './testing.ts';
+import type { Certs, PatternSource } from './testing.ts';
 
 const skip = skipUnless(root('a network namespace with its own TCP buffer sizes'),
   { what: 'the native HBONE engine', missing: hboneEngineUnavailable(), impossible: false });
@@ -37,8 +36,7 @@ let engine: NativeHboneClient;
 let server: NativeHboneServer;
 let listener: Server;
 let pods: Server;
-let source: ChildProcess;
-let sourcePort: number;
+let source: PatternSource;
 const accepted: Socket[] = [];
 
 before(async () => {
@@ -48,26 +46,10 @@ before(async () => {
   // The smallest buffers the kernel allows: nearly every DATA frame meets a full socket.
   ns.run('sysctl', '-qw', 'net.ipv4.tcp_wmem=4096 8192 16384', 'net.ipv4.tcp_rmem=4096 8192 16384');
   netnsFd = openSync(ns.path, 'r');
-  // The upstream sends SIZE bytes to each connection, then closes; another
-  // process, so that this one's event loop is not what paces it.
-  source = spawn('python3', ['-c', `
-import socket, threading
-data = b"s" * ${SIZE}
-l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(16)
-print(l.getsockname()[1], flush=True)
-def serve(c):
-    c.sendall(data); c.close()
-while True:
-    c, _ = l.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-`], { stdio: ['ignore', 'pipe', 'inherit'] });
-  sourcePort = await new Promise<number>((resolve, reject) => {
-    source.stdout?.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())); });
-    source.once('exit', () => { reject(new Error('the source exited')); });
-  });
+  source = await patternSource(SIZE);
   // Long PING intervals: a ping must not be what revives a stalled session.
   engine = new NativeHboneClient({ workers: 2, pingIntervalMs: 600_000 });
-  server = new NativeHboneServer(engine, c.server, { handler: () => connectUpstream(sourcePort) });
+  server = new NativeHboneServer(engine, c.server, { handler: () => connectUpstream(source.port) });
   listener = await listenTcp({ address: '127.0.0.1', port: 0, netns: ns.path }, (s) => { server.accept(s); });
   pods = createNetServer({ allowHalfOpen: true }, (s) => { accepted.push(s); });
   await new Promise<void>((resolve) => { pods.listen(0, '127.0.0.1', resolve); });
@@ -79,13 +61,13 @@ after(async () => {
   engine.close();
   listener.close();
   pods.close();
-  source.kill('SIGKILL');
+  source.close();
   closeSync(netnsFd);
   ns.remove();
 });
 
-/** Bytes one download delivered to the app, or `stalled` with how far it got. */
-async function download(): Promise<{ bytes: number; stalled: boolean }> {
+/** What one download delivered to the app, or `stalled` with how far it got. */
+async function download(): Promise<{ got: Buffer; stalled: boolean }> {
   const app = netConnect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
   await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
   while (accepted.length === 0) await new Promise((r) => setTimeout(r, 1));
@@ -94,13 +76,13 @@ async function download(): Promise<{ bytes: number; stalled: boolean }> {
   const port = (listener.address() as AddressInfo).port;
   // The upstream socket is made in the namespace: both ends of the pooled
   // connection have the tiny buffers.
-  await engine.open(pod, { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port }, authority: `127.0.0.1:${sourcePort}`, netnsFd });
+  await engine.open(pod, { cert: c.client, expected: [c.serverId], upstream: { ip: '127.0.0.1', port }, authority: `127.0.0.1:${source.port}`, netnsFd });
   try {
     return await new Promise((resolve, reject) => {
-      let bytes = 0;
-      const timer = setTimeout(() => { resolve({ bytes, stalled: true }); }, STALL_MS);
-      app.on('data', (d: Buffer) => { bytes += d.length; });
-      app.once('end', () => { clearTimeout(timer); resolve({ bytes, stalled: false }); });
+      const chunks: Buffer[] = [];
+      const timer = setTimeout(() => { resolve({ got: Buffer.concat(chunks), stalled: true }); }, STALL_MS);
+      app.on('data', (d: Buffer) => { chunks.push(d); });
+      app.once('end', () => { clearTimeout(timer); resolve({ got: Buffer.concat(chunks), stalled: false }); });
       app.once('error', (e) => { clearTimeout(timer); reject(e); });
       app.end();
     });
@@ -119,8 +101,8 @@ test('downloads through full TLS sockets under CPU contention all finish: a writ
     let done = 0;
     while (done < DOWNLOADS && Date.now() < until) {
       const r = await download();
-      assert.ok(!r.stalled, `download ${done + 1} stalled after ${r.bytes} of ${SIZE} bytes`);
-      assert.equal(r.bytes, SIZE);
+      assert.ok(!r.stalled, `download ${done + 1} stalled after ${r.got.length} of ${SIZE} bytes`);
+      assert.ok(r.got.equals(source.pattern), `download ${done + 1}: ${r.got.length} bytes, not the source's ${SIZE} in order`);
       done++;
     }
     assert.ok(done >= 20, `only ${done} downloads within ${BUDGET_MS} ms`);

@@ -3,7 +3,6 @@
 // Node's own TLS and HTTP/2 for the odd requests): real TLS 1.3 + HTTP/2 on
 // 127.0.0.1, the handler and its checks in TypeScript, an echo upstream.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
@@ -26,7 +25,7 @@ import type { CertificateSource } from '../../identity/certificate.ts';
 import { createCsr } from '../../identity/csr.ts';
 import { LocalCa } from '../../identity/local-ca.ts';
 import type { Identity } from '../../identity/spiffe.ts';
-import { certs, connectUpstream, echoServer, roundTrip } from './testing.ts';
+import { certs, connectUpstream, echoServer, patternSource, roundTrip } from './testing.ts';
 import type { Certs, Echo } from './testing.ts';
 import { clientOptions } from './tls.ts';
 
@@ -521,29 +520,12 @@ test('certificates come from the source: a rotation serves new handshakes, an ex
 });
 
 test('a client that stops reading fills the engine\'s TLS socket: its writes wait and resume, every byte in order', { skip, timeout: 60_000 }, async () => {
-  // The upstream is another process (this one's event loop is stalled below):
-  // it sends 8 MiB of a known pattern to each connection, then closes.
+  // The upstream is another process (this one's event loop is stalled below).
   const size = 8 * 1024 * 1024;
-  const source = spawn('python3', ['-c', `
-import socket, threading
-data = bytes(i % 251 for i in range(${size}))
-l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(16)
-print(l.getsockname()[1], flush=True)
-def serve(c):
-    c.sendall(data); c.close()
-while True:
-    c, _ = l.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const source = await patternSource(size);
   try {
-    const sourcePort = await new Promise<number>((resolve, reject) => {
-      source.stdout.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())); });
-      source.once('exit', () => { reject(new Error('the source exited')); });
-    });
-    const pattern = Buffer.alloc(size);
-    for (let i = 0; i < size; i++) pattern[i] = i % 251;
-    const want = createHash('sha256').update(pattern).digest('hex');
-    handler = () => connectUpstream(sourcePort);
+    const want = createHash('sha256').update(source.pattern).digest('hex');
+    handler = () => connectUpstream(source.port);
     const tunnels = await Promise.all(Array.from({ length: 4 }, () => client.connect(req())));
     const got = tunnels.map((t) => new Promise<{ bytes: number; hash: string }>((resolve, reject) => {
       const h = createHash('sha256');
@@ -561,7 +543,7 @@ while True:
     }
   } finally {
     handler = () => connectUpstream(echo.port);
-    source.kill('SIGKILL');
+    source.close();
   }
 });
 

@@ -2,6 +2,7 @@
 // Test fixtures for the HBONE tests: real certificates from two local CAs
 // (one trusted, one foreign), an echo TCP upstream, and an HboneServer on
 // 127.0.0.1 port 0 whose default handler connects to that upstream.
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
@@ -73,6 +74,40 @@ export async function echoServer(): Promise<Echo> {
       server.close(() => { resolve(); });
     }),
   };
+}
+
+export interface PatternSource {
+  port: number;
+  /** The bytes each connection gets: byte i is i % 251. */
+  pattern: Buffer;
+  close(): void;
+}
+
+/**
+ * An upstream on 127.0.0.1:0 in another process (python3), so that this
+ * process's event loop is not what paces it: it sends `size` bytes of a
+ * known pattern to each connection, then closes.
+ */
+export async function patternSource(size: number): Promise<PatternSource> {
+  const child = spawn('python3', ['-c', `
+import socket, threading
+data = bytes(i % 251 for i in range(${size}))
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(16)
+print(l.getsockname()[1], flush=True)
+def serve(c):
+    c.sendall(data); c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const close = (): void => { child.kill('SIGKILL'); };
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => { resolve(Number(d.toString().trim())); });
+    child.once('exit', () => { reject(new Error('the pattern source exited')); });
+  }).catch((e: unknown) => { close(); throw e; });
+  const pattern = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) pattern[i] = i % 251;
+  return { port, pattern, close };
 }
 
 /** Connects to 127.0.0.1:port and resolves once connected; a failure is a 503, as ztunnel. */

@@ -37,33 +37,35 @@ let server: NativeHboneServer;
 let listener: Server;
 let pods: Server;
 let source: PatternSource;
+/** Undoes what before() made, newest first; also after a before() that failed half way. */
+const undo: (() => unknown)[] = [];
 const accepted: Socket[] = [];
 
 before(async () => {
   if (skip !== false) return;
   c = await certs();
   ns = createNetns();
+  undo.push(() => { ns.remove(); });
   // The smallest buffers the kernel allows: nearly every DATA frame meets a full socket.
   ns.run('sysctl', '-qw', 'net.ipv4.tcp_wmem=4096 8192 16384', 'net.ipv4.tcp_rmem=4096 8192 16384');
   netnsFd = openSync(ns.path, 'r');
+  undo.push(() => { closeSync(netnsFd); });
   source = await patternSource(SIZE);
+  undo.push(() => { source.close(); });
   // Long PING intervals: a ping must not be what revives a stalled session.
   engine = new NativeHboneClient({ workers: 2, pingIntervalMs: 600_000 });
+  undo.push(() => { engine.close(); });
   server = new NativeHboneServer(engine, c.server, { handler: () => connectUpstream(source.port) });
+  undo.push(() => server.close(1000));
   listener = await listenTcp({ address: '127.0.0.1', port: 0, netns: ns.path }, (s) => { server.accept(s); });
+  undo.push(() => { listener.close(); });
   pods = createNetServer({ allowHalfOpen: true }, (s) => { accepted.push(s); });
+  undo.push(() => { pods.close(); });
   await new Promise<void>((resolve) => { pods.listen(0, '127.0.0.1', resolve); });
 });
 
 after(async () => {
-  if (skip !== false) return;
-  await server.close(1000);
-  engine.close();
-  listener.close();
-  pods.close();
-  source.close();
-  closeSync(netnsFd);
-  ns.remove();
+  for (const u of undo.reverse()) await u();
 });
 
 /** What one download delivered to the app, or `stalled` with how far it got. */

@@ -72,7 +72,8 @@ try {
   const paths = [];
   for (const probe of PROBES) {
     const r = await probe(cluster);
-    log(`${r.path}: ${r.taken ? 'taken' : 'not taken'}, ${r.ok ? 'ok' : `FAILED${r.failure === undefined ? '' : `: ${r.failure}`}`}`);
+    const outcome = r.ok ? 'ok' : r.failure === undefined ? 'FAILED' : `FAILED: ${r.failure}`;
+    log(`${r.path}: ${r.taken ? 'taken' : 'not taken'}, ${outcome}`);
     paths.push(r);
   }
   const files = await snapshot(cluster);

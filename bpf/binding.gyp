@@ -25,6 +25,7 @@
       "target_name": "skein_hbone",
       "sources": [
         "src/errors.cc",
+        "src/hbone/acceptor.cc",
         "src/hbone/binding.cc",
         "src/hbone/engine.cc",
         "src/hbone/ktls.cc",

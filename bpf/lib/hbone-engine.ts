@@ -42,9 +42,12 @@ export interface HboneEngineEvent {
    * method, authority, then header name, value, …), `session-end`, `dial`
    * (an answer's dial ended: `status` 200 and the tunnel is open, or the
    * status the client was answered and `message` why); and `close` with
-   * `session` and `stream` set.
+   * `session` and `stream` set. `accept`: a connection on a listener
+   * (`session` its id) waits, parked as `id`, for outbound({ accepted }) or
+   * release(); fields: source ip, port, original destination ip, port (the
+   * last two "" when it has none, `message` why).
    */
-  kind: 'open' | 'fail' | 'close' | 'session' | 'reject' | 'request' | 'session-end' | 'dial';
+  kind: 'open' | 'fail' | 'close' | 'session' | 'reject' | 'request' | 'session-end' | 'dial' | 'accept';
   status: number;
   flag: 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | '-';
   sent: number;
@@ -112,7 +115,9 @@ export interface HboneOutboundRequest {
   /** The caller's id, echoed in every event of this connection. */
   id: number;
   /** The pod's socket; the engine takes a dup, the caller closes its own. */
-  fd: number;
+  fd?: number;
+  /** Instead of `fd`: a connection the engine accepted (its `accept` event's id). */
+  accepted?: number;
   /** From addCredential. */
   credential: number;
   poolKey: string;
@@ -162,6 +167,12 @@ export interface HboneEngine {
   closeOutbound(c: { id: number; reason: string }): void;
   /** GOAWAY to an inbound session, or closes it now. */
   closeSession(c: HboneSessionClose): void;
+  /** Accepts on a listening socket (the engine takes a dup): an `accept` event per connection. */
+  listen(l: { listener: number; fd: number }): void;
+  /** Stops accepting on it; connections still parked stay so. */
+  unlisten(l: { listener: number }): void;
+  /** A parked connection's fd, now the caller's; throws ERR_HBONE_ACCEPTED when there is none by that id. */
+  release(accepted: number): number;
   stats(): HboneEngineStats;
   /** Stops the workers; every open connection reports its end first. */
   close(): void;
@@ -173,7 +184,7 @@ interface HboneAddon {
 }
 
 /** By the engine's EventKind numbers (engine.h). */
-const KINDS = [undefined, 'open', 'fail', 'close', 'session', 'reject', 'request', 'session-end', 'dial'] as const;
+const KINDS = [undefined, 'open', 'fail', 'close', 'session', 'reject', 'request', 'session-end', 'dial', 'accept'] as const;
 const EVENT_SLOTS = 10;
 const NO_FIELDS: readonly string[] = Object.freeze([]);
 

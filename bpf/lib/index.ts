@@ -9,6 +9,7 @@ export {
   connectTcp,
   fdOf,
   getSocketOption,
+  listenFd,
   listenTcp,
   netnsCookie,
   originalDst,

@@ -150,20 +150,29 @@ export function getSocketOption(s: net.Socket | net.Server, level: number, name:
 }
 
 /**
- * Listens on address:port with the given options, optionally inside another
- * namespace, and hands the listening fd to a net.Server.
+ * A listening TCP socket on address:port with the given options, optionally
+ * inside another namespace; the fd is the caller's (listenTcp hands it to a
+ * net.Server, the native HBONE engine accepts on it itself).
  */
-export async function listenTcp(o: ListenOptions, onConnection?: (socket: net.Socket) => void): Promise<net.Server> {
+export function listenFd(o: ListenOptions): number {
   const family = familyOf(o.address, 'listenTcp');
   const port = checkPort(o.port, 'listenTcp');
-  const backlog = o.backlog ?? 511;
-  const fd = createFd(family, 'stream', o, (fd) => {
+  return createFd(family, 'stream', o, (fd) => {
     // As Node's own listeners: connections of an earlier listener still in
     // TIME_WAIT must not keep a restarted one from binding.
     native.setIntOpt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1);
     native.bind(fd, o.address, port);
-    native.listen(fd, backlog);
+    native.listen(fd, o.backlog ?? 511);
   });
+}
+
+/**
+ * Listens on address:port with the given options, optionally inside another
+ * namespace, and hands the listening fd to a net.Server.
+ */
+export async function listenTcp(o: ListenOptions, onConnection?: (socket: net.Socket) => void): Promise<net.Server> {
+  const backlog = o.backlog ?? 511;
+  const fd = listenFd(o);
   // No per-connection TCP_NODELAY or keepalive calls: an accepted socket
   // inherits both from the listener (set above by createFd).
   const server = net.createServer({ allowHalfOpen: o.allowHalfOpen ?? false, pauseOnConnect: o.pauseOnConnect ?? false }, onConnection);

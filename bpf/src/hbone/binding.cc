@@ -3,8 +3,9 @@
 //   new HboneEngine(options, onEvents(events[]))
 //   addCredential(chainPem, keyPem, rootsPem): number
 //   removeCredential(id)
-//   outbound({ id, fd, credential, poolKey, expected, upstream, netns, mark,
-//              authority, headers })
+//   outbound({ id, fd | accepted, credential, poolKey, expected, upstream,
+//              netns, mark, authority, headers })
+//   listen({ listener, fd }), unlisten({ listener }), release(accepted)
 //   inbound({ session, fd, credential, trustDomain }), answer({ session,
 //   stream, status, fd?, baggage?, initial? }), closeTunnel({ session,
 //   stream, reason }), closeSession({ session, graceful })
@@ -33,7 +34,7 @@ constexpr const char* kCtorUsage =
     "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, kmod?: boolean }, "
     "onEvents: (events: object[]) => void)";
 constexpr const char* kOutboundUsage =
-    "engine.outbound({ id: number, fd: number, credential: number, poolKey: string, "
+    "engine.outbound({ id: number, fd: number (or accepted: number), credential: number, poolKey: string, "
     "expected: string[], upstream: { ip: string, port: number }, netns: number, mark: number, "
     "authority: string, headers: string[], initial?: Buffer, "
     "keepalive?: { timeSeconds: number, intervalSeconds: number, retries: number } })";
@@ -131,6 +132,9 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
             InstanceMethod("closeTunnel", &HboneEngine::CloseTunnel),
             InstanceMethod("closeOutbound", &HboneEngine::CloseOutbound),
             InstanceMethod("closeSession", &HboneEngine::CloseSession),
+            InstanceMethod("listen", &HboneEngine::Listen),
+            InstanceMethod("unlisten", &HboneEngine::Unlisten),
+            InstanceMethod("release", &HboneEngine::Release),
             InstanceMethod("stats", &HboneEngine::Stats),
             InstanceMethod("close", &HboneEngine::Close),
         });
@@ -320,11 +324,13 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
       r.initial.assign(b.Data(), b.Length());
     }
     // Fds last: nothing above can leak them.
-    Napi::Value fdv = o.Get("fd"), nsv = o.Get("netns");
-    if (!fdv.IsNumber() || !(nsv.IsNumber() || nsv.IsUndefined())) ThrowUsage(env, kOutboundUsage);
+    Napi::Value fdv = o.Get("fd"), av = o.Get("accepted"), nsv = o.Get("netns");
+    if (fdv.IsNumber() == av.IsNumber() || !(nsv.IsNumber() || nsv.IsUndefined())) ThrowUsage(env, kOutboundUsage);
+    uint32_t accepted = av.IsNumber() ? OptU32(o, "accepted", 0, 1, 0xffffffffu, kOutboundUsage) : 0;
     double ns = nsv.IsUndefined() ? -1 : nsv.As<Napi::Number>().DoubleValue();
     if (ns >= 0) r.netns = Fd(DupFd(env, ns, "netns fd"));
-    r.pod = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "pod socket"));
+    r.pod = accepted != 0 ? TakeAccepted(env, engine, accepted)
+                          : Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "pod socket"));
     engine.Outbound(std::move(r));
     return env.Undefined();
   }
@@ -454,6 +460,51 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     c.reason = "the server closed the connection";
     engine.Control(std::move(c));
     return env.Undefined();
+  }
+
+  // A listening socket (a dup) for the engine to accept on; each connection
+  // comes back as an `accept` event with the listener's id.
+  Napi::Value Listen(const Napi::CallbackInfo& info) {
+    static const char* usage = "engine.listen({ listener: number, fd: number })";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    Napi::Object o = OptionsArg(info, usage);
+    ListenRequest r;
+    r.listener = OptU32(o, "listener", 0, 0, 0xffffffffu, usage);
+    Napi::Value fdv = o.Get("fd");
+    if (!fdv.IsNumber()) ThrowUsage(env, usage);
+    r.fd = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "listening socket"));
+    engine.Listen(std::move(r));
+    return env.Undefined();
+  }
+
+  Napi::Value Unlisten(const Napi::CallbackInfo& info) {
+    static const char* usage = "engine.unlisten({ listener: number })";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    struct Control c;
+    c.kind = Control::kUnlisten;
+    c.session = OptU32(OptionsArg(info, usage), "listener", 0, 0, 0xffffffffu, usage);
+    engine.Control(std::move(c));
+    return env.Undefined();
+  }
+
+  // A parked connection's fd, now the caller's to use and close (a
+  // connection the engine does not carry: plain TCP, a refusal).
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t id = static_cast<uint32_t>(ArgInt(info, 0, "engine.release(accepted: number): number"));
+    return Napi::Number::New(env, TakeAccepted(env, Live(env), id).release());
+  }
+
+  static Fd TakeAccepted(Napi::Env env, Engine& engine, uint32_t id) {
+    Fd fd = engine.TakeAccepted(id);
+    if (fd.get() < 0) {
+      Napi::Error err = Napi::Error::New(env, "no accepted connection " + std::to_string(id) + " (taken already, or the engine stopped)");
+      err.Set("code", "ERR_HBONE_ACCEPTED");
+      throw err;
+    }
+    return fd;
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

@@ -35,7 +35,32 @@ void Engine::Control(struct Control c) {
     for (auto& w : workers_) w->PostControl(c);
     return;
   }
+  // An inbound session, or a listener (kUnlisten), lives on the worker of its id.
   workers_[c.session % workers_.size()]->PostControl(std::move(c));
+}
+
+void Engine::Listen(ListenRequest r) {
+  workers_[r.listener % workers_.size()]->PostListen(std::move(r));
+}
+
+uint32_t Engine::Park(Fd fd) {
+  std::lock_guard<std::mutex> lock(parked_mu_);
+  // 1 … 2^31 - 1: JavaScript passes it back as a small integer.
+  do {
+    last_parked_ = last_parked_ >= 0x7fffffffu ? 1 : last_parked_ + 1;
+  } while (parked_.count(last_parked_) != 0);
+  uint32_t id = last_parked_;
+  parked_.emplace(id, std::move(fd));
+  return id;
+}
+
+Fd Engine::TakeAccepted(uint32_t id) {
+  std::lock_guard<std::mutex> lock(parked_mu_);
+  auto it = parked_.find(id);
+  if (it == parked_.end()) return Fd();
+  Fd fd = std::move(it->second);
+  parked_.erase(it);
+  return fd;
 }
 
 void Engine::Emit(Event e) {
@@ -62,6 +87,9 @@ void Engine::Stop() {
   // All told first: their last lingering closes overlap (Worker::AwaitLingers).
   for (auto& w : workers_) w->AskStop();
   for (auto& w : workers_) w->Stop();
+  // Connections no decision reached: closed, as a stopped proxy's would be.
+  std::lock_guard<std::mutex> lock(parked_mu_);
+  parked_.clear();
 }
 
 }  // namespace skein::hbone

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -70,6 +71,14 @@ struct InboundRequest {
   std::string trust_domain;  // a client needs a SPIFFE SAN in it
 };
 
+// A listening socket (a pod's 15001) the engine accepts on, so no pod
+// socket passes through Node: each connection is parked, reported
+// (kAccept), and waits for TypeScript's decision (Engine::TakeAccepted).
+struct ListenRequest {
+  uint32_t listener = 0;  // TypeScript's; echoed in its kAccept events
+  Fd fd;                  // a dup; the engine owns it
+};
+
 // An upstream for the engine to connect, as TypeScript decided it
 // (decide/inbound.ts): made in the pod's netns with its mark, bound first to
 // `from` with IP_TRANSPARENT when set (the client's address), and `header`
@@ -103,7 +112,8 @@ struct Answer {
 // the tunnel (reset), or the pod is going (GOAWAY, then close).
 struct Control {
   // kCloseOutbound: an outbound tunnel by its id (its pod left the mesh).
-  enum Kind : uint8_t { kResetStream, kGoaway, kCloseSession, kCloseOutbound };
+  // kUnlisten: a listener by its id (`session`) stops accepting.
+  enum Kind : uint8_t { kResetStream, kGoaway, kCloseSession, kCloseOutbound, kUnlisten };
   Kind kind = kResetStream;
   uint32_t session = 0;
   int32_t stream = 0;  // kResetStream only
@@ -121,6 +131,8 @@ enum class EventKind : uint8_t {
   kRequest = 6,     // inbound: a request; fields: method, authority, then name, value, …
   kSessionEnd = 7,  // inbound: the connection is gone
   kDial = 8,        // inbound: a dial's end: status 200 (the tunnel is open) or the status answered, and why
+  kAccept = 9,      // a listener's connection, parked by id; session the listener; fields: source ip,
+                    // port, original destination ip, port ("" when it has none, message says why)
 };
 
 // What goes back to TypeScript. kFail: the tunnel never opened (status is
@@ -184,6 +196,11 @@ class Engine {
   void Respond(Answer a);
   // Closes an inbound tunnel or session (to the worker of its session id).
   void Control(struct Control c);
+  // Starts accepting on a listener (on the worker of its id).
+  void Listen(ListenRequest r);
+  // A parked connection, now TypeScript's to decide: an empty Fd when there
+  // is none by that id (never parked, already taken, or the engine stopped).
+  Fd TakeAccepted(uint32_t id);
   // Takes the events collected so far (the JavaScript thread).
   std::vector<Event> TakeEvents();
   // Stops the workers: every session and stream is closed, and each stream
@@ -192,6 +209,8 @@ class Engine {
 
   // Worker side.
   void Emit(Event e);
+  // Parks an accepted connection until TakeAccepted; its id (never 0).
+  uint32_t Park(Fd fd);
   const Limits& limits() const { return limits_; }
   Counters& counters() { return counters_; }
   unsigned workers() const { return static_cast<unsigned>(workers_.size()); }
@@ -203,6 +222,9 @@ class Engine {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex events_mu_;
   std::vector<Event> events_;
+  std::mutex parked_mu_;
+  std::unordered_map<uint32_t, Fd> parked_;
+  uint32_t last_parked_ = 0;  // under parked_mu_
   bool stopped_ = false;
 };
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "worker.h"
 
+#include "acceptor.h"
+
 #include "ktls.h"
 
 #include <fcntl.h>
@@ -1538,6 +1540,16 @@ void Worker::PostAnswer(Answer a) {
   Signal();
 }
 
+void Worker::PostListen(ListenRequest r) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;  // the Fd closes with `r`
+    listens_.push_back(std::move(r));
+    if (!TakeWake()) return;
+  }
+  Signal();
+}
+
 void Worker::PostControl(Control c) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1564,6 +1576,11 @@ void Worker::Signal() {
 void Worker::Apply(const Control& c) {
   if (c.kind == Control::kCloseOutbound) {
     CloseOutbound(c.id, c.reason);
+    return;
+  }
+  if (c.kind == Control::kUnlisten) {
+    auto a = acceptors_.find(c.session);
+    if (a != acceptors_.end()) a->second->Close();
     return;
   }
   auto it = inbound_.find(c.session);
@@ -1834,6 +1851,7 @@ void Worker::Run() {
   std::vector<InboundRequest> accepts;
   std::vector<Answer> answers;
   std::vector<Control> controls;
+  std::vector<ListenRequest> listens;
   uint64_t next_tick = NowMs() + 500;
   for (;;) {
     if (!Poll(&events, 500)) break;
@@ -1844,6 +1862,7 @@ void Worker::Run() {
       accepts.swap(inbound_inbox_);
       answers.swap(answers_);
       controls.swap(controls_);
+      listens.swap(listens_);
       woken_ = false;
       stopping = stop_;
     }
@@ -1855,12 +1874,19 @@ void Worker::Run() {
     answers.clear();
     for (auto& c : controls) Apply(c);
     controls.clear();
+    for (auto& r : listens) {
+      // A listener id reused before its old acceptor went: the new one wins.
+      if (auto old = acceptors_.find(r.listener); old != acceptors_.end()) old->second->Close();
+      acceptors_[r.listener] = new Acceptor(this, r);
+    }
+    listens.clear();
     uint64_t now = NowMs();
     if (now >= next_tick) {
       next_tick = now + 500;
       std::vector<Session*> all(sessions_.begin(), sessions_.end());
       for (Session* s : all) if (!s->dead) s->Tick(now);
       for (Linger* l : lingers_) if (!l->dead) l->Tick(now);
+      for (auto& [id, a] : acceptors_) if (!a->dead) a->Tick();
     }
     // One TLS write per session per pass, whatever its streams did.
     for (size_t i = 0; i < dirty_.size(); i++) {
@@ -1878,6 +1904,7 @@ void Worker::Run() {
 }
 
 void Worker::Shutdown() {
+  for (auto& [id, a] : acceptors_) a->Close();
   CloseKtlsTunnels(this);
   std::vector<Session*> all(sessions_.begin(), sessions_.end());
   for (Session* s : all) if (!s->dead) s->Close("-", "the HBONE engine is closed");
@@ -1899,6 +1926,7 @@ void Worker::Shutdown() {
     inbound_inbox_.clear();
     answers_.clear();
     controls_.clear();
+    listens_.clear();
   }
   DeleteGraves();
   AwaitLingers(kStopLingerMs);

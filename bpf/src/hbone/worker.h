@@ -25,6 +25,7 @@ namespace skein::hbone {
 
 class Worker;
 class Session;
+class Acceptor;
 
 // Something registered with the worker's epoll.
 class Handler {
@@ -275,6 +276,7 @@ class Worker {
   void PostInbound(InboundRequest req);
   void PostAnswer(Answer a);
   void PostControl(Control c);
+  void PostListen(ListenRequest r);
   void AskStop();                  // any thread
   void Stop();                     // any thread; joins
 
@@ -330,6 +332,7 @@ class Worker {
   std::vector<InboundRequest> inbound_inbox_;
   std::vector<Answer> answers_;
   std::vector<Control> controls_;
+  std::vector<ListenRequest> listens_;
   bool woken_ = false;  // an eventfd write is pending since the last take
   std::unordered_map<uint32_t, Session*> inbound_;  // by TypeScript's session id
   bool stop_ = false;
@@ -338,6 +341,7 @@ class Worker {
   std::unordered_set<Stream*> streams_;
   std::unordered_map<uint32_t, Stream*> outbound_;  // by TypeScript's tunnel id
   std::unordered_set<Linger*> lingers_;
+  std::unordered_map<uint32_t, Acceptor*> acceptors_;  // by TypeScript's listener id
   std::vector<Session*> dirty_;
   std::vector<Handler*> graves_;
   std::unique_ptr<uint8_t[]> read_buf_;
@@ -346,6 +350,7 @@ class Worker {
   friend class Session;
   friend class Stream;
   friend class Linger;
+  friend class Acceptor;
   friend class Engine;
 };
 

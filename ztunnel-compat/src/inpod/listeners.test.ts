@@ -6,10 +6,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
-import { connectTcp, constants, fdOf, native, openNetns } from '@skein/bpf';
+import { connectTcp, constants, fdOf, hboneEngineUnavailable, native, openNetns } from '@skein/bpf';
 import { createNetns, needsRoot, type TempNetns } from '../../../bpf/test/netns-fixture.ts';
+import { skipUnless } from '../../../test/skips.ts';
 import { markCarried } from '../proxy/carried.ts';
+import { NativeHboneClient } from '../proxy/hbone/native-client.ts';
+import { ParkedConnection } from '../proxy/pod-connection.ts';
+import { consumeReads } from '../proxy/pooled-reads.ts';
 import { listenerFactory } from './listeners.ts';
+
+// setup builds the engine: its absence fails the engine's test (test/skips.ts).
+const engineSkip = skipUnless({ what: 'the native HBONE engine', missing: hboneEngineUnavailable(), impossible: false });
 
 let ns: TempNetns | undefined;
 before(() => { if (!needsRoot) ns = createNetns(); });
@@ -163,27 +170,58 @@ test('every accepted pod socket has the listeners\' TCP keepalive (KEEPALIVE_*) 
   }
 });
 
-test('a kind listed as paused is accepted without reading: the client\'s bytes stay in the kernel for whoever takes the socket', { skip: needsRoot }, async () => {
+test('a kind the native engine accepts: no Node server; each connection is held for the drain, parked with its bytes in the kernel until decided, and ended at the drain deadline', { skip: needsRoot || engineSkip }, async () => {
   const path = ns?.path ?? '';
-  const accepted: { kind: string; s: net.Socket }[] = [];
-  const factory = listenerFactory({ mark: undefined, keepalive: undefined, reusePort: true, ipv6: false, paused: ['outbound'], onConnection: (kind, s) => { accepted.push({ kind, s }); s.on('error', () => undefined); } });
+  const client = new NativeHboneClient({ workers: 1 });
+  const parked: ParkedConnection[] = [];
+  const viaNode: string[] = [];
+  const factory = listenerFactory({
+    mark: undefined, keepalive: undefined, reusePort: true, ipv6: false,
+    onConnection: (kind, s) => { viaNode.push(kind); s.on('error', () => undefined); },
+    engine: {
+      kinds: ['outbound'],
+      listen: (_kind, fd, pod, hold) => client.listen(fd, (a) => {
+        const conn = new ParkedConnection(client, a, pod);
+        hold(conn);
+        parked.push(conn);
+      }),
+    },
+  });
   const fd = openNetns(path);
   const proxy = await factory.start('uid', { name: 'p', namespace: 'ns', serviceAccount: 'sa' }, fd);
-  const clients = await Promise.all([15001, 15006].map((port) => connect(path, port)));
+  const clients = await Promise.all([15001, 15001, 15006].map((port) => connect(path, port)));
   try {
-    for (const c of clients) c.write('hello');
-    while (accepted.length < 2) await new Promise((r) => setTimeout(r, 10));
-    await new Promise((r) => setTimeout(r, 100));
-    const of = (kind: string): net.Socket | undefined => accepted.find((a) => a.kind === kind)?.s;
-    assert.equal(of('outbound')?.bytesRead, 0, 'the paused kind read nothing');
-    assert.equal(of('inbound')?.bytesRead, 5, 'the others read as usual');
-    // Resumed, the paused one reads what waited.
-    const got = new Promise<string>((resolve) => { of('outbound')?.once('data', (d: Buffer) => { resolve(d.toString()); }); });
-    of('outbound')?.resume();
-    assert.equal(await got, 'hello');
+    for (const c of clients) { c.on('error', () => undefined); c.write('hello'); }
+    while (parked.length < 2 || viaNode.length < 1) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(viaNode, ['inbound'], '15006 stays Node\'s; 15001 never reaches Node');
+    const [first, second] = parked as [ParkedConnection, ParkedConnection];
+    assert.equal(first.srcIp, '127.0.0.1');
+    assert.ok([clients[0]?.localPort, clients[1]?.localPort].includes(first.srcPort));
+    // Dialled straight to 15001, not redirected: the kernel has no original destination.
+    assert.throws(() => first.originalDst(), /SO_ORIGINAL_DST: no NAT entry/);
+    // Taken for Node (reading into pooled buffers, as a relay would), it reads what waited in the kernel.
+    const socket = first.socket();
+    const got = await new Promise<string>((resolve) => {
+      consumeReads(socket, (chunk, release) => { resolve(Buffer.from(chunk).toString()); release(); return true; });
+    });
+    assert.equal(got, 'hello');
+    assert.equal(first.socket(), socket, 'taken once');
+    // The drain waits for the one still parked, then ends it: its client sees the close.
+    const t0 = Date.now();
+    const closed = new Promise<number>((resolve) => {
+      const c = clients.find((k) => k.localPort === second.srcPort);
+      c?.once('close', () => { resolve(Date.now() - t0); });
+      c?.resume();
+    });
+    socket.destroy();
+    await proxy.stop(300);
+    const at = await closed;
+    assert.ok(at >= 250 && at < 1500, `the parked connection was ended at the drain deadline (${at} ms)`);
+    await assert.rejects(connect(path, 15001), 'the engine no longer listens');
   } finally {
     for (const c of clients) c.destroy();
     await proxy.stop();
+    client.close();
     fs.closeSync(fd);
   }
 });

@@ -6,7 +6,7 @@
 // SO_REUSEPORT so an old and a new node proxy can both hold them. IPv4
 // always; IPv6 when enabled and the pod has it.
 import type net from 'node:net';
-import { listenTcp, setNetnsSysctl, type TcpKeepalive } from '@skein/bpf';
+import { closeFd, listenFd, listenTcp, setNetnsSysctl, type ListenOptions, type TcpKeepalive } from '@skein/bpf';
 import { startDnsServer, type DnsHandler, type DnsServer } from '../dns/server.ts';
 import { carriedEnd, carriedUntil } from '../proxy/carried.ts';
 import type { PodProxy, ProxyFactory } from './manager.ts';
@@ -26,6 +26,25 @@ export interface PodContext {
 /** What the data path does with a captured connection. */
 export type ConnectionHandler = (kind: CaptureKind, socket: net.Socket, pod: PodContext) => void;
 
+/**
+ * A connection Node holds no socket for (the native engine accepted it):
+ * the pod's stop waits for `until` within its drain, then calls `end`.
+ */
+export interface HeldConnection {
+  until: Promise<void>;
+  end: (reason: string) => void;
+}
+
+/** Listeners whose connections the native engine accepts itself (pod-proxy: 15001). */
+export interface EngineListeners {
+  kinds: readonly CaptureKind[];
+  /**
+   * Starts accepting on `fd` (taking a dup of it); each connection is
+   * handed to `hold` before anything else. Until `close()`.
+   */
+  listen: (kind: CaptureKind, fd: number, pod: PodContext, hold: (c: HeldConnection) => void) => { close: () => void };
+}
+
 export interface ListenerOptions {
   mark: number | undefined;
   /**
@@ -38,8 +57,8 @@ export interface ListenerOptions {
   onConnection: ConnectionHandler;
   /** Replaces an accepted socket before it is tracked and handled (pod-proxy: pooled reads). */
   adopt?: (kind: CaptureKind, socket: net.Socket) => net.Socket;
-  /** Kinds whose accepted sockets start paused: nothing is read until the handler resumes or hands them over. */
-  paused?: readonly CaptureKind[];
+  /** Kinds the native engine accepts instead of Node. */
+  engine?: EngineListeners;
   /** The DNS proxy's port and per-pod handler; absent when DNS capture is off. */
   dns?: { port: number; handlerFor: (pod: PodContext) => DnsHandler };
 }
@@ -49,6 +68,8 @@ const LINGER_MS = 1000;
 
 class PodListeners implements PodProxy {
   readonly #servers: net.Server[];
+  /** Listeners the native engine accepts on. */
+  readonly engineListeners: { close: () => void }[] = [];
   /** Sockets Node holds open. */
   readonly #open = new Set<net.Socket>();
   /**
@@ -62,6 +83,13 @@ class PodListeners implements PodProxy {
 
   constructor(servers: net.Server[]) {
     this.#servers = servers;
+  }
+
+  /** A connection the engine accepted: the drain waits for it as for a carried one. */
+  hold(c: HeldConnection): void {
+    const held = { end: (reason: string) => { c.end(reason); } };
+    this.#carried.add(held);
+    void c.until.then(() => { this.#carried.delete(held); this.#changed?.(); });
   }
 
   track(s: net.Socket): void {
@@ -90,6 +118,7 @@ class PodListeners implements PodProxy {
 
   async stop(drainMs = 0): Promise<void> {
     const closed = this.#servers.map((srv) => new Promise<void>((r) => { srv.close(() => { r(); }); }));
+    for (const l of this.engineListeners) l.close();
     if (this.dns !== undefined) closed.push(this.dns.close());
     // Listeners close first: during a handoff the new daemon's listeners
     // (SO_REUSEPORT) take the new connections while these finish.
@@ -142,28 +171,36 @@ export function listenerFactory(o: ListenerOptions): ProxyFactory {
       try {
         for (const [kind, port] of Object.entries(CAPTURE_PORTS) as [CaptureKind, number][]) {
           for (const address of families) {
-            let server: net.Server;
+            const lo: ListenOptions = {
+              address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true,
+              ...(o.keepalive === undefined ? {} : { keepalive: o.keepalive }),
+            };
             try {
-              server = await listenTcp({
-                address, port, netns: netnsFd, mark: o.mark, reusePort: o.reusePort, noDelay: true, allowHalfOpen: true, pauseOnConnect: o.paused?.includes(kind) ?? false,
-                ...(o.keepalive === undefined ? {} : { keepalive: o.keepalive }),
-              }, (accepted) => {
-                let s: net.Socket;
+              if (o.engine?.kinds.includes(kind) === true) {
+                const fd = listenFd(lo);
                 try {
-                  s = o.adopt?.(kind, accepted) ?? accepted;
-                } catch {
-                  accepted.destroy(); // out of fds: refuse this one, keep serving
-                  return;
+                  proxy.engineListeners.push(o.engine.listen(kind, fd, pod, (c) => { proxy.hold(c); }));
+                } finally {
+                  closeFd(fd); // the engine holds its own
                 }
-                proxy.track(s);
-                o.onConnection(kind, s, pod);
-              });
+              } else {
+                servers.push(await listenTcp(lo, (accepted) => {
+                  let s: net.Socket;
+                  try {
+                    s = o.adopt?.(kind, accepted) ?? accepted;
+                  } catch {
+                    accepted.destroy(); // out of fds: refuse this one, keep serving
+                    return;
+                  }
+                  proxy.track(s);
+                  o.onConnection(kind, s, pod);
+                }));
+              }
             } catch (err) {
               // A pod without IPv6 on its interfaces still gets its IPv4 listeners.
               if (address === '::' && ((err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL' || (err as NodeJS.ErrnoException).code === 'EAFNOSUPPORT')) continue;
               throw err;
             }
-            servers.push(server);
           }
         }
         if (o.dns !== undefined) {

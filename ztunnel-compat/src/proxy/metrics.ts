@@ -140,10 +140,18 @@ export class TcpMetrics {
     this.#sockets.set({ reporter: 'destination' }, 0);
   }
 
-  /** Counts `socket` as open until it closes: outbound listener sockets as source, inbound ones as destination. */
-  socketOpened(reporter: 'source' | 'destination', socket: net.Socket): void {
+  /**
+   * Counts `socket` as open until it closes: outbound listener sockets as
+   * source, inbound ones as destination. A connection the native engine
+   * accepted (Node holds no socket for it) counts until `until` settles.
+   */
+  socketOpened(reporter: 'source' | 'destination', socket: net.Socket | { until: Promise<void> }): void {
     this.#sockets.inc({ reporter });
     const dec = (): void => { this.#sockets.dec({ reporter }); };
+    if (!('once' in socket)) {
+      socket.until.then(dec, dec);
+      return;
+    }
     // Handed to the native engine, the connection outlives Node's copy of the socket.
     socket.once('close', () => {
       const until = carriedUntil(socket);

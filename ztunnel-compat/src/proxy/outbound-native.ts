@@ -5,7 +5,6 @@
 // with its mark; metrics and the access log are written from the two events
 // the engine sends back (opened or failed, then ended), as the JavaScript
 // path writes them.
-import type net from 'node:net';
 import type { OutboundDecision } from '../decide/outbound.ts';
 import type { Identity } from '../identity/spiffe.ts';
 import type { PodContext } from '../inpod/listeners.ts';
@@ -14,6 +13,7 @@ import { IdentityError } from '../identity/error.ts';
 import { HboneError, HboneErrorCode } from './hbone/error.ts';
 import type { NativeHboneClient, NativeTunnel } from './hbone/native-client.ts';
 import type { ProxyInputs } from './inputs.ts';
+import type { PodConnection } from './pod-connection.ts';
 import type { ResponseFlag, tcpLabels } from './metrics.ts';
 
 export interface NativeOutbound {
@@ -25,12 +25,12 @@ export interface NativeOutbound {
   started: number;
 }
 
-export async function viaNativeHbone(p: ProxyInputs, client: NativeHboneClient, socket: net.Socket, pod: PodContext, o: NativeOutbound): Promise<void> {
+export async function viaNativeHbone(p: ProxyInputs, client: NativeHboneClient, conn: PodConnection, pod: PodContext, o: NativeOutbound): Promise<void> {
   const d = o.decision;
   let tunnel: NativeTunnel;
   try {
     const cert = await p.secrets.fetch(o.identity);
-    tunnel = await client.open(socket, {
+    tunnel = await conn.carry(client, {
       cert,
       expected: d.expectedIdentities,
       upstream: d.upstream,
@@ -47,7 +47,7 @@ export async function viaNativeHbone(p: ProxyInputs, client: NativeHboneClient, 
     else if (err instanceof HboneError && err.code === HboneErrorCode.CERT_EXPIRED) p.certificates?.refused('outbound', 'expired');
     p.metrics.failed(o.labels(err instanceof HboneError ? err.flag : 'CONNECT'));
     logFailed(p.access, o.fields, (err as Error).message);
-    socket.destroy();
+    conn.destroy();
     return;
   }
   const l = o.labels('-');

@@ -7,9 +7,8 @@
 // Plain TCP connects are bounded by ztunnel's 10 s; sockets on both sides
 // keep TCP keepalive (KEEPALIVE_*); the whole task runs under the
 // connection guard (guard.ts).
-import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { connectTcp, originalDst } from '@skein/bpf';
+import { connectTcp } from '@skein/bpf';
 import { decideOutbound, decideResolved, hostPort, type OutboundDecision } from '../decide/outbound.ts';
 import type { PodContext } from '../inpod/listeners.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
@@ -22,8 +21,8 @@ import { forwardedHeader, sourceBaggage, traceparent } from './hbone/headers.ts'
 import type { ProxyInputs } from './inputs.ts';
 import { tcpLabels, type ResponseFlag } from './metrics.ts';
 import type { OnDemandDns, OnDemandDnsLabels } from './on-demand-dns.ts';
-import { adoptPooled, isPooled, pooledSocket } from './pooled-reads.ts';
-import { markCarried } from './carried.ts';
+import type { PodConnection } from './pod-connection.ts';
+import { pooledSocket } from './pooled-reads.ts';
 import { connected, CONNECT_TIMEOUT_MS } from './connect.ts';
 import { checkFault } from './guard.ts';
 import { viaNativeHbone } from './outbound-native.ts';
@@ -37,24 +36,21 @@ export interface OutboundDeps extends ProxyInputs {
   onDemandDns: OnDemandDns;
 }
 
-export function handleOutbound(p: OutboundDeps, accepted: net.Socket, pod: PodContext): void {
-  accepted.on('error', () => undefined);
-  // The pod socket (the accepted one, or the pooled one that replaced it)
-  // and the upstream (a TCP socket or an HBONE tunnel) once there is one, for the guard to close.
-  let socket = accepted;
+export function handleOutbound(p: OutboundDeps, conn: PodConnection, pod: PodContext): void {
+  // The upstream (a TCP socket or an HBONE tunnel) once there is one, for the guard to close with the pod's end.
   let upstream: Duplex | undefined;
-  const fields = (): AccessFields => ({ 'src.addr': hostPort(accepted.remoteAddress ?? '', accepted.remotePort ?? 0), direction: 'outbound' });
-  const made: Made = { upstream: (u) => { upstream = u; }, pod: (s) => { socket = s; } };
-  p.guard.run('outbound', fields, () => [socket, upstream], () => outbound(p, accepted, pod, made));
+  const fields = (): AccessFields => ({ 'src.addr': hostPort(conn.srcIp, conn.srcPort), direction: 'outbound' });
+  const made: Made = { upstream: (u) => { upstream = u; } };
+  p.guard.run('outbound', fields, () => [conn, upstream], () => outbound(p, conn, pod, made));
 }
 
-async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, made: Made): Promise<void> {
+async function outbound(p: OutboundDeps, conn: PodConnection, pod: PodContext, made: Made): Promise<void> {
   const fault = checkFault('outbound');
   if (fault !== undefined) await fault;
   const started = Date.now();
-  const dst = originalDst(socket);
-  const srcIp = socket.remoteAddress ?? '';
-  const srcAddr = `${srcIp}:${socket.remotePort ?? 0}`;
+  const dst = conn.originalDst();
+  const srcIp = conn.srcIp;
+  const srcAddr = `${srcIp}:${conn.srcPort}`;
   const dstAddr = hostPort(dst.address, dst.port);
   const source = await waitForSourceWorkload(p.state, p.nodeName, pod.info);
   const fields = (more: Partial<AccessFacts> = {}): AccessFields => accessFields({
@@ -62,7 +58,7 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, ma
   });
   if (source === undefined) {
     logFailed(p.access, { ...fields(), 'src.workload': pod.info.name, 'src.namespace': pod.info.namespace }, `unknown source workload ${pod.info.namespace}/${pod.info.name} on ${p.nodeName}`);
-    socket.destroy();
+    conn.destroy();
     return;
   }
   const facts = { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random };
@@ -76,14 +72,14 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, ma
     } catch (err) {
       p.metrics.failed(tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination: d.destination, destinationService: d.service, mtls: false, flag: 'CONNECT' }));
       logFailed(p.access, fields({ destination: d.destination, service: d.service }), (err as Error).message);
-      socket.destroy();
+      conn.destroy();
       return;
     }
   }
   switch (decision.kind) {
     case 'drop':
       logFailed(p.access, fields(), decision.reason);
-      socket.destroy();
+      conn.destroy();
       return;
     case 'no-upstream':
     case 'unsupported': {
@@ -91,7 +87,7 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, ma
       const service = decision.kind === 'no-upstream' ? decision.service : undefined;
       p.metrics.failed(tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination: undefined, destinationService: service, mtls: false, flag: 'CONNECT' }));
       logFailed(p.access, fields({ service }), decision.reason);
-      socket.destroy();
+      conn.destroy();
       return;
     }
     case 'passthrough':
@@ -102,7 +98,7 @@ async function outbound(p: OutboundDeps, socket: net.Socket, pod: PodContext, ma
         src: srcAddr, originalDst: dstAddr, actualDst: hostPort(decision.upstream.ip, decision.upstream.port), protocol: decision.kind === 'hbone' ? 'HBONE' : 'TCP',
       });
       try {
-        await (decision.kind === 'hbone' ? viaHbone(p, socket, pod, source, decision, fields, started, made) : viaTcp(p, socket, pod, source, decision, fields, started, made));
+        await (decision.kind === 'hbone' ? viaHbone(p, conn, pod, source, decision, fields, started, made) : viaTcp(p, conn, pod, source, decision, fields, started, made));
       } finally {
         untrack();
       }
@@ -121,33 +117,16 @@ function dnsLabels(source: Workload, hostname: string): OnDemandDnsLabels {
 }
 
 type Fields = (more?: Partial<AccessFacts>) => AccessFields;
-/** Hands the upstream, once made, and a pod socket that replaced the accepted one, to the connection's guard. */
+/** Hands the upstream, once made, to the connection's guard. */
 interface Made {
   upstream: (upstream: Duplex) => void;
-  pod: (socket: net.Socket) => void;
 }
 
 type TcpDecision = Extract<OutboundDecision, { kind: 'passthrough' | 'tcp' }>;
 type HboneDecision = Extract<OutboundDecision, { kind: 'hbone' }>;
 
-/**
- * The pod socket with pooled reads for a relay. On the native engine pod
- * sockets are accepted paused and left as they are, since most go to the
- * engine (which reads them itself); one that is relayed here is adopted now,
- * and what counts and tracks open sockets follows the adopted one.
- */
-function pooledPodSocket(accepted: net.Socket, pod: PodContext, made: Made): net.Socket {
-  if (isPooled(accepted)) return accepted;
-  const pooled = adoptPooled(accepted);
-  markCarried(accepted, new Promise((resolve) => { pooled.once('close', () => { resolve(); }); }));
-  pooled.on('error', () => undefined);
-  pod.track?.(pooled);
-  made.pod(pooled);
-  return pooled;
-}
-
-async function viaTcp(p: OutboundDeps, accepted: net.Socket, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number, made: Made): Promise<void> {
-  const socket = pooledPodSocket(accepted, pod, made);
+async function viaTcp(p: OutboundDeps, conn: PodConnection, pod: PodContext, source: Workload, d: TcpDecision, fields: Fields, started: number, made: Made): Promise<void> {
+  const socket = conn.socket();
   const destination = d.kind === 'tcp' ? d.destination : undefined;
   const service = d.kind === 'tcp' ? d.service : undefined;
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identityOf(source), destination, destinationService: service, mtls: false, flag });
@@ -176,7 +155,7 @@ async function viaTcp(p: OutboundDeps, accepted: net.Socket, pod: PodContext, so
   logComplete(p.access, f, { bytesSent: r.aToB, bytesRecv: r.bToA, durationMs: Date.now() - started, error: r.error?.message });
 }
 
-async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, source: Workload, d: HboneDecision, fields: Fields, started: number, made: Made): Promise<void> {
+async function viaHbone(p: OutboundDeps, conn: PodConnection, pod: PodContext, source: Workload, d: HboneDecision, fields: Fields, started: number, made: Made): Promise<void> {
   // As ztunnel: the workload dialled (a waypoint, when there is one) is the
   // destination; the service is the one the client addressed.
   const identity = identityOf(source);
@@ -184,13 +163,14 @@ async function viaHbone(p: OutboundDeps, socket: net.Socket, pod: PodContext, so
   const labels = (flag: ResponseFlag): ReturnType<typeof tcpLabels> => tcpLabels({ reporter: 'source', source, sourceIdentity: identity, destination: d.waypoint ?? d.destination, destinationService: d.service, mtls: true, flag });
   const headers = {
     baggage: sourceBaggage(source, p.clusterId),
-    forwarded: forwardedHeader(socket.remoteAddress ?? '', socket.remotePort ?? 0, d.service?.hostname),
+    forwarded: forwardedHeader(conn.srcIp, conn.srcPort, d.service?.hostname),
     traceparent: traceparent(),
   };
   if (p.nativeHbone !== undefined) {
-    await viaNativeHbone(p, p.nativeHbone, socket, pod, { identity, decision: d, headers, fields: f, labels, started });
+    await viaNativeHbone(p, p.nativeHbone, conn, pod, { identity, decision: d, headers, fields: f, labels, started });
     return;
   }
+  const socket = conn.socket();
   let tunnel: Duplex;
   try {
     const cert = await p.secrets.fetch(identity);

@@ -11,7 +11,7 @@ import type { Config } from '../config.ts';
 import type { PodProxy, ProxyFactory } from '../inpod/manager.ts';
 import { hostPort } from '../decide/outbound.ts';
 import type { DnsProxy } from '../dns/proxy.ts';
-import { listenerFactory, type CaptureKind, type PodContext } from '../inpod/listeners.ts';
+import { listenerFactory, type EngineListeners, type PodContext } from '../inpod/listeners.ts';
 import { forwardedHost } from './hbone/headers.ts';
 import { NativeHboneServer } from './hbone/native-server.ts';
 import { HboneServer } from './hbone/server.ts';
@@ -21,13 +21,26 @@ import { handleInboundPlaintext } from './inbound-plaintext.ts';
 import { accessFields, logComplete, logFailed } from './access-log.ts';
 import { guessInboundService, tcpLabels } from './metrics.ts';
 import { handleOutbound, type OutboundDeps } from './outbound.ts';
+import { AcceptedSocket, ParkedConnection } from './pod-connection.ts';
 import { adoptPooled } from './pooled-reads.ts';
 import { findSourceWorkload } from './source-workload.ts';
 
 export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy): ProxyFactory {
   const servers = new Map<string, HboneServer | NativeHboneServer>();
   let starts = 0;
-  const paused: readonly CaptureKind[] = p.nativeHbone === undefined ? [] : ['outbound'];
+  const native = p.nativeHbone;
+  // On the native engine 15001 is the engine's listener: a pod connection
+  // waits there, parked, for this decision, and most go into a tunnel
+  // without Node making a socket for them (pod-connection.ts).
+  const engine: EngineListeners | undefined = native === undefined ? undefined : {
+    kinds: ['outbound'],
+    listen: (_kind, fd, pod, hold) => native.listen(fd, (accepted) => {
+      const conn = new ParkedConnection(native, accepted, pod);
+      hold(conn);
+      p.metrics.socketOpened('source', conn);
+      handleOutbound(p, conn, pod);
+    }),
+  };
   const listeners = listenerFactory({
     mark: p.mark,
     keepalive: p.keepalive,
@@ -39,17 +52,14 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
         handlerFor: (pod: PodContext) => dns.handlerFor({ namespace: pod.info.namespace, netnsFd: pod.netnsFd, source: () => findSourceWorkload(p.state, p.nodeName, pod.info) }),
       },
     }),
-    // Plaintext pod sockets read into pooled buffers; 15008's go to TLS as
-    // they are. Paused ones are left as accepted: on the native engine most
-    // outbound sockets go to the engine, which reads them itself, and
-    // outbound.ts adopts the rest.
-    paused,
-    adopt: (kind, socket) => (kind === 'hbone' || paused.includes(kind) ? socket : adoptPooled(socket)),
+    ...(engine === undefined ? {} : { engine }),
+    // Plaintext pod sockets read into pooled buffers; 15008's go to TLS as they are.
+    adopt: (kind, socket) => (kind === 'hbone' ? socket : adoptPooled(socket)),
     onConnection: (kind, socket, pod) => {
       p.metrics.socketOpened(kind === 'outbound' ? 'source' : 'destination', socket);
       switch (kind) {
         case 'outbound':
-          handleOutbound(p, socket, pod);
+          handleOutbound(p, new AcceptedSocket(socket), pod);
           return;
         case 'inbound':
           socket.on('error', () => undefined);

@@ -7,10 +7,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { connect as netConnect, createServer as createNetServer } from 'node:net';
-import type { AddressInfo, Server, Socket } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, Socket } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import { after, before, test } from 'node:test';
-import { constants, fdOf, hboneEngineUnavailable, native } from '@skein/bpf';
+import { closeFd, constants, fdOf, hboneEngineUnavailable, listenFd, native } from '@skein/bpf';
 import { skipUnless } from '../../../../test/skips.ts';
 import { WorkloadCertificate } from '../../identity/certificate.ts';
 import { createCsr } from '../../identity/csr.ts';
@@ -20,7 +20,7 @@ import { carriedEnd } from '../carried.ts';
 import { adoptPooled } from '../pooled-reads.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { NativeHboneClient } from './native-client.ts';
-import type { NativeTunnel, NativeTunnelRequest } from './native-client.ts';
+import type { AcceptedConnection, NativeTunnel, NativeTunnelRequest } from './native-client.ts';
 import type { TunnelEnd } from './server.ts';
 import { certs, connectUpstream, roundTrip as roundTripStream, startServer } from './testing.ts';
 import type { Certs, Harness } from './testing.ts';
@@ -519,5 +519,66 @@ test('a forgotten identity\'s credential leaves the engine; a tunnel made with i
     b.app.destroy();
   } finally {
     one.close();
+  }
+});
+
+test('on a listener of its own the engine parks each connection and reports it; one goes into a tunnel without passing through Node, one is released to Node, and unlisten stops it', { skip }, async () => {
+  const fd = listenFd({ address: '127.0.0.1', port: 0 });
+  const port = native.localAddress(fd).port;
+  const parked: AcceptedConnection[] = [];
+  const listener = client.listen(fd, (a) => { parked.push(a); });
+  closeFd(fd); // the engine holds its own
+  const apps: Socket[] = [];
+  try {
+    const dial = async (): Promise<{ app: Socket; conn: AcceptedConnection }> => {
+      const before = parked.length;
+      const app = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
+      apps.push(app);
+      await new Promise<void>((resolve, reject) => { app.once('connect', resolve); app.once('error', reject); });
+      await waitFor(() => parked.length > before);
+      const conn = parked[before];
+      assert.ok(conn);
+      assert.equal(conn.srcIp, '127.0.0.1');
+      assert.equal(conn.srcPort, app.localPort);
+      // Dialled straight to the listener, not redirected: no original destination.
+      assert.ok(conn.originalDst instanceof Error && /no NAT entry/.test(conn.originalDst.message), 'SO_ORIGINAL_DST failed, and says why');
+      return { app, conn };
+    };
+    // Into a tunnel: bytes sent before the decision wait in the kernel and go first.
+    const a = await dial();
+    a.app.write('sent while parked|');
+    const data = Buffer.concat([Buffer.from('sent while parked|'), randomBytes(1024 * 1024 - 18)]);
+    const carried = client.openAccepted(a.conn.id, req({ poolKey: 'accepted' }));
+    assert.equal(carried.taken, true);
+    const tunnel = await carried.tunnel;
+    const got = await roundTrip(a.app, data.subarray(18), tunnel);
+    assert.equal(got.hash, createHash('sha256').update(data).digest('hex'), 'the echo is byte for byte, the parked bytes first');
+    await carried.released;
+    assert.throws(() => client.release(a.conn.id), { code: 'ERR_HBONE_ACCEPTED' }, 'taken by the tunnel, it is not parked any more');
+    // Released: Node's socket on the same connection.
+    const b = await dial();
+    const released = new Socket({ fd: client.release(b.conn.id), readable: true, writable: true });
+    const echoed = new Promise<string>((resolve) => { b.app.once('data', (d: Buffer) => { resolve(d.toString()); }); });
+    released.write('from Node');
+    assert.equal(await echoed, 'from Node');
+    released.destroy();
+    assert.throws(() => client.release(b.conn.id), { code: 'ERR_HBONE_ACCEPTED' }, 'released once');
+    // An unknown id in a tunnel request is an error, and nothing is left pending.
+    assert.throws(() => client.openAccepted(0x7ffffff0, req()), { code: 'ERR_HBONE_ACCEPTED' });
+    assert.equal(client.stats().pending, 0);
+    // Unlistened, the port refuses (the engine held the only listening socket).
+    listener.close();
+    const refused = (): Promise<boolean> => new Promise((resolve) => {
+      const probe = netConnect({ host: '127.0.0.1', port });
+      probe.once('connect', () => { probe.destroy(); resolve(false); });
+      probe.once('error', () => { resolve(true); });
+    });
+    for (const until = Date.now() + 5000; !(await refused());) {
+      assert.ok(Date.now() < until, 'still accepting 5 s after unlisten');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    listener.close();
+    for (const app of apps) app.destroy();
   }
 });

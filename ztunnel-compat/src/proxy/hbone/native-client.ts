@@ -5,7 +5,7 @@
 // on its own threads. TypeScript hears back once when the tunnel opens (or
 // fails) and once when it ends; nothing per packet. docs/native-engine.md.
 import type net from 'node:net';
-import { createHboneEngine, fdOf } from '@skein/bpf';
+import { closeFd, createHboneEngine, fdOf } from '@skein/bpf';
 import type { HboneEngine, HboneEngineEvent, HboneEngineOptions, HboneEngineStats, TcpKeepalive } from '@skein/bpf';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import { spiffeUri } from '../../identity/spiffe.ts';
@@ -37,6 +37,28 @@ export interface NativeTunnelEnd {
 export interface NativeTunnel {
   /** Settles when both directions are done (or broken); never rejects. */
   done: Promise<NativeTunnelEnd>;
+}
+
+/** A tunnel handed to the engine, from the hand-over on. */
+export interface CarriedTunnel {
+  /** Resolves on the peer's 200; rejects with HboneError as HboneClient.open. */
+  tunnel: Promise<NativeTunnel>;
+  /** Settles when the engine is done with the pod's connection (failed or closed). */
+  released: Promise<void>;
+  /** Ends the tunnel now (its pod left the mesh); the end carries `reason`. */
+  end: (reason: string) => void;
+  /** False when it was refused before the hand-over: the pod's connection is still the caller's. */
+  taken: boolean;
+}
+
+/** A connection the engine accepted on a listener, parked until openAccepted() or release(). */
+export interface AcceptedConnection {
+  /** The engine's id of the parked connection. */
+  id: number;
+  srcIp: string;
+  srcPort: number;
+  /** Where the pod meant to go (SO_ORIGINAL_DST), or why that is unknown. */
+  originalDst: { address: string; port: number } | Error;
 }
 
 /** What the inbound side (native-server.ts) uses of the client's engine. */
@@ -101,30 +123,105 @@ export class NativeHboneClient {
    * socket is left to the caller, open.
    */
   open(socket: net.Socket, req: NativeTunnelRequest): Promise<NativeTunnel> {
-    if (this.#closed) return Promise.reject(new HboneError(HboneErrorCode.CLOSED, 'CONNECT', 'the HBONE engine is closed'));
-    // As HboneClient: an expired certificate of our own is never presented.
-    if (req.cert.isExpired()) {
-      return Promise.reject(new HboneError(HboneErrorCode.CERT_EXPIRED, 'CONNECT',
-        `the certificate of ${spiffeUri(req.cert.identity)} expired at ${req.cert.notAfter.toISOString()}; it is never presented`));
-    }
-    const credential = this.#credential(req.cert);
-    const headers: string[] = [];
-    for (const [k, v] of Object.entries(req.headers ?? {})) headers.push(k, v);
-    const id = this.#nextId;
-    this.#nextId = this.#nextId >= 0xffff_fffe ? 1 : this.#nextId + 1;
+    const refused = this.#refusal(req);
+    if (refused !== undefined) return Promise.reject(refused);
     const fd = fdOf(socket);
     // Stop Node reading, then take what it has buffered: from here on the
     // engine is the socket's only reader.
     (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
     const initial = drainReadable(socket);
+    let carried: CarriedTunnel;
+    try {
+      carried = this.#start({ fd }, req, initial);
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+    // The engine holds its own dup; Node's is closed without touching the connection.
+    markCarried(socket, carried.released, carried.end);
+    socket.destroy();
+    return carried.tunnel;
+  }
+
+  /**
+   * As open(), for a connection the engine accepted (listen()): it goes from
+   * parked to the tunnel without passing through Node. Refused before the
+   * hand-over (closed client, expired certificate) it stays parked, the
+   * caller's to release; a throw means the engine no longer has it.
+   */
+  openAccepted(accepted: number, req: NativeTunnelRequest): CarriedTunnel {
+    const refused = this.#refusal(req);
+    if (refused !== undefined) return { tunnel: Promise.reject(refused), released: Promise.resolve(), end: () => undefined, taken: false };
+    return this.#start({ accepted }, req, undefined);
+  }
+
+  /**
+   * Has the engine accept on a listening socket (it takes a dup; the caller
+   * closes its own): each connection is parked and reported to `onAccept`,
+   * whose decision is openAccepted() or release(). Until `close()`.
+   */
+  listen(fd: number, onAccept: (conn: AcceptedConnection) => void): { close: () => void } {
+    if (this.#closed) throw new HboneError(HboneErrorCode.CLOSED, 'CONNECT', 'the HBONE engine is closed');
+    const listener = this.#openSession((ev) => {
+      if (ev.kind !== 'accept') return;
+      const [srcIp = '', srcPort = '', dstIp = '', dstPort = ''] = ev.fields;
+      onAccept({
+        id: ev.id, srcIp, srcPort: Number(srcPort),
+        originalDst: dstIp === '' ? new Error(ev.message) : { address: dstIp, port: Number(dstPort) },
+      });
+    });
+    this.#engine.listen({ listener, fd });
+    let open = true;
+    return {
+      close: () => {
+        if (!open) return;
+        open = false;
+        this.#sessions.delete(listener);
+        if (!this.#closed) this.#engine.unlisten({ listener });
+      },
+    };
+  }
+
+  /** A parked connection's fd, now the caller's (plain TCP, a refusal); throws when the engine has none by that id. */
+  release(accepted: number): number {
+    return this.#engine.release(accepted);
+  }
+
+  /** Closes a parked connection nobody will decide. */
+  #refuse(accepted: number): void {
+    try {
+      closeFd(this.#engine.release(accepted));
+    } catch {
+      // The engine stopped, and closed it.
+    }
+  }
+
+  /** Why a tunnel is refused before anything is handed over, if it is. */
+  #refusal(req: NativeTunnelRequest): HboneError | undefined {
+    if (this.#closed) return new HboneError(HboneErrorCode.CLOSED, 'CONNECT', 'the HBONE engine is closed');
+    // As HboneClient: an expired certificate of our own is never presented.
+    if (req.cert.isExpired()) {
+      return new HboneError(HboneErrorCode.CERT_EXPIRED, 'CONNECT',
+        `the certificate of ${spiffeUri(req.cert.identity)} expired at ${req.cert.notAfter.toISOString()}; it is never presented`);
+    }
+    return undefined;
+  }
+
+  /** Hands the pod's connection (a socket's fd, or a parked one) to the engine with the tunnel's decision. */
+  #start(pod: { fd: number } | { accepted: number }, req: NativeTunnelRequest, initial: Buffer | undefined): CarriedTunnel {
+    const credential = this.#credential(req.cert);
+    const headers: string[] = [];
+    for (const [k, v] of Object.entries(req.headers ?? {})) headers.push(k, v);
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffff_fffe ? 1 : this.#nextId + 1;
     let gone: () => void = () => undefined;
     const released = new Promise<void>((resolve) => { gone = resolve; });
-    const promise = new Promise<NativeTunnel>((resolve, reject) => {
+    const tunnel = new Promise<NativeTunnel>((resolve, reject) => {
       this.#pending.set(id, { opened: resolve, failed: reject, ended: undefined, gone, authority: req.authority });
     });
     try {
       this.#engine.outbound({
-        id, fd, credential,
+        id, ...pod, credential,
         // The serial, as HboneClient: a rotated certificate never rides on a session made with the old one.
         poolKey: `${req.poolKey ?? defaultPoolKey({ ...req, headers: undefined })}|${req.cert.serial}`,
         expected: req.expected.map(spiffeUri),
@@ -138,20 +235,24 @@ export class NativeHboneClient {
       });
     } catch (err) {
       this.#pending.delete(id);
-      socket.destroy();
       throw err;
     }
-    // The engine holds its own dup; Node's is closed without touching the connection.
-    markCarried(socket, released, (reason) => {
+    const end = (reason: string): void => {
       if (!this.#pending.has(id)) return;
       try {
         this.#engine.closeOutbound({ id, reason });
       } catch {
         // The engine is closed: the tunnel with it.
       }
-    });
-    socket.destroy();
-    return promise;
+    };
+    return { tunnel, released, end, taken: true };
+  }
+
+  #openSession(sink: (ev: HboneEngineEvent) => void): number {
+    const id = this.#nextSession;
+    this.#nextSession = this.#nextSession >= 0xffff_fffe ? 1 : this.#nextSession + 1;
+    this.#sessions.set(id, sink);
+    return id;
   }
 
   /** For native-server.ts: the engine, credentials and event routing of inbound sessions. */
@@ -159,12 +260,7 @@ export class NativeHboneClient {
     return {
       engine: this.#engine,
       credential: (cert) => this.#credential(cert),
-      open: (sink) => {
-        const id = this.#nextSession;
-        this.#nextSession = this.#nextSession >= 0xffff_fffe ? 1 : this.#nextSession + 1;
-        this.#sessions.set(id, sink);
-        return id;
-      },
+      open: (sink) => this.#openSession(sink),
       forget: (id) => { this.#sessions.delete(id); },
     };
   }
@@ -203,7 +299,9 @@ export class NativeHboneClient {
   #onEvents(events: HboneEngineEvent[]): void {
     for (const ev of events) {
       if (ev.session !== 0) {
-        this.#sessions.get(ev.session)?.(ev);
+        const sink = this.#sessions.get(ev.session);
+        if (sink !== undefined) sink(ev);
+        else if (ev.kind === 'accept') this.#refuse(ev.id); // accepted just before its listener closed
         continue;
       }
       const p = this.#pending.get(ev.id);

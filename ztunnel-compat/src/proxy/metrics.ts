@@ -122,6 +122,7 @@ export class TcpMetrics {
   readonly #sent: Counter<(typeof TCP_LABELS)[number]>;
   readonly #received: Counter<(typeof TCP_LABELS)[number]>;
   readonly #pending = new Map<string, Tally>();
+  readonly #keys = new WeakMap<TcpLabels, string>();
   readonly #sockets: Gauge<'reporter'>;
 
   constructor(registry: Registry) {
@@ -182,8 +183,14 @@ export class TcpMetrics {
   }
 
   #tally(l: TcpLabels): Tally {
-    // TcpLabels are built with one key order (tcpLabels), so the values alone identify the set.
-    const key = Object.values(l).join('\u0000');
+    // TcpLabels are built with one key order (tcpLabels), so the values alone
+    // identify the set. A connection counts its open and its close with one
+    // labels object: the key is made once.
+    let key = this.#keys.get(l);
+    if (key === undefined) {
+      key = Object.values(l).join('\u0000');
+      this.#keys.set(l, key);
+    }
     let t = this.#pending.get(key);
     if (t === undefined) {
       t = { labels: l, opened: 0, closed: 0, failed: 0, received: 0, sent: 0 };

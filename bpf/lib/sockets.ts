@@ -55,8 +55,6 @@ export interface ListenOptions extends CreateOptions {
   address: string;
   port: number;
   backlog?: number;
-  /** Accepted sockets start paused: nothing is read until someone resumes them (net.Server's pauseOnConnect). */
-  pauseOnConnect?: boolean;
 }
 
 export interface ConnectOptions extends CreateOptions {
@@ -175,7 +173,7 @@ export async function listenTcp(o: ListenOptions, onConnection?: (socket: net.So
   const fd = listenFd(o);
   // No per-connection TCP_NODELAY or keepalive calls: an accepted socket
   // inherits both from the listener (set above by createFd).
-  const server = net.createServer({ allowHalfOpen: o.allowHalfOpen ?? false, pauseOnConnect: o.pauseOnConnect ?? false }, onConnection);
+  const server = net.createServer({ allowHalfOpen: o.allowHalfOpen ?? false }, onConnection);
   // From here Node owns the fd and closes it with the server.
   return await new Promise((resolve, reject) => {
     server.once('error', reject);

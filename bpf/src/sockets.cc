@@ -12,15 +12,8 @@
 #include <string>
 
 #include "errors.h"
+#include "original_dst.h"
 
-// Netfilter's getsockopt for the pre-NAT destination (linux/netfilter_ipv4.h
-// and ip6_tables.h); spelled out here because those headers clash with glibc's.
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80
-#endif
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
@@ -132,22 +125,15 @@ Napi::Value LocalAddress(const Napi::CallbackInfo& info) {
   return AddressObject(info.Env(), ss);
 }
 
-// The destination a connection had before an iptables REDIRECT/DNAT rewrote
-// it; how the outbound capture learns where a pod meant to go.
+// The pre-NAT destination of an accepted socket (original_dst.h), for JavaScript.
 Napi::Value OriginalDst(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "originalDst(fd: number)");
   int family = SocketFamily(env, fd);
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  int rc;
-  if (family == AF_INET)
-    rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
-  else if (family == AF_INET6)
-    rc = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
-  else
+  if (family != AF_INET && family != AF_INET6)
     throw ErrnoError(env, "getsockopt", EAFNOSUPPORT, "not an IP socket");
-  if (rc < 0)
+  sockaddr_storage ss{};
+  if (GetOriginalDst(fd, family, &ss) < 0)
     ThrowErrno(env, "getsockopt",
                errno == ENOENT ? "SO_ORIGINAL_DST: no NAT entry" : "");
   return AddressObject(env, ss);

@@ -9,17 +9,11 @@
 #include <cstring>
 #include <string>
 
+#include "../original_dst.h"
+
 namespace skein::hbone {
 
 namespace {
-
-// Linux's netfilter option numbers (linux/netfilter_ipv4.h, linux/netfilter_ipv6/ip6_tables.h).
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80
-#endif
 
 void AppendAddress(const sockaddr_storage& ss, std::vector<std::string>* out) {
   char ip[INET6_ADDRSTRLEN] = "";
@@ -64,12 +58,8 @@ void Acceptor::OnEvents(uint32_t) {
 void Acceptor::Report(Fd conn, const sockaddr_storage& peer) {
   // Where the pod meant to go, before istio-cni's REDIRECT to 15001.
   sockaddr_storage dst{};
-  socklen_t len = sizeof dst;
-  int rc = peer.ss_family == AF_INET6
-               ? getsockopt(conn.get(), SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst, &len)
-               : getsockopt(conn.get(), SOL_IP, SO_ORIGINAL_DST, &dst, &len);
   std::string why;
-  if (rc < 0) {
+  if (GetOriginalDst(conn.get(), peer.ss_family, &dst) < 0) {
     why = std::string("getsockopt SO_ORIGINAL_DST: ") + (errno == ENOENT ? "no NAT entry" : std::strerror(errno));
     dst.ss_family = AF_UNSPEC;
   }

@@ -582,3 +582,84 @@ test('on a listener of its own the engine parks each connection and reports it; 
     for (const app of apps) app.destroy();
   }
 });
+
+// A process at its descriptor limit: its engine accepts on a listener and
+// keeps every connection (released, so each holds an fd) until told to
+// close them. Lines in on stdin (free, stat, exit), JSON lines out.
+const AT_LIMIT = `
+import { closeFd, createHboneEngine, listenFd, native } from '@skein/bpf';
+const held = [];
+let accepted = 0;
+const engine = createHboneEngine({ workers: 1 }, (events) => {
+  for (const ev of events) if (ev.kind === 'accept') { accepted++; held.push(engine.release(ev.id)); }
+});
+const fd = listenFd({ address: '127.0.0.1', port: 0, backlog: 256 });
+engine.listen({ listener: 1, fd });
+process.stdout.write(JSON.stringify({ port: native.localAddress(fd).port }) + '\\n');
+process.stdin.setEncoding('utf8');
+let buf = '';
+process.stdin.on('data', (d) => {
+  buf += d;
+  for (let i = buf.indexOf('\\n'); i >= 0; i = buf.indexOf('\\n')) {
+    const cmd = buf.slice(0, i); buf = buf.slice(i + 1);
+    if (cmd === 'free') for (const f of held.splice(0)) closeFd(f);
+    if (cmd === 'stat') { const u = process.cpuUsage(); process.stdout.write(JSON.stringify({ accepted, cpuMs: (u.user + u.system) / 1000 }) + '\\n'); }
+    if (cmd === 'exit') { engine.close(); process.exit(0); }
+  }
+});
+`;
+
+test('out of descriptors, the engine\'s listener rests instead of spinning, and takes its queue once descriptors are free', { skip, timeout: 30_000 }, async () => {
+  const TOTAL = 120;
+  const child = spawn('prlimit', ['--nofile=64:64', process.execPath, '--input-type=module', '-e', AT_LIMIT], { stdio: ['pipe', 'pipe', 'inherit'], cwd: process.cwd() });
+  const lines: string[] = [];
+  let partial = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => {
+    partial += d;
+    for (let i = partial.indexOf('\n'); i >= 0; i = partial.indexOf('\n')) { lines.push(partial.slice(0, i)); partial = partial.slice(i + 1); }
+  });
+  const next = async (): Promise<Record<string, number>> => {
+    await waitFor(() => lines.length > 0, 10_000);
+    return JSON.parse(lines.shift() ?? '{}') as Record<string, number>;
+  };
+  const stat = async (): Promise<{ accepted: number; cpuMs: number }> => {
+    child.stdin.write('stat\n');
+    const s = await next();
+    return { accepted: s.accepted ?? -1, cpuMs: s.cpuMs ?? -1 };
+  };
+  const apps: Socket[] = [];
+  try {
+    const port = (await next()).port ?? 0;
+    // The kernel completes every handshake into the listener's backlog; the child accepts what its fds allow.
+    for (let i = 0; i < TOTAL; i++) {
+      const app = netConnect({ host: '127.0.0.1', port });
+      app.on('error', () => undefined);
+      apps.push(app);
+    }
+    // Until the count stops moving: the limit is reached.
+    let s = await stat();
+    for (let last = -1, until = Date.now() + 5000; s.accepted !== last && Date.now() < until; s = await stat()) {
+      last = s.accepted;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    const stuck = s.accepted;
+    assert.ok(stuck >= 20 && stuck < TOTAL, `accepted up to the descriptor limit (${stuck} of ${TOTAL})`);
+    // At the limit for a second: a listener that spun would burn a core meanwhile.
+    const before = s.cpuMs;
+    await new Promise((r) => setTimeout(r, 1000));
+    s = await stat();
+    assert.equal(s.accepted, stuck, 'nothing more accepted while no descriptor is free');
+    assert.ok(s.cpuMs - before < 300, `the engine rested at the limit (${(s.cpuMs - before).toFixed(0)} ms of CPU in 1 s)`);
+    // Freed, the rest of the queue is taken, a limit's worth at a time.
+    for (const until = Date.now() + 15_000; s.accepted < TOTAL; s = await stat()) {
+      assert.ok(Date.now() < until, `the queue was taken once descriptors were free (${s.accepted} of ${TOTAL})`);
+      child.stdin.write('free\n');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    for (const app of apps) app.destroy();
+    child.stdin.write('exit\n');
+    await new Promise((resolve) => { if (child.exitCode !== null) resolve(undefined); else child.once('exit', resolve); });
+  }
+});

@@ -45,9 +45,10 @@ export interface HboneEngineEvent {
    * `session` and `stream` set. `accept`: a connection on a listener
    * (`session` its id) waits, parked as `id`, for outbound({ accepted }) or
    * release(); fields: source ip, port, original destination ip, port (the
-   * last two "" when it has none, `message` why).
+   * last two "" when it has none, `message` why). `listener-closed`: after
+   * unlisten (or the engine's stop), when no `accept` of it will follow.
    */
-  kind: 'open' | 'fail' | 'close' | 'session' | 'reject' | 'request' | 'session-end' | 'dial' | 'accept';
+  kind: 'open' | 'fail' | 'close' | 'session' | 'reject' | 'request' | 'session-end' | 'dial' | 'accept' | 'listener-closed';
   status: number;
   flag: 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | '-';
   sent: number;
@@ -169,7 +170,11 @@ export interface HboneEngine {
   closeSession(c: HboneSessionClose): void;
   /** Accepts on a listening socket (the engine takes a dup): an `accept` event per connection. */
   listen(l: { listener: number; fd: number }): void;
-  /** Stops accepting on it; connections still parked stay so. */
+  /**
+   * Stops accepting on it at once (what the kernel still queues goes to
+   * another listener of the port, tcp_migrate_req); connections still
+   * parked stay so. A `listener-closed` event follows the last `accept`.
+   */
   unlisten(l: { listener: number }): void;
   /** A parked connection's fd, now the caller's; throws ERR_HBONE_ACCEPTED when there is none by that id. */
   release(accepted: number): number;
@@ -184,7 +189,7 @@ interface HboneAddon {
 }
 
 /** By the engine's EventKind numbers (engine.h). */
-const KINDS = [undefined, 'open', 'fail', 'close', 'session', 'reject', 'request', 'session-end', 'dial', 'accept'] as const;
+const KINDS = [undefined, 'open', 'fail', 'close', 'session', 'reject', 'request', 'session-end', 'dial', 'accept', 'listener-closed'] as const;
 const EVENT_SLOTS = 10;
 const NO_FIELDS: readonly string[] = Object.freeze([]);
 

@@ -47,6 +47,8 @@ void Acceptor::OnEvents(uint32_t) {
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
+    // Shut down (Engine::Unlisten): its close is on the way.
+    if (errno == EINVAL) w_->Watch(this, fd_.get(), 0, &registered_);
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
       w_->Watch(this, fd_.get(), 0, &registered_);
       resting_ = true;
@@ -78,8 +80,13 @@ void Acceptor::Tick() {
 }
 
 void Acceptor::Close() {
+  if (dead) return;
   w_->Watch(this, fd_.get(), 0, &registered_);
   w_->Bury(this);  // the fd closes when it is deleted
+  // After every kAccept of it, which this worker emitted before.
+  Event e{0, EventKind::kListenerClosed, 0, "-", 0, 0, ""};
+  e.session = listener;
+  w_->engine()->Emit(std::move(e));
 }
 
 void Acceptor::Unlink() {

@@ -482,10 +482,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     static const char* usage = "engine.unlisten({ listener: number })";
     Napi::Env env = info.Env();
     Engine& engine = Live(env);
-    struct Control c;
-    c.kind = Control::kUnlisten;
-    c.session = OptU32(OptionsArg(info, usage), "listener", 0, 0, 0xffffffffu, usage);
-    engine.Control(std::move(c));
+    engine.Unlisten(OptU32(OptionsArg(info, usage), "listener", 0, 0, 0xffffffffu, usage));
     return env.Undefined();
   }
 

@@ -3,6 +3,8 @@
 
 #include "worker.h"
 
+#include <sys/socket.h>
+
 namespace skein::hbone {
 
 Engine::Engine(unsigned workers, Limits limits, Sink sink)
@@ -40,7 +42,21 @@ void Engine::Control(struct Control c) {
 }
 
 void Engine::Listen(ListenRequest r) {
+  listening_[r.listener] = r.fd.get();
   workers_[r.listener % workers_.size()]->PostListen(std::move(r));
+}
+
+void Engine::Unlisten(uint32_t listener) {
+  auto it = listening_.find(listener);
+  if (it == listening_.end()) return;
+  // The fd is the acceptor's and stays open until the worker takes this
+  // control; a listener shut down refuses new connections at once.
+  shutdown(it->second, SHUT_RD);
+  listening_.erase(it);
+  struct Control c;
+  c.kind = Control::kUnlisten;
+  c.session = listener;
+  workers_[listener % workers_.size()]->PostControl(std::move(c));
 }
 
 uint32_t Engine::Park(Fd fd) {

@@ -133,6 +133,7 @@ enum class EventKind : uint8_t {
   kDial = 8,        // inbound: a dial's end: status 200 (the tunnel is open) or the status answered, and why
   kAccept = 9,      // a listener's connection, parked by id; session the listener; fields: source ip,
                     // port, original destination ip, port ("" when it has none, message says why)
+  kListenerClosed = 10,  // a listener is gone: no kAccept of it follows
 };
 
 // What goes back to TypeScript. kFail: the tunnel never opened (status is
@@ -198,6 +199,11 @@ class Engine {
   void Control(struct Control c);
   // Starts accepting on a listener (on the worker of its id).
   void Listen(ListenRequest r);
+  // Stops it at once: shut down here, so the kernel hands what is still
+  // queued to another listener of the port (tcp_migrate_req) instead of
+  // the worker accepting it meanwhile; the worker then closes it and says
+  // so (kListenerClosed).
+  void Unlisten(uint32_t listener);
   // A parked connection, now TypeScript's to decide: an empty Fd when there
   // is none by that id (never parked, already taken, or the engine stopped).
   Fd TakeAccepted(uint32_t id);
@@ -222,6 +228,7 @@ class Engine {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex events_mu_;
   std::vector<Event> events_;
+  std::unordered_map<uint32_t, int> listening_;  // JavaScript thread only: the acceptors' fds
   std::mutex parked_mu_;
   std::unordered_map<uint32_t, Fd> parked_;
   uint32_t last_parked_ = 0;  // under parked_mu_

@@ -163,6 +163,7 @@ export class NativeHboneClient {
   listen(fd: number, onAccept: (conn: AcceptedConnection) => void): { close: () => void } {
     if (this.#closed) throw new HboneError(HboneErrorCode.CLOSED, 'CONNECT', 'the HBONE engine is closed');
     const listener = this.#openSession((ev) => {
+      if (ev.kind === 'listener-closed') this.#sessions.delete(listener);
       if (ev.kind !== 'accept') return;
       const [srcIp = '', srcPort = '', dstIp = '', dstPort = ''] = ev.fields;
       onAccept({
@@ -173,11 +174,13 @@ export class NativeHboneClient {
     this.#engine.listen({ listener, fd });
     let open = true;
     return {
+      // Connections accepted before it go on to onAccept: their events may
+      // still be on the way (the sink goes with `listener-closed`).
       close: () => {
         if (!open) return;
         open = false;
-        this.#sessions.delete(listener);
-        if (!this.#closed) this.#engine.unlisten({ listener });
+        if (this.#closed) this.#sessions.delete(listener);
+        else this.#engine.unlisten({ listener });
       },
     };
   }

@@ -1872,14 +1872,16 @@ void Worker::Run() {
     accepts.clear();
     for (auto& a : answers) Deliver(std::move(a));
     answers.clear();
-    for (auto& c : controls) Apply(c);
-    controls.clear();
+    // Listeners before controls: an unlisten posted right after its listen
+    // comes in the same batch and must find the acceptor.
     for (auto& r : listens) {
       // A listener id reused before its old acceptor went: the new one wins.
       if (auto old = acceptors_.find(r.listener); old != acceptors_.end()) old->second->Close();
       acceptors_[r.listener] = new Acceptor(this, r);
     }
     listens.clear();
+    for (auto& c : controls) Apply(c);
+    controls.clear();
     uint64_t now = NowMs();
     if (now >= next_tick) {
       next_tick = now + 500;

@@ -10,7 +10,7 @@ import { readdirSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer, Socket } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { after, before, test } from 'node:test';
-import { closeFd, constants, fdOf, hboneEngineUnavailable, listenFd, native } from '@skein/bpf';
+import { closeFd, constants, createHboneEngine, fdOf, hboneEngineUnavailable, listenFd, native } from '@skein/bpf';
 import { skipUnless } from '../../../../test/skips.ts';
 import { WorkloadCertificate } from '../../identity/certificate.ts';
 import { createCsr } from '../../identity/csr.ts';
@@ -658,5 +658,26 @@ test('out of descriptors, the engine\'s listener rests instead of spinning, and 
     for (const app of apps) app.destroy();
     child.stdin.write('exit\n');
     await new Promise((resolve) => { if (child.exitCode !== null) resolve(undefined); else child.once('exit', resolve); });
+  }
+});
+
+test('a listener closed right after it was handed over (the same batch for the worker) still closes, and says so', { skip }, async () => {
+  const closed: number[] = [];
+  const engine = createHboneEngine({ workers: 1 }, (events) => {
+    for (const ev of events) if (ev.kind === 'listener-closed') closed.push(ev.session);
+  });
+  try {
+    const fds = openFds();
+    for (let listener = 1; listener <= 20; listener++) {
+      const fd = listenFd({ address: '127.0.0.1', port: 0 });
+      engine.listen({ listener, fd });
+      closeFd(fd);
+      engine.unlisten({ listener });
+    }
+    await waitFor(() => closed.length === 20, 3000);
+    assert.deepEqual(closed.sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
+    assert.equal(openFds(), fds, 'every listening socket closed');
+  } finally {
+    engine.close();
   }
 });

@@ -92,6 +92,8 @@ export class ParkedConnection implements PodConnection {
 
   async carry(client: NativeHboneClient, req: NativeTunnelRequest): Promise<NativeTunnel> {
     if (this.#state !== 'parked') throw new Error(`the pod connection from ${this.srcIp}:${this.srcPort} is no longer parked (${this.#state})`);
+    // The parked id means something only to the engine that parked it.
+    if (client !== this.#client) throw new Error('a parked connection goes only into the tunnels of the engine that accepted it');
     const carried = client.openAccepted(this.#accepted.id, req);
     if (carried.taken) {
       this.#state = 'engine';

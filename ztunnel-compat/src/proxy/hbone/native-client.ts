@@ -147,7 +147,8 @@ export class NativeHboneClient {
    * As open(), for a connection the engine accepted (listen()): it goes from
    * parked to the tunnel without passing through Node. Refused before the
    * hand-over (closed client, expired certificate) it stays parked, the
-   * caller's to release; a throw means the engine no longer has it.
+   * caller's to release. A throw (no such parked connection, or a request
+   * the engine rejects) leaves nothing pending.
    */
   openAccepted(accepted: number, req: NativeTunnelRequest): CarriedTunnel {
     const refused = this.#refusal(req);

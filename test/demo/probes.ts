@@ -107,8 +107,7 @@ export async function crossNode(c: Cluster): Promise<PathReport> {
   const hbone = w.delta(server, 15008);
   const plain = w.delta(server, APP_PORT);
   const inbound = w.access(1).find((l) => l.direction === 'inbound' && l['dst.workload'] === 'server');
-  const bigOk = big.code === 200 && big.size === BIG && big.servedBy === 'server' && big.seenFrom === client.ip4;
-  const failure = failures(big, bigOk, small);
+  const failure = failures(big, big.code === 200 && big.size === BIG && big.servedBy === 'server' && big.seenFrom === client.ip4, small);
   return {
     path: 'cross-node-hbone',
     taken: hbone > 0 && plain === 0,

@@ -149,7 +149,7 @@ export class TcpMetrics {
   socketOpened(reporter: 'source' | 'destination', socket: net.Socket | { until: Promise<void> }): void {
     this.#sockets.inc({ reporter });
     const dec = (): void => { this.#sockets.dec({ reporter }); };
-    if (!('once' in socket)) {
+    if ('until' in socket) {
       socket.until.then(dec, dec);
       return;
     }

@@ -27,7 +27,7 @@ test('connections with the same labels add up in one series; bytes as sums', asy
   const r = new Registry();
   const m = new TcpMetrics(r);
   for (let i = 0; i < 3; i++) {
-    const l = tcpLabels(facts()); // a fresh object each time, as per connection
+    const l = tcpLabels(facts()); // per connection, as the proxy does
     m.opened(l);
     m.closed(l, 100, 1000);
   }
@@ -82,6 +82,28 @@ test("istio_tcp_* carry ztunnel's locality labels, from each workload's locality
   const r = new Registry();
   new TcpMetrics(r).opened(l);
   assert.match(await r.metrics(), /istio_tcp_connections_opened_total\{[^}]*source_region="eu-west",source_zone="eu-west-1a",destination_region="unknown",destination_zone="unknown"\} 1/);
+});
+
+test('the same facts give the same labels object; an updated workload gives its new values', () => {
+  const s = state();
+  const updater = new ProxyStateUpdater(s);
+  const source = s.workloads.byAddress('', '10.0.0.1');
+  const destination = s.workloads.byAddress('', '10.0.0.2');
+  const l = tcpLabels(facts({ source, destination }));
+  // An identity is a fresh object per connection: its URI is what counts.
+  assert.equal(tcpLabels(facts({ source, destination, sourceIdentity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'client' } })), l);
+  assert.ok(Object.isFrozen(l), 'shared, so never changed');
+  const denied = tcpLabels(facts({ source, destination, flag: 'DENY' }));
+  assert.notEqual(denied, l);
+  assert.deepEqual([denied.response_flags, l.response_flags], ['DENY', '-']);
+  const other = tcpLabels(facts({ source, destination, sourceIdentity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'other' } }));
+  assert.equal(other.source_principal, 'spiffe://cluster.local/ns/default/sa/other');
+  // An xDS update replaces the workload: its connections get the new revision.
+  updater.addressHandler.handle([workloadResource(pod('client', 'a', '10.0.0.1', { canonicalRevision: 'v2' }))], []);
+  const updated = s.workloads.byAddress('', '10.0.0.1');
+  assert.notEqual(updated, source);
+  assert.equal(tcpLabels(facts({ source: updated, destination })).source_version, 'v2');
+  assert.equal(tcpLabels(facts({ source, destination })).source_version, l.source_version, 'the old object keeps its own');
 });
 
 test('a workload without a canonical revision is labelled unknown, never latest', () => {

@@ -23,7 +23,7 @@ export const TCP_LABELS = [
   'source_region', 'source_zone', 'destination_region', 'destination_zone',
 ] as const;
 
-export type TcpLabels = Record<(typeof TCP_LABELS)[number], string>;
+export type TcpLabels = Readonly<Record<(typeof TCP_LABELS)[number], string>>;
 
 export type ResponseFlag = '-' | 'DENY' | 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | 'NETWORK_POLICY' | 'IDENTITY_ERROR';
 
@@ -40,7 +40,44 @@ export interface ConnectionFacts {
 
 const unknown = (v: string | undefined): string => (v === undefined || v === '' ? 'unknown' : v);
 
+// One labels object per set of facts, kept while its workloads and service
+// live (they are replaced, never changed, on an update): a connection then
+// costs lookups, not 27 fields and a 500-character key. Keyed by object
+// identity, level by level; NONE stands for a missing one.
+const NONE = {};
+type Level<T> = WeakMap<object, T>;
+const interned: Level<Level<Level<Map<string, TcpLabels>>>> = new WeakMap();
+// Per workloads and service, one entry per reporter × flag × mTLS × peer
+// identity; identities a store does not know could be many, so bounded.
+const MAX_PER_SET = 64;
+
+function level<T>(m: Level<T>, k: object | undefined, make: () => T): T {
+  const key = k ?? NONE;
+  let v = m.get(key);
+  if (v === undefined) {
+    v = make();
+    m.set(key, v);
+  }
+  return v;
+}
+
+/** ztunnel's labels for a connection's facts; the same (frozen) object for the same facts. */
 export function tcpLabels(f: ConnectionFacts): TcpLabels {
+  const bySource = level(interned, f.source, () => new WeakMap());
+  const byDestination = level(bySource, f.destination, () => new WeakMap());
+  const sets = level(byDestination, f.destinationService, () => new Map<string, TcpLabels>());
+  const principal = f.sourceIdentity === undefined ? 'unknown' : spiffeUri(f.sourceIdentity);
+  const key = `${f.reporter}|${f.flag}|${f.mtls ? 1 : 0}|${principal}`;
+  let l = sets.get(key);
+  if (l === undefined) {
+    if (sets.size >= MAX_PER_SET) sets.clear();
+    l = Object.freeze(buildTcpLabels(f, principal));
+    sets.set(key, l);
+  }
+  return l;
+}
+
+function buildTcpLabels(f: ConnectionFacts, principal: string): TcpLabels {
   const s = f.source;
   const d = f.destination;
   const svc = f.destinationService;
@@ -52,7 +89,7 @@ export function tcpLabels(f: ConnectionFacts): TcpLabels {
     source_canonical_service: unknown(sName),
     source_canonical_revision: unknown(s?.canonicalRevision),
     source_workload_namespace: unknown(s?.namespace),
-    source_principal: f.sourceIdentity === undefined ? 'unknown' : spiffeUri(f.sourceIdentity),
+    source_principal: principal,
     source_app: unknown(sName),
     source_version: unknown(s?.canonicalRevision),
     source_cluster: unknown(s?.clusterId),
@@ -184,8 +221,8 @@ export class TcpMetrics {
 
   #tally(l: TcpLabels): Tally {
     // TcpLabels are built with one key order (tcpLabels), so the values alone
-    // identify the set. A connection counts its open and its close with one
-    // labels object: the key is made once.
+    // identify the set; tcpLabels gives one object per set, so its key is
+    // made once.
     let key = this.#keys.get(l);
     if (key === undefined) {
       key = Object.values(l).join('\u0000');

@@ -3,7 +3,6 @@
 // src/baggage.rs): baggage, forwarded and a random W3C traceparent.
 import { randomFillSync } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http2';
-import { isIPv6 } from 'node:net';
 import type { Workload } from '../../state/workload.ts';
 
 /** What the baggage header describes; empty or missing parts are left out. */
@@ -35,16 +34,23 @@ export function baggageHeader(f: BaggageFields): string {
   return parts.join(',');
 }
 
+const baggageOf = new WeakMap<Workload, { clusterId: string; baggage: string }>();
+
 /**
  * The baggage a source workload's connections carry: the cluster is this
  * node's CLUSTER_ID (ztunnel's config cluster_id), not the workload's; the
  * region and zone are the workload's locality.
  */
 export function sourceBaggage(source: Workload, clusterId: string): string {
-  return baggageHeader({
+  // Per workload object (replaced, never changed, on an update): built once, not per connection.
+  const known = baggageOf.get(source);
+  if (known !== undefined && known.clusterId === clusterId) return known.baggage;
+  const baggage = baggageHeader({
     clusterId, namespace: source.namespace, workloadType: source.workloadType, workloadName: source.workloadName || source.name,
     canonicalName: source.canonicalName, canonicalRevision: source.canonicalRevision, region: source.locality.region, zone: source.locality.zone,
   });
+  baggageOf.set(source, { clusterId, baggage });
+  return baggage;
 }
 
 /** The `host=` of a request's `Forwarded` header (the service the client addressed), if any. */
@@ -62,17 +68,24 @@ export function forwardedHost(headers: IncomingHttpHeaders): string | undefined 
   return undefined;
 }
 
-/** `for="ip:port"` (IPv6 bracketed, as a Rust SocketAddr prints), plus `;host=<service>` when service-addressed. */
+/**
+ * `for="ip:port"` (IPv6 bracketed, as a Rust SocketAddr prints), plus
+ * `;host=<service>` when service-addressed. `clientIp` is an address the
+ * kernel reported, so a colon tells IPv6 (isIPv6's regex cost a microsecond
+ * per connection).
+ */
 export function forwardedHeader(clientIp: string, clientPort: number, host?: string): string {
-  const addr = isIPv6(clientIp) ? `[${clientIp}]:${clientPort}` : `${clientIp}:${clientPort}`;
+  const addr = clientIp.includes(':') ? `[${clientIp}]:${clientPort}` : `${clientIp}:${clientPort}`;
   return host === undefined || host === '' ? `for="${addr}"` : `for="${addr}";host=${host}`;
 }
 
 // Random bytes for traceparents, drawn 24 at a time (16 trace id + 8 span
 // id) from a pool refilled once per 170 connections: one randomFillSync per
-// connection was a few percent of a connection churn's main thread.
+// connection was a few percent of a connection churn's main thread. The
+// pool is made hex once per refill too; a connection takes two slices.
 const TRACE_IDS = 24;
 const tracePool = Buffer.alloc(TRACE_IDS * 170);
+let traceHex = '';
 let traceNext = tracePool.length;
 
 function allZero(b: Buffer, start: number, end: number): boolean {
@@ -86,10 +99,11 @@ export function traceparent(): string {
   do {
     if (traceNext >= tracePool.length) {
       randomFillSync(tracePool);
+      traceHex = tracePool.toString('hex');
       traceNext = 0;
     }
     at = traceNext;
     traceNext += TRACE_IDS;
   } while (allZero(tracePool, at, at + 16) || allZero(tracePool, at + 16, at + TRACE_IDS));
-  return `00-${tracePool.toString('hex', at, at + 16)}-${tracePool.toString('hex', at + 16, at + TRACE_IDS)}-00`;
+  return `00-${traceHex.slice(2 * at, 2 * (at + 16))}-${traceHex.slice(2 * (at + 16), 2 * (at + TRACE_IDS))}-00`;
 }

@@ -42,6 +42,13 @@ constexpr size_t kRecord = 16 * 1024;
 // it is per stream, and the stream window behind it is 4 MiB. Sized so that
 // a full DATA frame, header included, is exactly four full TLS records.
 constexpr size_t kUpBuffer = 4 * kRecord - kFrameHeader;
+// A stream that has sent a whole stream window is a bulk transfer: from then
+// on it reads and frames sixteen records at a time (ztunnel's copy buffers
+// grow to 256 KiB the same way, by bytes moved), so a pass, a write(2) and a
+// wake-up of the peer carry four times the bytes. Only such streams pay the
+// memory.
+constexpr size_t kUpJumbo = 16 * kRecord - kFrameHeader;
+constexpr uint64_t kJumboAfter = kStreamWindow;
 // Gather this much HTTP/2 output (control frames, small DATA) before one
 // SSL_write.
 constexpr size_t kOutGather = 64 * 1024;
@@ -155,13 +162,15 @@ int SendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, siz
   return static_cast<Stream*>(src->ptr)->SendToPeer(framehd, len);
 }
 
-ssize_t DataLength(nghttp2_session*, uint8_t, int32_t, int32_t, int32_t,
-                   uint32_t remote_max_frame_size, void*) {
-  // DATA frames as large as the peer allows, up to what a stream buffers:
+ssize_t DataLength(nghttp2_session*, uint8_t, int32_t stream_id, int32_t, int32_t,
+                   uint32_t remote_max_frame_size, void* user_data) {
+  // DATA frames as large as the peer allows, up to what the stream buffers:
   // per frame, nghttp2's work and the one TLS record that is not full are
-  // paid once per 64 KiB instead of once per 16 KiB. nghttp2 clamps this to
-  // the windows.
-  return static_cast<ssize_t>(std::min<size_t>(remote_max_frame_size, kUpBuffer));
+  // paid once per 64 KiB (256 KiB for a bulk stream) instead of once per
+  // 16 KiB. nghttp2 clamps this to the windows.
+  Stream* st = static_cast<Session*>(user_data)->FindStream(stream_id);
+  size_t cap = st == nullptr ? kUpBuffer : st->UpCapacity();
+  return static_cast<ssize_t>(std::min<size_t>(remote_max_frame_size, cap));
 }
 
 nghttp2_session_callbacks* Callbacks() {
@@ -270,8 +279,9 @@ const BIO_METHOD* ReadAheadMethod() {
 // The write side goes through a buffer that Session::Flush empties once per
 // pass, so a flush of 64 KiB of HTTP/2 is one write(2) of four records, not
 // four: one skb through the stack (netfilter, veth, the peer's receive path)
-// instead of four.
-constexpr int kWriteBuffer = static_cast<int>(2 * kOutGather + 1024);
+// instead of four. Room for two jumbo frames: a bulk stream's frame goes out
+// in one write too. Allocated per session, touched only as far as used.
+constexpr int kWriteBuffer = static_cast<int>(2 * (kUpJumbo + kFrameHeader) + 1024);
 
 bool AttachSocket(SSL* ssl, int fd) {
   BIO* rd = BIO_new(ReadAheadMethod());
@@ -348,6 +358,17 @@ void ByteQueue::append(const uint8_t* p, size_t n) {
   }
   std::memcpy(buf_.get() + tail_, p, n);
   tail_ += n;
+}
+
+void ByteQueue::grow(size_t cap) {
+  if (cap <= cap_) return;
+  cap_ = cap;
+  if (!buf_) return;  // made at its first use, at the new size
+  std::unique_ptr<uint8_t[]> b(new uint8_t[lead_ + cap]);
+  std::memcpy(b.get() + lead_, buf_.get() + head_, size());
+  tail_ = lead_ + size();
+  head_ = lead_;
+  buf_ = std::move(b);
 }
 
 void ByteQueue::drop(size_t n) {
@@ -758,6 +779,7 @@ int Stream::SendToPeer(const uint8_t* framehd, size_t len) {
 
 void Stream::ReadPod() {
   if (done_ || pod_eof_) return;
+  if (sent_ >= kJumboAfter) up_.grow(kUpJumbo);
   bool got = false;
   while (up_.room() > 0) {
     size_t room = 0;

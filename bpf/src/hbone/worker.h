@@ -47,6 +47,9 @@ class ByteQueue {
   size_t size() const { return tail_ - head_; }
   bool empty() const { return head_ == tail_; }
   size_t room() const { return cap_ - size(); }
+  size_t capacity() const { return cap_; }
+  // At least `cap` bytes of room in all, what is queued kept.
+  void grow(size_t cap);
   const uint8_t* data() const { return buf_.get() + head_; }
   // The data with the `lead` bytes before it, writable (empty: no buffer yet).
   uint8_t* lead_data() { return buf_.get() + head_ - lead_; }
@@ -75,6 +78,8 @@ class Stream : public Handler {
 
   // From the session's nghttp2 callbacks.
   void OnStatus(int status) { status_ = status; }
+  // The largest DATA frame this stream makes (its pod → peer buffer).
+  size_t UpCapacity() const { return up_.capacity(); }
   void OnResponse(bool end_stream);
   void OnData(const uint8_t* data, size_t len);
   void OnPeerEnd();

@@ -9,6 +9,7 @@ import type net from 'node:net';
 import { closeFd, listenFd, listenTcp, setNetnsSysctl, type ListenOptions, type TcpKeepalive } from '@skein/bpf';
 import { startDnsServer, type DnsHandler, type DnsServer } from '../dns/server.ts';
 import { carriedEnd, carriedUntil } from '../proxy/carried.ts';
+import { ChurnTable } from '../proxy/churn-table.ts';
 import type { PodProxy, ProxyFactory } from './manager.ts';
 import type { WorkloadInfo } from './protocol.ts';
 
@@ -77,7 +78,7 @@ class PodListeners implements PodProxy {
    * gone, the connection lives until the engine reports its end; each with
    * how to end it, when the engine can.
    */
-  readonly #carried = new Set<{ end: ((reason: string) => void) | undefined }>();
+  readonly #carried = new ChurnTable<{ end: ((reason: string) => void) | undefined }>();
   #changed: (() => void) | undefined;
   dns: DnsServer | undefined;
 
@@ -88,8 +89,8 @@ class PodListeners implements PodProxy {
   /** A connection the engine accepted: the drain waits for it as for a carried one. */
   hold(c: HeldConnection): void {
     const held = { end: (reason: string) => { c.end(reason); } };
-    this.#carried.add(held);
-    void c.until.then(() => { this.#carried.delete(held); this.#changed?.(); });
+    const key = this.#carried.add(held);
+    void c.until.then(() => { this.#carried.delete(key); this.#changed?.(); });
   }
 
   track(s: net.Socket): void {
@@ -99,8 +100,8 @@ class PodListeners implements PodProxy {
       const until = carriedUntil(s);
       if (until !== undefined) {
         const c = { end: carriedEnd(s) };
-        this.#carried.add(c);
-        void until.then(() => { this.#carried.delete(c); this.#changed?.(); });
+        const key = this.#carried.add(c);
+        void until.then(() => { this.#carried.delete(key); this.#changed?.(); });
       }
       this.#changed?.();
     });
@@ -137,7 +138,7 @@ class PodListeners implements PodProxy {
     // The engine ends what it carries the same way (a FIN, the pod's answer
     // taken), as ztunnel ends a drained proxy's connections.
     const why = drainMs > 0 ? `the drain deadline (${drainMs} ms) passed` : 'the pod left the mesh';
-    for (const c of this.#carried) c.end?.(why);
+    for (const c of this.#carried.values()) c.end?.(why);
     await Promise.all(closed);
   }
 }

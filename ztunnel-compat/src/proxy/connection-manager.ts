@@ -9,6 +9,7 @@
 // (istioctl's configdump InboundConnection and OutboundConnection).
 import { authorize, type AuthzRequest, type AuthzVerdict } from '../decide/authz.ts';
 import type { ProxyState } from '../state/store.ts';
+import { ChurnTable } from './churn-table.ts';
 
 /** A connection as config_dump lists it. */
 export interface ConnectionView {
@@ -38,8 +39,9 @@ export type Admission =
 
 export class ConnectionManager {
   readonly #state: ProxyState;
-  readonly #conns = new Set<TrackedConnection>();
-  readonly #outbound = new Set<{ podUid: string; view: ConnectionView }>();
+  // One entry per connection: ChurnTables, not Sets (churn-table.ts).
+  readonly #conns = new ChurnTable<TrackedConnection>();
+  readonly #outbound = new ChurnTable<{ podUid: string; view: ConnectionView }>();
 
   constructor(state: ProxyState) {
     this.#state = state;
@@ -51,22 +53,21 @@ export class ConnectionManager {
 
   /** Tracks a connection until the returned function is called. */
   register(c: TrackedConnection): () => void {
-    this.#conns.add(c);
-    return () => { this.#conns.delete(c); };
+    const key = this.#conns.add(c);
+    return () => { this.#conns.delete(key); };
   }
 
   /** Lists an outbound connection of pod `podUid` until the returned function is called. */
   registerOutbound(podUid: string, view: ConnectionView): () => void {
-    const entry = { podUid, view };
-    this.#outbound.add(entry);
-    return () => { this.#outbound.delete(entry); };
+    const key = this.#outbound.add({ podUid, view });
+    return () => { this.#outbound.delete(key); };
   }
 
   /** A pod's open connections, both ways (config_dump's workloadState[uid].connections). */
   byPod(podUid: string): PodConnections {
     const out: PodConnections = { inbound: [], outbound: [] };
-    for (const c of this.#conns) if (c.pod?.uid === podUid) out.inbound.push(c.pod.view);
-    for (const c of this.#outbound) if (c.podUid === podUid) out.outbound.push(c.view);
+    for (const c of this.#conns.values()) if (c.pod?.uid === podUid) out.inbound.push(c.pod.view);
+    for (const c of this.#outbound.values()) if (c.podUid === podUid) out.outbound.push(c.view);
     return out;
   }
 
@@ -76,22 +77,24 @@ export class ConnectionManager {
    * From here until `release`, a policy change that denies it calls its `close`.
    */
   admit(c: TrackedConnection): Admission {
-    this.#conns.add(c);
+    const key = this.#conns.add(c);
     const verdict = this.#verdict(c);
     if (!verdict.allowed) {
-      this.#conns.delete(c);
+      this.#conns.delete(key);
       return { allowed: false, reason: verdict.reason };
     }
-    return { allowed: true, release: () => { this.#conns.delete(c); } };
+    return { allowed: true, release: () => { this.#conns.delete(key); } };
   }
 
   /** Re-authorizes every tracked connection; closes the denied ones. */
   recheck(): number {
     let closed = 0;
-    for (const c of [...this.#conns]) {
+    for (const key of this.#conns.keys()) {
+      const c = this.#conns.get(key);
+      if (c === undefined) continue; // released by a close before it
       const verdict = this.#verdict(c);
       if (!verdict.allowed) {
-        this.#conns.delete(c);
+        this.#conns.delete(key);
         c.close(verdict.reason);
         closed++;
       }

@@ -14,6 +14,7 @@ import { consumeReads } from '../pooled-reads.ts';
 import { defaultPoolKey } from './client.ts';
 import type { TunnelRequest } from './client.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
+import { ChurnTable } from '../churn-table.ts';
 import type { HboneFlag } from './error.ts';
 
 /** HboneClient's request, less what only a Node socket can do; plus where to make the upstream socket. */
@@ -98,7 +99,8 @@ function failure(ev: HboneEngineEvent, authority: string): HboneError {
 
 export class NativeHboneClient {
   readonly #engine: HboneEngine;
-  readonly #pending = new Map<number, Pending & { authority: string }>();
+  /** Tunnels handed to the engine until their end, by id (a ChurnTable: one per connection). */
+  readonly #pending = new ChurnTable<Pending & { authority: string }>();
   /** One credential per identity: a newer certificate replaces the older. */
   readonly #creds = new Map<string, Cred>();
   /** Inbound sessions' event sinks (native-server.ts), by session id. */

@@ -19,6 +19,7 @@ import type { CertificateSource, WorkloadCertificate } from '../../identity/cert
 import { parseSpiffe } from '../../identity/spiffe.ts';
 import type { Identity } from '../../identity/spiffe.ts';
 import { markCarried } from '../carried.ts';
+import { ChurnTable } from '../churn-table.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 import { parseAuthority } from './h2.ts';
 import { drainReadable } from './native-client.ts';
@@ -64,7 +65,8 @@ interface Session {
   peer: Identity | undefined;
   peerAddress: SocketAddress;
   localAddress: SocketAddress;
-  tunnels: Map<number, Tunnel>;
+  /** By stream id (a ChurnTable: one per tunnel). */
+  tunnels: ChurnTable<Tunnel>;
   /** The engine is done with the connection. */
   gone: () => void;
 }
@@ -202,7 +204,7 @@ export class NativeHboneServer {
       peer: undefined,
       peerAddress: addressOf(socket.remoteAddress, socket.remotePort),
       localAddress: addressOf(socket.localAddress, socket.localPort),
-      tunnels: new Map(),
+      tunnels: new ChurnTable(),
       gone: () => undefined,
     };
     const released = new Promise<void>((resolve) => { s.gone = resolve; });

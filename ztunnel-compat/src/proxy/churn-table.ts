@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+// Short-lived entries (one per connection or tunnel) by a number, kept in a
+// dictionary-mode object instead of a Map or Set. A long-lived Map or Set
+// that takes and drops an entry per connection makes V8 promote, scavenge
+// after scavenge, much of what its recent entries point to, whatever the
+// young generation's size: test/bench/churn-gc.ts measures 37% of all
+// allocation promoted for a Map or Set against 0.6% for this table. In the
+// daemon under connection churn that was 14-19% of everything it allocated,
+// sent to the old generation to die there (the heap grew to 90 MB between
+// full GCs). Object properties do not do that.
+
+export class ChurnTable<V> {
+  #entries: Record<number, V> = Object.create(null) as Record<number, V>;
+  #size = 0;
+  #next = 1;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  get(key: number): V | undefined {
+    return this.#entries[key];
+  }
+
+  has(key: number): boolean {
+    return this.#entries[key] !== undefined;
+  }
+
+  set(key: number, value: V): void {
+    if (this.#entries[key] === undefined) this.#size++;
+    this.#entries[key] = value;
+  }
+
+  /** Adds `value` under a key of its own, which `delete` takes. */
+  add(value: V): number {
+    let key = this.#next;
+    while (this.#entries[key] !== undefined) key = key >= 0x7fff_ffff ? 1 : key + 1;
+    this.#next = key >= 0x7fff_ffff ? 1 : key + 1;
+    this.set(key, value);
+    return key;
+  }
+
+  delete(key: number): boolean {
+    if (this.#entries[key] === undefined) return false;
+    // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a dictionary-mode object is the point
+    delete this.#entries[key];
+    this.#size--;
+    return true;
+  }
+
+  keys(): number[] {
+    return Object.keys(this.#entries).map(Number);
+  }
+
+  values(): V[] {
+    return Object.values(this.#entries);
+  }
+
+  clear(): void {
+    this.#entries = Object.create(null) as Record<number, V>;
+    this.#size = 0;
+  }
+}

@@ -1,22 +1,35 @@
 // SPDX-License-Identifier: Apache-2.0
-// What a long-lived collection with one entry per connection costs the
-// young-generation GC: `test/node test/bench/churn-gc.ts [--seconds S]`.
-// For a Map, a Set and the proxy's ChurnTable, a child process adds an
-// entry per "connection" (an object graph of about 1.5 KB, 16 in flight)
-// and drops the oldest, with other short-lived garbage alongside, under the
-// daemon's V8 flags and --trace-gc-nvp; prints the bytes each scavenge
-// promoted to the old generation, against the bytes allocated. Bounded:
-// each child runs --seconds (default 3).
+// What per-connection objects can cost the young-generation GC:
+// `test/node test/bench/churn-gc.ts [--seconds S]`. A child process makes a
+// "connection" (an object graph of about 1.5 KB, 16 in flight) and drops
+// the oldest, with other short-lived garbage alongside, under the daemon's
+// V8 flags and --trace-gc-nvp, keeping them in a long-lived Map, a Set or
+// the proxy's ChurnTable; and, in a ChurnTable, each with a request object
+// whose getter reads the connection, made by an object literal or by a
+// class. Prints the bytes each scavenge promoted to the old generation,
+// against the bytes allocated. Bounded: each child runs --seconds
+// (default 3).
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_NODE_FLAGS } from '../../ztunnel-compat/src/launch.ts';
 import { ChurnTable } from '../../ztunnel-compat/src/proxy/churn-table.ts';
 
-type Kind = 'map' | 'set' | 'churn-table';
-const KINDS: readonly Kind[] = ['map', 'set', 'churn-table'];
+type Kind = 'map' | 'set' | 'churn-table' | 'literal-getter' | 'class-getter';
+const KINDS: readonly Kind[] = ['map', 'set', 'churn-table', 'literal-getter', 'class-getter'];
 const IN_FLIGHT = 16;
 
-interface Conn { id: number; key: number; parts: { k: number; v: string }[]; bytes: number[] }
+interface Conn { id: number; key: number; parts: { k: number; v: string }[]; bytes: number[]; request?: { readonly first: string } }
+
+class Request {
+  readonly #conn: Conn;
+  constructor(conn: Conn) {
+    this.#conn = conn;
+  }
+
+  get first(): string {
+    return this.#conn.parts[0]?.v ?? '';
+  }
+}
 
 /** The child: churns `kind` for `seconds`, one event-loop turn per 200 connections. */
 function churn(kind: Kind, seconds: number): void {
@@ -33,6 +46,9 @@ function churn(kind: Kind, seconds: number): void {
       if (kind === 'map') map.set(id, c);
       else if (kind === 'set') set.add(c);
       else c.key = table.add(c);
+      if (kind === 'literal-getter') c.request = { get first() { return c.parts[0]?.v ?? ''; } };
+      else if (kind === 'class-getter') c.request = new Request(c);
+      sink += c.request?.first.length ?? 0;
       inFlight.push(c);
       if (inFlight.length > IN_FLIGHT) {
         const done = inFlight.shift();
@@ -75,6 +91,6 @@ if (argv[0] === '--child') {
   for (const kind of KINDS) {
     const f = run(kind, seconds);
     const pct = (100 * f.promoted) / f.allocated;
-    process.stdout.write(`${kind.padEnd(12)} promoted ${(f.promoted / 1024).toFixed(0).padStart(5)} KiB of ${(f.allocated / 1024).toFixed(0)} KiB allocated per scavenge (${pct.toFixed(1)}%), ${f.scavenges} scavenges\n`);
+    process.stdout.write(`${kind.padEnd(14)} promoted ${(f.promoted / 1024).toFixed(0).padStart(5)} KiB of ${(f.allocated / 1024).toFixed(0)} KiB allocated per scavenge (${pct.toFixed(1)}%), ${f.scavenges} scavenges\n`);
   }
 }

@@ -10,7 +10,7 @@
 // 90 MB between full GCs). Object properties do not do that. Values are
 // never undefined (that is how a missing key reads).
 
-export class ChurnTable<V extends NonNullable<unknown>> {
+export class ChurnTable<V extends object | string | number | boolean | bigint | symbol> {
   #entries: Record<number, V> = Object.create(null) as Record<number, V>;
   #size = 0;
   #next = 1;

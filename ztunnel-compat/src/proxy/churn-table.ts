@@ -10,6 +10,9 @@
 // 90 MB between full GCs). Object properties do not do that. Values are
 // never undefined (that is how a missing key reads).
 
+// Keys 1 … 2^31 - 1, then round again (skipping those still in use).
+const after = (key: number): number => (key >= 0x7fff_ffff ? 1 : key + 1);
+
 export class ChurnTable<V extends object | string | number | boolean | bigint | symbol> {
   #entries: Record<number, V> = Object.create(null) as Record<number, V>;
   #size = 0;
@@ -35,8 +38,8 @@ export class ChurnTable<V extends object | string | number | boolean | bigint | 
   /** Adds `value` under a key of its own, which `delete` takes. */
   add(value: V): number {
     let key = this.#next;
-    while (this.#entries[key] !== undefined) key = key >= 0x7fff_ffff ? 1 : key + 1;
-    this.#next = key >= 0x7fff_ffff ? 1 : key + 1;
+    while (this.#entries[key] !== undefined) key = after(key);
+    this.#next = after(key);
     this.set(key, value);
     return key;
   }

@@ -55,13 +55,20 @@ std::string Str(const Napi::Object& o, const char* name, const char* usage) {
   return v.As<Napi::String>().Utf8Value();
 }
 
-int DupFd(Napi::Env env, double v, const char* what) {
-  if (v < 0 || v > 0x7fffffff || v != static_cast<int>(v)) ThrowUsage(env, kOutboundUsage);
+// The engine's own copy of a JavaScript fd (a netns), which outlives
+// whatever JavaScript does with the original.
+int DupFd(Napi::Env env, double v, const char* what, const char* usage) {
+  if (v < 0 || v > 0x7fffffff || v != static_cast<int>(v)) ThrowUsage(env, usage);
   int fd = fcntl(static_cast<int>(v), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) ThrowErrno(env, "fcntl", std::string("F_DUPFD_CLOEXEC of the ") + what);
-  // The workers never block on a socket (a netns fd does not care).
+  return fd;
+}
+
+// A socket's, non-blocking: the workers never block on one.
+int DupSocket(Napi::Env env, double v, const char* what, const char* usage) {
+  int fd = DupFd(env, v, what, usage);
   int fl = fcntl(fd, F_GETFL);
-  if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  if (fl >= 0 && (fl & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   return fd;
 }
 
@@ -328,9 +335,9 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     if (fdv.IsNumber() == av.IsNumber() || !(nsv.IsNumber() || nsv.IsUndefined())) ThrowUsage(env, kOutboundUsage);
     uint32_t accepted = av.IsNumber() ? OptU32(o, "accepted", 0, 1, 0xffffffffu, kOutboundUsage) : 0;
     double ns = nsv.IsUndefined() ? -1 : nsv.As<Napi::Number>().DoubleValue();
-    if (ns >= 0) r.netns = Fd(DupFd(env, ns, "netns fd"));
+    if (ns >= 0) r.netns = Fd(DupFd(env, ns, "netns fd", kOutboundUsage));
     r.pod = accepted != 0 ? TakeAccepted(env, engine, accepted)
-                          : Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "pod socket"));
+                          : Fd(DupSocket(env, fdv.As<Napi::Number>().DoubleValue(), "pod socket", kOutboundUsage));
     engine.Outbound(std::move(r));
     return env.Undefined();
   }
@@ -354,7 +361,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     r.trust_domain = Str(o, "trustDomain", usage);
     Napi::Value fdv = o.Get("fd");
     if (!fdv.IsNumber()) ThrowUsage(env, usage);
-    r.conn = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "15008 socket"));
+    r.conn = Fd(DupSocket(env, fdv.As<Napi::Number>().DoubleValue(), "15008 socket", usage));
     engine.Inbound(std::move(r));
     return env.Undefined();
   }
@@ -405,11 +412,11 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
       Napi::Value nsv = d.Get("netns");
       if (!nsv.IsUndefined()) {
         if (!nsv.IsNumber()) ThrowUsage(env, usage);
-        dial.netns = Fd(DupFd(env, nsv.As<Napi::Number>().DoubleValue(), "netns fd"));
+        dial.netns = Fd(DupFd(env, nsv.As<Napi::Number>().DoubleValue(), "netns fd", usage));
       }
     } else if (a.status == 200) {
       if (!fdv.IsNumber()) ThrowUsage(env, usage);
-      a.upstream = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "upstream socket"));
+      a.upstream = Fd(DupSocket(env, fdv.As<Napi::Number>().DoubleValue(), "upstream socket", usage));
     }
     engine.Respond(std::move(a));
     return env.Undefined();
@@ -473,7 +480,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     r.listener = OptU32(o, "listener", 0, 0, 0xffffffffu, usage);
     Napi::Value fdv = o.Get("fd");
     if (!fdv.IsNumber()) ThrowUsage(env, usage);
-    r.fd = Fd(DupFd(env, fdv.As<Napi::Number>().DoubleValue(), "listening socket"));
+    r.fd = Fd(DupSocket(env, fdv.As<Napi::Number>().DoubleValue(), "listening socket", usage));
     engine.Listen(std::move(r));
     return env.Undefined();
   }

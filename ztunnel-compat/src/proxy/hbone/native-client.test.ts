@@ -681,3 +681,19 @@ test('a listener closed right after it was handed over (the same batch for the w
     engine.close();
   }
 });
+
+test('a bad descriptor is refused with the usage of the call it was passed to', { skip }, () => {
+  const engine = createHboneEngine({ workers: 1 }, () => undefined);
+  try {
+    const fds = openFds();
+    assert.throws(() => { engine.listen({ listener: 1, fd: -1 }); }, { code: 'ERR_INVALID_ARG_TYPE', message: /^Usage: engine\.listen\(/ });
+    assert.throws(() => { engine.answer({ session: 1, stream: 1, status: 200, fd: 1.5 }); }, { code: 'ERR_INVALID_ARG_TYPE', message: /^Usage: engine\.answer\(/ });
+    assert.throws(
+      () => { engine.answer({ session: 1, stream: 1, status: 200, dial: { address: '127.0.0.1', port: 1, netns: -3 } }); },
+      { code: 'ERR_INVALID_ARG_TYPE', message: /^Usage: engine\.answer\(/ },
+    );
+    assert.equal(openFds(), fds, 'nothing was dup\'d and kept');
+  } finally {
+    engine.close();
+  }
+});

@@ -19,6 +19,13 @@ export interface HboneEngineOptions {
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
   /**
+   * Streams a pooled connection opens in its life; then it leaves the pool
+   * (GOAWAY) and closes with its last stream. Default 2^30, every client
+   * stream id HTTP/2 has: a connection that ran out would refuse every
+   * later tunnel.
+   */
+  streamsPerConnection?: number;
+  /**
    * Carry outbound tunnels on the kernel module (kmod/) over kTLS, one
    * connection per tunnel, bytes paired with splice(). Set only when the
    * probe found the module and kTLS (accel/kmod.ts); a socket that will not

@@ -31,7 +31,8 @@ namespace {
 
 constexpr const char* kCtorUsage =
     "new HboneEngine(options: { workers?: number, maxStreams?: number, idleTimeoutMs?: number, "
-    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, kmod?: boolean }, "
+    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, streamsPerConnection?: number, "
+    "kmod?: boolean }, "
     "onEvents: (events: object[]) => void)";
 constexpr const char* kOutboundUsage =
     "engine.outbound({ id: number, fd: number (or accepted: number), credential: number, poolKey: string, "
@@ -159,6 +160,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     l.connect_timeout_ms = OptU32(o, "connectTimeoutMs", l.connect_timeout_ms, 1, 0x7fffffff, kCtorUsage);
     l.ping_interval_ms = OptU32(o, "pingIntervalMs", l.ping_interval_ms, 1, 0x7fffffff, kCtorUsage);
     l.ping_timeout_ms = OptU32(o, "pingTimeoutMs", l.ping_timeout_ms, 1, 0x7fffffff, kCtorUsage);
+    l.streams_per_connection = OptU32(o, "streamsPerConnection", l.streams_per_connection, 1, 1u << 30, kCtorUsage);
     Napi::Value km = o.Get("kmod");
     if (!km.IsUndefined() && !km.IsBoolean()) ThrowUsage(env, kCtorUsage);
     l.kmod = km.IsBoolean() && km.As<Napi::Boolean>().Value();

@@ -158,6 +158,10 @@ struct Limits {
   uint32_t connect_timeout_ms = 10000;
   uint32_t ping_interval_ms = 10000;
   uint32_t ping_timeout_ms = 20000;
+  // Streams a pooled connection opens in its life: then it leaves the pool
+  // and ends with its last stream. The default is every client stream id
+  // HTTP/2 has (odd, 31 bits); past them nghttp2 refuses to open more.
+  uint32_t streams_per_connection = 1u << 30;
   // Carry outbound tunnels on the kernel module over kTLS (ktls.h); TypeScript
   // sets it when its probe found the module and kTLS.
   bool kmod = false;

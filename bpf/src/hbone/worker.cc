@@ -1295,6 +1295,7 @@ void Session::Open(OutboundRequest req) {
   st->sid = sid;
   streams.emplace(sid, st);
   active++;
+  if (++opened_ >= w_->engine()->limits().streams_per_connection) retiring_ = true;
   MarkDirty();
 }
 
@@ -1366,6 +1367,13 @@ int Session::WriteFrame(const uint8_t* frame, size_t n, bool* blocked) {
 void Session::Flush() {
   dirty = false;
   if (state_ != kSettings && state_ != kReady) return;
+  if (retiring_ && usable) {
+    // Its streams run on (no GOAWAY yet: a server that got one before the
+    // last stream's HEADERS would refuse it); new tunnels get a new
+    // connection. Tick ends it once they are done.
+    usable = false;
+    w_->Unpool(this);
+  }
   // What the socket did not take last time goes first.
   if (out_off_ < out_.size() && !DrainOut()) return;
   out_.clear();
@@ -1431,6 +1439,13 @@ void Session::Tick(uint64_t now) {
                 " ms (maybe a NetworkPolicy is blocking HBONE port " +
                 std::to_string(ntohs(reinterpret_cast<const sockaddr_in*>(&upstream_)->sin_port)) + ")");
     }
+    return;
+  }
+  if (!server_ && retiring_ && !usable && active == 0) {
+    // Its streams are done: it ends as an idle one does.
+    retiring_ = false;
+    nghttp2_session_terminate_session(h2, NGHTTP2_NO_ERROR);
+    MarkDirty();
     return;
   }
   if (!server_ && usable && active == 0 && now - idle_since_ >= l.idle_ms) {

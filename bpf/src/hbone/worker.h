@@ -181,7 +181,7 @@ class Session : public Handler {
   void OnEvents(uint32_t events) override;
   void Unlink() override;
 
-  bool CanTake() const { return state_ == kReady && usable && active < limit; }
+  bool CanTake() const { return state_ == kReady && usable && !retiring_ && active < limit; }
   void Open(OutboundRequest req);
   // Ends the session now: every stream on it ends with `why`.
   void Close(const char* flag, const std::string& why);
@@ -245,6 +245,11 @@ class Session : public Handler {
   bool paused_ = false;
   uint64_t deadline_ = 0, idle_since_ = 0, ping_sent_ = 0, last_ping_ = 0;
   bool became_ready_ = false, goaway_ = false, goaway_sent_ = false;
+  // Outbound: it has opened its streams_per_connection. Flush takes it out
+  // of the pool (Open runs inside the pool's loops), Tick ends it when its
+  // streams are done.
+  bool retiring_ = false;
+  uint32_t opened_ = 0;
   bool server_ = false;
   uint32_t session_id_ = 0;
   std::string trust_domain_;

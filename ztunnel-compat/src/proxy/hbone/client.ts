@@ -58,7 +58,16 @@ export interface HboneClientOptions extends HboneTlsOptions {
   /** TCP + TLS + SETTINGS must complete within this. Default 10 s. */
   connectTimeoutMs?: number;
   keepalive?: KeepaliveOptions;
+  /**
+   * Streams a session opens in its life; then it leaves the pool and closes
+   * with its last stream. Default STREAM_IDS_PER_CONNECTION: past it Node
+   * fails every request on the session (ERR_HTTP2_OUT_OF_STREAMS).
+   */
+  streamsPerConnection?: number;
 }
+
+/** Client stream ids in HTTP/2: odd, 31 bits. */
+export const STREAM_IDS_PER_CONNECTION = 2 ** 30;
 
 /** A tunnel and the CONNECT response headers (the peer's `baggage`, for metrics labels). */
 export interface OpenedTunnel {
@@ -73,6 +82,8 @@ interface PooledSession {
   readonly key: string;
   readonly limit: number;
   active: number;
+  /** Streams it has opened in its life. */
+  opened: number;
   usable: boolean;
   idleTimer: NodeJS.Timeout | undefined;
 }
@@ -98,6 +109,7 @@ export class HboneClient {
   readonly #opts: HboneClientOptions;
   readonly #maxStreams: number;
   readonly #idleMs: number;
+  readonly #streamsPerConnection: number;
   readonly #entries = new Map<string, PoolEntry>();
   readonly #all = new Set<PooledSession>();
   #closed = false;
@@ -106,6 +118,7 @@ export class HboneClient {
     this.#opts = opts;
     this.#maxStreams = opts.maxStreams ?? POOL_MAX_STREAMS;
     this.#idleMs = opts.idleTimeoutMs ?? 5 * 60_000;
+    this.#streamsPerConnection = opts.streamsPerConnection ?? STREAM_IDS_PER_CONNECTION;
   }
 
   /** Live sessions (pooled or draining). */
@@ -154,6 +167,8 @@ export class HboneClient {
       this.#release(ps);
       throw new HboneError(HboneErrorCode.STREAM, 'CONNECT', `cannot open a stream: ${(err as Error).message}`, { cause: err });
     }
+    // Its last stream: out of the pool, it closes when its streams are done (#release).
+    if (++ps.opened >= this.#streamsPerConnection) this.#drop(ps);
     stream.once('close', () => { this.#release(ps); });
     return new Promise<OpenedTunnel>((resolve, reject) => {
       const onResponse = (headers: IncomingHttpHeaders): void => {
@@ -358,7 +373,7 @@ export class HboneClient {
           clearTimeout(timer);
           const peerMax = settings.maxConcurrentStreams ?? Number.MAX_SAFE_INTEGER;
           const ps: PooledSession = {
-            session: s, socket: sock, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, usable: true, idleTimer: undefined,
+            session: s, socket: sock, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, opened: 0, usable: true, idleTimer: undefined,
           };
           this.#adopt(ps);
           resolve(ps);

@@ -375,6 +375,37 @@ test('a second pooled connection opens when maxStreams is reached', { skip }, as
   }
 });
 
+test('a pooled connection that has opened streamsPerConnection streams leaves the pool; its tunnels finish, then it closes', { skip }, async () => {
+  const few = new NativeHboneClient({ workers: 1, streamsPerConnection: 2 });
+  const local = await startServer(c.server);
+  try {
+    const r = req({ poolKey: 'streams-per-connection', upstream: { ip: '127.0.0.1', port: local.port }, authority: `127.0.0.1:${local.echo.port}` });
+    const a = await podPair();
+    const ta = await few.open(a.pod, r);
+    const b = await podPair();
+    const tb = await few.open(b.pod, r);
+    assert.equal(few.stats().sessionsOpened, 1, 'the first two tunnels share a connection');
+    const d = await podPair();
+    const td = await few.open(d.pod, r);
+    assert.equal(few.stats().sessionsOpened, 2, 'the third takes a new one');
+    // The first connection's tunnels run on after it left the pool.
+    assert.equal((await roundTrip(a.app, Buffer.from('first'), ta)).bytes, 5);
+    assert.equal((await roundTrip(b.app, Buffer.from('second'), tb)).bytes, 6);
+    await waitFor(() => few.stats().sessionsLive === 1 && local.server.sessionCount === 1, 3000);
+    // The second connection has one stream left for a fourth tunnel.
+    const e = await podPair();
+    const te = await few.open(e.pod, r);
+    assert.equal(few.stats().sessionsOpened, 2);
+    assert.equal((await roundTrip(d.app, Buffer.from('third'), td)).bytes, 5);
+    assert.equal((await roundTrip(e.app, Buffer.from('fourth'), te)).bytes, 6);
+    await waitFor(() => few.stats().sessionsLive === 0 && local.server.sessionCount === 0, 3000);
+    for (const p of [a, b, d, e]) p.app.destroy();
+  } finally {
+    few.close();
+    await local.close().catch(() => undefined);
+  }
+});
+
 test('a connection without streams is released after idleTimeoutMs; a GOAWAY takes one out of the pool', { skip }, async () => {
   const idle = new NativeHboneClient({ workers: 1, idleTimeoutMs: 100 });
   const local = await startServer(c.server);

@@ -233,6 +233,30 @@ test('a session that receives GOAWAY leaves the pool; the next connect opens a n
   }
 });
 
+test('a session that has opened streamsPerConnection streams leaves the pool; its tunnels finish, then it closes', async () => {
+  const client = new HboneClient({ streamsPerConnection: 2 });
+  const local = await startServer(c.server);
+  try {
+    const r = { ...req('spc'), upstream: { ip: '127.0.0.1', port: local.port }, authority: `127.0.0.1:${local.echo.port}` };
+    const a = await client.connect(r);
+    const b = await client.connect(r);
+    assert.equal(client.sessionsFor('spc'), 0, 'its second stream took the first session out of the pool');
+    assert.equal(client.sessionCount, 1);
+    const d = await client.connect(r);
+    assert.equal(client.sessionCount, 2, 'the third tunnel has a new session');
+    // The first session's tunnels run on, then it closes.
+    assert.deepEqual(await Promise.all([echoOnce(a, 'a'), echoOnce(b, 'b')]), ['a', 'b']);
+    await waitFor(() => client.sessionCount === 1 && local.server.sessionCount === 1, 3000);
+    const e = await client.connect(r);
+    assert.equal(client.sessionCount, 1, 'the fourth fits on the second session');
+    assert.deepEqual(await Promise.all([echoOnce(d, 'd'), echoOnce(e, 'e')]), ['d', 'e']);
+    await waitFor(() => client.sessionCount === 0 && local.server.sessionCount === 0, 3000);
+  } finally {
+    await client.close();
+    await local.close().catch(() => undefined);
+  }
+});
+
 test('an idle session is released after idleTimeoutMs', async () => {
   const client = new HboneClient({ idleTimeoutMs: 100 });
   try {

@@ -26,6 +26,11 @@ export interface HboneEngineOptions {
    */
   streamsPerConnection?: number;
   /**
+   * TLS records a connection sends under one key before a KeyUpdate.
+   * Default 2^23, under AES-GCM's limit of 2^24.5 (RFC 8446, 5.5).
+   */
+  keyUpdateRecords?: number;
+  /**
    * Carry outbound tunnels on the kernel module (kmod/) over kTLS, one
    * connection per tunnel, bytes paired with splice(). Set only when the
    * probe found the module and kTLS (accel/kmod.ts); a socket that will not
@@ -148,6 +153,8 @@ export interface HboneEngineStats {
   workers: number;
   sessionsOpened: number;
   sessionsLive: number;
+  /** KeyUpdates the engine's connections sent. */
+  keyUpdates: number;
   streamsLive: number;
   bytesSent: number;
   bytesRecv: number;

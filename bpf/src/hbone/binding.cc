@@ -31,7 +31,7 @@ namespace {
 
 constexpr const char* kCtorUsage =
     "new HboneEngine(options: { workers?: number, maxStreams?: number, idleTimeoutMs?: number, "
-    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, streamsPerConnection?: number, "
+    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, streamsPerConnection?: number, keyUpdateRecords?: number, "
     "kmod?: boolean }, "
     "onEvents: (events: object[]) => void)";
 constexpr const char* kOutboundUsage =
@@ -161,6 +161,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     l.ping_interval_ms = OptU32(o, "pingIntervalMs", l.ping_interval_ms, 1, 0x7fffffff, kCtorUsage);
     l.ping_timeout_ms = OptU32(o, "pingTimeoutMs", l.ping_timeout_ms, 1, 0x7fffffff, kCtorUsage);
     l.streams_per_connection = OptU32(o, "streamsPerConnection", l.streams_per_connection, 1, 1u << 30, kCtorUsage);
+    l.key_update_records = OptU32(o, "keyUpdateRecords", l.key_update_records, 1, 1u << 24, kCtorUsage);
     Napi::Value km = o.Get("kmod");
     if (!km.IsUndefined() && !km.IsBoolean()) ThrowUsage(env, kCtorUsage);
     l.kmod = km.IsBoolean() && km.As<Napi::Boolean>().Value();
@@ -521,6 +522,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     o.Set("workers", engine_->workers());
     o.Set("sessionsOpened", static_cast<double>(c.sessions_opened.load()));
     o.Set("sessionsLive", static_cast<double>(c.sessions_live.load()));
+    o.Set("keyUpdates", static_cast<double>(c.key_updates.load()));
     o.Set("streamsLive", static_cast<double>(c.streams_live.load()));
     o.Set("bytesSent", static_cast<double>(c.bytes_sent.load()));
     o.Set("bytesRecv", static_cast<double>(c.bytes_recv.load()));

@@ -162,6 +162,11 @@ struct Limits {
   // and ends with its last stream. The default is every client stream id
   // HTTP/2 has (odd, 31 bits); past them nghttp2 refuses to open more.
   uint32_t streams_per_connection = 1u << 30;
+  // TLS records a connection sends under one key before it updates its keys
+  // (KeyUpdate). AES-GCM's confidentiality limit in TLS 1.3 is 2^24.5 full
+  // records (RFC 8446, 5.5); OpenSSL does not update by itself, rustls
+  // (ztunnel) does as it nears the limit.
+  uint32_t key_update_records = 1u << 23;
   // Carry outbound tunnels on the kernel module over kTLS (ktls.h); TypeScript
   // sets it when its probe found the module and kTLS.
   bool kmod = false;
@@ -170,6 +175,7 @@ struct Limits {
 struct Counters {
   std::atomic<uint64_t> sessions_opened{0};
   std::atomic<uint64_t> sessions_live{0};
+  std::atomic<uint64_t> key_updates{0};
   std::atomic<uint64_t> streams_live{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_recv{0};

@@ -1306,6 +1306,7 @@ int Session::WriteTls(const uint8_t* p, size_t n, size_t* written) {
     int w = SSL_write(ssl_, p + *written, static_cast<int>(n - *written));
     if (w > 0) {
       *written += static_cast<size_t>(w);
+      records_ += (static_cast<uint64_t>(w) + kRecord - 1) / kRecord;
       continue;
     }
     int err = SSL_get_error(ssl_, w);
@@ -1318,7 +1319,20 @@ int Session::WriteTls(const uint8_t* p, size_t n, size_t* written) {
     Close("-", why + " (" + Target() + ")");
     return -1;
   }
+  MaybeUpdateKeys();
   return 1;
+}
+
+void Session::MaybeUpdateKeys() {
+  if (records_ < w_->engine()->limits().key_update_records) return;
+  // Between writes only: OpenSSL takes no key update while a write waits.
+  if (SSL_get_key_update_type(ssl_) != SSL_KEY_UPDATE_NONE) return;
+  if (SSL_key_update(ssl_, SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
+    ClearErrors();
+    return;
+  }
+  records_ = 0;
+  w_->engine()->counters().key_updates++;
 }
 
 bool Session::DrainOut() {

@@ -228,6 +228,9 @@ class Session : public Handler {
   int WriteTls(const uint8_t* p, size_t n, size_t* written);
   // out_ from out_off_; false when blocked or closed.
   bool DrainOut();
+  // After a whole write: a KeyUpdate, with the next write, once this key
+  // has sent key_update_records.
+  void MaybeUpdateKeys();
   std::string Target() const;
 
   Worker* w_;
@@ -250,6 +253,9 @@ class Session : public Handler {
   // streams are done.
   bool retiring_ = false;
   uint32_t opened_ = 0;
+  // TLS records sent under the current key (an upper bound: a write's bytes
+  // in whole records).
+  uint64_t records_ = 0;
   bool server_ = false;
   uint32_t session_id_ = 0;
   std::string trust_domain_;

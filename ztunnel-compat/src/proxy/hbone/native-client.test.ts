@@ -113,6 +113,23 @@ test('a native tunnel moves 8 MiB both ways intact; the JS server sees our ident
   app.destroy();
 });
 
+test('a connection updates its TLS keys every keyUpdateRecords records it sends; the JS server (Node\'s TLS) reads on', { skip }, async () => {
+  const rekeying = new NativeHboneClient({ workers: 1, keyUpdateRecords: 16 });
+  try {
+    const data = randomBytes(4 * 1024 * 1024);
+    const { app, pod } = await podPair();
+    const tunnel = await rekeying.open(pod, req({ poolKey: 'key-update' }));
+    const got = await roundTrip(app, data, tunnel);
+    assert.equal(got.bytes, data.length);
+    assert.equal(got.hash, createHash('sha256').update(data).digest('hex'));
+    // 4 MiB out is 256 full records at least: one update per 16.
+    assert.ok(rekeying.stats().keyUpdates >= 8, `key updates: ${rekeying.stats().keyUpdates}`);
+    app.destroy();
+  } finally {
+    rekeying.close();
+  }
+});
+
 test('bytes the app sent before the hand-over, and its FIN, go through', { skip }, async () => {
   const { app, pod } = await podPair();
   app.end('early bytes');

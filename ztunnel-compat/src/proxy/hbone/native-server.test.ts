@@ -388,6 +388,26 @@ test('a dial that does not connect within the connect timeout is a 503 that says
   }
 });
 
+test('the server updates its TLS keys every keyUpdateRecords records it sends; Node\'s TLS client reads on', { skip }, async () => {
+  const rekeying = new NativeHboneClient({ workers: 1, keyUpdateRecords: 16 });
+  const own = new NativeHboneServer(rekeying, c.server, { handler: () => connectUpstream(echo.port) });
+  const l = createNetServer((s) => { own.accept(s); });
+  await new Promise<void>((resolve) => { l.listen(0, '127.0.0.1', resolve); });
+  try {
+    const data = randomBytes(4 * 1024 * 1024);
+    const tunnel = await client.connect({ ...req(), upstream: { ip: '127.0.0.1', port: (l.address() as AddressInfo).port } });
+    const got = await roundTrip(tunnel, data);
+    assert.equal(got.bytes, data.length);
+    assert.equal(got.hash, createHash('sha256').update(data).digest('hex'));
+    // 4 MiB back is 256 full records at least: one update per 16.
+    assert.ok(rekeying.stats().keyUpdates >= 8, `key updates: ${rekeying.stats().keyUpdates}`);
+  } finally {
+    own.destroy();
+    await new Promise<void>((resolve) => { l.close(() => { resolve(); }); });
+    rekeying.close();
+  }
+});
+
 test('no fd is left behind across 300 dialled tunnels', { skip }, async () => {
   handler = dialing(echo.port);
   try {

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
-import type { AddressInfo, Server } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { closeSync } from 'node:fs';
@@ -388,7 +388,7 @@ test('a dial that does not connect within the connect timeout is a 503 that says
   }
 });
 
-test('the server updates its TLS keys every keyUpdateRecords records it sends; Node\'s TLS client reads on', { skip }, async () => {
+test('the server updates its TLS keys every keyUpdateRecords records it sends; Node\'s TLS client, and an engine client updating its own, read on', { skip }, async () => {
   const rekeying = new NativeHboneClient({ workers: 1, keyUpdateRecords: 16 });
   const own = new NativeHboneServer(rekeying, c.server, { handler: () => connectUpstream(echo.port) });
   const l = createNetServer((s) => { own.accept(s); });
@@ -401,6 +401,23 @@ test('the server updates its TLS keys every keyUpdateRecords records it sends; N
     assert.equal(got.hash, createHash('sha256').update(data).digest('hex'));
     // 4 MiB back is 256 full records at least: one update per 16.
     assert.ok(rekeying.stats().keyUpdates >= 8, `key updates: ${rekeying.stats().keyUpdates}`);
+
+    // Engine to engine, both updating: each side's reads follow the other's KeyUpdates.
+    const pods = createNetServer({ allowHalfOpen: true });
+    await new Promise<void>((resolve) => { pods.listen(0, '127.0.0.1', resolve); });
+    const accepted = new Promise<Socket>((resolve) => { pods.once('connection', resolve); });
+    const app = netConnect({ host: '127.0.0.1', port: (pods.address() as AddressInfo).port, allowHalfOpen: true });
+    const pod = await accepted;
+    pods.close();
+    const before = rekeying.stats().keyUpdates;
+    const native = await rekeying.open(pod, { ...req(), upstream: { ip: '127.0.0.1', port: (l.address() as AddressInfo).port } });
+    const back = await roundTrip(app, data);
+    assert.equal(back.bytes, data.length);
+    assert.equal(back.hash, createHash('sha256').update(data).digest('hex'));
+    await native.done;
+    // Both directions now: the client's 4 MiB out and the server's 4 MiB back.
+    assert.ok(rekeying.stats().keyUpdates - before >= 16, `key updates: ${rekeying.stats().keyUpdates - before}`);
+    app.destroy();
   } finally {
     own.destroy();
     await new Promise<void>((resolve) => { l.close(() => { resolve(); }); });

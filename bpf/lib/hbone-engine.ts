@@ -19,10 +19,10 @@ export interface HboneEngineOptions {
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
   /**
-   * Streams a pooled connection opens in its life; then it leaves the pool
-   * (GOAWAY) and closes with its last stream. Default 2^30, every client
-   * stream id HTTP/2 has: a connection that ran out would refuse every
-   * later tunnel.
+   * Streams a pooled connection opens in its life; then it leaves the pool,
+   * and closes (GOAWAY) once its last stream has ended. Default 2^30, every
+   * client stream id HTTP/2 has: a connection that ran out would refuse
+   * every later tunnel.
    */
   streamsPerConnection?: number;
   /**

@@ -31,8 +31,8 @@ namespace {
 
 constexpr const char* kCtorUsage =
     "new HboneEngine(options: { workers?: number, maxStreams?: number, idleTimeoutMs?: number, "
-    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, streamsPerConnection?: number, keyUpdateRecords?: number, "
-    "kmod?: boolean }, "
+    "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, "
+    "streamsPerConnection?: number, keyUpdateRecords?: number, kmod?: boolean }, "
     "onEvents: (events: object[]) => void)";
 constexpr const char* kOutboundUsage =
     "engine.outbound({ id: number, fd: number (or accepted: number), credential: number, poolKey: string, "

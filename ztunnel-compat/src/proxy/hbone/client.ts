@@ -167,8 +167,6 @@ export class HboneClient {
       this.#release(ps);
       throw new HboneError(HboneErrorCode.STREAM, 'CONNECT', `cannot open a stream: ${(err as Error).message}`, { cause: err });
     }
-    // Its last stream: out of the pool, it closes when its streams are done (#release).
-    if (++ps.opened >= this.#streamsPerConnection) this.#drop(ps);
     stream.once('close', () => { this.#release(ps); });
     return new Promise<OpenedTunnel>((resolve, reject) => {
       const onResponse = (headers: IncomingHttpHeaders): void => {
@@ -244,6 +242,9 @@ export class HboneClient {
       for (const ps of entry.sessions) {
         if (ps.usable && ps.active < ps.limit) {
           ps.active++;
+          // Counted as it is taken (takers may be several before their requests):
+          // the last stream id leaves the pool, and it closes when its streams end (#release).
+          if (++ps.opened >= this.#streamsPerConnection) this.#drop(ps);
           if (ps.idleTimer !== undefined) {
             clearTimeout(ps.idleTimer);
             ps.idleTimer = undefined;

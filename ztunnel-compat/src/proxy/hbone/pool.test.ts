@@ -252,8 +252,20 @@ test('a session that has opened streamsPerConnection streams leaves the pool; it
     assert.deepEqual(await Promise.all([echoOnce(d, 'd'), echoOnce(e, 'e')]), ['d', 'e']);
     await waitFor(() => client.sessionCount === 0 && local.server.sessionCount === 0, 3000);
   } finally {
-    await client.close();
+    await client.close(1000); // a failed assertion leaves tunnels open: never wait on them
     await local.close().catch(() => undefined);
+  }
+});
+
+test('concurrent connects count against streamsPerConnection as they take a session, not as they send', async () => {
+  const client = new HboneClient({ streamsPerConnection: 2 });
+  try {
+    // All three wait for the one session being opened, then take it together.
+    const tunnels = await Promise.all([0, 1, 2].map(() => client.connect(req('spc-concurrent'))));
+    assert.equal(client.sessionCount, 2, 'two on the first session, the third on a second');
+    assert.deepEqual(await Promise.all(tunnels.map((t, i) => echoOnce(t, `t${i}`))), ['t0', 't1', 't2']);
+  } finally {
+    await client.close(1000); // a failed assertion leaves tunnels open: never wait on them
   }
 });
 

@@ -390,12 +390,11 @@ test('a dial that does not connect within the connect timeout is a 503 that says
 
 test('the server updates its TLS keys every keyUpdateRecords records it sends; Node\'s TLS client, and an engine client updating its own, read on', { skip }, async () => {
   const rekeying = new NativeHboneClient({ workers: 1, keyUpdateRecords: 16 });
-  const own = new NativeHboneServer(rekeying, c.server, { handler: () => connectUpstream(echo.port) });
-  const l = createNetServer((s) => { own.accept(s); });
-  await new Promise<void>((resolve) => { l.listen(0, '127.0.0.1', resolve); });
+  const own = await ownServer(c.server, {}, rekeying);
+  const upstream = { ip: '127.0.0.1', port: own.port };
   try {
     const data = randomBytes(4 * 1024 * 1024);
-    const tunnel = await client.connect({ ...req(), upstream: { ip: '127.0.0.1', port: (l.address() as AddressInfo).port } });
+    const tunnel = await client.connect({ ...req(), upstream });
     const got = await roundTrip(tunnel, data);
     assert.equal(got.bytes, data.length);
     assert.equal(got.hash, createHash('sha256').update(data).digest('hex'));
@@ -410,7 +409,7 @@ test('the server updates its TLS keys every keyUpdateRecords records it sends; N
     const pod = await accepted;
     pods.close();
     const before = rekeying.stats().keyUpdates;
-    const native = await rekeying.open(pod, { ...req(), upstream: { ip: '127.0.0.1', port: (l.address() as AddressInfo).port } });
+    const native = await rekeying.open(pod, { ...req(), upstream });
     const back = await roundTrip(app, data);
     assert.equal(back.bytes, data.length);
     assert.equal(back.hash, createHash('sha256').update(data).digest('hex'));
@@ -419,8 +418,7 @@ test('the server updates its TLS keys every keyUpdateRecords records it sends; N
     assert.ok(rekeying.stats().keyUpdates - before >= 16, `key updates: ${rekeying.stats().keyUpdates - before}`);
     app.destroy();
   } finally {
-    own.destroy();
-    await new Promise<void>((resolve) => { l.close(() => { resolve(); }); });
+    await own.close();
     rekeying.close();
   }
 });
@@ -435,9 +433,9 @@ test('no fd is left behind across 300 dialled tunnels', { skip }, async () => {
   }
 });
 
-/** A server of its own on the shared engine, for tests that close it or give it certificates. */
-async function ownServer(cert: WorkloadCertificate | CertificateSource, opts: Partial<HboneServerOptions> = {}): Promise<{ server: NativeHboneServer; port: number; close: () => Promise<void> }> {
-  const own = new NativeHboneServer(engine, cert, { handler: () => connectUpstream(echo.port), ...opts });
+/** A server of its own (on the shared engine unless given one), for tests that close it or give it certificates or limits. */
+async function ownServer(cert: WorkloadCertificate | CertificateSource, opts: Partial<HboneServerOptions> = {}, on: NativeHboneClient = engine): Promise<{ server: NativeHboneServer; port: number; close: () => Promise<void> }> {
+  const own = new NativeHboneServer(on, cert, { handler: () => connectUpstream(echo.port), ...opts });
   const l = createNetServer((s) => { own.accept(s); });
   await new Promise<void>((resolve) => { l.listen(0, '127.0.0.1', resolve); });
   return {

@@ -33,6 +33,27 @@ test('add gives each value a key of its own, never one in use; the key removes i
   assert.equal(t.size, 2);
 });
 
+test('add goes round its keys past one held all along, and refuses more than it has', () => {
+  const t = new ChurnTable<{ n: number }>(4);
+  const held = t.add({ n: -1 }); // a connection that stays open
+  const seen = new Set<number>();
+  for (let n = 0; n < 20; n++) {
+    const k = t.add({ n });
+    assert.notEqual(k, held, `add ${n} gave the held key`);
+    assert.ok(k >= 1 && k <= 4, `key ${k} is out of 1…4`);
+    seen.add(k);
+    assert.equal(t.get(k)?.n, n);
+    t.delete(k);
+  }
+  assert.deepEqual([...seen].sort(), [2, 3, 4]); // went round, more than once
+  assert.equal(t.get(held)?.n, -1);
+  for (let n = 0; n < 3; n++) t.add({ n });
+  assert.throws(() => t.add({ n: 3 }), /at most 4 keys/);
+  assert.equal(t.size, 4);
+  t.delete(held);
+  assert.equal(t.add({ n: 4 }), held); // free again, so given again
+});
+
 test('a churn table under the churn of a proxy (16 in flight, 100,000 through) ends empty and keeps its count', () => {
   const t = new ChurnTable<number>();
   const inFlight: number[] = [];

@@ -10,13 +10,21 @@
 // 90 MB between full GCs). Object properties do not do that. Values are
 // never undefined (that is how a missing key reads).
 
-// Keys 1 … 2^31 - 1, then round again (skipping those still in use).
-const after = (key: number): number => (key >= 0x7fff_ffff ? 1 : key + 1);
+// Keys 1 … 2^31 - 1 (small integers, which the native engine takes as
+// uint32), then round again, skipping those still in use: an entry may
+// outlive billions of others (a connection open for weeks on a busy node).
+export const LAST_KEY = 0x7fff_ffff;
 
 export class ChurnTable<V extends object | string | number | boolean | bigint | symbol> {
   #entries: Record<number, V> = Object.create(null) as Record<number, V>;
   #size = 0;
   #next = 1;
+  readonly #last: number;
+
+  /** `lastKey` (default LAST_KEY) is the largest key add() gives; tests lower it to go round. */
+  constructor(lastKey = LAST_KEY) {
+    this.#last = lastKey;
+  }
 
   get size(): number {
     return this.#size;
@@ -37,11 +45,16 @@ export class ChurnTable<V extends object | string | number | boolean | bigint | 
 
   /** Adds `value` under a key of its own, which `delete` takes. */
   add(value: V): number {
+    if (this.#size >= this.#last) throw new RangeError(`a churn table holds at most ${this.#last} keys`);
     let key = this.#next;
-    while (this.#entries[key] !== undefined) key = after(key);
-    this.#next = after(key);
+    while (this.#entries[key] !== undefined) key = this.#after(key);
+    this.#next = this.#after(key);
     this.set(key, value);
     return key;
+  }
+
+  #after(key: number): number {
+    return key >= this.#last ? 1 : key + 1;
   }
 
   delete(key: number): boolean {

@@ -99,14 +99,16 @@ function failure(ev: HboneEngineEvent, authority: string): HboneError {
 
 export class NativeHboneClient {
   readonly #engine: HboneEngine;
-  /** Tunnels handed to the engine until their end, by id (a ChurnTable: one per connection). */
+  /**
+   * Tunnels handed to the engine until their end, by id (a ChurnTable: one
+   * per connection). The table gives the ids, never one still in use: a
+   * tunnel may stay open while billions of others come and go.
+   */
   readonly #pending = new ChurnTable<Pending & { authority: string }>();
   /** One credential per identity: a newer certificate replaces the older. */
   readonly #creds = new Map<string, Cred>();
-  /** Inbound sessions' event sinks (native-server.ts), by session id. */
-  readonly #sessions = new Map<number, (ev: HboneEngineEvent) => void>();
-  #nextId = 1;
-  #nextSession = 1;
+  /** Inbound sessions' and listeners' event sinks, by session id (given as the tunnels' are). */
+  readonly #sessions = new ChurnTable<(ev: HboneEngineEvent) => void>();
   #closed = false;
 
   constructor(opts: HboneEngineOptions = {}) {
@@ -218,12 +220,11 @@ export class NativeHboneClient {
     const credential = this.#credential(req.cert);
     const headers: string[] = [];
     for (const [k, v] of Object.entries(req.headers ?? {})) headers.push(k, v);
-    const id = this.#nextId;
-    this.#nextId = this.#nextId >= 0xffff_fffe ? 1 : this.#nextId + 1;
     let gone: () => void = () => undefined;
     const released = new Promise<void>((resolve) => { gone = resolve; });
+    let id = 0;
     const tunnel = new Promise<NativeTunnel>((resolve, reject) => {
-      this.#pending.set(id, { opened: resolve, failed: reject, ended: undefined, gone, authority: req.authority });
+      id = this.#pending.add({ opened: resolve, failed: reject, ended: undefined, gone, authority: req.authority });
     });
     try {
       this.#engine.outbound({
@@ -255,10 +256,7 @@ export class NativeHboneClient {
   }
 
   #openSession(sink: (ev: HboneEngineEvent) => void): number {
-    const id = this.#nextSession;
-    this.#nextSession = this.#nextSession >= 0xffff_fffe ? 1 : this.#nextSession + 1;
-    this.#sessions.set(id, sink);
-    return id;
+    return this.#sessions.add(sink);
   }
 
   /** For native-server.ts: the engine, credentials and event routing of inbound sessions. */

@@ -198,7 +198,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     }
   });
   let zds: ZdsClient | undefined;
-  const tcpMetrics = new TcpMetrics(metrics.registry);
+  const tcpMetrics = new TcpMetrics(metrics.registry, { evictAfterMs: config.statsEvictionMs });
   // The pod manager tells the kernel side about pods, which is built after it.
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
@@ -329,6 +329,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
         await hbone.close(1000);
         engine.client?.close();
         secrets.close();
+        tcpMetrics.close();
         await admin.close();
         log.info({ scope: 'app' }, 'skein stopped');
       })();

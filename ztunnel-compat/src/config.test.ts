@@ -122,3 +122,11 @@ test('TCP keepalive follows ztunnel: on, 180 s idle, 180 s between probes, 9 pro
     return true;
   });
 });
+
+test('SKEIN_STATS_EVICTION_INTERVAL: an hour by default, any duration, 0 to keep every series, a bad value refused', () => {
+  assert.equal(parseConfig({}).statsEvictionMs, 3_600_000);
+  assert.equal(parseConfig({ SKEIN_STATS_EVICTION_INTERVAL: '10m' }).statsEvictionMs, 600_000);
+  assert.equal(parseConfig({ SKEIN_STATS_EVICTION_INTERVAL: '0' }).statsEvictionMs, 0);
+  assert.throws(() => parseConfig({ SKEIN_STATS_EVICTION_INTERVAL: 'soon' }), (e: unknown) =>
+    e instanceof ConfigError && e.problems.some((p) => p.startsWith('SKEIN_STATS_EVICTION_INTERVAL:')));
+});

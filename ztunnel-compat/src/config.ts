@@ -89,6 +89,12 @@ export interface Config {
   dnsResolvConf: string;
   /** TCP keepalive on pod-side and upstream sockets (KEEPALIVE_*). */
   keepalive: KeepaliveConfig & { enabled: boolean };
+  /**
+   * SKEIN_STATS_EVICTION_INTERVAL: istio_tcp_* series of a label set with no
+   * open connection and nothing new for this long are dropped (0: kept for
+   * the daemon's life, as ztunnel keeps them). Default 1h.
+   */
+  statsEvictionMs: number;
 }
 
 /** ztunnel's SocketConfig keepalive_* (src/config.rs), in whole seconds as the kernel takes them. */
@@ -104,6 +110,9 @@ export interface KeepaliveConfig {
  */
 export const DEFAULT_KEEPALIVE: KeepaliveConfig = { timeSeconds: 180, intervalSeconds: 180, retries: 9 };
 
+/** An hour: well past any scrape interval and dashboard rate window. */
+export const DEFAULT_STATS_EVICTION_MS = 3_600_000;
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
   readonly code = 'SKEIN_CONFIG';
@@ -115,7 +124,7 @@ export class ConfigError extends Error {
 }
 
 /** The SKEIN_* variables Skein knows; any other is a typo, and an error. */
-export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_SAME_NODE', 'SKEIN_ADMIN_ADDRESS', 'SKEIN_DNS_RESOLV_CONF', 'SKEIN_HBONE_ENGINE'] as const;
+export const SKEIN_VARS = ['SKEIN_LOCAL_CA_DIR', 'SKEIN_LOCAL_CA_CERT', 'SKEIN_LOCAL_CA_KEY', 'SKEIN_KERNEL_FASTPATH', 'SKEIN_BPFFS_DIR', 'SKEIN_CGROUP_PATH', 'SKEIN_SAME_NODE', 'SKEIN_ADMIN_ADDRESS', 'SKEIN_DNS_RESOLV_CONF', 'SKEIN_HBONE_ENGINE', 'SKEIN_STATS_EVICTION_INTERVAL'] as const;
 
 const DEFAULT_ROOT = './var/run/secrets/istio/root-cert.pem';
 const DEFAULT_TOKEN = './var/run/secrets/tokens/istio-token';
@@ -221,6 +230,7 @@ export function parseConfig(env: Env): Config {
     dnsProxyPort: dnsProxyPort(meta.DNS_PROXY_ADDR, problems),
     dnsResolvConf: p.str('SKEIN_DNS_RESOLV_CONF') ?? '/etc/resolv.conf',
     keepalive: keepaliveConfig(p),
+    statsEvictionMs: p.duration('SKEIN_STATS_EVICTION_INTERVAL') ?? DEFAULT_STATS_EVICTION_MS,
   };
   if ((config.localCaCert === undefined) !== (config.localCaKey === undefined)) {
     problems.push('SKEIN_LOCAL_CA_CERT and SKEIN_LOCAL_CA_KEY: set both or neither');

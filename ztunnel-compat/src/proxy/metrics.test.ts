@@ -161,3 +161,73 @@ test("a pod IP dialled is labelled with the pod's service whose target port it i
   assert.equal(guessInboundService(services, server, 7000, 'admin.b.svc.cluster.local')?.hostname, 'admin.b.svc.cluster.local', 'Forwarded host= names it');
   assert.equal(guessInboundService(services, server, 8080, 'other.c.svc.cluster.local')?.hostname, 'web.b.svc.cluster.local', 'a host that is not one of its services is ignored');
 });
+
+/** Series (label sets) of istio_tcp_connections_opened_total in a scrape. */
+async function openedSeries(r: Registry): Promise<string[]> {
+  return (await r.metrics()).split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total{'));
+}
+
+test('a label set with no open connection and nothing new for the eviction interval leaves the scrape; one still open stays', async () => {
+  const r = new Registry();
+  let now = 0;
+  const m = new TcpMetrics(r, { evictAfterMs: 60_000, now: () => now });
+  const as = (sa: string): ConnectionFacts => facts({ sourceIdentity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: sa } });
+  const done = tcpLabels(as('job-1')); // a Job's pod: its name is never seen again
+  m.opened(done);
+  m.closed(done, 10, 20);
+  const held = tcpLabels(as('db-client')); // a connection open for days
+  m.opened(held);
+  assert.equal((await openedSeries(r)).length, 2);
+
+  now = 59_999;
+  assert.equal(m.evictIdle(), 0, 'not idle for the interval yet');
+  now = 60_000;
+  assert.equal(m.evictIdle(), 1);
+  const left = await openedSeries(r);
+  assert.equal(left.length, 1);
+  assert.match(left[0] ?? '', /sa\/db-client"/);
+  for (const name of ['closed_total', 'sent_bytes_total', 'received_bytes_total']) {
+    assert.doesNotMatch(await r.metrics(), new RegExp(`istio_tcp_[a-z_]*${name}\\{[^}]*sa/job-1"`), `${name} of the idle set is gone too`);
+  }
+  assert.equal(m.seriesCount, 1);
+
+  now = 10 * 60_000;
+  assert.equal(m.evictIdle(), 0, 'open: kept however long');
+  m.closed(held, 5, 5);
+  assert.equal(await sample(r, 'istio_tcp_connections_closed_total', 'sa/db-client"'), 1);
+  now += 60_000;
+  assert.equal(m.evictIdle(), 1, 'closed and idle for the interval: dropped');
+  assert.deepEqual(await openedSeries(r), []);
+  assert.equal(m.seriesCount, 0);
+
+  m.opened(done); // the same labels again: a new series from zero (a counter reset to Prometheus)
+  assert.equal(await sample(r, 'istio_tcp_connections_opened_total', 'sa/job-1"'), 1);
+  m.close();
+});
+
+test('activity keeps a label set; counts taken before its eviction are not added back; interval 0 evicts nothing', async () => {
+  const r = new Registry();
+  let now = 0;
+  const m = new TcpMetrics(r, { evictAfterMs: 1000, now: () => now });
+  const l = tcpLabels(facts());
+  for (let i = 0; i < 5; i++) {
+    m.opened(l);
+    m.closed(l, 1, 1);
+    now += 600; // less than the interval between connections
+    assert.equal(m.evictIdle(), 0);
+  }
+  assert.equal(await sample(r, 'istio_tcp_connections_opened_total', 'sa/client"'), 5);
+  m.opened(l);
+  m.closed(l, 1, 1); // counted, not scraped yet
+  now += 1000;
+  assert.equal(m.evictIdle(), 1);
+  assert.deepEqual(await openedSeries(r), [], 'what was waiting for the scrape went with the set');
+  m.close();
+
+  const kept = new TcpMetrics(new Registry(), { evictAfterMs: 0, now: () => now });
+  kept.opened(l);
+  kept.closed(l, 1, 1);
+  now += 365 * 86_400_000;
+  assert.equal(kept.evictIdle(), 0);
+  assert.equal(kept.seriesCount, 1);
+});

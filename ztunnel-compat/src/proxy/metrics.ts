@@ -135,14 +135,35 @@ export function guessInboundService(services: readonly Service[], destination: W
   });
 }
 
-/** What one label set gathered since the last scrape. */
-interface Tally {
+/** One label set: what it gathered since the last scrape, and whether it is still in use. */
+interface Series {
   labels: TcpLabels;
   opened: number;
   closed: number;
   failed: number;
   received: number;
   sent: number;
+  /** Has counts the next scrape has not taken yet (it is in the dirty list). */
+  dirty: boolean;
+  /** Connections opened under these labels and not yet closed. */
+  open: number;
+  /** When something last happened to it (TcpMetricsOptions.now). */
+  at: number;
+  /** Dropped by eviction (evictIdle then takes it out of the dirty list). */
+  gone: boolean;
+}
+
+export interface TcpMetricsOptions {
+  /**
+   * Drop a label set's series once no connection under it is open and
+   * nothing has happened to it for this long (SKEIN_STATS_EVICTION_INTERVAL;
+   * 0: never). Workload names and revisions change as pods come and go, and
+   * series kept for every one that ever was grow without bound (ztunnel's
+   * do: istio/ztunnel#1719). Checked every quarter of it.
+   */
+  evictAfterMs?: number;
+  /** A monotonic clock in ms. Tests pass their own and call evictIdle themselves: there is no timer then. */
+  now?: () => number;
 }
 
 /**
@@ -158,11 +179,17 @@ export class TcpMetrics {
   readonly #failed: Counter<(typeof TCP_LABELS)[number]>;
   readonly #sent: Counter<(typeof TCP_LABELS)[number]>;
   readonly #received: Counter<(typeof TCP_LABELS)[number]>;
-  readonly #pending = new Map<string, Tally>();
+  readonly #series = new Map<string, Series>();
+  #dirty: Series[] = [];
   readonly #keys = new WeakMap<TcpLabels, string>();
   readonly #sockets: Gauge<'reporter'>;
+  readonly #evictAfterMs: number;
+  readonly #now: () => number;
+  readonly #sweeper: NodeJS.Timeout | undefined;
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, opts: TcpMetricsOptions = {}) {
+    this.#evictAfterMs = opts.evictAfterMs ?? 0;
+    this.#now = opts.now ?? (() => performance.now());
     const registers = [registry];
     const labelNames = TCP_LABELS;
     // Each counter's collect flushes all five: the first one a scrape reads does the work.
@@ -176,6 +203,44 @@ export class TcpMetrics {
     this.#sockets = new Gauge({ name: 'istio_tcp_sockets_open', help: 'The current number of open TCP sockets (unstable)', labelNames: ['reporter'], registers });
     this.#sockets.set({ reporter: 'source' }, 0);
     this.#sockets.set({ reporter: 'destination' }, 0);
+    if (this.#evictAfterMs > 0 && opts.now === undefined) {
+      this.#sweeper = setInterval(() => { this.evictIdle(); }, Math.max(1000, Math.ceil(this.#evictAfterMs / 4)));
+      this.#sweeper.unref();
+    }
+  }
+
+  /** Label sets with series (or counts waiting for a scrape). */
+  get seriesCount(): number {
+    return this.#series.size;
+  }
+
+  /**
+   * Drops the series of label sets idle for evictAfterMs with no connection
+   * open (the timer's work; tests call it). Returns how many sets went. A set
+   * that comes back later starts again from zero, which Prometheus reads as a
+   * counter reset.
+   */
+  evictIdle(): number {
+    if (this.#evictAfterMs <= 0) return 0;
+    const before = this.#now() - this.#evictAfterMs;
+    let n = 0;
+    let dirtyGone = false;
+    for (const [key, s] of this.#series) {
+      if (s.open > 0 || s.at > before) continue;
+      this.#series.delete(key);
+      s.gone = true;
+      dirtyGone ||= s.dirty;
+      for (const c of [this.#opened, this.#closed, this.#failed, this.#sent, this.#received]) c.remove(s.labels);
+      n++;
+    }
+    // Its counts go with it (and where nothing scrapes, the list would keep it).
+    if (dirtyGone) this.#dirty = this.#dirty.filter((s) => !s.gone);
+    return n;
+  }
+
+  /** Stops the eviction timer. */
+  close(): void {
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
   }
 
   /**
@@ -199,7 +264,9 @@ export class TcpMetrics {
   }
 
   opened(l: TcpLabels): void {
-    this.#tally(l).opened++;
+    const s = this.#tally(l);
+    s.opened++;
+    s.open++;
   }
 
   /**
@@ -210,6 +277,8 @@ export class TcpMetrics {
   closed(l: TcpLabels, received: number, sent: number, error?: unknown): void {
     const t = this.#tally(l);
     t.closed++;
+    // Never below 0: a close whose open was counted before a restart.
+    if (t.open > 0) t.open--;
     if (error !== undefined && error !== null) t.failed++;
     if (received > 0) t.received += received;
     if (sent > 0) t.sent += sent;
@@ -219,7 +288,7 @@ export class TcpMetrics {
     this.#tally(l).failed++;
   }
 
-  #tally(l: TcpLabels): Tally {
+  #tally(l: TcpLabels): Series {
     // TcpLabels are built with one key order (tcpLabels), so the values alone
     // identify the set; tcpLabels gives one object per set, so its key is
     // made once.
@@ -228,23 +297,30 @@ export class TcpMetrics {
       key = Object.values(l).join('\u0000');
       this.#keys.set(l, key);
     }
-    let t = this.#pending.get(key);
+    let t = this.#series.get(key);
     if (t === undefined) {
-      t = { labels: l, opened: 0, closed: 0, failed: 0, received: 0, sent: 0 };
-      this.#pending.set(key, t);
+      t = { labels: l, opened: 0, closed: 0, failed: 0, received: 0, sent: 0, dirty: false, open: 0, at: 0, gone: false };
+      this.#series.set(key, t);
     }
+    if (!t.dirty) {
+      t.dirty = true;
+      this.#dirty.push(t);
+    }
+    if (this.#evictAfterMs > 0) t.at = this.#now();
     return t;
   }
 
   #flush(): void {
-    for (const t of this.#pending.values()) {
+    for (const t of this.#dirty) {
+      t.dirty = false;
       // A series appears once something happened to it, as with direct incs.
       if (t.opened > 0) this.#opened.inc(t.labels, t.opened);
       if (t.closed > 0) this.#closed.inc(t.labels, t.closed);
       if (t.failed > 0) this.#failed.inc(t.labels, t.failed);
       if (t.received > 0) this.#received.inc(t.labels, t.received);
       if (t.sent > 0) this.#sent.inc(t.labels, t.sent);
+      t.opened = t.closed = t.failed = t.received = t.sent = 0;
     }
-    this.#pending.clear();
+    this.#dirty = [];
   }
 }

@@ -16,6 +16,7 @@ import { Priority, SecretManager } from './identity/manager.ts';
 import { scoped, type Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { DnsMetrics } from './dns/metrics.ts';
+import { IdleSeries } from './metrics/idle-series.ts';
 import { DnsProxy } from './dns/proxy.ts';
 import { InpodMetrics } from './inpod/metrics.ts';
 import { OnDemandDns } from './proxy/on-demand-dns.ts';
@@ -199,6 +200,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   });
   let zds: ZdsClient | undefined;
   const tcpMetrics = new TcpMetrics(metrics.registry, { evictAfterMs: config.statsEvictionMs });
+  const idleSeries = new IdleSeries({ evictAfterMs: config.statsEvictionMs });
   // The pod manager tells the kernel side about pods, which is built after it.
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
@@ -220,13 +222,13 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   });
   const deps = {
     state, secrets, certificates: metrics.certificates, connections, hbone, nativeHbone: engine.client, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
-    onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry }),
+    onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry, idle: idleSeries }),
     metrics: tcpMetrics, network: config.network, clusterId: config.clusterId, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     keepalive: config.keepalive.enabled ? config.keepalive : undefined, guard: new ConnectionGuard({ registry: metrics.registry, log: scoped(log, 'proxy'), access: scoped(log, 'access') }),
   };
   // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).
   const dns = config.dnsProxy ? new DnsProxy({
-    state, metrics: new DnsMetrics(metrics.registry), log: scoped(log, 'dns'), clusterDomain: config.clusterDomain,
+    state, metrics: new DnsMetrics(metrics.registry, idleSeries), log: scoped(log, 'dns'), clusterDomain: config.clusterDomain,
     ipv6: config.ipv6Enabled, mark: config.packetMark, resolvConf: config.dnsResolvConf,
   }) : undefined;
   const inpodMetrics = new InpodMetrics(metrics.registry);
@@ -330,6 +332,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
         engine.client?.close();
         secrets.close();
         tcpMetrics.close();
+        idleSeries.close();
         await admin.close();
         log.info({ scope: 'app' }, 'skein stopped');
       })();

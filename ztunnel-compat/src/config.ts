@@ -90,9 +90,10 @@ export interface Config {
   /** TCP keepalive on pod-side and upstream sockets (KEEPALIVE_*). */
   keepalive: KeepaliveConfig & { enabled: boolean };
   /**
-   * SKEIN_STATS_EVICTION_INTERVAL: istio_tcp_* series of a label set with no
-   * open connection and nothing new for this long are dropped (0: kept for
-   * the daemon's life, as ztunnel keeps them). Default 1h.
+   * SKEIN_STATS_EVICTION_INTERVAL: the istio_tcp_* series of a label set
+   * with no open connection and nothing new for this long are dropped, and
+   * the DNS ones with nothing new (0: kept for the daemon's life, as
+   * ztunnel keeps them). Default 1h.
    */
   statsEvictionMs: number;
 }

@@ -3,6 +3,7 @@
 // upstream, by query type and protocol and the asking workload's canonical
 // service and revision.
 import { Counter, Histogram, type Registry } from 'prom-client';
+import type { IdleSeries } from '../metrics/idle-series.ts';
 import type { Workload } from '../state/workload.ts';
 
 const LABELS = ['request_query_type', 'request_protocol', 'source_canonical_service', 'source_canonical_revision'] as const;
@@ -13,8 +14,10 @@ export class DnsMetrics {
   readonly #upstream: Counter<(typeof LABELS)[number]>;
   readonly #failures: Counter<(typeof LABELS)[number]>;
   readonly #duration: Histogram<(typeof LABELS)[number]>;
+  readonly #used: (l: Labels) => void;
 
-  constructor(registry: Registry) {
+  /** `idle`: drops the series of asking workloads that stopped asking (SKEIN_STATS_EVICTION_INTERVAL). */
+  constructor(registry: Registry, idle?: IdleSeries) {
     const registers = [registry];
     const labelNames = LABELS;
     this.#requests = new Counter({ name: 'istio_dns_requests_total', help: 'Total number of DNS requests (unstable)', labelNames, registers });
@@ -24,6 +27,7 @@ export class DnsMetrics {
       name: 'istio_dns_upstream_request_duration_seconds', help: 'Total time in seconds Istio takes to get DNS response from upstream (unstable)',
       labelNames, registers, buckets: [0.001, 0.005, 0.01, 0.1, 1, 5],
     });
+    this.#used = idle?.group([this.#requests, this.#upstream, this.#failures, this.#duration]) ?? (() => undefined);
   }
 
   static labels(type: string, protocol: 'udp' | 'tcp', source: Workload | undefined): Labels {
@@ -35,8 +39,13 @@ export class DnsMetrics {
     };
   }
 
-  request(l: Labels): void { this.#requests.inc(l); }
+  request(l: Labels): void {
+    this.#requests.inc(l);
+    this.#used(l);
+  }
+
   upstream(l: Labels, seconds: number, ok: boolean): void {
+    this.#used(l);
     this.#upstream.inc(l);
     this.#duration.observe(l, seconds);
     if (!ok) this.#failures.inc(l);

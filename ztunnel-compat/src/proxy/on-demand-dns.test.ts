@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import packet from 'dns-packet';
 import { Registry } from 'prom-client';
+import { IdleSeries } from '../metrics/idle-series.ts';
 import { OnDemandDns, OnDemandDnsError, type OnDemandDnsLabels } from './on-demand-dns.ts';
 
 const why = process.getuid?.() === 0 ? false : 'needs root (a DNS server on loopback port 53)';
@@ -85,4 +86,16 @@ test('a name not looked up again leaves the cache once its answer expired', { sk
   now += 61_000;
   await d.resolve('dual.test', '10.96.0.1', labels('dual.test'));
   assert.equal(d.cached, 1, 'v6only.test, expired and not asked for, is gone');
+});
+
+test("a workload's on-demand DNS series leave the scrape once it stopped asking for the eviction interval", { skip: why }, async () => {
+  let now = 0;
+  const registry = new Registry();
+  const idle = new IdleSeries({ evictAfterMs: 60_000, now: () => now });
+  const d = new OnDemandDns({ resolvConf: path.join(dir, 'resolv.conf'), ipv6: false, registry, idle });
+  await d.resolve('dual.test', '10.96.0.1', labels('dual.test'));
+  assert.match(await registry.metrics(), /istio_on_demand_dns_cache_misses_total\{[^}]*hostname="dual\.test"\} 1/);
+  now = 60_000;
+  assert.equal(idle.evictIdle(), 1);
+  assert.doesNotMatch(await registry.metrics(), /hostname="dual\.test"/, 'both counters');
 });

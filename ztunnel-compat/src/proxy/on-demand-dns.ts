@@ -9,6 +9,7 @@ import dns from 'node:dns';
 import fs from 'node:fs';
 import { Counter, type Registry } from 'prom-client';
 import { pickResolvedIp } from '../decide/lb.ts';
+import type { IdleSeries } from '../metrics/idle-series.ts';
 import { nameservers } from '../dns/resolv-conf.ts';
 
 export class OnDemandDnsError extends Error {
@@ -39,6 +40,8 @@ export interface OnDemandDnsOptions {
   resolvConf: string;
   ipv6: boolean;
   registry: Registry;
+  /** Drops the series of label sets that stopped counting (SKEIN_STATS_EVICTION_INTERVAL). */
+  idle?: IdleSeries;
   now?: () => number;
   random?: () => number;
 }
@@ -49,12 +52,14 @@ export class OnDemandDns {
   readonly #pending = new Map<string, Promise<Answer>>();
   readonly #lookups: Counter<(typeof LABEL_NAMES)[number]>;
   readonly #misses: Counter<(typeof LABEL_NAMES)[number]>;
+  readonly #used: (l: OnDemandDnsLabels) => void;
 
   constructor(o: OnDemandDnsOptions) {
     this.#o = o;
     const registers = [o.registry];
     this.#lookups = new Counter({ name: 'istio_on_demand_dns_total', help: 'The total number of requests that used on-demand DNS (unstable)', labelNames: LABEL_NAMES, registers });
     this.#misses = new Counter({ name: 'istio_on_demand_dns_cache_misses_total', help: 'The total number of cache misses for requests on-demand DNS (unstable)', labelNames: LABEL_NAMES, registers });
+    this.#used = o.idle?.group([this.#lookups, this.#misses]) ?? (() => undefined);
   }
 
   /** Names with a kept answer: those looked up within their TTL (at most MAX_TTL_S). */
@@ -65,6 +70,7 @@ export class OnDemandDns {
   /** One address for `hostname`, of `requestIp`'s family when there is one. */
   async resolve(hostname: string, requestIp: string, labels: OnDemandDnsLabels): Promise<string> {
     this.#lookups.inc(labels);
+    this.#used(labels);
     const now = (this.#o.now ?? Date.now)();
     let answer = this.#cache.get(hostname);
     if (answer === undefined || answer.expiresAt <= now) {

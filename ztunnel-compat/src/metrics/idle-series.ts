@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// Label sets of prom-client metrics that nothing has counted for a while,
+// dropped from the scrape (SKEIN_STATS_EVICTION_INTERVAL). The DNS metrics
+// are labelled by the asking workload, whose names and revisions come and go
+// with pods; kept for every one that ever was, the scrape grows without
+// bound (istio/ztunnel#1719). istio_tcp_* do the same in proxy/metrics.ts,
+// where a label set with an open connection also stays.
+
+/** What a prom-client Counter or Histogram offers for this. */
+interface Removable<L extends string> {
+  remove(labels: Partial<Record<L, string | number>>): void;
+}
+
+export interface IdleSeriesOptions {
+  /** Drop a label set nothing has counted for this long (0: never). Checked every quarter of it. */
+  evictAfterMs: number;
+  /** A monotonic clock in ms. Tests pass their own and call evictIdle themselves: there is no timer then. */
+  now?: () => number;
+}
+
+interface Group {
+  metrics: readonly Removable<string>[];
+  seen: Map<string, { labels: Record<string, string>; at: number }>;
+}
+
+export class IdleSeries {
+  readonly #evictAfterMs: number;
+  readonly #now: () => number;
+  readonly #groups: Group[] = [];
+  readonly #timer: NodeJS.Timeout | undefined;
+
+  constructor(o: IdleSeriesOptions) {
+    this.#evictAfterMs = o.evictAfterMs;
+    this.#now = o.now ?? (() => performance.now());
+    if (o.evictAfterMs > 0 && o.now === undefined) {
+      this.#timer = setInterval(() => { this.evictIdle(); }, Math.max(1000, Math.ceil(o.evictAfterMs / 4)));
+      this.#timer.unref();
+    }
+  }
+
+  /**
+   * Metrics counted with the same label sets; the function returned is
+   * called with a set's labels each time one of them counts.
+   */
+  group<L extends string>(metrics: readonly Removable<L>[]): (labels: Record<L, string>) => void {
+    if (this.#evictAfterMs <= 0) return () => undefined;
+    const g: Group = { metrics, seen: new Map() };
+    this.#groups.push(g);
+    return (labels) => {
+      const key = Object.values<string>(labels).join('\u0000');
+      const s = g.seen.get(key);
+      if (s === undefined) g.seen.set(key, { labels, at: this.#now() });
+      else s.at = this.#now();
+    };
+  }
+
+  /** Drops the label sets idle for the interval; returns how many went. */
+  evictIdle(): number {
+    if (this.#evictAfterMs <= 0) return 0;
+    const before = this.#now() - this.#evictAfterMs;
+    let n = 0;
+    for (const g of this.#groups) {
+      for (const [key, s] of g.seen) {
+        if (s.at > before) continue;
+        g.seen.delete(key);
+        for (const m of g.metrics) m.remove(s.labels);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  close(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+  }
+}

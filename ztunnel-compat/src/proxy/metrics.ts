@@ -277,7 +277,7 @@ export class TcpMetrics {
   closed(l: TcpLabels, received: number, sent: number, error?: unknown): void {
     const t = this.#tally(l);
     t.closed++;
-    // Never below 0: a close whose open was counted before a restart.
+    // Never below 0: a kernel flow opened under the daemon before a restart closes under this one.
     if (t.open > 0) t.open--;
     if (error !== undefined && error !== null) t.failed++;
     if (received > 0) t.received += received;

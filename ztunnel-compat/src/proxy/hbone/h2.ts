@@ -114,14 +114,15 @@ export function keepalive(session: Http2Session, socket: Duplex, opts: Keepalive
       return;
     }
     if (sentAt !== 0) {
-      if (Date.now() - sentAt >= timeoutMs) {
+      // The monotonic clock: a wall-clock step (NTP, a resumed VM) must not end every pooled session.
+      if (performance.now() - sentAt >= timeoutMs) {
         clearInterval(timer);
         destroySession(session, socket, new Error(`no PING answer within ${timeoutMs} ms`));
       }
       return;
     }
     try {
-      if (session.ping(onPong)) sentAt = Date.now();
+      if (session.ping(onPong)) sentAt = performance.now();
     } catch {
       // The session is closing; its 'close' stops the timer.
     }

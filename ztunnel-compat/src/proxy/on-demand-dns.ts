@@ -71,7 +71,7 @@ export class OnDemandDns {
   async resolve(hostname: string, requestIp: string, labels: OnDemandDnsLabels): Promise<string> {
     this.#lookups.inc(labels);
     this.#used(labels);
-    const now = (this.#o.now ?? Date.now)();
+    const now = this.#now();
     let answer = this.#cache.get(hostname);
     if (answer === undefined || answer.expiresAt <= now) {
       this.#misses.inc(labels);
@@ -80,6 +80,11 @@ export class OnDemandDns {
     const ip = pickResolvedIp(answer.v4, answer.v6, requestIp, this.#o.random ?? Math.random);
     if (ip === undefined) throw new OnDemandDnsError(`${hostname} resolved to no address`);
     return ip;
+  }
+
+  /** The monotonic clock: a wall clock stepped back must not keep answers past their TTL. */
+  #now(): number {
+    return this.#o.now?.() ?? performance.now();
   }
 
   #lookupOnce(hostname: string): Promise<Answer> {
@@ -111,7 +116,7 @@ export class OnDemandDns {
       throw new OnDemandDnsError(`DNS lookup of ${hostname} failed${why.length > 0 ? `: ${why.join('; ')}` : ': no addresses'}`);
     }
     const ttl = Math.min(MAX_TTL_S, ...[...v4, ...v6].map((x) => Math.max(1, x.ttl)));
-    const now = (this.#o.now ?? Date.now)();
+    const now = this.#now();
     const answer = { v4: v4.map((x) => x.address), v6: v6.map((x) => x.address), expiresAt: now + ttl * 1000 };
     // Expired answers go here: a name dialled once (a ServiceEntry since
     // removed) would otherwise stay for the daemon's life.

@@ -118,6 +118,21 @@ test('an Add without an fd, or a Del with one, gets an error ack; the connection
   assert.equal(z.readyConnections, 1);
 });
 
+test('a Del whose proxy fails to stop is acked with the error, and later messages are still handled', { skip: needsRoot }, async () => {
+  const m = need(manager, 'manager');
+  const del = m.del.bind(m);
+  m.del = (): Promise<void> => {
+    m.del = del;
+    return Promise.reject(new Error('the proxy would not stop'));
+  };
+  const z = need(cni, 'cni').zds;
+  const [ack] = await z.sendRaw(encodeRequest({ kind: 'del', uid: 'nobody' }));
+  assert.match(ack ?? '', /the proxy would not stop/);
+  const [next] = await z.sendRaw(encodeRequest({ kind: 'add', uid: 'y', workloadInfo: { name: 'y', namespace: 'n', serviceAccount: 's' } }));
+  assert.match(next ?? '', /carried no netns fd/, 'the next message was handled');
+  assert.equal(z.readyConnections, 1);
+});
+
 test('a pod whose listeners cannot start is acked with the error and retried until they can', { skip: needsRoot }, async () => {
   const [, , c] = pods();
   // Something in the pod already holds 15008 without SO_REUSEPORT.

@@ -77,8 +77,15 @@ export class ZdsClient extends EventEmitter {
     this.#phase = 'snapshot';
     this.#seen = new Set();
     socket.on('message', (data: Buffer, fd: number | undefined) => {
-      // One message at a time, in order: each is acked before the next.
-      this.#queue = this.#queue.then(() => this.#handle(socket, data, fd));
+      // One message at a time, in order: each is acked before the next. A
+      // handler that fails unexpectedly (a pod's proxy whose stop threw) is
+      // acked with its error; left rejected, the queue would skip every
+      // later message for the daemon's life.
+      this.#queue = this.#queue.then(() => this.#handle(socket, data, fd)).catch(async (err: unknown) => {
+        const message = err instanceof Error ? err.message : String(err);
+        this.#o.log?.warn({ scope: 'inpod', err: message }, 'ZDS message failed');
+        await this.#ack(socket, message);
+      });
     });
     socket.on('error', (err: Error) => {
       // A truncated message or stray control data: a protocol error.

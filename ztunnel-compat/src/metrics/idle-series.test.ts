@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { DnsMetrics } from '../dns/metrics.ts';
-import { IdleSeries } from './idle-series.ts';
+import { IdleSeries, sweepEveryMs } from './idle-series.ts';
 
 /** The label sets of `name`'s samples in a scrape (its series). */
 async function series(r: Registry, name: string): Promise<string[]> {
@@ -71,4 +71,10 @@ test("the DNS proxy's metrics drop an asking workload that stopped asking", asyn
   const text = await r.metrics();
   assert.doesNotMatch(text, /source_canonical_service="job-7f2c"/, 'requests, upstream, failures and the duration histogram');
   assert.match(text, /istio_dns_requests_total\{[^}]*source_canonical_service="web"[^}]*\} 1/);
+});
+
+test('the sweep runs every quarter of the interval, never more often than a second nor less often than a timer can wait', () => {
+  assert.equal(sweepEveryMs(3_600_000), 900_000);
+  assert.equal(sweepEveryMs(2000), 1000);
+  assert.equal(sweepEveryMs(1000 * 86_400_000), 0x7fff_ffff, 'a thousand days: Node would fire a longer timer at once');
 });

@@ -18,6 +18,11 @@ export interface IdleSeriesOptions {
   now?: () => number;
 }
 
+/** The sweep runs every quarter of the interval, at least every second and at most as seldom as a timer can wait (2^31 - 1 ms). */
+export function sweepEveryMs(evictAfterMs: number): number {
+  return Math.min(0x7fff_ffff, Math.max(1000, Math.ceil(evictAfterMs / 4)));
+}
+
 interface Group {
   metrics: readonly Removable<string>[];
   seen: Map<string, { labels: Record<string, string>; at: number }>;
@@ -33,7 +38,7 @@ export class IdleSeries {
     this.#evictAfterMs = o.evictAfterMs;
     this.#now = o.now ?? (() => performance.now());
     if (o.evictAfterMs > 0 && o.now === undefined) {
-      this.#timer = setInterval(() => { this.evictIdle(); }, Math.max(1000, Math.ceil(o.evictAfterMs / 4)));
+      this.#timer = setInterval(() => { this.evictIdle(); }, sweepEveryMs(o.evictAfterMs));
       this.#timer.unref();
     }
   }

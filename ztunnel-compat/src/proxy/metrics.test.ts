@@ -9,7 +9,7 @@ import { LOCALITY_LABELS, SOCKETS_OPEN, UNKNOWN } from '../../../test/compat/ztu
 import { ProxyState } from '../state/store.ts';
 import { ip, pod, serviceResource, workloadResource } from '../state/testing.ts';
 import { ProxyStateUpdater } from '../state/updater.ts';
-import { guessInboundService, TcpMetrics, tcpLabels, type ConnectionFacts } from './metrics.ts';
+import { guessInboundService, OPEN_KEEPS, TcpMetrics, tcpLabels, type ConnectionFacts } from './metrics.ts';
 
 const facts = (over: Partial<ConnectionFacts> = {}): ConnectionFacts => ({
   reporter: 'source', source: undefined, sourceIdentity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'client' },
@@ -192,7 +192,7 @@ test('a label set with no open connection and nothing new for the eviction inter
   assert.equal(m.seriesCount, 1);
 
   now = 10 * 60_000;
-  assert.equal(m.evictIdle(), 0, 'open: kept however long');
+  assert.equal(m.evictIdle(), 0, 'open: kept, ten intervals on');
   m.closed(held, 5, 5);
   assert.equal(await sample(r, 'istio_tcp_connections_closed_total', 'sa/db-client"'), 1);
   now += 60_000;
@@ -230,4 +230,16 @@ test('activity keeps a label set; counts taken before its eviction are not added
   now += 365 * 86_400_000;
   assert.equal(kept.evictIdle(), 0);
   assert.equal(kept.seriesCount, 1);
+});
+
+test('a label set whose open count is stuck (a close lost, or labelled otherwise) goes after OPEN_KEEPS intervals with nothing counted', async () => {
+  const r = new Registry();
+  let now = 0;
+  const m = new TcpMetrics(r, { evictAfterMs: 1000, now: () => now });
+  m.opened(tcpLabels(facts())); // its close never comes
+  now = OPEN_KEEPS * 1000 - 1;
+  assert.equal(m.evictIdle(), 0, 'still taken for an open connection');
+  now = OPEN_KEEPS * 1000;
+  assert.equal(m.evictIdle(), 1);
+  assert.deepEqual(await openedSeries(r), []);
 });

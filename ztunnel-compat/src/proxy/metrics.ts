@@ -9,6 +9,7 @@ import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { spiffeUri, type Identity } from '../identity/spiffe.ts';
+import { sweepEveryMs } from '../metrics/idle-series.ts';
 import type { Service } from '../state/service.ts';
 
 export const TCP_LABELS = [
@@ -135,6 +136,13 @@ export function guessInboundService(services: readonly Service[], destination: W
   });
 }
 
+/**
+ * How many eviction intervals a label set with connections still open may
+ * go with nothing counted before it goes anyway (a day at the default hour):
+ * past that its open count is more likely stuck than real.
+ */
+export const OPEN_KEEPS = 24;
+
 /** One label set: what it gathered since the last scrape, and whether it is still in use. */
 interface Series {
   labels: TcpLabels;
@@ -157,7 +165,7 @@ export interface TcpMetricsOptions {
   /**
    * Drop a label set's series once no connection under it is open and
    * nothing has happened to it for this long (SKEIN_STATS_EVICTION_INTERVAL;
-   * 0: never). Workload names and revisions change as pods come and go, and
+   * 0: never); with connections open, OPEN_KEEPS times as long. Workload names and revisions change as pods come and go, and
    * series kept for every one that ever was grow without bound (ztunnel's
    * do: istio/ztunnel#1719). Checked every quarter of it.
    */
@@ -204,7 +212,7 @@ export class TcpMetrics {
     this.#sockets.set({ reporter: 'source' }, 0);
     this.#sockets.set({ reporter: 'destination' }, 0);
     if (this.#evictAfterMs > 0 && opts.now === undefined) {
-      this.#sweeper = setInterval(() => { this.evictIdle(); }, Math.max(1000, Math.ceil(this.#evictAfterMs / 4)));
+      this.#sweeper = setInterval(() => { this.evictIdle(); }, sweepEveryMs(this.#evictAfterMs));
       this.#sweeper.unref();
     }
   }
@@ -222,11 +230,16 @@ export class TcpMetrics {
    */
   evictIdle(): number {
     if (this.#evictAfterMs <= 0) return 0;
-    const before = this.#now() - this.#evictAfterMs;
+    const now = this.#now();
+    const before = now - this.#evictAfterMs;
+    // An open count can stick: a kernel flow's close lost from the ring
+    // buffer, or labelled from state that changed since its open. So open
+    // connections keep a label set for OPEN_KEEPS intervals at most.
+    const staleBefore = now - this.#evictAfterMs * OPEN_KEEPS;
     let n = 0;
     let dirtyGone = false;
     for (const [key, s] of this.#series) {
-      if (s.open > 0 || s.at > before) continue;
+      if (s.at > before || (s.open > 0 && s.at > staleBefore)) continue;
       this.#series.delete(key);
       s.gone = true;
       dirtyGone ||= s.dirty;

@@ -35,6 +35,8 @@ interface Pod {
   state: PodState;
   proxy: PodProxy | undefined;
   lastError: string | undefined;
+  /** The start in flight: a retry or a repeated Add joins it rather than starting a second proxy. */
+  starting: Promise<void> | undefined;
 }
 
 export interface PodStatus {
@@ -114,7 +116,7 @@ export class WorkloadProxyManager {
       return;
     }
     if (old !== undefined) await this.#remove(old);
-    const pod: Pod = { uid, info, netnsFd, netnsId: id, state: 'pending', proxy: undefined, lastError: undefined };
+    const pod: Pod = { uid, info, netnsFd, netnsId: id, state: 'pending', proxy: undefined, lastError: undefined, starting: undefined };
     this.#pods.set(uid, pod);
     await this.#start(pod);
   }
@@ -139,7 +141,12 @@ export class WorkloadProxyManager {
     await Promise.all([...this.#pods.values()].map((p) => this.#remove(p, drainMs)));
   }
 
-  async #start(pod: Pod): Promise<void> {
+  #start(pod: Pod): Promise<void> {
+    pod.starting ??= this.#startOnce(pod).finally(() => { pod.starting = undefined; });
+    return pod.starting;
+  }
+
+  async #startOnce(pod: Pod): Promise<void> {
     try {
       const proxy = await this.#factory.start(pod.uid, pod.info, pod.netnsFd);
       if (this.#pods.get(pod.uid) !== pod) {

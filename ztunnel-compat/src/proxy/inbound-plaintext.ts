@@ -77,6 +77,7 @@ async function inbound(p: ProxyInputs, socket: net.Socket, pod: PodContext, made
 
   const labels = tcpLabels({ ...base, flag: '-' });
   p.metrics.opened(labels);
+  let counted = false;
   try {
       // From the client's address: the reply gets connmark 0x111 and comes back
     // to this socket through route table 100 (istio-cni's rules).
@@ -89,14 +90,18 @@ async function inbound(p: ProxyInputs, socket: net.Socket, pod: PodContext, made
     const err = await connected(upstream, CONNECT_TIMEOUT_MS);
     if (err !== undefined) {
       p.metrics.closed(labels, 0, 0, err);
+      counted = true;
       logComplete(p.access, fields, { bytesSent: 0, bytesRecv: 0, durationMs: Date.now() - started, error: revoked.by === undefined ? err.message : 'connection closed due to policy change' });
       socket.destroy();
       return;
     }
     const r = await relay(socket, upstream);
     p.metrics.closed(labels, r.aToB, r.bToA, r.error);
+    counted = true;
     logComplete(p.access, fields, { bytesSent: r.bToA, bytesRecv: r.aToB, durationMs: Date.now() - started, error: revoked.by === undefined ? r.error?.message : 'connection closed due to policy change' });
   } finally {
+    // A throw (the upstream socket refused at once: EMFILE, say) still closes what it opened.
+    if (!counted) p.metrics.closed(labels, 0, 0, 'error');
     admission.release();
   }
 }

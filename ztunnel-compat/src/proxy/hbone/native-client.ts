@@ -176,7 +176,12 @@ export class NativeHboneClient {
         originalDst: dstIp === '' ? new Error(ev.message) : { address: dstIp, port: Number(dstPort) },
       });
     });
-    this.#engine.listen({ listener, fd });
+    try {
+      this.#engine.listen({ listener, fd });
+    } catch (err) {
+      this.#sessions.delete(listener); // a pod retried every few seconds would leave one each time
+      throw err;
+    }
     let open = true;
     return {
       // Connections accepted before it go on to onAccept: their events may

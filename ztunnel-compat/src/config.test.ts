@@ -130,3 +130,10 @@ test('SKEIN_STATS_EVICTION_INTERVAL: an hour by default, any duration, 0 to keep
   assert.throws(() => parseConfig({ SKEIN_STATS_EVICTION_INTERVAL: 'soon' }), (e: unknown) =>
     e instanceof ConfigError && e.problems.some((p) => p.startsWith('SKEIN_STATS_EVICTION_INTERVAL:')));
 });
+
+test('durations that timers wait for stop at 2^31 - 1 ms (Node would fire a longer timer at once)', () => {
+  const c = parseConfig({ POOL_UNUSED_RELEASE_TIMEOUT: '1000d', CONNECTION_TERMINATION_DEADLINE: '30d' });
+  assert.equal(c.poolUnusedReleaseTimeoutMs, 0x7fff_ffff);
+  assert.equal(c.drainMs, 0x7fff_ffff);
+  assert.equal(parseConfig({ POOL_UNUSED_RELEASE_TIMEOUT: '24d' }).poolUnusedReleaseTimeoutMs, 24 * 86_400_000);
+});

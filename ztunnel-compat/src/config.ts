@@ -223,10 +223,10 @@ export function parseConfig(env: Env): Config {
     cgroupPath: p.str('SKEIN_CGROUP_PATH'),
     sameNode: p.oneOf('SKEIN_SAME_NODE', ['kernel', 'hbone'] as const, 'kernel'),
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
-    poolUnusedReleaseTimeoutMs: p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000,
+    poolUnusedReleaseTimeoutMs: timerMs(p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000),
     hboneEngine: p.oneOf('SKEIN_HBONE_ENGINE', ['native', 'js'] as const, 'native'),
     workerThreads: p.int('ZTUNNEL_WORKER_THREADS', 1, 64) ?? 2,
-    drainMs: p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400)),
+    drainMs: timerMs(p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400))),
     dnsProxy: (meta.DNS_CAPTURE ?? 'true').toLowerCase() === 'true',
     dnsProxyPort: dnsProxyPort(meta.DNS_PROXY_ADDR, problems),
     dnsResolvConf: p.str('SKEIN_DNS_RESOLV_CONF') ?? '/etc/resolv.conf',
@@ -417,6 +417,14 @@ class Reader {
  * ztunnel's drain deadline from the pod's termination grace period: leave
  * 5 s for the rest of the shutdown when the grace is long, 1 s otherwise.
  */
+/**
+ * A duration a timer waits for, at most 2^31 - 1 ms (24.8 days): Node fires
+ * a longer timer at once, so "1000d" meant as "never" would mean "now".
+ */
+function timerMs(ms: number): number {
+  return Math.min(ms, 0x7fff_ffff);
+}
+
 export function drainFromGrace(graceSeconds: number | undefined): number {
   if (graceSeconds === undefined) return 5000;
   return Math.max(0, graceSeconds > 10 ? graceSeconds - 5 : graceSeconds - 1) * 1000;

@@ -18,7 +18,7 @@ export interface IdleSeriesOptions {
   now?: () => number;
 }
 
-/** The sweep runs every quarter of the interval, at least every second and at most as seldom as a timer can wait (2^31 - 1 ms). */
+/** The sweep runs every quarter of the interval, but no more often than once a second, and no less often than a timer can wait (2^31 - 1 ms). */
 export function sweepEveryMs(evictAfterMs: number): number {
   return Math.min(0x7fff_ffff, Math.max(1000, Math.ceil(evictAfterMs / 4)));
 }

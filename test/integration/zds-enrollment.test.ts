@@ -133,6 +133,27 @@ test('a Del whose proxy fails to stop is acked with the error, and later message
   assert.equal(z.readyConnections, 1);
 });
 
+test('a failure after the ack (a snapshot listener that throws) sends no second ack: istio-cni sees no unsolicited message, and the next message gets its own', { skip: needsRoot }, async () => {
+  const cl = need(client, 'client');
+  const z = need(cni, 'cni').zds;
+  const errors: string[] = [];
+  const onError = (err: Error): void => { errors.push(err.message); };
+  z.on('protocolError', onError);
+  const done = new Promise<void>((resolve) => {
+    cl.once('snapshot', () => {
+      resolve();
+      throw new Error('a snapshot listener failed');
+    });
+  });
+  z.dropConnections(); // the reconnect sends a new snapshot
+  await done;
+  await until('reconnected', () => z.readyConnections === 1);
+  const [next] = await z.sendRaw(encodeRequest({ kind: 'add', uid: 'z', workloadInfo: { name: 'z', namespace: 'n', serviceAccount: 's' } }));
+  assert.match(next ?? '', /carried no netns fd/);
+  z.off('protocolError', onError);
+  assert.deepEqual(errors, [], 'istio-cni saw no unsolicited ack');
+});
+
 test('a pod whose listeners cannot start is acked with the error and retried until they can', { skip: needsRoot }, async () => {
   const [, , c] = pods();
   // Something in the pod already holds 15008 without SO_REUSEPORT.

@@ -38,6 +38,8 @@ export class ZdsClient extends EventEmitter {
   #phase: 'snapshot' | 'live' = 'snapshot';
   #seen = new Set<string>();
   #queue: Promise<void> = Promise.resolve();
+  /** The message being handled has been answered (acked, or nacked as a protocol error). */
+  #acked = false;
   #snapshotDone = false;
 
   constructor(o: ZdsClientOptions) {
@@ -81,10 +83,14 @@ export class ZdsClient extends EventEmitter {
       // handler that fails unexpectedly (a pod's proxy whose stop threw) is
       // acked with its error; left rejected, the queue would skip every
       // later message for the daemon's life.
-      this.#queue = this.#queue.then(() => this.#handle(socket, data, fd)).catch(async (err: unknown) => {
+      // (Only if it was not acked yet: a second ack would answer the next message.)
+      this.#queue = this.#queue.then(() => {
+        this.#acked = false;
+        return this.#handle(socket, data, fd);
+      }).catch(async (err: unknown) => {
         const message = err instanceof Error ? err.message : String(err);
         this.#o.log?.warn({ scope: 'inpod', err: message }, 'ZDS message failed');
-        await this.#ack(socket, message);
+        if (!this.#acked) await this.#ack(socket, message);
       });
     });
     socket.on('error', (err: Error) => {
@@ -117,6 +123,7 @@ export class ZdsClient extends EventEmitter {
     if (socket.closed) return;
     this.emit('protocolError', err);
     this.#o.log?.warn({ scope: 'inpod', err: err.message }, 'ZDS protocol error');
+    this.#acked = true;
     socket.send(encodeAck(err.message)).catch(() => undefined).finally(() => { socket.close(); });
   }
 
@@ -191,6 +198,7 @@ export class ZdsClient extends EventEmitter {
   }
 
   async #ack(socket: SeqpacketSocket, error: string): Promise<void> {
+    this.#acked = true;
     try {
       await socket.send(encodeAck(error));
     } catch {

@@ -199,8 +199,8 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     }
   });
   let zds: ZdsClient | undefined;
-  const tcpMetrics = new TcpMetrics(metrics.registry, { evictAfterMs: config.statsEvictionMs });
   const idleSeries = new IdleSeries({ evictAfterMs: config.statsEvictionMs });
+  const tcpMetrics = new TcpMetrics(metrics.registry, idleSeries);
   // The pod manager tells the kernel side about pods, which is built after it.
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
@@ -331,7 +331,6 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
         await hbone.close(1000);
         engine.client?.close();
         secrets.close();
-        tcpMetrics.close();
         idleSeries.close();
         await admin.close();
         log.info({ scope: 'app' }, 'skein stopped');

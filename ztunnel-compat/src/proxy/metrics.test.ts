@@ -9,6 +9,7 @@ import { LOCALITY_LABELS, SOCKETS_OPEN, UNKNOWN } from '../../../test/compat/ztu
 import { ProxyState } from '../state/store.ts';
 import { ip, pod, serviceResource, workloadResource } from '../state/testing.ts';
 import { ProxyStateUpdater } from '../state/updater.ts';
+import { IdleSeries } from '../metrics/idle-series.ts';
 import { guessInboundService, OPEN_KEEPS, TcpMetrics, tcpLabels, type ConnectionFacts } from './metrics.ts';
 
 const facts = (over: Partial<ConnectionFacts> = {}): ConnectionFacts => ({
@@ -170,7 +171,8 @@ async function openedSeries(r: Registry): Promise<string[]> {
 test('a label set with no open connection and nothing new for the eviction interval leaves the scrape; one still open stays', async () => {
   const r = new Registry();
   let now = 0;
-  const m = new TcpMetrics(r, { evictAfterMs: 60_000, now: () => now });
+  const idle = new IdleSeries({ evictAfterMs: 60_000, now: () => now });
+  const m = new TcpMetrics(r, idle);
   const as = (sa: string): ConnectionFacts => facts({ sourceIdentity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: sa } });
   const done = tcpLabels(as('job-1')); // a Job's pod: its name is never seen again
   m.opened(done);
@@ -180,9 +182,9 @@ test('a label set with no open connection and nothing new for the eviction inter
   assert.equal((await openedSeries(r)).length, 2);
 
   now = 59_999;
-  assert.equal(m.evictIdle(), 0, 'not idle for the interval yet');
+  assert.equal(idle.evictIdle(), 0, 'not idle for the interval yet');
   now = 60_000;
-  assert.equal(m.evictIdle(), 1);
+  assert.equal(idle.evictIdle(), 1);
   const left = await openedSeries(r);
   assert.equal(left.length, 1);
   assert.match(left[0] ?? '', /sa\/db-client"/);
@@ -192,54 +194,55 @@ test('a label set with no open connection and nothing new for the eviction inter
   assert.equal(m.seriesCount, 1);
 
   now = 10 * 60_000;
-  assert.equal(m.evictIdle(), 0, 'open: kept, ten intervals on');
+  assert.equal(idle.evictIdle(), 0, 'open: kept, ten intervals on');
   m.closed(held, 5, 5);
   assert.equal(await sample(r, 'istio_tcp_connections_closed_total', 'sa/db-client"'), 1);
   now += 60_000;
-  assert.equal(m.evictIdle(), 1, 'closed and idle for the interval: dropped');
+  assert.equal(idle.evictIdle(), 1, 'closed and idle for the interval: dropped');
   assert.deepEqual(await openedSeries(r), []);
   assert.equal(m.seriesCount, 0);
 
   m.opened(done); // the same labels again: a new series from zero (a counter reset to Prometheus)
   assert.equal(await sample(r, 'istio_tcp_connections_opened_total', 'sa/job-1"'), 1);
-  m.close();
 });
 
 test('activity keeps a label set; counts taken before its eviction are not added back; interval 0 evicts nothing', async () => {
   const r = new Registry();
   let now = 0;
-  const m = new TcpMetrics(r, { evictAfterMs: 1000, now: () => now });
+  const idle = new IdleSeries({ evictAfterMs: 1000, now: () => now });
+  const m = new TcpMetrics(r, idle);
   const l = tcpLabels(facts());
   for (let i = 0; i < 5; i++) {
     m.opened(l);
     m.closed(l, 1, 1);
     now += 600; // less than the interval between connections
-    assert.equal(m.evictIdle(), 0);
+    assert.equal(idle.evictIdle(), 0);
   }
   assert.equal(await sample(r, 'istio_tcp_connections_opened_total', 'sa/client"'), 5);
   m.opened(l);
   m.closed(l, 1, 1); // counted, not scraped yet
   now += 1000;
-  assert.equal(m.evictIdle(), 1);
+  assert.equal(idle.evictIdle(), 1);
   assert.deepEqual(await openedSeries(r), [], 'what was waiting for the scrape went with the set');
-  m.close();
 
-  const kept = new TcpMetrics(new Registry(), { evictAfterMs: 0, now: () => now });
+  const keeping = new IdleSeries({ evictAfterMs: 0, now: () => now });
+  const kept = new TcpMetrics(new Registry(), keeping);
   kept.opened(l);
   kept.closed(l, 1, 1);
   now += 365 * 86_400_000;
-  assert.equal(kept.evictIdle(), 0);
+  assert.equal(keeping.evictIdle(), 0);
   assert.equal(kept.seriesCount, 1);
 });
 
 test('a label set whose open count is stuck (a close lost, or labelled otherwise) goes after OPEN_KEEPS intervals with nothing counted', async () => {
   const r = new Registry();
   let now = 0;
-  const m = new TcpMetrics(r, { evictAfterMs: 1000, now: () => now });
+  const idle = new IdleSeries({ evictAfterMs: 1000, now: () => now });
+  const m = new TcpMetrics(r, idle);
   m.opened(tcpLabels(facts())); // its close never comes
   now = OPEN_KEEPS * 1000 - 1;
-  assert.equal(m.evictIdle(), 0, 'still taken for an open connection');
+  assert.equal(idle.evictIdle(), 0, 'still taken for an open connection');
   now = OPEN_KEEPS * 1000;
-  assert.equal(m.evictIdle(), 1);
+  assert.equal(idle.evictIdle(), 1);
   assert.deepEqual(await openedSeries(r), []);
 });

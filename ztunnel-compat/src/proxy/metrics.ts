@@ -9,7 +9,7 @@ import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { spiffeUri, type Identity } from '../identity/spiffe.ts';
-import { sweepEveryMs } from '../metrics/idle-series.ts';
+import type { IdleSeries } from '../metrics/idle-series.ts';
 import type { Service } from '../state/service.ts';
 
 export const TCP_LABELS = [
@@ -155,24 +155,12 @@ interface Series {
   dirty: boolean;
   /** Connections opened under these labels and not yet closed. */
   open: number;
-  /** When something last happened to it (TcpMetricsOptions.now). */
+  /** When something last happened to it (the IdleSeries clock). */
   at: number;
-  /** Dropped by eviction (evictIdle then takes it out of the dirty list). */
+  /** Dropped by eviction (#evict then takes it out of the dirty list). */
   gone: boolean;
 }
 
-export interface TcpMetricsOptions {
-  /**
-   * Drop a label set's series once no connection under it is open and
-   * nothing has happened to it for this long (SKEIN_STATS_EVICTION_INTERVAL;
-   * 0: never); with connections open, OPEN_KEEPS times as long. Workload names and revisions change as pods come and go, and
-   * series kept for every one that ever was grow without bound (ztunnel's
-   * do: istio/ztunnel#1719). Checked every quarter of it.
-   */
-  evictAfterMs?: number;
-  /** A monotonic clock in ms. Tests pass their own and call evictIdle themselves: there is no timer then. */
-  now?: () => number;
-}
 
 /**
  * Counts per label set and hands the sums to prom-client when it collects.
@@ -191,13 +179,17 @@ export class TcpMetrics {
   #dirty: Series[] = [];
   readonly #keys = new WeakMap<TcpLabels, string>();
   readonly #sockets: Gauge<'reporter'>;
-  readonly #evictAfterMs: number;
-  readonly #now: () => number;
-  readonly #sweeper: NodeJS.Timeout | undefined;
+  readonly #idle: IdleSeries | undefined;
 
-  constructor(registry: Registry, opts: TcpMetricsOptions = {}) {
-    this.#evictAfterMs = opts.evictAfterMs ?? 0;
-    this.#now = opts.now ?? (() => performance.now());
+  /**
+   * `idle` (SKEIN_STATS_EVICTION_INTERVAL) drops a label set's series once
+   * no connection under it is open and nothing has happened to it for the
+   * interval; with connections open, after OPEN_KEEPS intervals. Workload
+   * names and revisions change as pods come and go, and series kept for
+   * every one that ever was grow without bound (ztunnel's do:
+   * istio/ztunnel#1719).
+   */
+  constructor(registry: Registry, idle?: IdleSeries) {
     const registers = [registry];
     const labelNames = TCP_LABELS;
     // Each counter's collect flushes all five: the first one a scrape reads does the work.
@@ -211,9 +203,9 @@ export class TcpMetrics {
     this.#sockets = new Gauge({ name: 'istio_tcp_sockets_open', help: 'The current number of open TCP sockets (unstable)', labelNames: ['reporter'], registers });
     this.#sockets.set({ reporter: 'source' }, 0);
     this.#sockets.set({ reporter: 'destination' }, 0);
-    if (this.#evictAfterMs > 0 && opts.now === undefined) {
-      this.#sweeper = setInterval(() => { this.evictIdle(); }, sweepEveryMs(this.#evictAfterMs));
-      this.#sweeper.unref();
+    if (idle?.evicting === true) {
+      this.#idle = idle;
+      idle.sweep((now, evictAfterMs) => this.#evict(now, evictAfterMs));
     }
   }
 
@@ -223,19 +215,17 @@ export class TcpMetrics {
   }
 
   /**
-   * Drops the series of label sets idle for evictAfterMs with no connection
-   * open (the timer's work; tests call it). Returns how many sets went. A set
-   * that comes back later starts again from zero, which Prometheus reads as a
+   * The sweep (IdleSeries): drops the series of label sets idle for the
+   * interval with no connection open, and says how many went. A set that
+   * comes back later starts again from zero, which Prometheus reads as a
    * counter reset.
    */
-  evictIdle(): number {
-    if (this.#evictAfterMs <= 0) return 0;
-    const now = this.#now();
-    const before = now - this.#evictAfterMs;
+  #evict(now: number, evictAfterMs: number): number {
+    const before = now - evictAfterMs;
     // An open count can stick: a kernel flow's close lost from the ring
     // buffer, or labelled from state that changed since its open. So open
     // connections keep a label set for OPEN_KEEPS intervals at most.
-    const staleBefore = now - this.#evictAfterMs * OPEN_KEEPS;
+    const staleBefore = now - evictAfterMs * OPEN_KEEPS;
     let n = 0;
     let dirtyGone = false;
     for (const [key, s] of this.#series) {
@@ -249,11 +239,6 @@ export class TcpMetrics {
     // Its counts go with it (and where nothing scrapes, the list would keep it).
     if (dirtyGone) this.#dirty = this.#dirty.filter((s) => !s.gone);
     return n;
-  }
-
-  /** Stops the eviction timer. */
-  close(): void {
-    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
   }
 
   /**
@@ -319,7 +304,7 @@ export class TcpMetrics {
       t.dirty = true;
       this.#dirty.push(t);
     }
-    if (this.#evictAfterMs > 0) t.at = this.#now();
+    if (this.#idle !== undefined) t.at = this.#idle.now();
     return t;
   }
 

@@ -167,7 +167,7 @@ export class NativeHboneClient {
    */
   listen(fd: number, onAccept: (conn: AcceptedConnection) => void): { close: () => void } {
     if (this.#closed) throw new HboneError(HboneErrorCode.CLOSED, 'CONNECT', 'the HBONE engine is closed');
-    const listener = this.#openSession((ev) => {
+    const listener = this.#sessions.add((ev) => {
       if (ev.kind === 'listener-closed') this.#sessions.delete(listener);
       if (ev.kind !== 'accept') return;
       const [srcIp = '', srcPort = '', dstIp = '', dstPort = ''] = ev.fields;
@@ -260,16 +260,12 @@ export class NativeHboneClient {
     return { tunnel, released, end, taken: true };
   }
 
-  #openSession(sink: (ev: HboneEngineEvent) => void): number {
-    return this.#sessions.add(sink);
-  }
-
   /** For native-server.ts: the engine, credentials and event routing of inbound sessions. */
   inboundPort(): InboundPort {
     return {
       engine: this.#engine,
       credential: (cert) => this.#credential(cert),
-      open: (sink) => this.#openSession(sink),
+      open: (sink) => this.#sessions.add(sink),
       forget: (id) => { this.#sessions.delete(id); },
     };
   }

@@ -80,3 +80,12 @@ export const CONFIG_FIELDS = [
  * parsed (src/xds.rs LocalConfig: workloads, policies, services).
  */
 export const EMPTY_STATIC_CONFIG = { workloads: [], policies: [], services: [] } as const;
+
+/**
+ * istio/istio tests/integration/ambient/crl/crl_test.go (checkCRLRejectionMetric,
+ * parseCRLRejectionTotal): ztunnel counts CRL refusals in
+ * `istio_crl_policy_rejections_total`, `reporter="source"` where the client
+ * refused the server's chain (outbound), `reporter="destination"` where the
+ * server refused the client's (inbound).
+ */
+export const CRL_REJECTIONS = { name: 'istio_crl_policy_rejections_total', reporter: { outbound: 'source', inbound: 'destination' } } as const;

@@ -11,6 +11,7 @@ import { Readiness } from './admin/readiness.ts';
 import { buildInfo, configSection, staticConfigSection, workloadStateEntry } from './admin/config-dump.ts';
 import { CaClient } from './identity/ca-client.ts';
 import type { CertificateProvider } from './identity/certificate.ts';
+import { CrlFile } from './identity/crl-file.ts';
 import { LocalCa } from './identity/local-ca.ts';
 import { Priority, SecretManager } from './identity/manager.ts';
 import { scoped, type Logger } from './log.ts';
@@ -36,6 +37,7 @@ import { HboneClient } from './proxy/hbone/client.ts';
 import { NativeHboneClient } from './proxy/hbone/native-client.ts';
 import { TcpMetrics } from './proxy/metrics.ts';
 import { podProxyFactory } from './proxy/pod-proxy.ts';
+import { crlRevocation } from './proxy/revocation.ts';
 import { findSourceWorkload } from './proxy/source-workload.ts';
 import { Accel, cleanupKernel } from './accel/index.ts';
 import { decideKmod, readKmodFacts, type KmodFacts } from './accel/kmod.ts';
@@ -204,7 +206,13 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   // The pod manager tells the kernel side about pods, which is built after it.
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
-  const hbone = new HboneClient({ maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled });
+  // CRL_PATH: peer chains are checked against the file, reloaded when it changes (a bad file at start stops the start).
+  const crls = config.crlPath === undefined ? undefined : new CrlFile(config.crlPath, { logger: scoped(log, 'crl') });
+  const revocation = crls === undefined ? undefined : crlRevocation(crls, metrics.registry);
+  const hbone = new HboneClient({
+    maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled,
+    ...(revocation === undefined ? {} : { revocation }),
+  });
   if (config.hboneEngine !== engine.active) log.warn({ scope: 'proxy', reason: engine.reason }, 'the native HBONE engine is unavailable; HBONE runs in JavaScript');
   else log.info({ scope: 'proxy', engine: engine.active }, 'HBONE engine (outbound and the 15008 server)');
   new Gauge({ name: 'skein_hbone_engine', help: 'The HBONE engine in use (1): native or js; see config_dump hboneEngine for why', labelNames: ['engine'] as const, registers: [metrics.registry] })
@@ -225,6 +233,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry, idle: idleSeries }),
     metrics: tcpMetrics, network: config.network, clusterId: config.clusterId, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
     keepalive: config.keepalive.enabled ? config.keepalive : undefined, guard: new ConnectionGuard({ registry: metrics.registry, log: scoped(log, 'proxy'), access: scoped(log, 'access') }),
+    ...(revocation === undefined ? {} : { revocation }),
   };
   // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).
   const dns = config.dnsProxy ? new DnsProxy({
@@ -331,6 +340,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
         await hbone.close(1000);
         engine.client?.close();
         secrets.close();
+        crls?.close();
         idleSeries.close();
         await admin.close();
         log.info({ scope: 'app' }, 'skein stopped');
@@ -348,6 +358,7 @@ function chooseHboneEngine(c: Config, kmodFacts: KmodFacts): { active: 'native' 
   if (c.hboneEngine === 'js') return js();
   // The engine speaks TLS 1.3 only, as ztunnel by default.
   if (c.tls12Enabled) return js('TLS12_ENABLED is set; the native engine speaks TLS 1.3 only');
+  if (c.crlPath !== undefined) return js('CRL_PATH is set; CRL checks run on the JavaScript HBONE path only');
   const missing = hboneEngineUnavailable();
   if (missing !== undefined) return js(missing);
   // The module carries the engine's outbound tunnels when the probe found it and kTLS.

@@ -45,6 +45,12 @@ export interface Config {
   localXdsPath: string | undefined;
   localXds: string | undefined;
   xdsOnDemand: boolean;
+  /**
+   * CRL_PATH (ztunnel src/config.rs; Istio's chart sets it, to the mounted
+   * ConfigMap istio-ca-crl, with peerCaCrl.enabled): a CRL file peer chains
+   * are checked against. Undefined: no CRL checks.
+   */
+  crlPath: string | undefined;
   /** Use the built-in local CA instead of istiod's (FAKE_CA=true, or CA_ADDRESS=""). */
   localCa: boolean;
   localCaDir: string;
@@ -203,6 +209,7 @@ export function parseConfig(env: Env): Config {
     localXdsPath,
     localXds,
     xdsOnDemand: p.bool('XDS_ON_DEMAND', false),
+    crlPath: p.str('CRL_PATH'),
     localCa: fakeCa || caAddress === undefined,
     localCaDir: p.str('SKEIN_LOCAL_CA_DIR') ?? '/var/run/skein/ca',
     localCaCert: p.str('SKEIN_LOCAL_CA_CERT'),

@@ -7,6 +7,7 @@ import type { CertificateMetrics } from '../identity/metrics.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { ConnectionManager } from './connection-manager.ts';
 import type { ConnectionGuard } from './guard.ts';
+import type { Revocation } from './hbone/tls.ts';
 import type { TcpMetrics } from './metrics.ts';
 
 export interface ProxyInputs {
@@ -31,4 +32,6 @@ export interface ProxyInputs {
   keepalive: TcpKeepalive | undefined;
   /** Catches, logs, counts and closes what a per-connection task throws (guard.ts). */
   guard: ConnectionGuard;
+  /** CRL checks of HBONE peers (CRL_PATH); undefined without a CRL file. */
+  revocation?: Revocation;
 }

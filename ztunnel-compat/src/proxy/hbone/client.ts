@@ -25,7 +25,7 @@ import {
   CLIENT_MAX_HEADER_LIST, CONNECTION_WINDOW, destroySession, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, POOL_MAX_STREAMS, STREAM_WINDOW,
 } from './h2.ts';
 import type { KeepaliveOptions } from './h2.ts';
-import { ALPN_H2, clientOptions } from './tls.ts';
+import { ALPN_H2, clientOptions, peerChain, revokedError } from './tls.ts';
 import type { HboneTlsOptions } from './tls.ts';
 
 export { baggageHeader, forwardedHeader, traceparent } from './headers.ts';
@@ -86,6 +86,8 @@ interface PooledSession {
   opened: number;
   usable: boolean;
   idleTimer: NodeJS.Timeout | undefined;
+  /** The server's verified chain, kept only under CRLs (to re-check at each reload). */
+  readonly chain: Buffer[] | undefined;
 }
 
 interface PoolEntry {
@@ -112,6 +114,7 @@ export class HboneClient {
   readonly #streamsPerConnection: number;
   readonly #entries = new Map<string, PoolEntry>();
   readonly #all = new Set<PooledSession>();
+  readonly #unsubscribe: (() => void) | undefined;
   #closed = false;
 
   constructor(opts: HboneClientOptions = {}) {
@@ -119,6 +122,7 @@ export class HboneClient {
     this.#maxStreams = opts.maxStreams ?? POOL_MAX_STREAMS;
     this.#idleMs = opts.idleTimeoutMs ?? 5 * 60_000;
     this.#streamsPerConnection = opts.streamsPerConnection ?? STREAM_IDS_PER_CONNECTION;
+    this.#unsubscribe = opts.revocation?.onChange(() => { this.#recheckRevocation(); });
   }
 
   /** Live sessions (pooled or draining). */
@@ -212,6 +216,7 @@ export class HboneClient {
    */
   async close(graceMs?: number): Promise<void> {
     this.#closed = true;
+    this.#unsubscribe?.();
     const timer = graceMs === undefined ? undefined : setTimeout(() => { this.destroy(); }, graceMs);
     timer?.unref();
     await Promise.all([...this.#all].map((ps) => new Promise<void>((resolve) => {
@@ -228,7 +233,24 @@ export class HboneClient {
 
   destroy(): void {
     this.#closed = true;
+    this.#unsubscribe?.();
     for (const ps of this.#all) destroySession(ps.session, ps.socket);
+  }
+
+  /**
+   * A CRL reload: sessions to a server whose chain it revokes are torn down
+   * at once, their tunnels with them (a security event, as ztunnel: no
+   * GOAWAY grace).
+   */
+  #recheckRevocation(): void {
+    const revocation = this.#opts.revocation;
+    if (revocation === undefined) return;
+    for (const ps of this.#all) {
+      const why = ps.chain === undefined ? undefined : revocation.check(ps.chain, 'source');
+      if (why === undefined) continue;
+      this.#drop(ps);
+      destroySession(ps.session, ps.socket, revokedError('server', why));
+    }
   }
 
   async #acquire(key: string, req: TunnelRequest): Promise<PooledSession> {
@@ -375,6 +397,7 @@ export class HboneClient {
           const peerMax = settings.maxConcurrentStreams ?? Number.MAX_SAFE_INTEGER;
           const ps: PooledSession = {
             session: s, socket: sock, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, opened: 0, usable: true, idleTimer: undefined,
+            chain: this.#opts.revocation === undefined ? undefined : peerChain(sock.getPeerCertificate(true)),
           };
           this.#adopt(ps);
           resolve(ps);

@@ -20,6 +20,8 @@ export const HboneErrorCode = Object.freeze({
   STREAM: 'SKEIN_HBONE_STREAM',
   /** Our own certificate has expired; it is never presented (fail closed). */
   CERT_EXPIRED: 'SKEIN_HBONE_CERT_EXPIRED',
+  /** A CRL (CRL_PATH) revokes a certificate of the peer's chain. */
+  REVOKED: 'SKEIN_HBONE_CERT_REVOKED',
   /** The pool or server was closed. */
   CLOSED: 'SKEIN_HBONE_CLOSED',
 } as const);

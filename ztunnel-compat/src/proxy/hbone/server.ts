@@ -28,7 +28,7 @@ import {
   SERVER_MAX_HEADER_LIST, SERVER_STREAM_RESET_BURST, SERVER_STREAM_RESET_RATE, STREAM_WINDOW,
 } from './h2.ts';
 import type { Authority, KeepaliveOptions } from './h2.ts';
-import { serverBaseOptions, serverContext } from './tls.ts';
+import { revokedError, serverBaseOptions, serverContext } from './tls.ts';
 import type { HboneTlsOptions, ServerTls } from './tls.ts';
 
 export interface SocketAddress {
@@ -179,6 +179,13 @@ interface SessionInfo {
   localAddress: SocketAddress;
 }
 
+/** A session's peer, TLS socket (for destroySession) and verified chain (kept only under CRLs). */
+interface VerifiedSession {
+  info: SessionInfo;
+  socket: TLSSocket;
+  chain: Buffer[] | undefined;
+}
+
 function addressOf(ip: string | undefined, port: number | undefined): SocketAddress {
   return { ip: ip ?? '', port: port ?? 0 };
 }
@@ -200,9 +207,10 @@ export class HboneServer {
   #listener: NetServer | undefined;
   #closing = false;
   /** Each session's peer and its TLS socket (for destroySession). */
-  readonly #sessions = new Map<Http2Session, { info: SessionInfo; socket: TLSSocket }>();
+  readonly #sessions = new Map<Http2Session, VerifiedSession>();
   /** Set just before handing a verified socket to the h2 server, which emits 'session' synchronously. */
-  #pending: { info: SessionInfo; socket: TLSSocket } | undefined;
+  #pending: VerifiedSession | undefined;
+  readonly #unrevoke: (() => void) | undefined;
   #activeTunnels = 0;
 
   /** `cert`: a source (rotating), or one certificate that serves until it expires. */
@@ -231,6 +239,7 @@ export class HboneServer {
     const now = this.#source.current();
     if (now !== undefined) this.#install(now);
     this.#unsubscribe = this.#source.subscribe?.((c) => { if (!this.#closing && !c.isExpired()) this.#install(c); });
+    this.#unrevoke = opts.revocation?.onChange(() => { this.#recheckRevocation(); });
     this.#tlsServer.on('secureConnection', (socket: TLSSocket) => { this.#onSecureConnection(socket); });
     this.#tlsServer.on('tlsClientError', (error: Error, socket: TLSSocket) => {
       this.#opts.onHandshakeReject?.({ error, peerAddress: addressOf(socket.remoteAddress, socket.remotePort) });
@@ -356,13 +365,25 @@ export class HboneServer {
     }));
     await Promise.all([closed, ...sessions]);
     clearTimeout(timer);
+    this.#unrevoke?.();
   }
 
   /** Closes every session abruptly. */
   destroy(): void {
     this.#stopAccepting();
+    this.#unrevoke?.();
     if (this.#listener?.listening === true) this.#listener.close();
     for (const [session, { socket }] of this.#sessions) destroySession(session, socket);
+  }
+
+  /** A CRL reload: sessions of a client whose chain it revokes are torn down at once (as ztunnel: no grace). */
+  #recheckRevocation(): void {
+    const revocation = this.#opts.revocation;
+    if (revocation === undefined) return;
+    for (const [session, { socket, chain }] of this.#sessions) {
+      const why = chain === undefined ? undefined : revocation.check(chain, 'destination');
+      if (why !== undefined) destroySession(session, socket, revokedError('client', why));
+    }
   }
 
   #stopAccepting(): void {
@@ -391,6 +412,7 @@ export class HboneServer {
         localAddress: addressOf(stripV4Mapped(socket.localAddress), socket.localPort),
       },
       socket,
+      chain: this.#opts.revocation === undefined ? undefined : this.#tls.peerChain(socket),
     };
     try {
       this.#h2.emit('connection', socket);

@@ -3,12 +3,14 @@
 // AES-GCM suites only, ALPN h2, a mandatory client certificate, no SNI, no
 // session resumption, and SPIFFE URI SAN checks instead of hostname checks:
 // inbound the client must share the server's trust domain, outbound the
-// server must be one of the expected identities.
+// server must be one of the expected identities. With CRLs (CRL_PATH), a
+// verified chain is then checked against them too.
 import { X509Certificate } from 'node:crypto';
-import type { ConnectionOptions, PeerCertificate, TLSSocket, TlsOptions } from 'node:tls';
+import type { ConnectionOptions, DetailedPeerCertificate, PeerCertificate, TLSSocket, TlsOptions } from 'node:tls';
 import { parseSpiffe, sameIdentity, spiffeUri } from '../../identity/spiffe.ts';
 import type { Identity } from '../../identity/spiffe.ts';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
+import { completeChain } from '../../identity/crl.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 
 /** TLS 1.3 suites, ztunnel's order; there is no ChaCha20. */
@@ -20,6 +22,41 @@ export const ALPN_H2 = 'h2';
 export interface HboneTlsOptions {
   /** Also allow TLS 1.2 (ztunnel TLS12_ENABLED). Default false: TLS 1.3 only. */
   tls12?: boolean;
+  /** CRL checks of peer chains (CRL_PATH); none without. */
+  revocation?: Revocation;
+}
+
+/** Which side checks: the client checks the server (`source`), the server the client (`destination`). */
+export type Reporter = 'source' | 'destination';
+
+/** The CRLs in force, as the HBONE client and server consult them (identity/crl-file.ts behind it). */
+export interface Revocation {
+  /** Why a verified peer chain (DER, leaf first, then each issuer) must be refused, if it must. */
+  check(chain: readonly Buffer[], reporter: Reporter): string | undefined;
+  /** Calls `fn` after each CRL reload, to re-check open connections; returns the unsubscribe. */
+  onChange(fn: () => void): () => void;
+}
+
+/** The chain a handshake verified, DER, leaf first, up to the anchor Node found for it. */
+export function peerChain(peer: DetailedPeerCertificate): Buffer[] {
+  // Node's types promise an issuer always; a server gets none, and an anchor links to itself.
+  interface Link { raw?: Buffer; issuerCertificate?: Link }
+  const out: Buffer[] = [];
+  const seen = new Set<Link>();
+  for (let c: Link | undefined = peer; c?.raw !== undefined && !seen.has(c); c = c.issuerCertificate) {
+    seen.add(c);
+    out.push(c.raw);
+  }
+  return out;
+}
+
+function derOf(pem: string): Buffer {
+  return Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
+}
+
+/** The HboneError a revoked chain fails with. */
+export function revokedError(side: 'client' | 'server', why: string): HboneError {
+  return new HboneError(HboneErrorCode.REVOKED, 'TLS_FAILURE', `the ${side} certificate is revoked: ${why}`);
 }
 
 function versionOptions(opts: HboneTlsOptions): Pick<TlsOptions, 'minVersion' | 'maxVersion' | 'ciphers'> {
@@ -78,10 +115,13 @@ export interface ServerTls {
   /**
    * The post-handshake check (ztunnel TrustDomainVerifier). Returns the peer's
    * identity, its first SPIFFE URI SAN; throws HboneError when ALPN is not h2,
-   * the chain was not verified, or no SPIFFE SAN is in our trust domain. The
+   * the chain was not verified, no SPIFFE SAN is in our trust domain, or a
+   * CRL revokes the chain. The
    * caller must destroy the socket on a throw (fail closed).
    */
   verifyPeer(socket: TLSSocket): Identity;
+  /** The client's chain as verified, DER, leaf first, up to our root (for CRL checks). */
+  peerChain(socket: TLSSocket): Buffer[];
 }
 
 /**
@@ -95,8 +135,12 @@ export function serverBaseOptions(opts: HboneTlsOptions = {}): TlsOptions {
 
 export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions = {}): ServerTls {
   const trustDomain = cert.identity.trustDomain;
+  // Node gives a server the client's leaf alone: its issuers are looked for among ours.
+  const caCerts = opts.revocation === undefined ? [] : [...cert.chainPems.slice(1), ...cert.rootPems].map(derOf);
+  const chainOf = (socket: TLSSocket): Buffer[] => completeChain(peerChain(socket.getPeerCertificate(true)), caCerts);
   return {
     trustDomain,
+    peerChain: chainOf,
     options: {
       key: cert.keyPem,
       cert: cert.chainPems.join(''),
@@ -119,6 +163,8 @@ export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions =
         throw new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE',
           `the client identity ${ids.map(spiffeUri).join(', ')} is not in trust domain ${trustDomain}`);
       }
+      const why = opts.revocation?.check(chainOf(socket), 'destination');
+      if (why !== undefined) throw revokedError('client', why);
       return first;
     },
   };
@@ -141,7 +187,13 @@ export function clientOptions(cert: WorkloadCertificate, expected: readonly Iden
     rejectUnauthorized: true,
     // Runs only after the chain verified against our roots; replaces the
     // DNS/IP hostname check with ztunnel's identity check.
-    checkServerIdentity: (_host: string, peer: PeerCertificate): Error | undefined => verifyServer(peer, want),
+    checkServerIdentity: (_host: string, peer: PeerCertificate): Error | undefined => {
+      const bad = verifyServer(peer, want);
+      if (bad !== undefined || opts.revocation === undefined) return bad;
+      // Node hands the detailed certificate (getPeerCertificate(true)) here.
+      const why = opts.revocation.check(peerChain(peer as DetailedPeerCertificate), 'source');
+      return why === undefined ? undefined : revokedError('server', why);
+    },
   };
 }
 

@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: Apache-2.0
+// Certificate revocation lists (ztunnel CRL_PATH, src/tls/crl.rs and
+// revocation.rs): which peer chains a CRL file revokes. The judgement is
+// webpki's as ztunnel configures it: every certificate of the chain below
+// the trust anchor is looked up in the CRLs its issuer signed; a CRL whose
+// signature does not verify under that issuer's key (or whose issuer may not
+// sign CRLs) fails the chain; an issuer with no CRL is no revocation
+// (UnknownStatusPolicy::Allow), and a CRL past its nextUpdate still counts
+// (ExpirationPolicy::Ignore). Pure: the file and its reloads are crl-file.ts.
+import { verify as verifySignature, X509Certificate as NodeX509 } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { x509 } from './x509.ts';
+
+export class CrlError extends Error {
+  override name = 'CrlError';
+  readonly code = 'SKEIN_CRL';
+}
+
+interface Crl {
+  /** Its issuer Name, DER, hex: matched byte for byte against a certificate's issuer, as webpki does. */
+  readonly issuer: string;
+  readonly issuerText: string;
+  readonly serials: ReadonlySet<string>;
+  readonly tbs: Buffer;
+  readonly signature: Buffer;
+  /** node:crypto's digest for the signature algorithm; null for Ed25519; undefined when unsupported. */
+  readonly digest: string | null | undefined;
+}
+
+/** node:crypto.verify's digest for a CRL's signature algorithm (WebCrypto form); null for Ed25519, undefined when unsupported. */
+function digestOf(alg: { name?: unknown; hash?: { name?: unknown } }): string | null | undefined {
+  if (alg.name === 'Ed25519') return null;
+  if (alg.name !== 'ECDSA' && alg.name !== 'RSASSA-PKCS1-v1_5') return undefined;
+  const hash = alg.hash?.name;
+  return hash === 'SHA-256' || hash === 'SHA-384' || hash === 'SHA-512' ? hash.replace('-', '').toLowerCase() : undefined;
+}
+
+/** The bytes of the first element of a DER SEQUENCE (a CertificateList's tbsCertList, which is what is signed). */
+function firstElement(der: Buffer): Buffer {
+  const header = (at: number): { start: number; end: number } => {
+    const first = der[at + 1] ?? 0;
+    if (first < 0x80) return { start: at + 2, end: at + 2 + first };
+    const n = first & 0x7f;
+    if (n === 0 || n > 4 || at + 2 + n > der.length) throw new Error('bad DER length');
+    return { start: at + 2 + n, end: at + 2 + n + der.readUIntBE(at + 2, n) };
+  };
+  const outer = header(0);
+  const inner = header(outer.start);
+  if (inner.end > outer.end || outer.end > der.length) throw new Error('truncated DER');
+  return der.subarray(outer.start, inner.end);
+}
+
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
+
+/** A serial as the DER INTEGER's value, without leading zero bytes, lower case. */
+function serialKey(hex: string): string {
+  return hex.toLowerCase().replace(/^(00)+(?=.)/, '');
+}
+
+function hex(buf: ArrayBuffer): string {
+  return Buffer.from(buf).toString('hex');
+}
+
+/** The CRLs of one file, and the check of a peer's chain against them. */
+export class CrlSet {
+  static readonly EMPTY = new CrlSet([]);
+
+  readonly #crls: readonly Crl[];
+  /** `<crl index>|<issuer fingerprint>` -> why that CRL cannot be trusted ('' when it can). */
+  readonly #verified = new Map<string, string>();
+
+  private constructor(crls: Crl[]) {
+    this.#crls = crls;
+  }
+
+  /**
+   * A CRL file's contents: one DER CRL, or PEM with any number of CRL
+   * blocks; empty (or PEM with no block) revokes nothing. Throws CrlError
+   * naming the first block that does not parse.
+   */
+  static parse(data: Buffer): CrlSet {
+    const text = data.toString('latin1');
+    if (text.trim() === '') return CrlSet.EMPTY;
+    const ders: Buffer[] = [];
+    if (text.trimStart().startsWith('-----BEGIN')) {
+      for (const m of text.matchAll(PEM_BLOCK)) ders.push(Buffer.from((m[2] ?? '').replace(/\s+/g, ''), 'base64'));
+    } else {
+      ders.push(data);
+    }
+    return new CrlSet(ders.map((der, i) => {
+      try {
+        return toCrl(der);
+      } catch (err) {
+        throw new CrlError(`CRL ${i + 1} of ${ders.length} does not parse: ${(err as Error).message}`, { cause: err });
+      }
+    }));
+  }
+
+  /** CRLs in the set. */
+  get size(): number {
+    return this.#crls.length;
+  }
+
+  /** Certificates revoked, over all CRLs. */
+  get revoked(): number {
+    return this.#crls.reduce((n, c) => n + c.serials.size, 0);
+  }
+
+  /**
+   * Why a peer chain must be refused, if it must: `chain` is DER, leaf
+   * first, each certificate followed by its issuer (as the handshake
+   * verified it), up to and perhaps including the trust anchor.
+   */
+  check(chain: readonly Buffer[]): string | undefined {
+    if (this.#crls.length === 0) return undefined;
+    for (let i = 0; i + 1 < chain.length; i++) {
+      const cert = new x509.X509Certificate(chain[i]);
+      const issuer = hex(cert.issuerName.toArrayBuffer());
+      // The anchor is not checked: its own issuer is itself.
+      if (i > 0 && issuer === hex(cert.subjectName.toArrayBuffer())) break;
+      const serial = serialKey(cert.serialNumber);
+      for (const [n, crl] of this.#crls.entries()) {
+        if (crl.issuer !== issuer) continue;
+        const untrusted = this.#trust(n, crl, chain[i + 1] as Buffer);
+        if (untrusted !== '') return untrusted;
+        if (crl.serials.has(serial)) {
+          return `certificate ${serial} (${i === 0 ? 'the peer' : `CA ${cert.subject}`}) is revoked by the CRL of ${crl.issuerText}`;
+        }
+      }
+    }
+    return undefined;
+  }
+
+  #trust(n: number, crl: Crl, issuerDer: Buffer): string {
+    const issuer = new NodeX509(issuerDer);
+    const key = `${n}|${issuer.fingerprint256}`;
+    let why = this.#verified.get(key);
+    if (why === undefined) {
+      why = crlUntrusted(crl, issuerDer, issuer.publicKey);
+      this.#verified.set(key, why);
+    }
+    return why;
+  }
+}
+
+/**
+ * The chain completed up to its anchor from CA certificates we hold
+ * (`known`, DER: our roots and intermediates), for a handshake that kept
+ * less than the peer sent: Node gives a TLS server the client's leaf alone.
+ * Each added certificate issued (and signed) the one before it.
+ */
+export function completeChain(chain: readonly Buffer[], known: readonly Buffer[]): Buffer[] {
+  const out = [...chain];
+  const cas = known.map((der) => ({ der, cert: new NodeX509(der) }));
+  for (let last = out.at(-1); last !== undefined && out.length < 10;) {
+    const cert = new NodeX509(last);
+    if (cert.checkIssued(cert) && cert.verify(cert.publicKey)) break; // the anchor
+    const issuer = cas.find((ca) => !out.includes(ca.der) && cert.checkIssued(ca.cert) && cert.verify(ca.cert.publicKey));
+    if (issuer === undefined) break;
+    out.push(issuer.der);
+    last = issuer.der;
+  }
+  return out;
+}
+
+function toCrl(der: Buffer): Crl {
+  const crl = new x509.X509Crl(der);
+  return {
+    issuer: hex(crl.issuerName.toArrayBuffer()),
+    issuerText: crl.issuer,
+    serials: new Set(crl.entries.map((e) => serialKey(e.serialNumber))),
+    tbs: firstElement(der),
+    signature: Buffer.from(crl.signature),
+    digest: digestOf(crl.signatureAlgorithm),
+  };
+}
+
+/** '' when the issuer signed the CRL and may sign CRLs; else why not. */
+function crlUntrusted(crl: Crl, issuerDer: Buffer, publicKey: KeyObject): string {
+  const usage = new x509.X509Certificate(issuerDer).getExtension(x509.KeyUsagesExtension);
+  if (usage !== null && (usage.usages & x509.KeyUsageFlags.cRLSign) === 0) {
+    return `the CRL of ${crl.issuerText} is signed by a CA that may not sign CRLs (no cRLSign key usage)`;
+  }
+  if (crl.digest === undefined) return `the CRL of ${crl.issuerText} uses a signature algorithm Skein does not verify`;
+  let ok = false;
+  try {
+    ok = verifySignature(crl.digest, crl.tbs, publicKey, crl.signature);
+  } catch {
+    ok = false;
+  }
+  return ok ? '' : `the CRL of ${crl.issuerText} does not verify under its issuer's key`;
+}

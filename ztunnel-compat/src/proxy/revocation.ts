@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CRL file as the HBONE client and server consult it (CRL_PATH), with
+// ztunnel's metric of what it refuses: istio_crl_policy_rejections_total,
+// by `reporter` (source: a server's chain the client refused; destination:
+// a client's chain the server refused), at handshake and when a reload
+// tears an open connection down.
+import { Counter, type Registry } from 'prom-client';
+import type { CrlFile } from '../identity/crl-file.ts';
+import type { Reporter, Revocation } from './hbone/tls.ts';
+
+export function crlRevocation(file: CrlFile, registry: Registry): Revocation {
+  const rejections = new Counter({
+    name: 'istio_crl_policy_rejections_total',
+    help: 'Connections refused or closed because a CRL revokes a certificate of the peer chain',
+    labelNames: ['reporter'] as const, registers: [registry],
+  });
+  return {
+    check: (chain: readonly Buffer[], reporter: Reporter) => {
+      const why = file.current.check(chain);
+      if (why !== undefined) rejections.inc({ reporter });
+      return why;
+    },
+    onChange: (fn) => file.onChange(() => { fn(); }),
+  };
+}

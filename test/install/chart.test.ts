@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { parseConfig } from '../../ztunnel-compat/src/config.ts';
-import { chartDir, container, helm, type K8sObject, only, parseManifests, podSpec } from './helm.ts';
+import { chartDir, container, helm, istioDir, type K8sObject, only, parseManifests, podSpec } from './helm.ts';
 
 const image = 'registry.example.com/skein';
 
@@ -157,6 +157,24 @@ describe('the Skein chart', () => {
     assert.equal(config.xdsRootCa.kind, 'file');
     assert.equal(path.resolve('/', config.xdsRootCa.path), `${mounts.get('istiod-ca-cert') ?? ''}/root-cert.pem`);
     assert.equal(path.dirname(config.inpodUds), mounts.get('cni-ztunnel-sock-dir'));
+  });
+
+  it('with peerCaCrl.enabled mounts the istio-ca-crl ConfigMap and sets CRL_PATH as Istio\'s ztunnel chart does', async () => {
+    assert.equal(envOf(await daemonSet()).has('CRL_PATH'), false, 'off by default');
+    const crlOf = (ds: K8sObject): { path: string | undefined; dir: string | undefined; volume: unknown } => {
+      const c = container(ds, 'istio-proxy');
+      const volume = (podSpec(ds).volumes ?? []).find((v) => v.configMap?.name === 'istio-ca-crl');
+      return {
+        path: (c.env ?? []).find((e) => e.name === 'CRL_PATH')?.value,
+        dir: (c.volumeMounts ?? []).find((m) => m.name === volume?.name)?.mountPath,
+        volume: volume?.configMap,
+      };
+    };
+    const r = await helm(['template', 'ztunnel', `${istioDir}/ztunnel-chart`, '-n', 'istio-system', '--set', 'peerCaCrl.enabled=true']);
+    assert.equal(r.code, 0, r.stderr);
+    const istio = crlOf(only(parseManifests(r.stdout), 'DaemonSet', 'ztunnel'));
+    assert.ok(istio.path !== undefined && istio.dir !== undefined, 'Istio\'s chart mounts a CRL');
+    assert.deepEqual(crlOf(await daemonSet(['--set', 'peerCaCrl.enabled=true'])), istio);
   });
 
   it('runs as uid 0 with ALL dropped and only the needed capabilities added', async () => {

@@ -49,7 +49,7 @@ export interface Container {
 export interface Volume {
   name: string;
   hostPath?: { path: string; type?: string };
-  configMap?: { name: string };
+  configMap?: { name: string; optional?: boolean };
   emptyDir?: Record<string, never>;
   projected?: { sources: { serviceAccountToken?: { path: string; audience?: string; expirationSeconds?: number } }[] };
 }

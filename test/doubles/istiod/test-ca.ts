@@ -68,6 +68,19 @@ export class TestCa {
     return new TestCa(root, keys);
   }
 
+  /** This root's CRL revoking `serials` (hex), as an operator publishes ca-crl.pem with a plugged-in CA. */
+  async crl(serials: readonly string[]): Promise<string> {
+    const crl = await x509.X509CrlGenerator.create({
+      issuer: this.#root.subjectName,
+      thisUpdate: new Date(Date.now() - 60_000),
+      nextUpdate: new Date(Date.now() + 86_400_000),
+      entries: serials.map((serialNumber) => ({ serialNumber, revocationDate: new Date() })),
+      signingKey: this.#keys.privateKey,
+      signingAlgorithm: P256,
+    });
+    return crl.toString('pem') + '\n';
+  }
+
   /** A TLS server certificate; the default names are the ones istiod is reached by. */
   async issueServerCert(
     dnsNames = ['istiod.istio-system.svc', 'localhost'],

@@ -168,11 +168,20 @@ export interface HboneEngineStats {
   /** DATA payload the module carried, pod → peer and peer → pod (its own counters). */
   kmodTxBytes: number;
   kmodRxBytes: number;
+  /** Peer chains a CRL revoked (setCrls): servers the engine's clients refused, clients its servers refused. */
+  crlRejectionsSource: number;
+  crlRejectionsDestination: number;
 }
 
 export interface HboneEngine {
   addCredential(chainPem: string, keyPem: string, rootsPem: string): number;
   removeCredential(id: number): void;
+  /**
+   * The CRLs (DER) peer chains are checked against at each handshake, and
+   * open sessions re-checked now (those revoked close); `[]` stops the
+   * checks. Throws ERR_HBONE_CRL when one does not parse.
+   */
+  setCrls(ders: readonly Buffer[]): void;
   outbound(req: HboneOutboundRequest): void;
   inbound(req: HboneInboundRequest): void;
   answer(a: HboneAnswer): void;

@@ -208,7 +208,22 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   const proxyReady = readiness.register('workload proxy manager');
   // CRL_PATH: peer chains are checked against the file, reloaded when it changes (a bad file at start stops the start).
   const crls = config.crlPath === undefined ? undefined : new CrlFile(config.crlPath, { logger: scoped(log, 'crl') });
-  const revocation = crls === undefined ? undefined : crlRevocation(crls, metrics.registry);
+  const revocation = crls === undefined ? undefined : crlRevocation(crls, metrics.registry, () => {
+    const st = engine.client?.stats();
+    return { source: st?.crlRejectionsSource ?? 0, destination: st?.crlRejectionsDestination ?? 0 };
+  });
+  if (crls !== undefined && engine.client !== undefined) {
+    // The engine checks its own handshakes and sessions against the same CRLs.
+    const client = engine.client;
+    client.setCrls(crls.current.ders);
+    crls.onChange((set) => {
+      try {
+        client.setCrls(set.ders);
+      } catch (err) {
+        log.error({ scope: 'crl', err: (err as Error).message }, 'the native HBONE engine refused the reloaded CRL; it keeps the last one');
+      }
+    });
+  }
   const hbone = new HboneClient({
     maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled,
     ...(revocation === undefined ? {} : { revocation }),
@@ -358,11 +373,11 @@ function chooseHboneEngine(c: Config, kmodFacts: KmodFacts): { active: 'native' 
   if (c.hboneEngine === 'js') return js();
   // The engine speaks TLS 1.3 only, as ztunnel by default.
   if (c.tls12Enabled) return js('TLS12_ENABLED is set; the native engine speaks TLS 1.3 only');
-  if (c.crlPath !== undefined) return js('CRL_PATH is set; CRL checks run on the JavaScript HBONE path only');
   const missing = hboneEngineUnavailable();
   if (missing !== undefined) return js(missing);
-  // The module carries the engine's outbound tunnels when the probe found it and kTLS.
-  const kmod = decideKmod(c.kernelFastpath, kmodFacts, { active: true });
+  // The module carries the engine's outbound tunnels when the probe found it and kTLS;
+  // not under CRLs: a reload could not reach a tunnel the kernel carries.
+  const kmod = c.crlPath === undefined ? decideKmod(c.kernelFastpath, kmodFacts, { active: true }) : { active: false, reason: 'CRL_PATH is set: CRL re-checks need the tunnels in the engine' };
   return {
     active: 'native', kmod,
     client: new NativeHboneClient({ workers: c.workerThreads, maxStreams: c.poolMaxStreamsPerConnection, idleTimeoutMs: c.poolUnusedReleaseTimeoutMs, kmod: kmod.active }),

@@ -134,6 +134,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
         {
             InstanceMethod("addCredential", &HboneEngine::AddCredential),
             InstanceMethod("removeCredential", &HboneEngine::RemoveCredential),
+            InstanceMethod("setCrls", &HboneEngine::SetCrls),
             InstanceMethod("outbound", &HboneEngine::Outbound),
             InstanceMethod("inbound", &HboneEngine::Inbound),
             InstanceMethod("answer", &HboneEngine::Answer),
@@ -514,6 +515,34 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     return fd;
   }
 
+  // CRL_PATH's CRLs as DER (TypeScript parsed and checks them too): new
+  // handshakes are checked against them and open sessions re-checked. An
+  // empty array stops the checks.
+  Napi::Value SetCrls(const Napi::CallbackInfo& info) {
+    static const char* usage = "engine.setCrls(ders: Buffer[])";
+    Napi::Env env = info.Env();
+    Engine& engine = Live(env);
+    if (info.Length() < 1 || !info[0].IsArray()) ThrowUsage(env, usage);
+    Napi::Array a = info[0].As<Napi::Array>();
+    std::vector<std::string> ders;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value v = a.Get(i);
+      if (!v.IsBuffer()) ThrowUsage(env, usage);
+      auto b = v.As<Napi::Buffer<char>>();
+      ders.emplace_back(b.Data(), b.Length());
+    }
+    std::shared_ptr<const CrlList> list;
+    try {
+      if (!ders.empty()) list = std::make_shared<const CrlList>(ders);
+    } catch (const std::exception& e) {
+      Napi::Error err = Napi::Error::New(env, std::string("setCrls: ") + e.what());
+      err.Set("code", "ERR_HBONE_CRL");
+      throw err;
+    }
+    engine.SetCrls(std::move(list));
+    return env.Undefined();
+  }
+
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
@@ -532,6 +561,8 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     o.Set("kmodDeclined", static_cast<double>(c.kmod_declined.load()));
     o.Set("kmodTxBytes", static_cast<double>(c.kmod_tx_bytes.load()));
     o.Set("kmodRxBytes", static_cast<double>(c.kmod_rx_bytes.load()));
+    o.Set("crlRejectionsSource", static_cast<double>(c.crl_rejections_source.load()));
+    o.Set("crlRejectionsDestination", static_cast<double>(c.crl_rejections_destination.load()));
     return o;
   }
 

@@ -41,6 +41,21 @@ void Engine::Control(struct Control c) {
   workers_[c.session % workers_.size()]->PostControl(std::move(c));
 }
 
+void Engine::SetCrls(std::shared_ptr<const CrlList> crls) {
+  {
+    std::lock_guard<std::mutex> lock(crls_mu_);
+    crls_ = std::move(crls);
+  }
+  struct Control c;
+  c.kind = Control::kRecheckCrls;
+  for (auto& w : workers_) w->PostControl(c);
+}
+
+std::shared_ptr<const CrlList> Engine::crls() {
+  std::lock_guard<std::mutex> lock(crls_mu_);
+  return crls_;
+}
+
 void Engine::Listen(ListenRequest r) {
   listening_[r.listener] = r.fd.get();
   workers_[r.listener % workers_.size()]->PostListen(std::move(r));

@@ -113,7 +113,8 @@ struct Answer {
 struct Control {
   // kCloseOutbound: an outbound tunnel by its id (its pod left the mesh).
   // kUnlisten: a listener by its id (`session`) stops accepting.
-  enum Kind : uint8_t { kResetStream, kGoaway, kCloseSession, kCloseOutbound, kUnlisten };
+  // kRecheckCrls: new CRLs are in force; sessions whose chain they revoke close.
+  enum Kind : uint8_t { kResetStream, kGoaway, kCloseSession, kCloseOutbound, kUnlisten, kRecheckCrls };
   Kind kind = kResetStream;
   uint32_t session = 0;
   int32_t stream = 0;  // kResetStream only
@@ -187,6 +188,10 @@ struct Counters {
   std::atomic<uint64_t> kmod_declined{0};
   std::atomic<uint64_t> kmod_tx_bytes{0};
   std::atomic<uint64_t> kmod_rx_bytes{0};
+  // Peer chains a CRL revokes (CheckRevocation), at handshake or at a
+  // reload: servers this client refused, clients this server refused.
+  std::atomic<uint64_t> crl_rejections_source{0};
+  std::atomic<uint64_t> crl_rejections_destination{0};
 };
 
 class Worker;
@@ -207,6 +212,10 @@ class Engine {
   void Respond(Answer a);
   // Closes an inbound tunnel or session (to the worker of its session id).
   void Control(struct Control c);
+  // The CRLs new handshakes are checked against (none: no checks), and a
+  // re-check of every open session against them.
+  void SetCrls(std::shared_ptr<const CrlList> crls);
+  std::shared_ptr<const CrlList> crls();  // any thread
   // Starts accepting on a listener (on the worker of its id).
   void Listen(ListenRequest r);
   // Stops it at once: shut down here, so the kernel hands what is still
@@ -235,6 +244,8 @@ class Engine {
   Limits limits_;
   Sink sink_;
   Counters counters_;
+  std::mutex crls_mu_;
+  std::shared_ptr<const CrlList> crls_;  // under crls_mu_
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex events_mu_;
   std::vector<Event> events_;

@@ -3,10 +3,12 @@
 
 #include "ktls.h"
 
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <cctype>
 #include <stdexcept>
 
 namespace skein::hbone {
@@ -255,6 +257,78 @@ std::string CheckClient(SSL* ssl, const std::string& trust_domain, std::string* 
   GENERAL_NAMES_free(names);
   if (peer->empty()) return "the client certificate has no SPIFFE URI SAN";
   if (!in_domain) return "the client identity " + all + " is not in trust domain " + trust_domain;
+  return "";
+}
+
+}  // namespace skein::hbone
+
+namespace skein::hbone {
+
+CrlList::CrlList(const std::vector<std::string>& ders) {
+  for (size_t i = 0; i < ders.size(); i++) {
+    const auto* p = reinterpret_cast<const unsigned char*>(ders[i].data());
+    X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(ders[i].size()));
+    if (crl == nullptr) {
+      for (X509_CRL* c : crls_) X509_CRL_free(c);
+      crls_.clear();
+      throw std::runtime_error("CRL " + std::to_string(i + 1) + " does not parse: " + OpensslError("d2i_X509_CRL"));
+    }
+    crls_.push_back(crl);
+  }
+}
+
+CrlList::~CrlList() {
+  for (X509_CRL* c : crls_) X509_CRL_free(c);
+}
+
+namespace {
+
+std::string NameText(const X509_NAME* name) {
+  char buf[256];
+  X509_NAME_oneline(name, buf, sizeof buf);
+  return buf;
+}
+
+std::string SerialHex(const X509* cert) {
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr);
+  char* hex = bn == nullptr ? nullptr : BN_bn2hex(bn);
+  std::string out = hex == nullptr ? "?" : hex;
+  OPENSSL_free(hex);
+  BN_free(bn);
+  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+}  // namespace
+
+std::string CheckRevocation(SSL* ssl, const CrlList& list) {
+  if (list.empty()) return "";
+  STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
+  // Verified already (CheckServer/CheckClient ran first); no chain is no verification.
+  if (chain == nullptr) return "no verified chain to check against the CRL";
+  int n = sk_X509_num(chain);
+  // The last certificate is the anchor: nothing above it signs its CRL.
+  for (int i = 0; i + 1 < n; i++) {
+    X509* cert = sk_X509_value(chain, i);
+    X509* issuer = sk_X509_value(chain, i + 1);
+    for (X509_CRL* crl : list.crls()) {
+      if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0) continue;
+      std::string by = NameText(X509_CRL_get_issuer(crl));
+      if ((X509_get_extension_flags(issuer) & EXFLAG_KUSAGE) != 0 && (X509_get_key_usage(issuer) & KU_CRL_SIGN) == 0)
+        return "the CRL of " + by + " is signed by a CA that may not sign CRLs (no cRLSign key usage)";
+      EVP_PKEY* key = X509_get0_pubkey(issuer);
+      if (key == nullptr || X509_CRL_verify(crl, key) != 1) {
+        ERR_clear_error();
+        return "the CRL of " + by + " does not verify under its issuer's key";
+      }
+      X509_REVOKED* entry = nullptr;
+      // 1: listed; 2: listed as removeFromCRL (a delta's un-revocation), not revoked.
+      if (X509_CRL_get0_by_cert(crl, &entry, cert) == 1) {
+        return "certificate " + SerialHex(cert) + " (" + (i == 0 ? std::string("the peer") : "CA " + NameText(X509_get_subject_name(cert))) +
+               ") is revoked by the CRL of " + by;
+      }
+    }
+  }
   return "";
 }
 

@@ -33,6 +33,30 @@ class Credential {
   SSL_CTX* server_ = nullptr;
 };
 
+// The CRLs in force (CRL_PATH, parsed by TypeScript and handed over as DER):
+// immutable once made, swapped whole at a reload.
+class CrlList {
+ public:
+  // Throws std::runtime_error naming the CRL that does not parse.
+  explicit CrlList(const std::vector<std::string>& ders);
+  ~CrlList();
+  CrlList(const CrlList&) = delete;
+  CrlList& operator=(const CrlList&) = delete;
+  bool empty() const { return crls_.empty(); }
+  const std::vector<X509_CRL*>& crls() const { return crls_; }
+
+ private:
+  std::vector<X509_CRL*> crls_;
+};
+
+// After a verified handshake, the chain OpenSSL verified against `crls`, as
+// identity/crl.ts CrlSet.check (ztunnel's webpki settings): every
+// certificate below the anchor is looked up in the CRLs its issuer's name
+// signed; such a CRL must verify under that issuer's key (which may sign
+// CRLs) or the chain fails; no CRL for an issuer is no revocation, an
+// expired one still counts. Returns "" or why the chain is refused.
+std::string CheckRevocation(SSL* ssl, const CrlList& crls);
+
 // The first OpenSSL error on this thread's queue as text (and clears it).
 std::string OpensslError(const char* what);
 

@@ -1092,6 +1092,7 @@ void Session::Handshake() {
   if (rc == 1 && server_) {
     std::string peer;
     std::string why = CheckClient(ssl_, trust_domain_, &peer);
+    if (why.empty()) why = Revoked();
     if (!why.empty()) {
       Close("TLS_FAILURE", why);
       return;
@@ -1105,6 +1106,7 @@ void Session::Handshake() {
   }
   if (rc == 1) {
     std::string why = CheckServer(ssl_, expected_);
+    if (why.empty()) why = Revoked();
     if (!why.empty()) {
       // Fail closed: not one byte of HTTP/2 to a server we did not expect.
       Close("TLS_FAILURE", why);
@@ -1123,6 +1125,24 @@ void Session::Handshake() {
     if (err == SSL_ERROR_SYSCALL && errno != 0) why += std::string(": ") + std::strerror(errno);
     Close("TLS_FAILURE", (server_ ? "TLS handshake from " : "TLS handshake with ") + Target() + " failed: " + why);
   }
+}
+
+std::string Session::Revoked() {
+  std::shared_ptr<const CrlList> crls = w_->engine()->crls();
+  if (crls == nullptr || ssl_ == nullptr) return "";
+  std::string why = CheckRevocation(ssl_, *crls);
+  if (why.empty()) return "";
+  Counters& c = w_->engine()->counters();
+  (server_ ? c.crl_rejections_destination : c.crl_rejections_source)++;
+  return std::string(server_ ? "the client" : "the server") + " certificate is revoked: " + why;
+}
+
+void Session::RecheckRevocation() {
+  // Before the handshake nothing is verified yet; it is checked when it completes.
+  if (state_ == kConnecting || state_ == kHandshake || state_ == kClosed) return;
+  std::string why = Revoked();
+  // A security event, as ztunnel: closed at once, no GOAWAY grace.
+  if (!why.empty()) Close("TLS_FAILURE", why);
 }
 
 void Session::StartH2() {
@@ -1632,6 +1652,12 @@ void Worker::Apply(const Control& c) {
   if (c.kind == Control::kUnlisten) {
     auto a = acceptors_.find(c.session);
     if (a != acceptors_.end()) a->second->Close();
+    return;
+  }
+  if (c.kind == Control::kRecheckCrls) {
+    // Closing one may end others' streams, never free a session: they go to the graves.
+    std::vector<Session*> all(sessions_.begin(), sessions_.end());
+    for (Session* s : all) s->RecheckRevocation();
     return;
   }
   auto it = inbound_.find(c.session);

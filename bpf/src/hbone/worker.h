@@ -212,6 +212,8 @@ class Session : public Handler {
   void Goaway();
   // Inbound: the TLS server handshake begins; "" or why it cannot.
   std::string StartServer();
+  // A CRL reload (Control::kRecheckCrls): closes the session if the CRLs now revoke its peer's chain.
+  void RecheckRevocation();
   bool server() const { return server_; }
   // A stream with bytes gathered for its pod during this read pass.
   void QueuePodWrite(Stream* st) { to_write_.push_back(st); }
@@ -231,6 +233,8 @@ class Session : public Handler {
   // After a whole write: a KeyUpdate, with the next write, once this key
   // has sent key_update_records.
   void MaybeUpdateKeys();
+  // "" or why the CRLs in force refuse the peer's verified chain (counted).
+  std::string Revoked();
   std::string Target() const;
 
   Worker* w_;

@@ -63,14 +63,17 @@ function hex(buf: ArrayBuffer): string {
 
 /** The CRLs of one file, and the check of a peer's chain against them. */
 export class CrlSet {
-  static readonly EMPTY = new CrlSet([]);
+  static readonly EMPTY = new CrlSet([], []);
 
+  /** Each CRL, DER, as the native engine takes them (it checks its own handshakes). */
+  readonly ders: readonly Buffer[];
   readonly #crls: readonly Crl[];
   /** `<crl index>|<issuer fingerprint>` -> why that CRL cannot be trusted ('' when it can). */
   readonly #verified = new Map<string, string>();
 
-  private constructor(crls: Crl[]) {
+  private constructor(crls: Crl[], ders: Buffer[]) {
     this.#crls = crls;
+    this.ders = ders;
   }
 
   /**
@@ -93,7 +96,7 @@ export class CrlSet {
       } catch (err) {
         throw new CrlError(`CRL ${i + 1} of ${ders.length} does not parse: ${(err as Error).message}`, { cause: err });
       }
-    }));
+    }), ders);
   }
 
   /** CRLs in the set. */

@@ -3,21 +3,28 @@
 // ztunnel's metric of what it refuses: istio_crl_policy_rejections_total,
 // by `reporter` (source: a server's chain the client refused; destination:
 // a client's chain the server refused), at handshake and when a reload
-// tears an open connection down.
+// tears an open connection down, on the JavaScript path and (its own
+// counts, `engine`) on the native engine, which checks its own handshakes.
 import { Counter, type Registry } from 'prom-client';
 import type { CrlFile } from '../identity/crl-file.ts';
 import type { Reporter, Revocation } from './hbone/tls.ts';
 
-export function crlRevocation(file: CrlFile, registry: Registry): Revocation {
+export function crlRevocation(file: CrlFile, registry: Registry, engine?: () => Record<Reporter, number>): Revocation {
+  const js: Record<Reporter, number> = { source: 0, destination: 0 };
   const rejections = new Counter({
     name: 'istio_crl_policy_rejections_total',
     help: 'Connections refused or closed because a CRL revokes a certificate of the peer chain',
     labelNames: ['reporter'] as const, registers: [registry],
+    collect: () => {
+      const native = engine?.() ?? { source: 0, destination: 0 };
+      rejections.reset();
+      for (const reporter of ['source', 'destination'] as const) rejections.inc({ reporter }, js[reporter] + native[reporter]);
+    },
   });
   return {
     check: (chain: readonly Buffer[], reporter: Reporter) => {
       const why = file.current.check(chain);
-      if (why !== undefined) rejections.inc({ reporter });
+      if (why !== undefined) js[reporter]++;
       return why;
     },
     onChange: (fn) => file.onChange(() => { fn(); }),

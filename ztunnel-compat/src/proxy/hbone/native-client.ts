@@ -115,6 +115,15 @@ export class NativeHboneClient {
     this.#engine = createHboneEngine(opts, (events) => { this.#onEvents(events); });
   }
 
+  /**
+   * The CRLs (DER) the engine checks peer chains against, at each handshake
+   * and now for every open session (CRL_PATH; `[]`: none). Throws when one
+   * does not parse.
+   */
+  setCrls(ders: readonly Buffer[]): void {
+    if (!this.#closed) this.#engine.setCrls(ders);
+  }
+
   stats(): HboneEngineStats & { pending: number } {
     return { ...this.#engine.stats(), pending: this.#pending.size };
   }

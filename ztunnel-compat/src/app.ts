@@ -127,6 +127,9 @@ async function certificateProvider(config: Config, log: Logger): Promise<Certifi
 
 export async function startApp(config: Config, log: Logger, options: AppOptions = {}): Promise<App> {
   checkReadable(config);
+  // CRL_PATH: peer chains are checked against the file, reloaded when it
+  // changes. Read before anything starts: a bad file at start stops the start.
+  const crls = config.crlPath === undefined ? undefined : new CrlFile(config.crlPath, { logger: scoped(log, 'crl') });
   const metrics = new Metrics(process.env.ISTIO_VERSION ?? `skein-${version}`);
   const readiness = new Readiness();
   const state = new ProxyState({ onListenerError: (err) => { log.error({ scope: 'state', err }, 'state listener failed'); } });
@@ -206,8 +209,6 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   // The pod manager tells the kernel side about pods, which is built after it.
   const onPods = { changed: (): void => undefined };
   const proxyReady = readiness.register('workload proxy manager');
-  // CRL_PATH: peer chains are checked against the file, reloaded when it changes (a bad file at start stops the start).
-  const crls = config.crlPath === undefined ? undefined : new CrlFile(config.crlPath, { logger: scoped(log, 'crl') });
   const revocation = crls === undefined ? undefined : crlRevocation(crls, metrics.registry, () => {
     const st = engine.client?.stats();
     return { source: st?.crlRejectionsSource ?? 0, destination: st?.crlRejectionsDestination ?? 0 };

@@ -4,6 +4,7 @@
 // `-gencrl`) as an operator makes the ca-crl.pem istiod publishes, so the
 // CRLs Skein reads are not of its own making.
 import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -80,5 +81,5 @@ export function makePki(label = ''): Pki {
 
 /** A certificate's chain as a handshake hands it over: DER, leaf, intermediate, root. */
 export function chainOf(cert: WorkloadCertificate): Buffer[] {
-  return [...cert.chainPems, ...cert.rootPems].map((pem) => Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64'));
+  return [...cert.chainPems, ...cert.rootPems].map((pem) => new X509Certificate(pem).raw);
 }

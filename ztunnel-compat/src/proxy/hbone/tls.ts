@@ -50,10 +50,6 @@ export function peerChain(peer: DetailedPeerCertificate): Buffer[] {
   return out;
 }
 
-function derOf(pem: string): Buffer {
-  return Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
-}
-
 /** The HboneError a revoked chain fails with. */
 export function revokedError(side: 'client' | 'server', why: string): HboneError {
   return new HboneError(HboneErrorCode.REVOKED, 'TLS_FAILURE', `the ${side} certificate is revoked: ${why}`);
@@ -136,7 +132,7 @@ export function serverBaseOptions(opts: HboneTlsOptions = {}): TlsOptions {
 export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions = {}): ServerTls {
   const trustDomain = cert.identity.trustDomain;
   // Node gives a server the client's leaf alone: its issuers are looked for among ours.
-  const caCerts = opts.revocation === undefined ? [] : [...cert.chainPems.slice(1), ...cert.rootPems].map(derOf);
+  const caCerts = opts.revocation === undefined ? [] : [...cert.chainPems.slice(1), ...cert.rootPems].map((pem) => new X509Certificate(pem).raw);
   const chainOf = (socket: TLSSocket): Buffer[] => completeChain(peerChain(socket.getPeerCertificate(true)), caCerts);
   return {
     trustDomain,

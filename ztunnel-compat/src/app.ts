@@ -214,16 +214,11 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     return { source: st?.crlRejectionsSource ?? 0, destination: st?.crlRejectionsDestination ?? 0 };
   });
   if (crls !== undefined && engine.client !== undefined) {
-    // The engine checks its own handshakes and sessions against the same CRLs.
+    // The engine checks its own handshakes and sessions against the same
+    // CRLs; one it refuses is refused for both (the last good set stays).
     const client = engine.client;
     client.setCrls(crls.current.ders);
-    crls.onChange((set) => {
-      try {
-        client.setCrls(set.ders);
-      } catch (err) {
-        log.error({ scope: 'crl', err: (err as Error).message }, 'the native HBONE engine refused the reloaded CRL; it keeps the last one');
-      }
-    });
+    crls.guard((set) => { client.setCrls(set.ders); });
   }
   const hbone = new HboneClient({
     maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled,

@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import { CrlError } from './crl.ts';
 import type { CrlSet } from './crl.ts';
 import { CrlFile } from './crl-file.ts';
+import { silentLogger } from './log.ts';
 import { chainOf, makePki } from './crl-testing.ts';
 import type { Pki } from './crl-testing.ts';
 
@@ -31,7 +32,15 @@ test('missing at start revokes nothing until it appears; a ConfigMap-style symli
   const id = { trustDomain: 'cluster.local', namespace: 'ns', serviceAccount: 'henry' };
   const henry = pki.issue(id);
   const target = path.join(pki.dir, 'ca-crl.pem');
-  const file = new CrlFile(target, { pollMs: 20 });
+  const warned: string[] = [];
+  const logger = { ...silentLogger, warn: (fields: Record<string, unknown>, msg: string) => { warned.push(`${msg}: ${String(fields.err)}`); } };
+  const file = new CrlFile(target, { pollMs: 20, logger });
+  /** Until the file's next failed reload is logged (3 s at most). */
+  const refused = async (): Promise<string | undefined> => {
+    const before = warned.length;
+    for (let i = 0; i < 300 && warned.length === before; i++) await new Promise((r) => setTimeout(r, 10));
+    return warned[before];
+  };
   try {
     assert.equal(file.current.size, 0);
     pki.revoke('intermediate', henry.leafPem);
@@ -55,10 +64,18 @@ test('missing at start revokes nothing until it appears; a ConfigMap-style symli
     rmSync(target);
     symlinkSync(path.join(pki.dir, 'v3.pem'), target);
     assert.equal((await loaded)?.revoked, 1);
+    let changed = false;
+    file.onChange(() => { changed = true; });
     writeFileSync(path.join(pki.dir, 'v3.pem'), 'garbage, longer than before: '.repeat(100));
-    assert.equal(await nextLoad(file, 400), undefined, 'no new set from garbage');
+    assert.match(await refused() ?? '', /not reloaded.*does not parse/);
     rmSync(target);
-    assert.equal(await nextLoad(file, 400), undefined, 'no new set from a missing file');
+    assert.match(await refused() ?? '', /not reloaded.*the file is gone/);
+    // What the guard (the native engine) refuses is refused for both.
+    file.guard(() => { throw new Error('the engine said no'); });
+    writeFileSync(path.join(pki.dir, 'v4.pem'), '');
+    symlinkSync(path.join(pki.dir, 'v4.pem'), target);
+    assert.match(await refused() ?? '', /not reloaded.*the engine said no/);
+    assert.equal(changed, false, 'no new set was taken');
     assert.match(file.current.check(chainOf(henry)) ?? '', /revoked/, 'the last good set is in force');
   } finally {
     file.close();

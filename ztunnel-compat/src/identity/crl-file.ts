@@ -22,6 +22,7 @@ export class CrlFile {
   readonly path: string;
   #set: CrlSet;
   readonly #listeners = new Set<(set: CrlSet) => void>();
+  #guard: ((set: CrlSet) => void) | undefined;
   readonly #logger: IdentityLogger;
   readonly #onStat: (cur: Stats, prev: Stats) => void;
 
@@ -52,9 +53,24 @@ export class CrlFile {
     return () => { this.#listeners.delete(fn); };
   }
 
+  /**
+   * Runs `fn` on each new set before it is taken (the native engine takes
+   * it there); a throw rejects the reload, so both keep the last good set.
+   */
+  guard(fn: (set: CrlSet) => void): void {
+    this.#guard = fn;
+  }
+
   /** Reads the file again; a missing or bad file keeps the set in force. */
   reload(): void {
-    const next = this.#read();
+    let next = this.#read();
+    if (next instanceof CrlSet) {
+      try {
+        this.#guard?.(next);
+      } catch (err) {
+        next = err as Error;
+      }
+    }
     if (next === undefined || next instanceof Error) {
       this.#logger.warn({ path: this.path, err: next?.message ?? 'the file is gone' }, 'CRL not reloaded; the last good one stays in force');
       return;

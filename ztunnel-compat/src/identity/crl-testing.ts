@@ -18,10 +18,16 @@ export interface Pki {
   readonly dir: string;
   /** PEM of each CA certificate. */
   readonly pem: Record<CaName, string>;
-  /** A workload certificate under the intermediate (chain leaf, intermediate; root trusted). */
-  issue(id: Identity): WorkloadCertificate;
-  /** Records the certificate (a leaf's PEM, or `intermediate`) as revoked by `by`. */
-  revoke(by: CaName, cert: string): void;
+  /**
+   * A workload certificate under the intermediate (chain leaf, intermediate;
+   * root trusted), or under a second intermediate of the same root (`other`:
+   * another cluster's, in a multi-cluster mesh).
+   */
+  issue(id: Identity, via?: 'intermediate' | 'other'): WorkloadCertificate;
+  /** Records the certificate (a leaf's PEM, or `intermediate`) as revoked by `by`, for `reason` (openssl ca -crl_reason). */
+  revoke(by: CaName, cert: string, reason?: string): void;
+  /** `victim`'s intermediate (its name and key) signed by this PKI's root instead: a decoy a peer could send. */
+  decoy(victim: Pki): string;
   /** The CA's CRL now, PEM (`openssl ca -gencrl`). */
   crl(by: CaName): Buffer;
   close(): void;
@@ -54,20 +60,35 @@ export function makePki(label = ''): Pki {
   openssl(['x509', '-req', '-in', f('intermediate.csr'), '-CA', f('root.pem'), '-CAkey', f('root.key'), '-set_serial', '0x1001', '-days', '2', '-extfile', f('ca.ext'), '-out', f('intermediate.pem')], dir);
   const pem = { root: readFileSync(f('root.pem'), 'utf8'), intermediate: readFileSync(f('intermediate.pem'), 'utf8') };
   let serial = 0x2000;
+  let other: string | undefined;
+  const otherPem = (): string => {
+    if (other !== undefined) return other;
+    key('other');
+    openssl(['req', '-new', '-key', f('other.key'), '-subj', `/O=cluster.local/CN=Plugged Intermediate CA${label} (other cluster)`, '-out', f('other.csr')], dir);
+    openssl(['x509', '-req', '-in', f('other.csr'), '-CA', f('root.pem'), '-CAkey', f('root.key'), '-set_serial', '0x1002', '-days', '2', '-extfile', f('ca.ext'), '-out', f('other.pem')], dir);
+    other = readFileSync(f('other.pem'), 'utf8');
+    return other;
+  };
   return {
     dir,
     pem,
-    issue(id) {
+    issue(id, via = 'intermediate') {
+      const caPem = via === 'other' ? otherPem() : pem.intermediate;
       const n = ++serial;
       key(`leaf-${n}`);
       writeFileSync(f(`leaf-${n}.ext`), `keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=critical,URI:${spiffeUri(id)}\n`);
       openssl(['req', '-new', '-key', f(`leaf-${n}.key`), '-subj', '/', '-out', f(`leaf-${n}.csr`)], dir);
-      openssl(['x509', '-req', '-in', f(`leaf-${n}.csr`), '-CA', f('intermediate.pem'), '-CAkey', f('intermediate.key'), '-set_serial', `0x${n.toString(16)}`, '-days', '1', '-extfile', f(`leaf-${n}.ext`), '-out', f(`leaf-${n}.pem`)], dir);
-      return WorkloadCertificate.fromCertChain(id, [readFileSync(f(`leaf-${n}.pem`), 'utf8'), pem.intermediate, pem.root], readFileSync(f(`leaf-${n}.key`), 'utf8'));
+      openssl(['x509', '-req', '-in', f(`leaf-${n}.csr`), '-CA', f(`${via}.pem`), '-CAkey', f(`${via}.key`), '-set_serial', `0x${n.toString(16)}`, '-days', '1', '-extfile', f(`leaf-${n}.ext`), '-out', f(`leaf-${n}.pem`)], dir);
+      return WorkloadCertificate.fromCertChain(id, [readFileSync(f(`leaf-${n}.pem`), 'utf8'), caPem, pem.root], readFileSync(f(`leaf-${n}.key`), 'utf8'));
     },
-    revoke(by, cert) {
+    revoke(by, cert, reason) {
       writeFileSync(f('revoke.pem'), cert === 'intermediate' ? pem.intermediate : cert);
-      openssl(['ca', '-config', f(`${by}.cnf`), '-keyfile', f(`${by}.key`), '-cert', f(`${by}.pem`), '-revoke', f('revoke.pem')], dir);
+      openssl(['ca', '-config', f(`${by}.cnf`), '-keyfile', f(`${by}.key`), '-cert', f(`${by}.pem`), '-revoke', f('revoke.pem'), ...(reason === undefined ? [] : ['-crl_reason', reason])], dir);
+    },
+    decoy(victim) {
+      const out = f(`decoy-${++serial}.pem`);
+      openssl(['x509', '-req', '-in', path.join(victim.dir, 'intermediate.csr'), '-CA', f('root.pem'), '-CAkey', f('root.key'), '-set_serial', `0x${serial.toString(16)}`, '-days', '2', '-extfile', f('ca.ext'), '-out', out], dir);
+      return readFileSync(out, 'utf8');
     },
     crl(by) {
       openssl(['ca', '-config', f(`${by}.cnf`), '-keyfile', f(`${by}.key`), '-cert', f(`${by}.pem`), '-gencrl', '-out', f(`${by}.crl`)], dir);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { completeChain, CrlError, CrlSet } from './crl.ts';
+import { X509Certificate } from 'node:crypto';
+import { anchoredChain, CrlError, CrlSet } from './crl.ts';
 import { chainOf, makePki } from './crl-testing.ts';
 import type { Pki } from './crl-testing.ts';
 
@@ -18,10 +19,10 @@ after(() => {
   otherPki.close();
 });
 
-test('empty files and PEM without blocks revoke nothing; garbage is an error naming the block', () => {
+test('empty files revoke nothing; garbage, or a block without its END, is an error naming the block', () => {
   assert.equal(CrlSet.parse(Buffer.alloc(0)).size, 0);
   assert.equal(CrlSet.parse(Buffer.from('\n  \n')).size, 0);
-  assert.equal(CrlSet.parse(Buffer.from('-----BEGIN NOTHING-----\n-----END SOMETHING-----\n')).size, 0);
+  assert.throws(() => CrlSet.parse(Buffer.from('-----BEGIN NOTHING-----\n-----END SOMETHING-----\n')), (err: unknown) => err instanceof CrlError && /no END line/.test(err.message));
   assert.throws(() => CrlSet.parse(Buffer.from('not a CRL')), (err: unknown) => err instanceof CrlError && /CRL 1 of 1 does not parse/.test(err.message));
   const good = pki.crl('intermediate').toString();
   assert.throws(() => CrlSet.parse(Buffer.from(`${good}-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n`)),
@@ -80,14 +81,47 @@ test('an empty set checks nothing', () => {
   assert.equal(CrlSet.EMPTY.check(chainOf(pki.issue(id('frank')))), undefined);
 });
 
-test('a leaf alone (what Node gives a TLS server) is completed from the CA certificates we hold, and only by its real issuers', () => {
+test('a peer chain is rebuilt from links that verify up to one of our roots: a leaf alone completes from what we hold; other keys under the same names do not', () => {
   const grace = pki.issue(id('grace'));
   const [leaf, intermediate, root] = chainOf(grace) as [Buffer, Buffer, Buffer];
-  assert.deepEqual(completeChain([leaf], [root, intermediate]), [leaf, intermediate, root]);
-  // Same names, other keys: not its issuers.
+  assert.deepEqual(anchoredChain(leaf, [intermediate], [root]), [leaf, intermediate, root]);
+  assert.deepEqual(anchoredChain(leaf, [root, intermediate], [root]), [leaf, intermediate, root]);
   const [, otherIntermediate, otherRoot] = chainOf(otherPki.issue(id('x'))) as [Buffer, Buffer, Buffer];
-  assert.deepEqual(completeChain([leaf], [otherIntermediate, otherRoot]), [leaf]);
-  pki.revoke('intermediate', grace.leafPem);
-  assert.match(CrlSet.parse(pki.crl('intermediate')).check(completeChain([leaf], [intermediate, root])) ?? '', /revoked/);
-  assert.equal(CrlSet.parse(pki.crl('intermediate')).check([leaf]), undefined, 'without its issuer a CRL cannot be verified, so it is not applied');
+  assert.equal(anchoredChain(leaf, [otherIntermediate], [root]), undefined, 'same names, other key: not its issuer');
+  assert.equal(anchoredChain(leaf, [intermediate], [otherRoot]), undefined, 'not to a root we trust');
+  assert.equal(anchoredChain(leaf, [], [root]), undefined, 'its issuer missing');
+});
+
+test('a decoy (the revoked intermediate\'s name and key, signed by a CA we do not trust) sent ahead of the real one cannot hide the revocation', () => {
+  const p = makePki(' decoy');
+  const evil = makePki(' evil');
+  try {
+    const henry = p.issue(id('henry'));
+    const [leaf, intermediate, root] = chainOf(henry) as [Buffer, Buffer, Buffer];
+    const decoy = new X509Certificate(evil.decoy(p)).raw;
+    p.revoke('root', 'intermediate');
+    const crls = CrlSet.parse(Buffer.concat([p.crl('intermediate'), p.crl('root')]));
+    // The decoy issues the leaf as far as name and signature go, but leads to no root of ours.
+    assert.equal(anchoredChain(leaf, [decoy], [root]), undefined);
+    const chain = anchoredChain(leaf, [decoy, intermediate], [root]);
+    assert.deepEqual(chain, [leaf, intermediate, root]);
+    assert.match(crls.check(chain) ?? '', /Plugged Intermediate CA decoy\) is revoked/);
+    // Node's own linking (by name and key id) would have stopped at the decoy: the leaf's CRL verifies under its key, and nothing is revoked.
+    assert.equal(crls.check([leaf, decoy]), undefined);
+  } finally {
+    p.close();
+    evil.close();
+  }
+});
+
+test('PEM cut short (a file caught half written) is an error, not fewer revocations; removeFromCRL revokes nothing', () => {
+  const irene = pki.issue(id('irene'));
+  pki.revoke('intermediate', irene.leafPem);
+  const whole = pki.crl('intermediate').toString();
+  assert.throws(() => CrlSet.parse(Buffer.from(whole.slice(0, whole.length - 30))), (err: unknown) => err instanceof CrlError && /no END line/.test(err.message));
+  const jack = pki.issue(id('jack'));
+  pki.revoke('intermediate', jack.leafPem, 'removeFromCRL');
+  const set = CrlSet.parse(pki.crl('intermediate'));
+  assert.equal(set.check(chainOf(jack)), undefined);
+  assert.match(set.check(chainOf(irene)) ?? '', /revoked/);
 });

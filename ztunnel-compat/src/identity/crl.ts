@@ -87,6 +87,9 @@ export class CrlSet {
     const ders: Buffer[] = [];
     if (text.trimStart().startsWith('-----BEGIN')) {
       for (const m of text.matchAll(PEM_BLOCK)) ders.push(Buffer.from((m[2] ?? '').replace(/\s+/g, ''), 'base64'));
+      // A block cut short (a file caught half written) is an error, never fewer revocations.
+      const begun = text.split('-----BEGIN ').length - 1;
+      if (begun !== ders.length) throw new CrlError(`${begun - ders.length} of ${begun} PEM blocks have no END line`);
     } else {
       ders.push(data);
     }
@@ -111,16 +114,14 @@ export class CrlSet {
 
   /**
    * Why a peer chain must be refused, if it must: `chain` is DER, leaf
-   * first, each certificate followed by its issuer (as the handshake
-   * verified it), up to and perhaps including the trust anchor.
+   * first, each certificate followed by its issuer, up to the trust anchor
+   * (anchoredChain), which is not itself looked up.
    */
   check(chain: readonly Buffer[]): string | undefined {
     if (this.#crls.length === 0) return undefined;
     for (let i = 0; i + 1 < chain.length; i++) {
       const cert = new x509.X509Certificate(chain[i]);
       const issuer = hex(cert.issuerName.toArrayBuffer());
-      // The anchor is not checked: its own issuer is itself.
-      if (i > 0 && issuer === hex(cert.subjectName.toArrayBuffer())) break;
       const serial = serialKey(cert.serialNumber);
       for (const [n, crl] of this.#crls.entries()) {
         if (crl.issuer !== issuer) continue;
@@ -147,23 +148,34 @@ export class CrlSet {
 }
 
 /**
- * The chain completed up to its anchor from CA certificates we hold
- * (`known`, DER: our roots and intermediates), for a handshake that kept
- * less than the peer sent: Node gives a TLS server the client's leaf alone.
- * Each added certificate issued (and signed) the one before it.
+ * The peer's chain to check for revocation, rebuilt from links that verify:
+ * from `leaf` through `candidates` (what the handshake handed over, and CA
+ * certificates we hold) to one of `anchors` (our roots, byte for byte). Each
+ * issuer must have issued the one below it (name and signature) and be
+ * valid `now`, as OpenSSL chooses when it verifies. Node's own chain cannot
+ * be used as it is: it links by name and key id only, so a peer could slip
+ * an unused decoy in where the real (revoked) intermediate sits; and a TLS
+ * server gets the client's leaf alone. Undefined when no such chain is
+ * found: the chain's revocation cannot be known, and the caller refuses it.
  */
-export function completeChain(chain: readonly Buffer[], known: readonly Buffer[]): Buffer[] {
-  const out = [...chain];
-  const cas = known.map((der) => ({ der, cert: new NodeX509(der) }));
-  for (let last = out.at(-1); last !== undefined && out.length < 10;) {
-    const cert = new NodeX509(last);
-    if (cert.checkIssued(cert) && cert.verify(cert.publicKey)) break; // the anchor
-    const issuer = cas.find((ca) => !out.includes(ca.der) && cert.checkIssued(ca.cert) && cert.verify(ca.cert.publicKey));
-    if (issuer === undefined) break;
-    out.push(issuer.der);
-    last = issuer.der;
-  }
-  return out;
+export function anchoredChain(leaf: Buffer, candidates: readonly Buffer[], anchors: readonly Buffer[], now: Date = new Date()): Buffer[] | undefined {
+  const roots = anchors.map((der) => ({ der, cert: new NodeX509(der) }));
+  const cas = [...candidates.filter((c) => !c.equals(leaf)), ...anchors].map((der) => ({ der, cert: new NodeX509(der) }));
+  const issues = (child: NodeX509, parent: NodeX509): boolean =>
+    child.checkIssued(parent) && parent.validFromDate <= now && now <= parent.validToDate && child.verify(parent.publicKey);
+  const up = (chain: Buffer[], cert: NodeX509): Buffer[] | undefined => {
+    if (chain.length > 8) return undefined;
+    for (const root of roots) {
+      if (root.der.equals(chain[chain.length - 1] as Buffer)) return chain;
+    }
+    for (const ca of cas) {
+      if (chain.some((c) => c.equals(ca.der)) || !issues(cert, ca.cert)) continue;
+      const found = up([...chain, ca.der], ca.cert);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
+  return up([leaf], new NodeX509(leaf));
 }
 
 function toCrl(der: Buffer): Crl {
@@ -171,7 +183,8 @@ function toCrl(der: Buffer): Crl {
   return {
     issuer: hex(crl.issuerName.toArrayBuffer()),
     issuerText: crl.issuer,
-    serials: new Set(crl.entries.map((e) => serialKey(e.serialNumber))),
+    // removeFromCRL (a delta CRL's un-revocation) revokes nothing, as OpenSSL reads it.
+    serials: new Set(crl.entries.filter((e) => e.reason !== x509.X509CrlReason.removeFromCRL).map((e) => serialKey(e.serialNumber))),
     tbs: firstElement(der),
     signature: Buffer.from(crl.signature),
     digest: digestOf(crl.signatureAlgorithm),

@@ -7,7 +7,7 @@
 // counts, `engine`) on the native engine, which checks its own handshakes.
 import { Counter, type Registry } from 'prom-client';
 import type { CrlFile } from '../identity/crl-file.ts';
-import type { Reporter, Revocation } from './hbone/tls.ts';
+import type { ChainOf, Reporter, Revocation } from './hbone/tls.ts';
 
 export function crlRevocation(file: CrlFile, registry: Registry, engine?: () => Record<Reporter, number>): Revocation {
   const js: Record<Reporter, number> = { source: 0, destination: 0 };
@@ -22,8 +22,19 @@ export function crlRevocation(file: CrlFile, registry: Registry, engine?: () => 
     },
   });
   return {
-    check: (chain: readonly Buffer[], reporter: Reporter) => {
-      const why = file.current.check(chain);
+    check: (chainOf: ChainOf, reporter: Reporter) => {
+      let why: string | undefined;
+      try {
+        const set = file.current;
+        // No CRLs: nothing to check, and no chain to build.
+        const chain = set.size === 0 ? [] : chainOf();
+        why = chain === undefined
+          ? 'no chain of certificates that verify leads from it to a root this node trusts, so its revocation cannot be checked'
+          : set.check(chain);
+      } catch (err) {
+        // Fail closed: a check that breaks refuses.
+        why = `the CRL check failed: ${(err as Error).message}`;
+      }
       if (why !== undefined) js[reporter]++;
       return why;
     },

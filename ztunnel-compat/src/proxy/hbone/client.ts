@@ -25,7 +25,8 @@ import {
   CLIENT_MAX_HEADER_LIST, CONNECTION_WINDOW, destroySession, keepalive, MAX_FRAME, MAX_SESSION_MEMORY_MB, POOL_MAX_STREAMS, STREAM_WINDOW,
 } from './h2.ts';
 import type { KeepaliveOptions } from './h2.ts';
-import { ALPN_H2, clientOptions, peerChain, revokedError } from './tls.ts';
+import { ALPN_H2, clientOptions, revokedError, serverChainOf } from './tls.ts';
+import type { ChainOf } from './tls.ts';
 import type { HboneTlsOptions } from './tls.ts';
 
 export { baggageHeader, forwardedHeader, traceparent } from './headers.ts';
@@ -86,8 +87,8 @@ interface PooledSession {
   opened: number;
   usable: boolean;
   idleTimer: NodeJS.Timeout | undefined;
-  /** The server's verified chain, kept only under CRLs (to re-check at each reload). */
-  readonly chain: Buffer[] | undefined;
+  /** The server's chain for CRL re-checks at each reload; only under CRLs. */
+  readonly chain: ChainOf | undefined;
 }
 
 interface PoolEntry {
@@ -392,12 +393,18 @@ export class HboneClient {
           s.off('error', onH2Error);
           s.off('close', onEarlyClose);
           if (settled) return;
+          const chain = this.#opts.revocation === undefined ? undefined : serverChainOf(sock, req.cert);
+          // CRLs reloaded since checkServerIdentity, before this session joins the pool: checked again now.
+          const why = chain === undefined ? undefined : this.#opts.revocation?.check(chain, 'source');
+          if (why !== undefined) {
+            fail(revokedError('server', why));
+            return;
+          }
           settled = true;
           clearTimeout(timer);
           const peerMax = settings.maxConcurrentStreams ?? Number.MAX_SAFE_INTEGER;
           const ps: PooledSession = {
-            session: s, socket: sock, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, opened: 0, usable: true, idleTimer: undefined,
-            chain: this.#opts.revocation === undefined ? undefined : peerChain(sock.getPeerCertificate(true)),
+            session: s, socket: sock, key, limit: Math.max(1, Math.min(this.#maxStreams, peerMax)), active: 0, opened: 0, usable: true, idleTimer: undefined, chain,
           };
           this.#adopt(ps);
           resolve(ps);

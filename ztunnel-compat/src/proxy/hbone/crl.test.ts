@@ -109,6 +109,29 @@ test('the server refuses a client whose certificate the CRL revokes, counted as 
   }
 });
 
+test('the server refuses, while there are CRLs, a client whose chain it cannot rebuild to a root (Node hands a server the leaf alone; another cluster\'s intermediate is not held here)', async () => {
+  const crl = crlSetup('unanchored');
+  const rejected: Error[] = [];
+  const h = await startServer(pki.issue(serverId), { revocation: crl.revocation, onHandshakeReject: (r) => { rejected.push(r.error); } });
+  const clients = [new HboneClient(), new HboneClient()];
+  const foreign = pki.issue(clientId, 'other');
+  try {
+    await assert.rejects(clients[0]?.open(request(foreign, h.port, h.echo.port)) ?? Promise.resolve());
+    await until(() => rejected.length === 1, 'the rejection is reported');
+    assert.match(rejected[0]?.message ?? '', /client certificate is revoked: no chain of certificates that verify leads from it to a root this node trusts/);
+    assert.equal(await crl.rejections(CRL_REJECTIONS.reporter.inbound), 1);
+    // With no CRL in the file there is nothing to check, and it gets through.
+    writeFileSync(crl.file.path, '');
+    crl.file.reload();
+    const ok = await (clients[1] as HboneClient).open(request(foreign, h.port, h.echo.port));
+    assert.equal((await roundTrip(ok.tunnel, Buffer.from('ok'))).bytes, 2);
+  } finally {
+    for (const c of clients) c.destroy();
+    crl.file.close();
+    await shut(h);
+  }
+});
+
 test('a CRL reload tears down open connections whose chain it now revokes, on both sides, and spares the rest', async () => {
   const serverCert = pki.issue(serverId);
   const keptClient = pki.issue(clientId);

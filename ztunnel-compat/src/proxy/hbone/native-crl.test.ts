@@ -110,7 +110,7 @@ test('the engine\'s server refuses a client the CRL revokes (counted as destinat
   const revokedClient = pki.issue(clientId);
   const laterClient = pki.issue(clientId);
   pki.revoke('intermediate', revokedClient.leafPem);
-  const clients = [new HboneClient(), new HboneClient(), new HboneClient()];
+  const clients = [new HboneClient(), new HboneClient(), new HboneClient(), new HboneClient(), new HboneClient()];
   const req = (cert: typeof revokedClient) => ({ cert, expected: [serverId], upstream: { ip: '127.0.0.1', port }, authority: `127.0.0.1:${echo.port}` });
   try {
     engine.setCrls(crls());
@@ -125,6 +125,16 @@ test('the engine\'s server refuses a client the CRL revokes (counted as destinat
     engine.setCrls(crls());
     await closed;
     assert.equal(engine.stats().crlRejectionsDestination, 2);
+
+    // A client under another cluster's intermediate (not held here) whose intermediate the root's CRL revokes:
+    // the engine checks the chain OpenSSL verified, which holds the intermediate the client sent.
+    const foreign = pki.issue(clientId, 'other');
+    const foreignOk = await (clients[3] as HboneClient).open(req(foreign));
+    assert.equal((await roundTrip(foreignOk.tunnel as Duplex, Buffer.from('other'))).bytes, 5);
+    pki.revoke('root', foreign.chainPems[1] ?? assert.fail('no intermediate'));
+    engine.setCrls([...crls(), ...CrlSet.parse(pki.crl('root')).ders]);
+    await assert.rejects((clients[4] as HboneClient).open(req(foreign)));
+    await until(() => rejected.some((r) => /\(CA .*other cluster.*\) is revoked by the CRL of .*Plugged Root CA/.test(r.error.message)), 'refused for its intermediate');
 
     // No CRLs: the revoked client gets through.
     engine.setCrls([]);

@@ -29,7 +29,7 @@ import {
 } from './h2.ts';
 import type { Authority, KeepaliveOptions } from './h2.ts';
 import { revokedError, serverBaseOptions, serverContext } from './tls.ts';
-import type { HboneTlsOptions, ServerTls } from './tls.ts';
+import type { ChainOf, HboneTlsOptions, ServerTls } from './tls.ts';
 
 export interface SocketAddress {
   ip: string;
@@ -183,7 +183,7 @@ interface SessionInfo {
 interface VerifiedSession {
   info: SessionInfo;
   socket: TLSSocket;
-  chain: Buffer[] | undefined;
+  chain: ChainOf | undefined;
 }
 
 function addressOf(ip: string | undefined, port: number | undefined): SocketAddress {

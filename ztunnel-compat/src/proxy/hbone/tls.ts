@@ -10,7 +10,7 @@ import type { ConnectionOptions, DetailedPeerCertificate, PeerCertificate, TLSSo
 import { parseSpiffe, sameIdentity, spiffeUri } from '../../identity/spiffe.ts';
 import type { Identity } from '../../identity/spiffe.ts';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
-import { completeChain } from '../../identity/crl.ts';
+import { anchoredChain } from '../../identity/crl.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 
 /** TLS 1.3 suites, ztunnel's order; there is no ChaCha20. */
@@ -29,16 +29,46 @@ export interface HboneTlsOptions {
 /** Which side checks: the client checks the server (`source`), the server the client (`destination`). */
 export type Reporter = 'source' | 'destination';
 
+/**
+ * A peer's chain for CRL checks, built only when there are CRLs (DER, leaf
+ * first, up to our root; identity/crl.ts anchoredChain), or undefined when
+ * no verified chain leads to a root we trust.
+ */
+export type ChainOf = () => readonly Buffer[] | undefined;
+
 /** The CRLs in force, as the HBONE client and server consult them (identity/crl-file.ts behind it). */
 export interface Revocation {
-  /** Why a verified peer chain (DER, leaf first, then each issuer) must be refused, if it must. */
-  check(chain: readonly Buffer[], reporter: Reporter): string | undefined;
+  /** Why the peer's chain must be refused, if it must (an unanchored chain is, while there are CRLs). */
+  check(chain: ChainOf, reporter: Reporter): string | undefined;
   /** Calls `fn` after each CRL reload, to re-check open connections; returns the unsubscribe. */
   onChange(fn: () => void): () => void;
 }
 
-/** The chain a handshake verified, DER, leaf first, up to the anchor Node found for it. */
-export function peerChain(peer: DetailedPeerCertificate): Buffer[] {
+/** The peer chain, for re-checks at each reload: rebuilt once, when first asked for. */
+function chainOf(peer: DetailedPeerCertificate, cert: WorkloadCertificate): ChainOf {
+  const presented = presentedChain(peer);
+  let built: { chain: Buffer[] | undefined } | undefined;
+  return () => {
+    built ??= { chain: presented[0] === undefined ? undefined : anchoredChain(presented[0], [...presented.slice(1), ...heldCas(cert)], rootCas(cert)) };
+    return built.chain;
+  };
+}
+
+const ders = new WeakMap<WorkloadCertificate, { held: Buffer[]; roots: Buffer[] }>();
+function derOf(cert: WorkloadCertificate): { held: Buffer[]; roots: Buffer[] } {
+  let d = ders.get(cert);
+  if (d === undefined) {
+    d = { held: cert.chainPems.slice(1).map((pem) => new X509Certificate(pem).raw), roots: cert.rootPems.map((pem) => new X509Certificate(pem).raw) };
+    ders.set(cert, d);
+  }
+  return d;
+}
+/** Our own intermediates: where a server finds a client's issuers, as Node gives a server the client's leaf alone. */
+const heldCas = (cert: WorkloadCertificate): Buffer[] => derOf(cert).held;
+const rootCas = (cert: WorkloadCertificate): Buffer[] => derOf(cert).roots;
+
+/** What a handshake handed over, DER, leaf first, as Node links it (by name and key id: unverified). */
+export function presentedChain(peer: DetailedPeerCertificate): Buffer[] {
   // Node's types promise an issuer always; a server gets none, and an anchor links to itself.
   interface Link { raw?: Buffer; issuerCertificate?: Link }
   const out: Buffer[] = [];
@@ -48,6 +78,11 @@ export function peerChain(peer: DetailedPeerCertificate): Buffer[] {
     out.push(c.raw);
   }
   return out;
+}
+
+/** A client session's server chain (its socket's peer), for CRL re-checks. */
+export function serverChainOf(socket: TLSSocket, cert: WorkloadCertificate): ChainOf {
+  return chainOf(socket.getPeerCertificate(true), cert);
 }
 
 /** The HboneError a revoked chain fails with. */
@@ -116,8 +151,8 @@ export interface ServerTls {
    * caller must destroy the socket on a throw (fail closed).
    */
   verifyPeer(socket: TLSSocket): Identity;
-  /** The client's chain as verified, DER, leaf first, up to our root (for CRL checks). */
-  peerChain(socket: TLSSocket): Buffer[];
+  /** The client's chain for CRL checks (at each reload). */
+  peerChain(socket: TLSSocket): ChainOf;
 }
 
 /**
@@ -131,12 +166,9 @@ export function serverBaseOptions(opts: HboneTlsOptions = {}): TlsOptions {
 
 export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions = {}): ServerTls {
   const trustDomain = cert.identity.trustDomain;
-  // Node gives a server the client's leaf alone: its issuers are looked for among ours.
-  const caCerts = opts.revocation === undefined ? [] : [...cert.chainPems.slice(1), ...cert.rootPems].map((pem) => new X509Certificate(pem).raw);
-  const chainOf = (socket: TLSSocket): Buffer[] => completeChain(peerChain(socket.getPeerCertificate(true)), caCerts);
   return {
     trustDomain,
-    peerChain: chainOf,
+    peerChain: (socket) => chainOf(socket.getPeerCertificate(true), cert),
     options: {
       key: cert.keyPem,
       cert: cert.chainPems.join(''),
@@ -159,7 +191,7 @@ export function serverContext(cert: WorkloadCertificate, opts: HboneTlsOptions =
         throw new HboneError(HboneErrorCode.IDENTITY, 'TLS_FAILURE',
           `the client identity ${ids.map(spiffeUri).join(', ')} is not in trust domain ${trustDomain}`);
       }
-      const why = opts.revocation?.check(chainOf(socket), 'destination');
+      const why = opts.revocation?.check(chainOf(socket.getPeerCertificate(true), cert), 'destination');
       if (why !== undefined) throw revokedError('client', why);
       return first;
     },
@@ -187,7 +219,7 @@ export function clientOptions(cert: WorkloadCertificate, expected: readonly Iden
       const bad = verifyServer(peer, want);
       if (bad !== undefined || opts.revocation === undefined) return bad;
       // Node hands the detailed certificate (getPeerCertificate(true)) here.
-      const why = opts.revocation.check(peerChain(peer as DetailedPeerCertificate), 'source');
+      const why = opts.revocation.check(chainOf(peer as DetailedPeerCertificate, cert), 'source');
       return why === undefined ? undefined : revokedError('server', why);
     },
   };

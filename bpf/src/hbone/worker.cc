@@ -1792,8 +1792,9 @@ void Worker::Fail(OutboundRequest& req, int status, const char* flag, const std:
 }
 
 void Worker::Dispatch(OutboundRequest req) {
-  // The kernel module carries a tunnel on a connection of its own (ktls.h).
-  if (e_->limits().kmod && !req.no_kmod) {
+  // The kernel module carries a tunnel on a connection of its own (ktls.h);
+  // never under CRLs, whose re-checks reach only the sessions here.
+  if (e_->limits().kmod && !req.no_kmod && e_->crls() == nullptr) {
     StartKtlsTunnel(this, std::move(req));
     return;
   }

@@ -35,19 +35,50 @@ function digestOf(alg: { name?: unknown; hash?: { name?: unknown } }): string | 
   return hash === 'SHA-256' || hash === 'SHA-384' || hash === 'SHA-512' ? hash.replace('-', '').toLowerCase() : undefined;
 }
 
-/** The bytes of the first element of a DER SEQUENCE (a CertificateList's tbsCertList, which is what is signed). */
-function firstElement(der: Buffer): Buffer {
-  const header = (at: number): { start: number; end: number } => {
-    const first = der[at + 1] ?? 0;
-    if (first < 0x80) return { start: at + 2, end: at + 2 + first };
+/** One DER element at `at`: its tag, where its content starts and where it ends. */
+function tlv(der: Buffer, at: number): { tag: number; start: number; end: number } {
+  const tag = der[at];
+  const first = der[at + 1];
+  if (tag === undefined || first === undefined) throw new Error('truncated DER');
+  let start = at + 2;
+  let len = first;
+  if (first >= 0x80) {
     const n = first & 0x7f;
-    if (n === 0 || n > 4 || at + 2 + n > der.length) throw new Error('bad DER length');
-    return { start: at + 2 + n, end: at + 2 + n + der.readUIntBE(at + 2, n) };
-  };
-  const outer = header(0);
-  const inner = header(outer.start);
-  if (inner.end > outer.end || outer.end > der.length) throw new Error('truncated DER');
-  return der.subarray(outer.start, inner.end);
+    if (n === 0 || n > 4 || start + n > der.length) throw new Error('bad DER length');
+    len = der.readUIntBE(start, n);
+    start += n;
+  }
+  if (start + len > der.length) throw new Error('truncated DER');
+  return { tag, start, end: start + len };
+}
+
+/**
+ * The signed part of a certificate or CRL (its first element) and that
+ * part's fields as raw DER, in order: read straight from the bytes, so names
+ * compare byte for byte (as webpki does) and a handshake parses nothing more.
+ */
+function signedPart(der: Buffer): { tbs: Buffer; fields: Buffer[] } {
+  const outer = tlv(der, 0);
+  const tbs = tlv(der, outer.start);
+  const fields: Buffer[] = [];
+  for (let at = tbs.start; at < tbs.end;) {
+    const f = tlv(der, at);
+    fields.push(der.subarray(at, f.end));
+    at = f.end;
+  }
+  return { tbs: der.subarray(outer.start, tbs.end), fields };
+}
+
+/** A certificate's issuer Name (DER, hex) and serial (serialKey). */
+function certFacts(der: Buffer): { issuer: string; serial: string } {
+  const { fields } = signedPart(der);
+  // TBSCertificate: [0] version (optional), serialNumber, signature, issuer, ...
+  const i = fields[0]?.[0] === 0xa0 ? 1 : 0;
+  const serial = fields[i];
+  const issuer = fields[i + 2];
+  if (serial === undefined || issuer === undefined) throw new Error('a certificate without serial or issuer');
+  const s = tlv(serial, 0);
+  return { issuer: issuer.toString('hex'), serial: serialKey(serial.subarray(s.start, s.end).toString('hex')) };
 }
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
@@ -55,10 +86,6 @@ const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
 /** A serial as the DER INTEGER's value, without leading zero bytes, lower case. */
 function serialKey(hex: string): string {
   return hex.toLowerCase().replace(/^(00)+(?=.)/, '');
-}
-
-function hex(buf: ArrayBuffer): string {
-  return Buffer.from(buf).toString('hex');
 }
 
 /** The CRLs of one file, and the check of a peer's chain against them. */
@@ -120,15 +147,14 @@ export class CrlSet {
   check(chain: readonly Buffer[]): string | undefined {
     if (this.#crls.length === 0) return undefined;
     for (let i = 0; i + 1 < chain.length; i++) {
-      const cert = new x509.X509Certificate(chain[i]);
-      const issuer = hex(cert.issuerName.toArrayBuffer());
-      const serial = serialKey(cert.serialNumber);
+      const der = chain[i] as Buffer;
+      const { issuer, serial } = certFacts(der);
       for (const [n, crl] of this.#crls.entries()) {
         if (crl.issuer !== issuer) continue;
         const untrusted = this.#trust(n, crl, chain[i + 1] as Buffer);
         if (untrusted !== '') return untrusted;
         if (crl.serials.has(serial)) {
-          return `certificate ${serial} (${i === 0 ? 'the peer' : `CA ${cert.subject}`}) is revoked by the CRL of ${crl.issuerText}`;
+          return `certificate ${serial} (${i === 0 ? 'the peer' : `CA ${new NodeX509(der).subject.replaceAll('\n', ', ')}`}) is revoked by the CRL of ${crl.issuerText}`;
         }
       }
     }
@@ -136,11 +162,10 @@ export class CrlSet {
   }
 
   #trust(n: number, crl: Crl, issuerDer: Buffer): string {
-    const issuer = new NodeX509(issuerDer);
-    const key = `${n}|${issuer.fingerprint256}`;
+    const key = `${n}|${issuerDer.toString('base64')}`;
     let why = this.#verified.get(key);
     if (why === undefined) {
-      why = crlUntrusted(crl, issuerDer, issuer.publicKey);
+      why = crlUntrusted(crl, issuerDer, new NodeX509(issuerDer).publicKey);
       this.#verified.set(key, why);
     }
     return why;
@@ -159,33 +184,66 @@ export class CrlSet {
  * found: the chain's revocation cannot be known, and the caller refuses it.
  */
 export function anchoredChain(leaf: Buffer, candidates: readonly Buffer[], anchors: readonly Buffer[], now: Date = new Date()): Buffer[] | undefined {
-  const roots = anchors.map((der) => ({ der, cert: new NodeX509(der) }));
-  const cas = [...candidates.filter((c) => !c.equals(leaf)), ...anchors].map((der) => ({ der, cert: new NodeX509(der) }));
-  const issues = (child: NodeX509, parent: NodeX509): boolean =>
-    child.checkIssued(parent) && parent.validFromDate <= now && now <= parent.validToDate && child.verify(parent.publicKey);
-  const up = (chain: Buffer[], cert: NodeX509): Buffer[] | undefined => {
+  const cas = [...candidates.filter((c) => !c.equals(leaf)), ...anchors];
+  const up = (chain: Buffer[]): Buffer[] | undefined => {
+    const last = chain[chain.length - 1] as Buffer;
+    if (anchors.some((a) => a.equals(last))) return chain;
     if (chain.length > 8) return undefined;
-    for (const root of roots) {
-      if (root.der.equals(chain[chain.length - 1] as Buffer)) return chain;
-    }
     for (const ca of cas) {
-      if (chain.some((c) => c.equals(ca.der)) || !issues(cert, ca.cert)) continue;
-      const found = up([...chain, ca.der], ca.cert);
+      if (chain.some((c) => c.equals(ca)) || !issued(last, ca, now)) continue;
+      const found = up([...chain, ca]);
       if (found !== undefined) return found;
     }
     return undefined;
   };
-  return up([leaf], new NodeX509(leaf));
+  return up([leaf]);
+}
+
+// Parsed certificates and verified links, kept across handshakes (the CAs
+// recur; a pooled peer's leaf recurs at each reload's re-check). Bounded:
+// emptied when full.
+const CACHE_MAX = 1024;
+const parsed = new Map<string, NodeX509>();
+const links = new Map<string, boolean>();
+
+function parse(der: Buffer): NodeX509 {
+  const key = der.toString('base64');
+  let cert = parsed.get(key);
+  if (cert === undefined) {
+    if (parsed.size >= CACHE_MAX) parsed.clear();
+    cert = new NodeX509(der);
+    parsed.set(key, cert);
+  }
+  return cert;
+}
+
+/** Whether `parent` issued `child` (names and signature) and is valid `now`. */
+function issued(child: Buffer, parent: Buffer, now: Date): boolean {
+  const p = parse(parent);
+  if (!(p.validFromDate <= now && now <= p.validToDate)) return false;
+  const key = `${child.toString('base64')}|${parent.toString('base64')}`;
+  let ok = links.get(key);
+  if (ok === undefined) {
+    const c = parse(child);
+    ok = c.checkIssued(p) && c.verify(p.publicKey);
+    if (links.size >= CACHE_MAX) links.clear();
+    links.set(key, ok);
+  }
+  return ok;
 }
 
 function toCrl(der: Buffer): Crl {
   const crl = new x509.X509Crl(der);
+  const { tbs, fields } = signedPart(der);
+  // TBSCertList: version (optional INTEGER), signature, issuer, ...
+  const issuer = fields[fields[0]?.[0] === 0x02 ? 2 : 1];
+  if (issuer === undefined) throw new Error('a CRL without an issuer');
   return {
-    issuer: hex(crl.issuerName.toArrayBuffer()),
+    issuer: issuer.toString('hex'),
     issuerText: crl.issuer,
     // removeFromCRL (a delta CRL's un-revocation) revokes nothing, as OpenSSL reads it.
     serials: new Set(crl.entries.filter((e) => e.reason !== x509.X509CrlReason.removeFromCRL).map((e) => serialKey(e.serialNumber))),
-    tbs: firstElement(der),
+    tbs,
     signature: Buffer.from(crl.signature),
     digest: digestOf(crl.signatureAlgorithm),
   };

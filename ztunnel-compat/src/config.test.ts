@@ -137,3 +137,12 @@ test('durations that timers wait for stop at 2^31 - 1 ms (Node would fire a long
   assert.equal(c.drainMs, 0x7fff_ffff);
   assert.equal(parseConfig({ POOL_UNUSED_RELEASE_TIMEOUT: '24d' }).poolUnusedReleaseTimeoutMs, 24 * 86_400_000);
 });
+
+test('ZTUNNEL_WORKER_THREADS takes ztunnel\'s forms (a number, 0, N% of ZTUNNEL_CPU_LIMIT), ProxyConfig concurrency, and the chart\'s CPU facts; a bad one is named', () => {
+  assert.equal(parseConfig({ ZTUNNEL_WORKER_THREADS: '25%', ZTUNNEL_CPU_LIMIT: '16' }).workerThreads, 4);
+  assert.equal(parseConfig({ ZTUNNEL_WORKER_THREADS: '0', ZTUNNEL_CPU_LIMIT: '6' }).workerThreads, 6);
+  assert.equal(parseConfig({ PROXY_CONFIG: 'concurrency: 3' }).workerThreads, 3);
+  assert.equal(parseConfig({ ZTUNNEL_RESOURCE_CPU_LIMIT: '5', ZTUNNEL_CPU_LIMIT: '5' }).workerThreads, 5);
+  assert.throws(() => parseConfig({ ZTUNNEL_WORKER_THREADS: 'lots' }), (err: unknown) =>
+    err instanceof ConfigError && err.problems.some((p) => p.startsWith('ZTUNNEL_WORKER_THREADS:')));
+});

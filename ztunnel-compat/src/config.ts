@@ -3,7 +3,9 @@
 // plus a few SKEIN_* ones. Pure: parseConfig(env) validates everything at once
 // and reports every bad value with the variable's name.
 import { parse as parseYaml } from 'yaml';
+import { availableParallelism } from 'node:os';
 import { parseDurationMs } from './config/duration.ts';
+import { workerThreads } from './config/worker-threads.ts';
 
 export type RootCaSource = { kind: 'file'; path: string } | { kind: 'pem'; pem: string } | { kind: 'system' };
 export type TokenSource = { kind: 'file'; path: string } | { kind: 'literal'; token: string };
@@ -83,7 +85,12 @@ export interface Config {
    * TLS12_ENABLED is set.
    */
   hboneEngine: 'native' | 'js';
-  /** ZTUNNEL_WORKER_THREADS (ztunnel src/config.rs, default 2): the native engine's threads. */
+  /**
+   * ZTUNNEL_WORKER_THREADS: the native engine's threads, as ztunnel sizes its
+   * workers (a number, 0 for every CPU, or N% of the CPUs; by default the
+   * pod's CPU limit or a quarter of the CPUs, at least 2;
+   * config/worker-threads.ts).
+   */
   workerThreads: number;
   /** How long a shutdown lets open connections finish before closing them (ztunnel's drain deadline). */
   drainMs: number;
@@ -232,7 +239,7 @@ export function parseConfig(env: Env): Config {
     poolMaxStreamsPerConnection: p.int('POOL_MAX_STREAMS_PER_CONNECTION', 1, 65535) ?? 100,
     poolUnusedReleaseTimeoutMs: timerMs(p.duration('POOL_UNUSED_RELEASE_TIMEOUT') ?? 300_000),
     hboneEngine: p.oneOf('SKEIN_HBONE_ENGINE', ['native', 'js'] as const, 'native'),
-    workerThreads: p.int('ZTUNNEL_WORKER_THREADS', 1, 64) ?? 2,
+    workerThreads: engineThreads(p, proxyConfig.concurrency),
     drainMs: timerMs(p.duration('CONNECTION_TERMINATION_DEADLINE') ?? drainFromGrace(p.int('TERMINATION_GRACE_PERIOD_SECONDS', 0, 86_400))),
     dnsProxy: (meta.DNS_CAPTURE ?? 'true').toLowerCase() === 'true',
     dnsProxyPort: dnsProxyPort(meta.DNS_PROXY_ADDR, problems),
@@ -246,6 +253,21 @@ export function parseConfig(env: Env): Config {
   if (config.secretTtlSeconds <= 0) problems.push('SECRET_TTL: must be positive');
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/** ZTUNNEL_WORKER_THREADS and the CPU facts Istio's chart passes (config/worker-threads.ts). */
+function engineThreads(p: Reader, concurrency: unknown): number {
+  const r = workerThreads({
+    setting: p.str('ZTUNNEL_WORKER_THREADS'),
+    concurrency: typeof concurrency === 'number' && Number.isInteger(concurrency) && concurrency >= 0 ? concurrency : undefined,
+    cpuLimit: p.int('ZTUNNEL_CPU_LIMIT', 1, 1_000_000),
+    resourceLimit: p.int('ZTUNNEL_RESOURCE_CPU_LIMIT', 1, 1_000_000),
+    resourceRequest: p.int('ZTUNNEL_RESOURCE_CPU_REQUEST', 0, 1_000_000),
+    cores: availableParallelism(),
+  });
+  if (typeof r === 'number') return r;
+  p.problem(`ZTUNNEL_WORKER_THREADS: ${r.problem}`);
+  return 2;
 }
 
 function keepaliveConfig(p: Reader): KeepaliveConfig & { enabled: boolean } {
@@ -273,7 +295,7 @@ function dnsProxyPort(addr: string | undefined, problems: string[]): number {
   return port;
 }
 
-interface ProxyConfigYaml { discoveryAddress?: string; proxyAdminPort?: number; statsPort?: number; proxyMetadata?: Record<string, string> }
+interface ProxyConfigYaml { discoveryAddress?: string; proxyAdminPort?: number; statsPort?: number; concurrency?: number; proxyMetadata?: Record<string, string> }
 
 /** Reads and validates single variables, collecting problems instead of throwing. */
 class Reader {
@@ -283,6 +305,11 @@ class Reader {
   constructor(env: Env, problems: string[]) {
     this.#env = env;
     this.#problems = problems;
+  }
+
+  /** A problem found outside the typed readers. */
+  problem(message: string): void {
+    this.#problems.push(message);
   }
 
   str(name: string): string | undefined {

@@ -177,6 +177,18 @@ describe('the Skein chart', () => {
     assert.deepEqual(crlOf(await daemonSet(['--set', 'peerCaCrl.enabled=true'])), istio);
   });
 
+  it('passes the CPU facts the engine\'s threads are sized from as Istio\'s ztunnel chart does, for the same resources', async () => {
+    const cpuEnv = (ds: K8sObject): unknown[] => (container(ds, 'istio-proxy').env ?? [])
+      .filter((e) => e.valueFrom?.resourceFieldRef !== undefined).sort((a, b) => a.name.localeCompare(b.name));
+    for (const resources of [[], ['--set', 'resources.limits.cpu=4', '--set', 'resources.requests.cpu=2']]) {
+      const r = await helm(['template', 'ztunnel', `${istioDir}/ztunnel-chart`, '-n', 'istio-system', ...resources, ...(resources.length === 0 ? ['--set', 'resources.requests.cpu=200m'] : [])]);
+      assert.equal(r.code, 0, r.stderr);
+      const istio = cpuEnv(only(parseManifests(r.stdout), 'DaemonSet', 'ztunnel'));
+      assert.ok(istio.length > 0, 'Istio\'s chart passes some');
+      assert.deepEqual(cpuEnv(await daemonSet(resources)), istio);
+    }
+  });
+
   it('runs as uid 0 with ALL dropped and only the needed capabilities added', async () => {
     const sc = container(await daemonSet(), 'istio-proxy').securityContext;
     assert.equal(sc?.runAsUser, 0);

@@ -27,7 +27,7 @@ export function helm(args: readonly string[]): Promise<HelmResult> {
 }
 
 // The parts of Kubernetes objects the tests look at.
-export interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }
+export interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string }; resourceFieldRef?: { resource: string; divisor?: string } } }
 export interface VolumeMount { name: string; mountPath: string; readOnly?: boolean; mountPropagation?: string }
 export interface Container {
   name: string;

@@ -37,6 +37,12 @@ export interface HboneEngineOptions {
    * take them goes the pooled userspace way.
    */
   kmod?: boolean;
+  /**
+   * The TLS key exchange groups every credential offers and accepts, as an
+   * OpenSSL group list ("X25519MLKEM768" under COMPLIANCE_POLICY=pqc).
+   * Default: OpenSSL's. A list this OpenSSL refuses throws here.
+   */
+  groups?: string;
 }
 
 /**

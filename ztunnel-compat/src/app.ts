@@ -12,6 +12,7 @@ import { buildInfo, configSection, staticConfigSection, workloadStateEntry } fro
 import { CaClient } from './identity/ca-client.ts';
 import type { CertificateProvider } from './identity/certificate.ts';
 import { CrlFile } from './identity/crl-file.ts';
+import { PQC_GROUP } from './identity/key-exchange.ts';
 import { LocalCa } from './identity/local-ca.ts';
 import { Priority, SecretManager } from './identity/manager.ts';
 import { scoped, type Logger } from './log.ts';
@@ -121,6 +122,7 @@ async function certificateProvider(config: Config, log: Logger): Promise<Certifi
     impersonate: config.proxyMode === 'shared',
     ttlSeconds: config.secretTtlSeconds,
     tls12: config.tls12Enabled,
+    pqc: config.pqc,
     logger: scoped(log, 'ca'),
   });
 }
@@ -177,7 +179,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     xds = new AdsClient({
       channel: {
         address: config.xdsAddress, root: config.xdsRootCa, altHostname: config.altXdsHostname, token: config.authToken,
-        clusterId: config.clusterId, headers: config.xdsHeaders, tls12: config.tls12Enabled,
+        clusterId: config.clusterId, headers: config.xdsHeaders, tls12: config.tls12Enabled, pqc: config.pqc,
       },
       node: buildNode(config),
       handlers: [updater.addressHandler, updater.authorizationHandler],
@@ -221,7 +223,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     crls.guard((set) => { client.setCrls(set.ders); });
   }
   const hbone = new HboneClient({
-    maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled,
+    maxStreams: config.poolMaxStreamsPerConnection, idleTimeoutMs: config.poolUnusedReleaseTimeoutMs, tls12: config.tls12Enabled, pqc: config.pqc,
     ...(revocation === undefined ? {} : { revocation }),
   });
   if (config.hboneEngine !== engine.active) log.warn({ scope: 'proxy', reason: engine.reason }, 'the native HBONE engine is unavailable; HBONE runs in JavaScript');
@@ -376,6 +378,9 @@ function chooseHboneEngine(c: Config, kmodFacts: KmodFacts): { active: 'native' 
   const kmod = c.crlPath === undefined ? decideKmod(c.kernelFastpath, kmodFacts, { active: true }) : { active: false, reason: 'CRL_PATH is set: CRL re-checks need the tunnels in the engine' };
   return {
     active: 'native', kmod,
-    client: new NativeHboneClient({ workers: c.workerThreads, maxStreams: c.poolMaxStreamsPerConnection, idleTimeoutMs: c.poolUnusedReleaseTimeoutMs, kmod: kmod.active }),
+    client: new NativeHboneClient({
+      workers: c.workerThreads, maxStreams: c.poolMaxStreamsPerConnection, idleTimeoutMs: c.poolUnusedReleaseTimeoutMs, kmod: kmod.active,
+      ...(c.pqc ? { groups: PQC_GROUP } : {}),
+    }),
   };
 }

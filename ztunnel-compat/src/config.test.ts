@@ -81,6 +81,13 @@ test('every bad value is reported at once, by variable name', () => {
   assert.throws(() => parseConfig({ PROXY_MODE: 'dedicated' }), /PROXY_WORKLOAD_INFO: required/);
 });
 
+test('COMPLIANCE_POLICY: exactly "pqc" turns the post-quantum key exchange on, as ztunnel compares it', () => {
+  assert.equal(parseConfig({}).pqc, false);
+  assert.equal(parseConfig({ COMPLIANCE_POLICY: 'pqc' }).pqc, true);
+  assert.equal(parseConfig({ COMPLIANCE_POLICY: 'fips-140-2' }).pqc, false);
+  assert.equal(parseConfig({ COMPLIANCE_POLICY: 'PQC' }).pqc, false);
+});
+
 test('durations', () => {
   assert.equal(parseDurationMs('24h'), 86_400_000);
   assert.equal(parseDurationMs('1h30m'), 5_400_000);

@@ -6,6 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { availableParallelism } from 'node:os';
 import { parseDurationMs } from './config/duration.ts';
 import { workerThreads } from './config/worker-threads.ts';
+import { pqcUnavailable } from './identity/key-exchange.ts';
 
 export type RootCaSource = { kind: 'file'; path: string } | { kind: 'pem'; pem: string } | { kind: 'system' };
 export type TokenSource = { kind: 'file'; path: string } | { kind: 'literal'; token: string };
@@ -61,6 +62,8 @@ export interface Config {
   secretTtlSeconds: number;
   ipv6Enabled: boolean;
   tls12Enabled: boolean;
+  /** COMPLIANCE_POLICY=pqc: every TLS connection uses the X25519MLKEM768 key exchange only (identity/key-exchange.ts). */
+  pqc: boolean;
   /** LOCALHOST_APP_TUNNEL: reach a pod's PROXY app tunnel from loopback (ztunnel's default) rather than from the client's IP. */
   localhostAppTunnel: boolean;
   adminAddress: string;
@@ -224,6 +227,8 @@ export function parseConfig(env: Env): Config {
     secretTtlSeconds: Math.round((p.duration('SECRET_TTL') ?? 86_400_000) / 1000),
     ipv6Enabled: p.bool('IPV6_ENABLED', true),
     tls12Enabled: p.bool('TLS12_ENABLED', false),
+    // ztunnel compares the whole value with "pqc"; other policies (fips-140-2) are its FIPS build's.
+    pqc: p.str('COMPLIANCE_POLICY') === 'pqc',
     localhostAppTunnel: p.bool('LOCALHOST_APP_TUNNEL', true),
     adminAddress: p.ip('SKEIN_ADMIN_ADDRESS') ?? '127.0.0.1',
     adminPort: proxyConfig.proxyAdminPort ?? 15000,
@@ -251,6 +256,8 @@ export function parseConfig(env: Env): Config {
     problems.push('SKEIN_LOCAL_CA_CERT and SKEIN_LOCAL_CA_KEY: set both or neither');
   }
   if (config.secretTtlSeconds <= 0) problems.push('SECRET_TTL: must be positive');
+  const noPqc = config.pqc ? pqcUnavailable() : undefined;
+  if (noPqc !== undefined) problems.push(noPqc);
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

@@ -32,7 +32,7 @@ namespace {
 constexpr const char* kCtorUsage =
     "new HboneEngine(options: { workers?: number, maxStreams?: number, idleTimeoutMs?: number, "
     "connectTimeoutMs?: number, pingIntervalMs?: number, pingTimeoutMs?: number, "
-    "streamsPerConnection?: number, keyUpdateRecords?: number, kmod?: boolean }, "
+    "streamsPerConnection?: number, keyUpdateRecords?: number, kmod?: boolean, groups?: string }, "
     "onEvents: (events: object[]) => void)";
 constexpr const char* kOutboundUsage =
     "engine.outbound({ id: number, fd: number (or accepted: number), credential: number, poolKey: string, "
@@ -166,6 +166,15 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     Napi::Value km = o.Get("kmod");
     if (!km.IsUndefined() && !km.IsBoolean()) ThrowUsage(env, kCtorUsage);
     l.kmod = km.IsBoolean() && km.As<Napi::Boolean>().Value();
+    Napi::Value gr = o.Get("groups");
+    if (!gr.IsUndefined() && !gr.IsString()) ThrowUsage(env, kCtorUsage);
+    if (gr.IsString()) {
+      groups_ = gr.As<Napi::String>().Utf8Value();
+      // Refused here, not at the first certificate: a policy this OpenSSL
+      // cannot keep must stop the start, never loosen to the defaults.
+      std::string why = CheckGroups(groups_);
+      if (!why.empty()) throw Napi::Error::New(env, "new HboneEngine: " + why);
+    }
     tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "skein-hbone-engine", 0, 1);
     // An idle engine does not keep the process alive; its listeners do.
     tsfn_.Unref(env);
@@ -261,7 +270,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
     std::string roots = ArgString(info, 2, usage);
     std::shared_ptr<Credential> c;
     try {
-      c = std::make_shared<Credential>(chain, key, roots);
+      c = std::make_shared<Credential>(chain, key, roots, groups_);
     } catch (const std::exception& e) {
       Napi::Error err = Napi::Error::New(env, std::string("addCredential: ") + e.what());
       err.Set("code", "ERR_HBONE_CREDENTIAL");
@@ -574,6 +583,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
 
   Napi::ThreadSafeFunction tsfn_;
   std::shared_ptr<Engine> engine_;
+  std::string groups_;  // the key exchange groups of every credential; "" OpenSSL's
   std::map<uint32_t, std::shared_ptr<Credential>> credentials_;
   uint32_t next_credential_ = 1;
   bool closed_ = false;

@@ -69,7 +69,8 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
 // One context: the versions and suites, the certificate chain and key, the
 // roots the peer's chain must lead to.
 SSL_CTX* MakeContext(bool server, const std::string& chain_pem,
-                     const std::string& key_pem, const std::string& roots_pem) {
+                     const std::string& key_pem, const std::string& roots_pem,
+                     const std::string& groups) {
   SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   if (ctx == nullptr) Fail("SSL_CTX_new");
   try {
@@ -77,6 +78,8 @@ SSL_CTX* MakeContext(bool server, const std::string& chain_pem,
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
     if (SSL_CTX_set_ciphersuites(ctx, kCiphersuites) != 1)
       Fail("SSL_CTX_set_ciphersuites");
+    if (!groups.empty() && SSL_CTX_set1_groups_list(ctx, groups.c_str()) != 1)
+      Fail("SSL_CTX_set1_groups_list");
     if (server) {
       SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
       SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
@@ -146,15 +149,27 @@ SSL_CTX* MakeContext(bool server, const std::string& chain_pem,
 }  // namespace
 
 Credential::Credential(const std::string& chain_pem, const std::string& key_pem,
-                       const std::string& roots_pem) {
+                       const std::string& roots_pem, const std::string& groups) {
   ERR_clear_error();
-  client_ = MakeContext(false, chain_pem, key_pem, roots_pem);
+  client_ = MakeContext(false, chain_pem, key_pem, roots_pem, groups);
   try {
-    server_ = MakeContext(true, chain_pem, key_pem, roots_pem);
+    server_ = MakeContext(true, chain_pem, key_pem, roots_pem, groups);
   } catch (...) {
     SSL_CTX_free(client_);
     throw;
   }
+}
+
+std::string CheckGroups(const std::string& groups) {
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
+  if (ctx == nullptr) return OpensslError("SSL_CTX_new");
+  std::string why;
+  if (SSL_CTX_set1_groups_list(ctx, groups.c_str()) != 1)
+    why = OpensslError(("OpenSSL " + std::string(OpenSSL_version(OPENSSL_VERSION_STRING)) +
+                        " does not take the groups '" + groups + "'").c_str());
+  SSL_CTX_free(ctx);
+  return why;
 }
 
 Credential::~Credential() {

@@ -18,9 +18,11 @@ namespace skein::hbone {
 class Credential {
  public:
   // Throws std::runtime_error with OpenSSL's reason on bad PEM or a key that
-  // does not match the leaf.
+  // does not match the leaf. `groups`: the key exchange groups offered and
+  // accepted (SSL_CTX_set1_groups_list, "X25519MLKEM768" under
+  // COMPLIANCE_POLICY=pqc), or "" for OpenSSL's defaults.
   Credential(const std::string& chain_pem, const std::string& key_pem,
-             const std::string& roots_pem);
+             const std::string& roots_pem, const std::string& groups);
   ~Credential();
   Credential(const Credential&) = delete;
   Credential& operator=(const Credential&) = delete;
@@ -32,6 +34,9 @@ class Credential {
   SSL_CTX* client_ = nullptr;
   SSL_CTX* server_ = nullptr;
 };
+
+// "" when this OpenSSL takes `groups` as a group list, else why not.
+std::string CheckGroups(const std::string& groups);
 
 // The CRLs in force (CRL_PATH, parsed by TypeScript and handed over as DER):
 // immutable once made, swapped whole at a reload.

@@ -221,6 +221,30 @@ test('TLS 1.3 only: a TLS 1.2 server is refused unless tls12 is set', async () =
   }
 });
 
+test('COMPLIANCE_POLICY=pqc: the CA connection offers X25519MLKEM768 alone, so a classical server is refused; istiod (OpenSSL defaults) is reached', async () => {
+  const { certPem, keyPem } = await istiod.ca.issueServerCert();
+  const seen = { handshakes: 0 };
+  const classical = createTlsServer({ cert: certPem, key: keyPem, ecdhCurve: 'X25519:P-256', ALPNProtocols: ['h2'] }, (s) => {
+    seen.handshakes++;
+    s.destroy();
+  });
+  classical.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve) => { classical.listen(0, '127.0.0.1', resolve); });
+  const addr = classical.address();
+  assert.ok(addr && typeof addr === 'object');
+  try {
+    const strict = client({ address: `127.0.0.1:${addr.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000, pqc: true });
+    const err = await failure(strict.fetch(SLEEP));
+    assert.equal(grpcStatus(err)?.code, status.UNAVAILABLE);
+    assert.match(err.message, /handshake failure/i);
+    assert.equal(seen.handshakes, 0);
+    const cert = await client({ token: { kind: 'literal', token: SLEEP_TOKEN }, pqc: true }).fetch(SLEEP);
+    assert.equal(cert.identity.serviceAccount, 'sleep');
+  } finally {
+    await new Promise((resolve) => { classical.close(resolve); });
+  }
+});
+
 test('CA addresses: https is assumed, the port defaults to 443, IPv6 keeps its brackets', () => {
   assert.deepEqual(parseCaAddress('istiod.istio-system.svc:15012'), { target: 'istiod.istio-system.svc:15012', host: 'istiod.istio-system.svc', port: 15012 });
   assert.deepEqual(parseCaAddress('https://istiod-rev.istio-system.svc:15012'), { target: 'istiod-rev.istio-system.svc:15012', host: 'istiod-rev.istio-system.svc', port: 15012 });

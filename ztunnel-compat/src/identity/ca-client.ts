@@ -16,6 +16,7 @@ import type { IstioCertificateResponse } from '../xds/proto.ts';
 import { WorkloadCertificate } from './certificate.ts';
 import type { CertificateProvider, FetchOptions } from './certificate.ts';
 import { createCsr } from './csr.ts';
+import { keyExchangeOptions } from './key-exchange.ts';
 import { identityError, IdentityErrorCode } from './error.ts';
 import { silentLogger } from './log.ts';
 import type { IdentityLogger } from './log.ts';
@@ -41,6 +42,8 @@ export interface CaClientOptions {
   ttlSeconds?: number;
   /** TLS12_ENABLED: accept TLS 1.2 too. Default false (1.3 only). */
   tls12?: boolean;
+  /** COMPLIANCE_POLICY=pqc: the X25519MLKEM768 key exchange only. */
+  pqc?: boolean;
   /** Default 5000, as ztunnel's control-plane connect timeout. */
   connectTimeoutMs?: number;
   /** Deadline of one CreateCertificate call. Default 60000. */
@@ -156,7 +159,7 @@ export class CaClient implements CertificateProvider {
     this.#channel?.client.close();
     let client: Client;
     try {
-      const context = createSecureContext({ ca: roots, minVersion: this.#opts.tls12 === true ? 'TLSv1.2' : 'TLSv1.3' });
+      const context = createSecureContext({ ca: roots, minVersion: this.#opts.tls12 === true ? 'TLSv1.2' : 'TLSv1.3', ...keyExchangeOptions(this.#opts.pqc) });
       const names = [this.target.host, ...(this.#opts.altHostname ? [this.#opts.altHostname] : [])];
       client = new Client(this.target.target, credentials.createFromSecureContext(context, {
         checkServerIdentity: serverIdentityCheck(names),

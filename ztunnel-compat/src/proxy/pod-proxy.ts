@@ -87,6 +87,7 @@ export function podProxyFactory(p: OutboundDeps, config: Config, dns?: DnsProxy)
       p.secrets.trackWorkload(holder, identity);
       const opts: HboneServerOptions = {
         tls12: config.tls12Enabled,
+        pqc: config.pqc,
         ...(p.revocation === undefined ? {} : { revocation: p.revocation }),
         handler: inboundHboneHandler(p, pod, (req, { destination, service, authz, upstream, headerBytes }) => {
           // A pod IP dialled names no service; label it with the pod's, as ztunnel does.

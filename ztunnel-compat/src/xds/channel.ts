@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import tls from 'node:tls';
 import { ChannelCredentials, Client, credentials, Metadata, type ChannelOptions } from '@grpc/grpc-js';
 import type { RootCaSource, TokenSource } from '../config.ts';
+import { keyExchangeOptions } from '../identity/key-exchange.ts';
 
 export interface ControlChannelOptions {
   /** https://host:port */
@@ -17,6 +18,8 @@ export interface ControlChannelOptions {
   clusterId: string;
   headers?: Record<string, string>;
   tls12?: boolean;
+  /** COMPLIANCE_POLICY=pqc: the X25519MLKEM768 key exchange only. */
+  pqc?: boolean;
 }
 
 export class ControlChannelError extends Error {
@@ -60,7 +63,7 @@ export function serverIdentityCheck(names: readonly string[]): (host: string, ce
 export function channelCredentials(o: ControlChannelOptions): ChannelCredentials {
   const { host } = grpcTarget(o.address);
   const ca = readRoot(o.root);
-  const context = tls.createSecureContext({ ...(ca === undefined ? {} : { ca }), minVersion: o.tls12 === true ? 'TLSv1.2' : 'TLSv1.3' });
+  const context = tls.createSecureContext({ ...(ca === undefined ? {} : { ca }), minVersion: o.tls12 === true ? 'TLSv1.2' : 'TLSv1.3', ...keyExchangeOptions(o.pqc) });
   const names = [host, ...(o.altHostname === undefined ? [] : [o.altHostname])];
   const secure = credentials.createFromSecureContext(context, { checkServerIdentity: serverIdentityCheck(names) });
   const perCall = credentials.createFromMetadataGenerator((_params, callback) => {

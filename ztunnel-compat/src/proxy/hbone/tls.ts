@@ -11,6 +11,7 @@ import { parseSpiffe, sameIdentity, spiffeUri } from '../../identity/spiffe.ts';
 import type { Identity } from '../../identity/spiffe.ts';
 import type { WorkloadCertificate } from '../../identity/certificate.ts';
 import { anchoredChain } from '../../identity/crl.ts';
+import { keyExchangeOptions } from '../../identity/key-exchange.ts';
 import { HboneError, HboneErrorCode } from './error.ts';
 
 /** TLS 1.3 suites, ztunnel's order; there is no ChaCha20. */
@@ -22,6 +23,8 @@ export const ALPN_H2 = 'h2';
 export interface HboneTlsOptions {
   /** Also allow TLS 1.2 (ztunnel TLS12_ENABLED). Default false: TLS 1.3 only. */
   tls12?: boolean;
+  /** COMPLIANCE_POLICY=pqc: the X25519MLKEM768 key exchange only. */
+  pqc?: boolean;
   /** CRL checks of peer chains (CRL_PATH); none without. */
   revocation?: Revocation;
 }
@@ -90,10 +93,12 @@ export function revokedError(side: 'client' | 'server', why: string): HboneError
   return new HboneError(HboneErrorCode.REVOKED, 'TLS_FAILURE', `the ${side} certificate is revoked: ${why}`);
 }
 
-function versionOptions(opts: HboneTlsOptions): Pick<TlsOptions, 'minVersion' | 'maxVersion' | 'ciphers'> {
-  return opts.tls12 === true
+/** Versions, suites and key exchange: a secure context's, so also given again with each new certificate. */
+function versionOptions(opts: HboneTlsOptions): Pick<TlsOptions, 'minVersion' | 'maxVersion' | 'ciphers' | 'ecdhCurve'> {
+  const versions: Pick<TlsOptions, 'minVersion' | 'maxVersion' | 'ciphers'> = opts.tls12 === true
     ? { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3', ciphers: `${TLS13_CIPHERSUITES}:${TLS12_CIPHERS}` }
     : { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ciphers: TLS13_CIPHERSUITES };
+  return { ...versions, ...keyExchangeOptions(opts.pqc) };
 }
 
 // One `URI:value` entry of X509Certificate.subjectAltName. Node JSON-quotes

@@ -69,12 +69,12 @@ test('the waypoint of a service accepts that service\'s VIP; any other pod does 
   assert.equal(elsewhere.kind === 'reject' ? elsewhere.status : 0, 400);
 });
 
-test('a PROXY app tunnel goes to loopback on its port with a header, and skips destination validation', () => {
+test('a PROXY app tunnel goes to loopback on its port with a header, and skips destination validation; RBAC sees the tunnel port, as ztunnel', () => {
   const state = mesh({ applicationTunnel: { protocol: 1, port: 15088 } });
   const d = decide(state, 'wp', '10.96.0.10:80', WP_IP);
   assert.deepEqual(d, {
     kind: 'connect', upstream: { ip: '127.0.0.1', port: 15088 }, from: 'loopback', proxyProtocol: true,
-    authzDestination: { ip: WP_IP, port: 80 }, service: state.services.byNamespacedHostname('ns', 'echo.ns.svc.cluster.local'),
+    authzDestination: { ip: WP_IP, port: 15088 }, service: state.services.byNamespacedHostname('ns', 'echo.ns.svc.cluster.local'),
   });
   // Not its waypoint, still accepted: the app behind the tunnel decides.
   const any = decide(state, 'wp', '10.0.1.6:9090', WP_IP);

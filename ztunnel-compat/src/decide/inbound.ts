@@ -31,7 +31,11 @@ export type InboundDecision =
     from: 'client' | 'loopback';
     /** Write a PROXY v2 header before any payload (§6). */
     proxyProtocol: boolean;
-    /** What RBAC sees as the destination: the pod IP and the target port (never 15008). */
+    /**
+     * What RBAC sees as the destination: the pod IP and the port the upstream
+     * is dialled on (never 15008), which is the application tunnel's port when
+     * it names one, as ztunnel's build_inbound_request swaps it in.
+     */
     authzDestination: SocketAddr;
     /** The service the client addressed, when the authority is one of its VIPs (TLV 0xD1, metrics). */
     service: Service | undefined;
@@ -58,7 +62,7 @@ export function decideInbound(state: ProxyState, f: InboundFacts): InboundDecisi
     upstream: { ip: viaLoopback ? loopbackFor(podIp) : podIp, port },
     from: viaLoopback ? 'loopback' : 'client',
     proxyProtocol: tunnel?.protocol === 'PROXY',
-    authzDestination: { ip: podIp, port: a.port },
+    authzDestination: { ip: podIp, port },
     service,
   };
 }

@@ -66,7 +66,7 @@ export const BUILD_INFO_FIELDS = ['version', 'gitRevision', 'rustVersion', 'buil
  * internals with no Skein equivalent.)
  */
 export const CONFIG_FIELDS = [
-  'proxy', 'dnsProxy', 'windowSize', 'connectionWindowSize', 'frameSize', 'poolMaxStreamsPerConn', 'poolUnusedReleaseTimeout',
+  'proxy', 'dnsProxy', 'transparentNetworkPolicies', 'windowSize', 'connectionWindowSize', 'frameSize', 'poolMaxStreamsPerConn', 'poolUnusedReleaseTimeout',
   'adminAddr', 'statsAddr', 'readinessAddr', 'inboundAddr', 'inboundPlaintextAddr', 'outboundAddr', 'dnsProxyAddr', 'illegalPorts',
   'network', 'localNode', 'proxyMode', 'proxyWorkloadInformation', 'clusterId', 'clusterDomain', 'caAddress', 'caRootCert', 'altCaHostname',
   'xdsAddress', 'xdsRootCert', 'altXdsHostname', 'preferedServiceNamespace', 'secretTtl', 'xdsOnDemand', 'fakeCa', 'selfTerminationDeadline',

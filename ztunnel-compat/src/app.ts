@@ -245,6 +245,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
     state, secrets, certificates: metrics.certificates, connections, hbone, nativeHbone: engine.client, log: scoped(log, 'proxy'), access: scoped(log, 'access'),
     onDemandDns: new OnDemandDns({ resolvConf: config.dnsResolvConf, ipv6: config.ipv6Enabled, registry: metrics.registry, idle: idleSeries }),
     metrics: tcpMetrics, network: config.network, clusterId: config.clusterId, nodeName: config.nodeName, mark: config.packetMark, localhostAppTunnel: config.localhostAppTunnel,
+    transparentNetworkPolicies: config.transparentNetworkPolicies,
     keepalive: config.keepalive.enabled ? config.keepalive : undefined, guard: new ConnectionGuard({ registry: metrics.registry, log: scoped(log, 'proxy'), access: scoped(log, 'access') }),
     ...(revocation === undefined ? {} : { revocation }),
   };

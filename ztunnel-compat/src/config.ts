@@ -64,6 +64,8 @@ export interface Config {
   tls12Enabled: boolean;
   /** COMPLIANCE_POLICY=pqc: every TLS connection uses the X25519MLKEM768 key exchange only (identity/key-exchange.ts). */
   pqc: boolean;
+  /** TRANSPARENT_NETWORK_POLICIES: HBONE to a workload dials its target port, not 15008 (for Calico's policy). */
+  transparentNetworkPolicies: boolean;
   /** LOCALHOST_APP_TUNNEL: reach a pod's PROXY app tunnel from loopback (ztunnel's default) rather than from the client's IP. */
   localhostAppTunnel: boolean;
   adminAddress: string;
@@ -230,6 +232,7 @@ export function parseConfig(env: Env): Config {
     // ztunnel compares the whole value with "pqc"; other policies (fips-140-2) are its FIPS build's.
     pqc: p.str('COMPLIANCE_POLICY') === 'pqc',
     localhostAppTunnel: p.bool('LOCALHOST_APP_TUNNEL', true),
+    transparentNetworkPolicies: p.bool('TRANSPARENT_NETWORK_POLICIES', false),
     adminAddress: p.ip('SKEIN_ADMIN_ADDRESS') ?? '127.0.0.1',
     adminPort: proxyConfig.proxyAdminPort ?? 15000,
     statsPort: proxyConfig.statsPort ?? 15020,

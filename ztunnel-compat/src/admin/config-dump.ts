@@ -90,6 +90,7 @@ export function configSection(c: Config): Record<string, unknown> {
     xdsHeaders: Object.entries(c.xdsHeaders),
     caHeaders: Object.entries(c.caHeaders),
     localhostAppTunnel: c.localhostAppTunnel,
+    transparentNetworkPolicies: c.transparentNetworkPolicies,
     ztunnelIdentity: c.podNamespace !== '' && c.serviceAccount !== '' ? `spiffe://${c.trustDomain}/ns/${c.podNamespace}/sa/${c.serviceAccount}` : null,
     ztunnelWorkload: null,
     ipv6Enabled: c.ipv6Enabled,

@@ -354,3 +354,21 @@ test('a resolved hostname endpoint is dialled as any endpoint: plain TCP for pro
     assert.equal(got.svc, ECHO);
   }
 });
+
+test('TRANSPARENT_NETWORK_POLICIES: HBONE straight to a workload dials its target port (pooled per port); a waypoint is still dialled as before', () => {
+  const state = new ProxyState();
+  new ProxyStateUpdater(state).addressHandler.handle([
+    client(), echo(), backend('b', '10.0.1.1'),
+    echo({ name: 'viawp', hostname: 'viawp.ns.svc.cluster.local', addresses: [{ network: '', address: ip('10.96.0.11') }], waypoint: byHost(WP) }), ...waypoint(),
+  ], []);
+  const run = (dst: string, transparent: boolean): ReturnType<typeof summarize> => summarize(decideOutbound(state, { ...facts(state, { name: '', resources: [], dst, want: { kind: 'hbone' } }), transparentNetworkPolicies: transparent }));
+  const plain = run(`${VIP}:80`, false);
+  const transparent = run(`${VIP}:80`, true);
+  assert.deepEqual([plain.upstream, plain.authority], ['10.0.1.1:15008', '10.0.1.1:8080']);
+  assert.deepEqual([transparent.upstream, transparent.authority], ['10.0.1.1:8080', '10.0.1.1:8080']);
+  assert.deepEqual(run('10.0.1.1:9090', true).upstream, '10.0.1.1:9090');
+  const d = decideOutbound(state, { ...facts(state, { name: '', resources: [], dst: `${VIP}:80`, want: { kind: 'hbone' } }), transparentNetworkPolicies: true });
+  assert.ok(d.kind === 'hbone' && d.poolKey.includes('|10.0.1.1:8080|'));
+  // Through the service's waypoint: its address and port, flag or not.
+  assert.equal(run('10.96.0.11:80', true).upstream, run('10.96.0.11:80', false).upstream);
+});

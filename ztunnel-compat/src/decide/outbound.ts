@@ -30,6 +30,12 @@ export interface OutboundFacts {
   network: string;
   /** Random source in [0,1) for weighted picks (injectable for tests). */
   random: () => number;
+  /**
+   * TRANSPARENT_NETWORK_POLICIES (istio/ztunnel#1665): HBONE straight to a
+   * workload dials its target port instead of 15008, so a network policy
+   * engine (Calico) sees the app's port; the CNI steers it to 15008.
+   */
+  transparentNetworkPolicies?: boolean;
 }
 
 export interface SocketAddr {
@@ -46,7 +52,7 @@ export type OutboundDecision =
   | { kind: 'tcp'; upstream: SocketAddr; destination: Workload; service?: Service }
   | {
     kind: 'hbone';
-    /** What the TCP connection dials: `ip:15008`, or the waypoint's IP and target port. */
+    /** What the TCP connection dials: `ip:15008` (the target port under TRANSPARENT_NETWORK_POLICIES), or the waypoint's. */
     upstream: SocketAddr;
     /** The CONNECT `:authority`: "ip:port" or "[v6]:port". */
     authority: string;
@@ -162,7 +168,8 @@ function direct(f: OutboundFacts, w: Workload, ip: string, targetPort: number, s
     return { kind: 'tcp', upstream: { ip, port: targetPort }, destination: w, ...(service === undefined ? {} : { service }) };
   }
   const ids = dedupe([identityOf(w), ...sanIdentities(service)]);
-  return hbone(f, { ip, port: HBONE_PORT }, hostPort(ip, targetPort), ids, { destination: w, ...(service === undefined ? {} : { service }) });
+  const port = f.transparentNetworkPolicies === true ? targetPort : HBONE_PORT;
+  return hbone(f, { ip, port }, hostPort(ip, targetPort), ids, { destination: w, ...(service === undefined ? {} : { service }) });
 }
 
 function hbone(

@@ -28,6 +28,8 @@ export interface ProxyInputs {
   mark: number | undefined;
   /** LOCALHOST_APP_TUNNEL. */
   localhostAppTunnel: boolean;
+  /** TRANSPARENT_NETWORK_POLICIES: HBONE to a workload dials its target port (decide/outbound.ts). */
+  transparentNetworkPolicies?: boolean;
   /** KEEPALIVE_*: on pod-side and upstream sockets; undefined when disabled. */
   keepalive: TcpKeepalive | undefined;
   /** Catches, logs, counts and closes what a per-connection task throws (guard.ts). */

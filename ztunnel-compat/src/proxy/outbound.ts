@@ -61,7 +61,10 @@ async function outbound(p: OutboundDeps, conn: PodConnection, pod: PodContext, m
     conn.destroy();
     return;
   }
-  const facts = { source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random };
+  const facts = {
+    source, originalDst: { ip: dst.address, port: dst.port }, sourceIp: srcIp, network: p.network, random: Math.random,
+    transparentNetworkPolicies: p.transparentNetworkPolicies === true,
+  };
   const d = decideOutbound(p.state, facts);
   let decision: Exclude<OutboundDecision, { kind: 'resolve' }>;
   if (d.kind !== 'resolve') decision = d;

@@ -11,7 +11,8 @@ import { pqcUnavailable } from './identity/key-exchange.ts';
 export type RootCaSource = { kind: 'file'; path: string } | { kind: 'pem'; pem: string } | { kind: 'system' };
 export type TokenSource = { kind: 'file'; path: string } | { kind: 'literal'; token: string };
 export type ProxyMode = 'shared' | 'dedicated';
-export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'off';
+const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'off'];
 
 export interface WorkloadInfo { namespace: string; name: string; serviceAccount: string }
 
@@ -73,6 +74,8 @@ export interface Config {
   statsPort: number;
   readinessPort: number;
   logLevel: LogLevel;
+  /** RUST_LOG's per-target directives (`access=off`, `ztunnel::proxy=debug`) by log scope (log.ts). */
+  logTargets: Record<string, LogLevel>;
   logFormat: 'plain' | 'json';
   kernelFastpath: 'auto' | 'off';
   /** Where the kernel programs, maps and links are pinned (bpffs); they outlive the daemon. */
@@ -238,6 +241,7 @@ export function parseConfig(env: Env): Config {
     statsPort: proxyConfig.statsPort ?? 15020,
     readinessPort: 15021,
     logLevel: p.logLevel('RUST_LOG'),
+    logTargets: p.logTargets('RUST_LOG'),
     logFormat: p.oneOf('LOG_FORMAT', ['plain', 'json'] as const, 'plain'),
     kernelFastpath: p.oneOf('SKEIN_KERNEL_FASTPATH', ['auto', 'off'] as const, 'auto'),
     // One directory per node name: a lab runs several "nodes" on one kernel.
@@ -434,15 +438,37 @@ class Reader {
     return { namespace, name: wname, serviceAccount };
   }
 
-  /** RUST_LOG's default level (directives like "hickory=off" are ignored). */
+  /** RUST_LOG's default level: its bare directive (`info` in `info,access=off`), else info. */
   logLevel(name: string): LogLevel {
     const v = this.str(name) ?? 'info';
-    const first = v.split(',').find((d) => !d.includes('=')) ?? 'info';
-    const l = first.toLowerCase();
-    if (l === 'trace' || l === 'debug' || l === 'info' || l === 'warn' || l === 'error') return l;
-    if (l === 'off') return 'error';
-    this.#problems.push(`${name}: '${v}' has no level (trace, debug, info, warn, error)`);
+    const first = (v.split(',').find((d) => d.trim() !== '' && !d.includes('=')) ?? 'info').trim().toLowerCase();
+    if (isLogLevel(first)) return first;
+    this.#problems.push(`${name}: '${v}' has no level (trace, debug, info, warn, error, off)`);
     return 'info';
+  }
+
+  /**
+   * RUST_LOG's `target=level` directives, by the log scope each names: a
+   * tracing target is a module path (`ztunnel::proxy::inbound`) or one of
+   * ztunnel's own (`access`), and a scope is the first part after the crate
+   * (`proxy`, `access`). Targets Skein has no scope for (`hickory_server`)
+   * change nothing, as they would name nothing here.
+   */
+  logTargets(name: string): Record<string, LogLevel> {
+    const out: Record<string, LogLevel> = {};
+    for (const raw of (this.str(name) ?? '').split(',')) {
+      const eq = raw.indexOf('=');
+      if (eq < 0) continue;
+      // A span filter (`target[span{field}]=level`) narrows a target; here it stands for the target.
+      const target = raw.slice(0, eq).split('[')[0]?.trim() ?? '';
+      const level = raw.slice(eq + 1).trim().toLowerCase();
+      if (!isLogLevel(level)) {
+        this.#problems.push(`${name}: '${raw.trim()}' has no level (trace, debug, info, warn, error, off)`);
+        continue;
+      }
+      if (target !== '') out[logScope(target)] = level;
+    }
+    return out;
   }
 
   proxyConfig(): ProxyConfigYaml {
@@ -455,6 +481,14 @@ class Reader {
     this.#problems.push('PROXY_CONFIG: not a YAML mapping');
     return {};
   }
+}
+
+const isLogLevel = (x: string): x is LogLevel => LOG_LEVELS.includes(x);
+
+/** The log scope a tracing target names: `ztunnel::proxy::inbound` -> `proxy`, `access` -> `access`. */
+export function logScope(target: string): string {
+  const parts = target.split('::');
+  return (parts[0] === 'ztunnel' && parts.length > 1 ? parts[1] : parts[0]) ?? target;
 }
 
 /**

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
+import { parseConfig } from './config.ts';
 import { createLogger, scoped } from './log.ts';
 
 async function written(format: 'plain' | 'json', write: (log: ReturnType<typeof createLogger>) => void): Promise<string[]> {
@@ -34,4 +35,29 @@ test('LOG_FORMAT=json writes one JSON object per line with level, time, scope an
   const [line] = await written('json', (log) => { scoped(log, 'xds').warn({ nonce: 'n' }, 'rejected'); });
   const o = JSON.parse(line ?? '') as Record<string, unknown>;
   assert.deepEqual([o.level, o.scope, o.message, o.nonce, typeof o.time], ['warn', 'xds', 'rejected', 'n', 'string']);
+});
+
+test('RUST_LOG targets set their scope\'s level: access=off silences access logs, ztunnel::proxy=debug opens proxy\'s debug; off silences all', async () => {
+  const config = parseConfig({ RUST_LOG: 'info,access=off,ztunnel::proxy::inbound=debug,hickory_server=off' });
+  assert.equal(config.logLevel, 'info');
+  assert.deepEqual(config.logTargets, { access: 'off', proxy: 'debug', hickory_server: 'off' });
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d: Buffer) => { text += d.toString(); });
+  const log = createLogger(config.logLevel, 'json', out, config.logTargets);
+  scoped(log, 'access').info({}, 'connection complete');
+  scoped(log, 'proxy').debug({}, 'proxy detail');
+  scoped(log, 'xds').debug({}, 'xds detail');
+  scoped(log, 'xds').info({}, 'xds news');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(text.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { message: string }).message), ['proxy detail', 'xds news']);
+
+  const silent = new PassThrough();
+  let none = '';
+  silent.on('data', (d: Buffer) => { none += d.toString(); });
+  const off = createLogger(parseConfig({ RUST_LOG: 'off' }).logLevel, 'json', silent);
+  scoped(off, 'app').error({}, 'nothing');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(none, '');
+  assert.throws(() => parseConfig({ RUST_LOG: 'info,access=loud' }), /access=loud/);
 });

@@ -10,14 +10,23 @@ import type { LogLevel } from './config.ts';
 
 export type { Logger } from 'pino';
 
-export function createLogger(level: LogLevel, format: 'plain' | 'json', destination: NodeJS.WritableStream = process.stderr): Logger {
-  return pino({
-    level,
+/** pino's name for a level: `off` is its `silent`. */
+const pinoLevel = (l: LogLevel): string => (l === 'off' ? 'silent' : l);
+
+/**
+ * The root logger at `level`; `targets` (RUST_LOG's `access=off` and the
+ * like, by scope) set the level of each scope's logger when it is made.
+ */
+export function createLogger(level: LogLevel, format: 'plain' | 'json', destination: NodeJS.WritableStream = process.stderr, targets: Readonly<Record<string, LogLevel>> = {}): Logger {
+  const log = pino({
+    level: pinoLevel(level),
     base: undefined,
     messageKey: 'message',
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   }, (format === 'json' ? destination : plainDestination(destination)) as pino.DestinationStream);
+  if (Object.keys(targets).length > 0) scopeLevels.set(log, targets);
+  return log;
 }
 
 /**
@@ -61,6 +70,7 @@ function plainValue(key: string, v: unknown): string {
 
 // One child per (logger, scope), so /logging can set a scope's level later.
 const children = new WeakMap<Logger, Map<string, Logger>>();
+const scopeLevels = new WeakMap<Logger, Readonly<Record<string, LogLevel>>>();
 
 /** A child logger for one subsystem. */
 export function scoped(log: Logger, scope: string): Logger {
@@ -72,6 +82,8 @@ export function scoped(log: Logger, scope: string): Logger {
   let child = byScope.get(scope);
   if (child === undefined) {
     child = log.child({ scope });
+    const level = scopeLevels.get(log)?.[scope];
+    if (level !== undefined) child.level = pinoLevel(level);
     byScope.set(scope, child);
   }
   return child;

@@ -51,7 +51,7 @@ function raiseOpenFiles(log: ReturnType<typeof createLogger>): void {
 async function proxy(): Promise<number> {
   const config = readConfig();
   if (config === undefined) return 1;
-  const log = createLogger(config.logLevel, config.logFormat);
+  const log = createLogger(config.logLevel, config.logFormat, process.stderr, config.logTargets);
   // From here an error nothing caught is logged and counted, never fatal.
   const policy = installProcessPolicy(log);
   raiseOpenFiles(log);

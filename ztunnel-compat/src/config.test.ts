@@ -95,8 +95,19 @@ test('durations', () => {
   assert.equal(parseDurationMs('1h30m'), 5_400_000);
   assert.equal(parseDurationMs('500ms'), 500);
   assert.equal(parseDurationMs('90'), 90_000);
-  assert.equal(parseDurationMs('5 minutes'), undefined);
   assert.equal(parseDurationMs('h'), undefined);
+  // duration_str's other forms, as ztunnel takes them: any case, long names, sums and products.
+  assert.equal(parseDurationMs('24H'), 86_400_000);
+  assert.equal(parseDurationMs('5 minutes'), 300_000);
+  assert.equal(parseDurationMs('1Hour'), 3_600_000);
+  assert.equal(parseDurationMs('1w'), 7 * 86_400_000);
+  assert.equal(parseDurationMs('1h 30m'), 5_400_000);
+  assert.equal(parseDurationMs('3m+31'), 211_000);
+  assert.equal(parseDurationMs('3m + 31s'), 211_000);
+  assert.equal(parseDurationMs('1m*10'), 600_000);
+  assert.equal(parseDurationMs('1500us'), 2);
+  for (const bad of ['', '5 fortnights', '3m+', '+3m', '1h-5m', 'ten seconds']) assert.equal(parseDurationMs(bad), undefined, bad);
+  assert.equal(parseConfig({ SECRET_TTL: '12H' }).secretTtlSeconds, 43_200);
 });
 
 test('the drain deadline follows ztunnel: CONNECTION_TERMINATION_DEADLINE, else the grace period less 5 s (long) or 1 s (short), else 5 s', () => {

@@ -69,7 +69,7 @@ test('every bad value is reported at once, by variable name', () => {
   try {
     parseConfig({
       PROXY_MODE: 'sidecar', INPOD_PORT_REUSE: 'maybe', PACKET_MARK: 'x', SECRET_TTL: 'forever', SKEIN_FASTPATH: '1',
-      LOCAL_XDS: 'a', LOCAL_XDS_PATH: 'b', PROXY_WORKLOAD_INFO: 'onlyns', ISTIO_METAJSON_X: '{', RUST_LOG: 'loud', LOG_FORMAT: 'xml',
+      LOCAL_XDS: 'a', LOCAL_XDS_PATH: 'b', PROXY_WORKLOAD_INFO: 'onlyns', ISTIO_METAJSON_X: '{', RUST_LOG: 'info,access=loud', LOG_FORMAT: 'xml',
     });
     assert.fail('should have thrown');
   } catch (err) {

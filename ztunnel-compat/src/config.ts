@@ -438,13 +438,16 @@ class Reader {
     return { namespace, name: wname, serviceAccount };
   }
 
-  /** RUST_LOG's default level: its bare directive (`info` in `info,access=off`), else info. */
+  /** RUST_LOG's default level: its bare level (`info` in `info,access=off`), else info. */
   logLevel(name: string): LogLevel {
     const v = this.str(name) ?? 'info';
-    const first = (v.split(',').find((d) => d.trim() !== '' && !d.includes('=')) ?? 'info').trim().toLowerCase();
-    if (isLogLevel(first)) return first;
-    this.#problems.push(`${name}: '${v}' has no level (trace, debug, info, warn, error, off)`);
-    return 'info';
+    const bare = v.split(',').map((d) => d.trim().toLowerCase()).filter((d) => d !== '' && !d.includes('='));
+    const level = bare.find(isLogLevel);
+    // A bare word that is no level is a target (trace for it, below); one with neither is refused.
+    if (level === undefined && bare.length === 0 && v.trim() !== '' && !v.includes('=')) {
+      this.#problems.push(`${name}: '${v}' has no level (trace, debug, info, warn, error, off)`);
+    }
+    return level ?? 'info';
   }
 
   /**
@@ -457,11 +460,13 @@ class Reader {
   logTargets(name: string): Record<string, LogLevel> {
     const out: Record<string, LogLevel> = {};
     for (const raw of (this.str(name) ?? '').split(',')) {
-      const eq = raw.indexOf('=');
-      if (eq < 0) continue;
-      // A span filter (`target[span{field}]=level`) narrows a target; here it stands for the target.
-      const target = raw.slice(0, eq).split('[')[0]?.trim() ?? '';
-      const level = raw.slice(eq + 1).trim().toLowerCase();
+      // The level follows the last '=': a span filter (`target[span{field=value}]=level`) has others.
+      const eq = raw.lastIndexOf('=');
+      const bare = raw.trim();
+      // A bare target means every level of it, as tracing reads `ztunnel::proxy`.
+      if (eq < 0 && (bare === '' || isLogLevel(bare.toLowerCase()))) continue;
+      const target = (eq < 0 ? bare : raw.slice(0, eq)).split('[')[0]?.trim() ?? '';
+      const level = eq < 0 ? 'trace' : raw.slice(eq + 1).trim().toLowerCase();
       if (!isLogLevel(level)) {
         this.#problems.push(`${name}: '${raw.trim()}' has no level (trace, debug, info, warn, error, off)`);
         continue;
@@ -485,10 +490,19 @@ class Reader {
 
 const isLogLevel = (x: string): x is LogLevel => LOG_LEVELS.includes(x);
 
-/** The log scope a tracing target names: `ztunnel::proxy::inbound` -> `proxy`, `access` -> `access`. */
+/** ztunnel's modules whose logs Skein writes under another scope. */
+const SCOPE_OF_MODULE: Readonly<Record<string, string>> = { identity: 'ca', tls: 'crl' };
+
+/**
+ * The log scope a tracing target names: `ztunnel::proxy::inbound` is
+ * `proxy`, `ztunnel::identity::caclient` is `ca`, `access` is `access`, and
+ * `ztunnel` alone is the whole crate (log.ts: every scope but `access`).
+ */
 export function logScope(target: string): string {
   const parts = target.split('::');
-  return (parts[0] === 'ztunnel' && parts.length > 1 ? parts[1] : parts[0]) ?? target;
+  if (parts[0] !== 'ztunnel' || parts.length === 1) return parts[0] ?? target;
+  const module = parts[1] ?? '';
+  return SCOPE_OF_MODULE[module] ?? module;
 }
 
 /**

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import { parseConfig } from './config.ts';
-import { createLogger, scoped } from './log.ts';
+import { changeLevels, createLogger, describeLevels, scoped } from './log.ts';
 
 async function written(format: 'plain' | 'json', write: (log: ReturnType<typeof createLogger>) => void): Promise<string[]> {
   const out = new PassThrough();
@@ -41,6 +41,9 @@ test('RUST_LOG targets set their scope\'s level: access=off silences access logs
   const config = parseConfig({ RUST_LOG: 'info,access=off,ztunnel::proxy::inbound=debug,hickory_server=off' });
   assert.equal(config.logLevel, 'info');
   assert.deepEqual(config.logTargets, { access: 'off', proxy: 'debug', hickory_server: 'off' });
+  // ztunnel's modules by Skein's scopes; a bare target is every level of it; a span filter's '=' is not the level's.
+  assert.deepEqual(parseConfig({ RUST_LOG: 'warn,ztunnel::identity::caclient=debug,ztunnel::tls::crl=error,ztunnel::inpod,ztunnel=info,x[{a=b}]=debug' }).logTargets,
+    { ca: 'debug', crl: 'error', inpod: 'trace', ztunnel: 'info', x: 'debug' });
   const out = new PassThrough();
   let text = '';
   out.on('data', (d: Buffer) => { text += d.toString(); });
@@ -60,4 +63,30 @@ test('RUST_LOG targets set their scope\'s level: access=off silences access logs
   await new Promise((r) => setImmediate(r));
   assert.equal(none, '');
   assert.throws(() => parseConfig({ RUST_LOG: 'info,access=loud' }), /access=loud/);
+});
+
+test('levels change as ztunnel\'s set_level: a scope keeps its own level under a new default; reset returns to RUST_LOG\'s; ztunnel=… covers every scope but access', async () => {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d: Buffer) => { text += d.toString(); });
+  const log = createLogger('info', 'json', out, { access: 'off' });
+  const emitted = async (): Promise<string[]> => {
+    text = '';
+    scoped(log, 'access').info({}, 'access');
+    scoped(log, 'proxy').debug({}, 'proxy debug');
+    log.debug({ scope: 'xds' }, 'xds debug via the root');
+    await new Promise((r) => setImmediate(r));
+    return text.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { message: string }).message);
+  };
+  assert.deepEqual(await emitted(), []);
+  changeLevels(log, { global: 'debug', scopes: new Map(), reset: false });
+  assert.deepEqual(await emitted(), ['proxy debug', 'xds debug via the root'], 'access stays off under a new default');
+  assert.equal(describeLevels(log), 'debug (access:off)');
+  changeLevels(log, { scopes: new Map([['ztunnel', 'warn']]), reset: false });
+  assert.deepEqual(await emitted(), [], 'ztunnel=warn quiets every scope of the crate; access is its own');
+  changeLevels(log, { scopes: new Map([['access', 'info']]), reset: false });
+  assert.deepEqual(await emitted(), ['access']);
+  changeLevels(log, { scopes: new Map(), reset: true });
+  assert.equal(describeLevels(log), 'info (access:off)');
+  assert.deepEqual(await emitted(), []);
 });

@@ -12,21 +12,101 @@ export type { Logger } from 'pino';
 
 /** pino's name for a level: `off` is its `silent`. */
 const pinoLevel = (l: LogLevel): string => (l === 'off' ? 'silent' : l);
+/** pino's level numbers; `off` passes nothing. */
+const RANK: Readonly<Record<LogLevel, number>> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, off: Infinity };
+
+/**
+ * The levels in force, as a tracing filter holds them: a default, and a
+ * level per scope (RUST_LOG's `access=off`, /logging's `access:debug`).
+ * `ztunnel` stands for every scope of ztunnel's own crate, which `access`
+ * (a target of its own there) is not.
+ */
+interface Levels {
+  global: LogLevel;
+  scopes: Map<string, LogLevel>;
+  readonly initial: { readonly global: LogLevel; readonly scopes: ReadonlyMap<string, LogLevel> };
+}
+
+const levelsOf = new WeakMap<Logger, Levels>();
+// Each scoped child's scope and root, so the hook and /logging find them.
+const scopeOf = new WeakMap<object, string>();
+const rootOf = new WeakMap<Logger, Logger>();
+// One child per (root, scope): /logging reaches every one.
+const children = new WeakMap<Logger, Map<string, Logger>>();
+
+function levelFor(levels: Levels, scope: string | undefined): LogLevel {
+  if (scope === undefined) return levels.global;
+  return levels.scopes.get(scope) ?? (scope === 'access' ? undefined : levels.scopes.get('ztunnel')) ?? levels.global;
+}
 
 /**
  * The root logger at `level`; `targets` (RUST_LOG's `access=off` and the
- * like, by scope) set the level of each scope's logger when it is made.
+ * like, by scope) override it per scope. pino itself runs at the lowest
+ * level any scope wants; a hook then drops what a record's scope (its
+ * logger's, or the `scope` field of a call on the root) does not.
  */
 export function createLogger(level: LogLevel, format: 'plain' | 'json', destination: NodeJS.WritableStream = process.stderr, targets: Readonly<Record<string, LogLevel>> = {}): Logger {
+  const scopes = new Map(Object.entries(targets));
+  const levels: Levels = { global: level, scopes, initial: { global: level, scopes: new Map(scopes) } };
   const log = pino({
-    level: pinoLevel(level),
+    level: pinoLevel(lowest(levels)),
+    hooks: {
+      logMethod(args, method, n) {
+        const first: unknown = args[0];
+        const field = typeof first === 'object' && first !== null ? (first as { scope?: unknown }).scope : undefined;
+        // The record shows the field's scope when a call names one; else its logger's.
+        const scope = typeof field === 'string' ? field : scopeOf.get(this);
+        if (n >= RANK[levelFor(levels, scope)]) method.apply(this, args);
+      },
+    },
     base: undefined,
     messageKey: 'message',
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   }, (format === 'json' ? destination : plainDestination(destination)) as pino.DestinationStream);
-  if (Object.keys(targets).length > 0) scopeLevels.set(log, targets);
+  levelsOf.set(log, levels);
   return log;
+}
+
+function lowest(levels: Levels): LogLevel {
+  let low: LogLevel = levels.global;
+  for (const l of levels.scopes.values()) if (RANK[l] < RANK[low]) low = l;
+  return low;
+}
+
+/** A level change as /logging takes it (admin/log-levels.ts): a default, per-scope levels, and whether to start again from RUST_LOG's. */
+export interface LevelsChange {
+  global?: LogLevel;
+  scopes: ReadonlyMap<string, LogLevel>;
+  reset: boolean;
+}
+
+/**
+ * Applies a change as ztunnel's set_level does: added to the levels in
+ * force (a new default keeps every scope's own level), or, with `reset`,
+ * to RUST_LOG's.
+ */
+export function changeLevels(log: Logger, change: LevelsChange): void {
+  const root = rootOf.get(log) ?? log;
+  const levels = levelsOf.get(root);
+  if (levels === undefined) throw new Error('not a logger made by createLogger');
+  if (change.reset) {
+    levels.global = levels.initial.global;
+    levels.scopes = new Map(levels.initial.scopes);
+  }
+  if (change.global !== undefined) levels.global = change.global;
+  for (const [scope, level] of change.scopes) levels.scopes.set(scope, level);
+  const floor = pinoLevel(lowest(levels));
+  root.level = floor;
+  for (const child of children.get(root)?.values() ?? []) child.level = floor;
+}
+
+/** The levels in force: "info", or "info (access:off,proxy:debug)". */
+export function describeLevels(log: Logger): string {
+  const levels = levelsOf.get(rootOf.get(log) ?? log);
+  if (levels === undefined) return log.level;
+  const own = [...levels.scopes].map(([s, l]) => `${s}:${l}`).sort();
+  return own.length === 0 ? levels.global : `${levels.global} (${own.join(',')})`;
 }
 
 /**
@@ -68,28 +148,26 @@ function plainValue(key: string, v: unknown): string {
   return v === undefined ? 'null' : JSON.stringify(v);
 }
 
-// One child per (logger, scope), so /logging can set a scope's level later.
-const children = new WeakMap<Logger, Map<string, Logger>>();
-const scopeLevels = new WeakMap<Logger, Readonly<Record<string, LogLevel>>>();
-
-/** A child logger for one subsystem. */
+/** A child logger for one subsystem (its records carry `scope`, and its level is the scope's). */
 export function scoped(log: Logger, scope: string): Logger {
-  let byScope = children.get(log);
+  const root = rootOf.get(log) ?? log;
+  let byScope = children.get(root);
   if (byScope === undefined) {
     byScope = new Map();
-    children.set(log, byScope);
+    children.set(root, byScope);
   }
   let child = byScope.get(scope);
   if (child === undefined) {
-    child = log.child({ scope });
-    const level = scopeLevels.get(log)?.[scope];
-    if (level !== undefined) child.level = pinoLevel(level);
+    child = root.child({ scope });
+    scopeOf.set(child, scope);
+    rootOf.set(child, root);
     byScope.set(scope, child);
   }
   return child;
 }
 
-/** The scoped children made from `log` so far. */
-export function scopesOf(log: Logger): ReadonlyMap<string, Logger> {
-  return children.get(log) ?? new Map();
+/** The scopes that have a logger so far, and those a level names. */
+export function knownScopes(log: Logger): Set<string> {
+  const root = rootOf.get(log) ?? log;
+  return new Set([...(children.get(root)?.keys() ?? []), ...(levelsOf.get(root)?.scopes.keys() ?? [])]);
 }

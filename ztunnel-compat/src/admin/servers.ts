@@ -6,7 +6,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import zlib from 'node:zlib';
-import { scopesOf, type Logger } from '../log.ts';
+import { changeLevels, describeLevels, knownScopes, type Logger } from '../log.ts';
 import { parseLevelDirectives } from './log-levels.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Readiness } from './readiness.ts';
@@ -47,24 +47,19 @@ function adminHandler(d: AdminDeps): http.RequestListener {
           send(res, 400, `${(err as Error).message}\n`);
           return;
         }
-        const pinoLevel = (l: string): string => (l === 'off' ? 'silent' : l);
-        const scopes = scopesOf(d.log);
-        if (change.global !== undefined) {
-          // A bare level resets every scope to it, as a new global filter would.
-          d.log.level = pinoLevel(change.global);
-          for (const child of scopes.values()) child.level = d.log.level;
+        const known = knownScopes(d.log);
+        const unknown = [...change.scopes.keys()].find((s) => !known.has(s) && s !== 'ztunnel');
+        if (unknown !== undefined) {
+          send(res, 400, `unknown target '${unknown}' (known: ${[...known].sort().join(', ')})\n`);
+          return;
         }
-        for (const [scope, level] of change.scopes) {
-          const child = scopes.get(scope);
-          if (child === undefined) {
-            send(res, 400, `unknown target '${scope}' (known: ${[...scopes.keys()].sort().join(', ')})\n`);
-            return;
-          }
-          child.level = pinoLevel(level);
+        // As ztunnel's set_level: added to the levels in force; `reset` starts again from RUST_LOG's.
+        const reset = url.searchParams.has('reset');
+        if (reset || change.global !== undefined || change.scopes.size > 0) {
+          changeLevels(d.log, { ...(change.global === undefined ? {} : { global: change.global }), scopes: change.scopes, reset });
+          d.log.info({ scope: 'admin', level: url.searchParams.get('level'), reset }, 'log level changed');
         }
-        if (change.global !== undefined || change.scopes.size > 0) d.log.info({ scope: 'admin', level: url.searchParams.get('level') }, 'log level changed');
-        const overrides = [...scopes].filter(([, c]) => c.level !== d.log.level).map(([n, c]) => `${n}:${c.level}`).sort();
-        send(res, 200, `current log level is ${d.log.level}${overrides.length > 0 ? ` (${overrides.join(',')})` : ''}\n`);
+        send(res, 200, `current log level is ${describeLevels(d.log)}\n`);
         return;
       }
       case '/quitquitquit':

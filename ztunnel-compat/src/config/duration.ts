@@ -13,7 +13,7 @@ const UNIT_MS: ReadonlyMap<string, number> = new Map<string, number>([
   ...each(['m', 'min', 'mins', 'minute', 'minutes'], 60_000),
   ...each(['s', 'sec', 'secs', 'second', 'seconds'], 1000),
   ...each(['ms', 'msec', 'millisecond', 'milliseconds'], 1),
-  ...each(['µs', 'us', 'µsec', 'usec', 'microsecond', 'microseconds'], 1e-3),
+  ...each(['µs', 'us', 'µsec', 'usec', 'µsecond', 'usecond', 'microsecond', 'microseconds'], 1e-3),
   ...each(['ns', 'nsec', 'nanosecond', 'nanoseconds'], 1e-6),
 ]);
 

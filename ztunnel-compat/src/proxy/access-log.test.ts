@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import type { LogLevel } from '../config.ts';
-import { createLogger, type Logger } from '../log.ts';
+import { changeLevels, createLogger, scoped, type Logger } from '../log.ts';
 import { ProxyState } from '../state/store.ts';
 import { pod, serviceResource, workloadResource, ip } from '../state/testing.ts';
 import { ProxyStateUpdater } from '../state/updater.ts';
@@ -44,7 +44,7 @@ function accessLogger(level: LogLevel): { log: Logger; lines: Record<string, unk
   const out = new PassThrough();
   const lines: Record<string, unknown>[] = [];
   out.on('data', (d: Buffer) => { for (const l of d.toString().split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>); });
-  return { log: createLogger(level, 'json', out).child({ scope: 'access' }), lines };
+  return { log: scoped(createLogger(level, 'json', out), 'access'), lines };
 }
 
 test('complete is INFO, or ERROR with error=; failed is WARN; all under scope access', async () => {
@@ -65,7 +65,7 @@ test('a level set above a line skips it, and a level changed at run time is obey
   logComplete(log, { direction: 'inbound' }, { bytesSent: 3, bytesRecv: 4, durationMs: 5 });
   logFailed(log, { direction: 'outbound' }, 'RBAC: denied');
   logComplete(log, { direction: 'inbound' }, { bytesSent: 0, bytesRecv: 0, durationMs: 1, error: 'reset' });
-  log.level = 'info';
+  changeLevels(log, { global: 'info', scopes: new Map(), reset: false });
   logComplete(log, { direction: 'inbound' }, { bytesSent: 3, bytesRecv: 4, durationMs: 5 });
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(lines.map((l) => [l.level, l.error]), [['error', 'reset'], ['info', undefined]]);

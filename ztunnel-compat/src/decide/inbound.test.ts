@@ -8,6 +8,7 @@ import { ProxyState } from '../state/store.ts';
 import { ProxyStateUpdater, type XdsResource } from '../state/updater.ts';
 import { ip, pod, serviceResource, workloadResource } from '../state/testing.ts';
 import type { Workload } from '../state/workload.ts';
+import { HealthPolicy, WorkloadStatus } from '../xds/proto.ts';
 import { decideInbound, plaintextRefusal, type InboundDecision } from './inbound.ts';
 
 const POD_IP = '10.0.1.5';
@@ -67,6 +68,18 @@ test('the waypoint of a service accepts that service\'s VIP; any other pod does 
   assert.deepEqual(atWaypoint.upstream, { ip: WP_IP, port: 80 });
   const elsewhere = decide(mesh(), 'other', '10.96.0.10:80', '10.0.1.6');
   assert.equal(elsewhere.kind === 'reject' ? elsewhere.status : 0, 400);
+});
+
+test('a not-ready waypoint pod is not the waypoint of the service (only healthy endpoints count, unless the health policy allows all)', () => {
+  const notReady = mesh({ status: WorkloadStatus.UNHEALTHY });
+  const d = decide(notReady, 'wp', '10.96.0.10:80', WP_IP);
+  assert.equal(d.kind === 'reject' ? d.status : d.kind, 400);
+  const allowAll = stateOf([
+    workloadResource(pod('wp', 'ns', WP_IP, { status: WorkloadStatus.UNHEALTHY, services: { 'ns/wp.ns.svc.cluster.local': { ports: [{ servicePort: 15008, targetPort: 15008 }] } } })),
+    serviceResource({ name: 'echo', namespace: 'ns', hostname: 'echo.ns.svc.cluster.local', addresses: [{ address: ip('10.96.0.10') }], ports: [{ servicePort: 80, targetPort: 8080 }], waypoint: byHost('wp.ns.svc.cluster.local') }),
+    serviceResource({ name: 'wp', namespace: 'ns', hostname: 'wp.ns.svc.cluster.local', addresses: [{ address: ip('10.96.9.1') }], ports: [{ servicePort: 15008, targetPort: 15008 }], loadBalancing: { healthPolicy: HealthPolicy.ALLOW_ALL } }),
+  ]);
+  assert.equal(decide(allowAll, 'wp', '10.96.0.10:80', WP_IP).kind, 'connect');
 });
 
 test('a PROXY app tunnel goes to loopback on its port with a header, and skips destination validation; RBAC sees the tunnel port, as ztunnel', () => {

@@ -6,7 +6,7 @@
 // Pure: the handler does RBAC and the connect.
 import type { Authority } from '../proxy/hbone/h2.ts';
 import type { GatewayAddress } from '../state/address.ts';
-import type { Service } from '../state/service.ts';
+import { endpointSelectable, type Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
 import type { Workload } from '../state/workload.ts';
 import { SELF_PORTS, type SocketAddr } from './outbound.ts';
@@ -97,7 +97,9 @@ function gatewayIncludes(state: ProxyState, gw: GatewayAddress, self: Workload):
     if (found?.kind === 'workload') return found.workload.uid === self.uid;
     service = found?.service;
   }
-  return service?.endpoints.has(self.uid) ?? false;
+  // As ztunnel's contains_endpoint: only endpoints the health policy keeps (a not-ready waypoint pod is none).
+  const ep = service?.endpoints.get(self.uid);
+  return service !== undefined && ep !== undefined && endpointSelectable(service, ep);
 }
 
 /**

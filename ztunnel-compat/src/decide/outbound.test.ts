@@ -4,7 +4,7 @@
 // ProxyStateUpdater → ProxyState; no sockets.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { MessageInit, Service as XdsService, Workload as XdsWorkload } from '../xds/proto.ts';
+import { WorkloadStatus, type MessageInit, type Service as XdsService, type Workload as XdsWorkload } from '../xds/proto.ts';
 import { spiffeUri } from '../identity/spiffe.ts';
 import { ProxyState } from '../state/store.ts';
 import { ProxyStateUpdater, type XdsResource } from '../state/updater.ts';
@@ -277,6 +277,10 @@ const rows: Row[] = [
     source: uid('wp'), sourceIp: '10.0.9.1', dst: '10.0.1.1:9000',
     want: { kind: 'hbone', upstream: '10.0.1.1:15008', authority: '10.0.1.1:9000', wp: undefined,
       poolKey: `${id('wp')}|${id('b')}|10.0.1.1:15008|10.0.9.1` } },
+  { name: '5.4.6 loop guard: a not-ready waypoint pod is not the waypoint (ztunnel keeps only healthy endpoints): its traffic goes to a ready one',
+    resources: [client(), backend('b', '10.0.1.1', { waypoint: byHost(WP) }), ...waypoint('10.0.9.1', {}, { status: WorkloadStatus.UNHEALTHY }),
+      workloadResource(pod('wp-b', 'ns', '10.0.9.5', { serviceAccount: 'wp', services: { [`ns/${WP}`]: { ports: [{ servicePort: 15008, targetPort: 15008 }] } } }))],
+    source: uid('wp'), sourceIp: '10.0.9.1', dst: '10.0.1.1:9000', want: { kind: 'hbone', upstream: '10.0.9.5:15008', wp: uid('wp-b') } },
   { name: '5.4.6 loop guard: same identity from another IP is not the waypoint',
     resources: [client(), backend('b', '10.0.1.1', { waypoint: byHost(WP) }), ...waypoint(),
       workloadResource(pod('imposter', 'ns', '10.0.0.9', { serviceAccount: 'wp' }))],

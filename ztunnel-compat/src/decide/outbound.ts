@@ -14,7 +14,7 @@
 import { identityKey, parseSpiffe, spiffeUri, type Identity } from '../identity/spiffe.ts';
 import type { GatewayAddress } from '../state/address.ts';
 import { bestService } from '../state/service-index.ts';
-import { visibleTo, type Service } from '../state/service.ts';
+import { endpointSelectable, visibleTo, type Service } from '../state/service.ts';
 import type { ProxyState } from '../state/store.ts';
 import { identityOf, type Workload } from '../state/workload.ts';
 import { pickEndpoint, pickWorkloadIp, weightedIndex } from './lb.ts';
@@ -260,7 +260,8 @@ function fromWaypoint(state: ProxyState, gw: GatewayAddress, srcId: Identity, sr
     service = found?.service;
   }
   if (service === undefined) return false;
-  for (const uid of service.endpoints.keys()) if (isWaypoint(state.workloads.byUid(uid))) return true;
+  // Only endpoints the health policy keeps, as ztunnel stores them: a not-ready waypoint pod is not the waypoint.
+  for (const [uid, ep] of service.endpoints) if (endpointSelectable(service, ep) && isWaypoint(state.workloads.byUid(uid))) return true;
   return false;
 }
 

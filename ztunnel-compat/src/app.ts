@@ -252,7 +252,7 @@ export async function startApp(config: Config, log: Logger, options: AppOptions 
   // istio-cni sends every enrolled pod's port-53 traffic to 15053 when its DNS capture is on (the default).
   const dns = config.dnsProxy ? new DnsProxy({
     state, metrics: new DnsMetrics(metrics.registry, idleSeries), log: scoped(log, 'dns'), clusterDomain: config.clusterDomain,
-    ipv6: config.ipv6Enabled, mark: config.packetMark, resolvConf: config.dnsResolvConf,
+    ipv6: config.ipv6Enabled, mark: config.packetMark, resolvConf: config.dnsResolvConf, preferredNamespace: config.preferredServiceNamespace,
   }) : undefined;
   const inpodMetrics = new InpodMetrics(metrics.registry);
   const pods = new WorkloadProxyManager({ factory: podProxyFactory(deps, config, dns), onChange: () => { onPods.changed(); }, events: inpodMetrics });

@@ -65,6 +65,8 @@ export interface Config {
   tls12Enabled: boolean;
   /** COMPLIANCE_POLICY=pqc: every TLS connection uses the X25519MLKEM768 key exchange only (identity/key-exchange.ts). */
   pqc: boolean;
+  /** PREFERED_SERVICE_NAMESPACE (ztunnel's spelling): the DNS proxy's choice among same-named services after the client's namespace. */
+  preferredServiceNamespace: string | undefined;
   /** TRANSPARENT_NETWORK_POLICIES: HBONE to a workload dials its target port, not 15008 (for Calico's policy). */
   transparentNetworkPolicies: boolean;
   /** LOCALHOST_APP_TUNNEL: reach a pod's PROXY app tunnel from loopback (ztunnel's default) rather than from the client's IP. */
@@ -236,6 +238,7 @@ export function parseConfig(env: Env): Config {
     pqc: p.str('COMPLIANCE_POLICY') === 'pqc',
     localhostAppTunnel: p.bool('LOCALHOST_APP_TUNNEL', true),
     transparentNetworkPolicies: p.bool('TRANSPARENT_NETWORK_POLICIES', false),
+    preferredServiceNamespace: p.str('PREFERED_SERVICE_NAMESPACE'),
     adminAddress: p.ip('SKEIN_ADMIN_ADDRESS') ?? '127.0.0.1',
     adminPort: proxyConfig.proxyAdminPort ?? 15000,
     statsPort: proxyConfig.statsPort ?? 15020,

@@ -70,7 +70,7 @@ export function configSection(c: Config): Record<string, unknown> {
     xdsAddress: c.xdsAddress ?? null,
     xdsRootCert: rootCert(c.xdsRootCa),
     altXdsHostname: c.altXdsHostname ?? null,
-    preferedServiceNamespace: null,
+    preferedServiceNamespace: c.preferredServiceNamespace ?? null,
     secretTtl: duration(c.secretTtlSeconds * 1000),
     xdsOnDemand: c.xdsOnDemand,
     fakeCa: c.localCa,

@@ -25,6 +25,8 @@ export interface DnsProxyDeps {
   ipv6: boolean;
   mark: number | undefined;
   resolvConf: string;
+  /** PREFERED_SERVICE_NAMESPACE: among services of one hostname, the next choice after the client's own namespace. */
+  preferredNamespace?: string | undefined;
 }
 
 /** How long each nameserver gets to answer a forwarded query. */
@@ -76,7 +78,10 @@ export class DnsProxy {
    */
   #visible(hostname: string, namespace: string): Service | undefined {
     const candidates = this.#d.state.services.byHostname(hostname).filter((s) => s.vips.length > 0 && visibleTo(s, namespace));
-    return bestService(candidates, namespace);
+    // ztunnel's DNS order: the client's namespace, then PREFERED_SERVICE_NAMESPACE, then its usual choice.
+    const preferred = this.#d.preferredNamespace;
+    const own = candidates.find((s) => s.namespace === namespace);
+    return own ?? (preferred === undefined ? undefined : candidates.find((s) => s.namespace === preferred)) ?? bestService(candidates, namespace);
   }
 
   /** The handler for one pod's listeners; `source` finds the pod's workload (for the metrics' labels). */

@@ -115,7 +115,8 @@ test('the drain deadline follows ztunnel: CONNECTION_TERMINATION_DEADLINE, else 
   assert.equal(drain({}), 5000);
   assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '30' }), 25_000);
   assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '5' }), 4000);
-  assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '0' }), 0);
+  assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '1' }), 1000, 'at least a second');
+  assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '0' }), 1000);
   assert.equal(drain({ TERMINATION_GRACE_PERIOD_SECONDS: '30', CONNECTION_TERMINATION_DEADLINE: '2s' }), 2000);
   assert.throws(() => parseConfig({ TERMINATION_GRACE_PERIOD_SECONDS: 'soon' }), /TERMINATION_GRACE_PERIOD_SECONDS/);
 });

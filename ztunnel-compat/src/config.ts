@@ -522,5 +522,6 @@ function timerMs(ms: number): number {
 
 export function drainFromGrace(graceSeconds: number | undefined): number {
   if (graceSeconds === undefined) return 5000;
-  return Math.max(0, graceSeconds > 10 ? graceSeconds - 5 : graceSeconds - 1) * 1000;
+  // At least a second, as ztunnel's construct_config.
+  return Math.max(1, graceSeconds > 10 ? graceSeconds - 5 : graceSeconds - 1) * 1000;
 }

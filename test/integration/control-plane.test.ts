@@ -204,7 +204,8 @@ policies:
     assert.deepEqual(await logging(''), [200, 'current log level is debug\n']);
     assert.deepEqual(await logging('info,access:debug'), [200, 'current log level is info (access:debug)\n']);
     assert.equal((await logging('nosuchscope:debug'))[0], 400);
-    assert.deepEqual(await logging('info'), [200, 'current log level is info (access:debug)\n'], 'a bare level keeps each scope\'s own, as ztunnel\'s set_level');
+    assert.deepEqual(await logging('accel:debug'), [200, 'current log level is info (accel:debug,access:debug)\n'], 'a scope only calls on the root name');
+    assert.deepEqual(await logging('info'), [200, 'current log level is info (accel:debug,access:debug)\n'], 'a bare level keeps each scope\'s own, as ztunnel\'s set_level');
     assert.deepEqual(await logging('warn&reset'), [200, 'current log level is warn\n'], 'reset starts again from RUST_LOG\'s');
   } finally {
     await app.shutdown({ cleanupKernel: true });

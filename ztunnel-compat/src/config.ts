@@ -445,12 +445,8 @@ class Reader {
   logLevel(name: string): LogLevel {
     const v = this.str(name) ?? 'info';
     const bare = v.split(',').map((d) => d.trim().toLowerCase()).filter((d) => d !== '' && !d.includes('='));
-    const level = bare.find(isLogLevel);
-    // A bare word that is no level is a target (trace for it, below); one with neither is refused.
-    if (level === undefined && bare.length === 0 && v.trim() !== '' && !v.includes('=')) {
-      this.#problems.push(`${name}: '${v}' has no level (trace, debug, info, warn, error, off)`);
-    }
-    return level ?? 'info';
+    // A bare word that is no level is a target (logTargets), as tracing reads it.
+    return bare.find(isLogLevel) ?? 'info';
   }
 
   /**
@@ -463,8 +459,9 @@ class Reader {
   logTargets(name: string): Record<string, LogLevel> {
     const out: Record<string, LogLevel> = {};
     for (const raw of (this.str(name) ?? '').split(',')) {
-      // The level follows the last '=': a span filter (`target[span{field=value}]=level`) has others.
-      const eq = raw.lastIndexOf('=');
+      // The level follows the last '=' outside a span filter (`target[span{field=value}]=level`).
+      const last = raw.lastIndexOf('=');
+      const eq = last >= 0 && !/[\]}]/.test(raw.slice(last + 1)) ? last : -1;
       const bare = raw.trim();
       // A bare target means every level of it, as tracing reads `ztunnel::proxy`.
       if (eq < 0 && (bare === '' || isLogLevel(bare.toLowerCase()))) continue;

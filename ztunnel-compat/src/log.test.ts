@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import { parseConfig } from './config.ts';
-import { changeLevels, createLogger, describeLevels, scoped } from './log.ts';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { changeLevels, createLogger, describeLevels, scoped, SCOPES } from './log.ts';
 
 async function written(format: 'plain' | 'json', write: (log: ReturnType<typeof createLogger>) => void): Promise<string[]> {
   const out = new PassThrough();
@@ -44,6 +46,7 @@ test('RUST_LOG targets set their scope\'s level: access=off silences access logs
   // ztunnel's modules by Skein's scopes; a bare target is every level of it; a span filter's '=' is not the level's.
   assert.deepEqual(parseConfig({ RUST_LOG: 'warn,ztunnel::identity::caclient=debug,ztunnel::tls::crl=error,ztunnel::inpod,ztunnel=info,x[{a=b}]=debug' }).logTargets,
     { ca: 'debug', crl: 'error', inpod: 'trace', ztunnel: 'info', x: 'debug' });
+  assert.deepEqual(parseConfig({ RUST_LOG: 'y[{a=b}]' }).logTargets, { y: 'trace' }, 'a span filter without a level');
   const out = new PassThrough();
   let text = '';
   out.on('data', (d: Buffer) => { text += d.toString(); });
@@ -89,4 +92,34 @@ test('levels change as ztunnel\'s set_level: a scope keeps its own level under a
   changeLevels(log, { scopes: new Map(), reset: true });
   assert.equal(describeLevels(log), 'info (access:off)');
   assert.deepEqual(await emitted(), []);
+});
+
+test('SCOPES names every scope the daemon logs under, so /logging and RUST_LOG can reach each', () => {
+  const src = new URL('.', import.meta.url).pathname;
+  const files = (readdirSync(src, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('testing.ts'));
+  const used = new Set<string>();
+  for (const f of files) {
+    const text = readFileSync(join(src, f), 'utf8');
+    for (const m of text.matchAll(/scoped\([\w.#]+, '([a-z_-]+)'\)|\{ scope: '([a-z_-]+)'/g)) used.add(m[1] ?? m[2] ?? '');
+  }
+  // 'inbound' only refines what a line on the proxy logger shows (ztunnel::proxy::inbound is proxy).
+  used.delete('inbound');
+  assert.ok(used.size >= 8, [...used].join(','));
+  assert.deepEqual([...used].filter((s) => !SCOPES.includes(s)), []);
+});
+
+test('a scoped logger runs at its scope\'s level exactly (isLevelEnabled spares work); a refining scope field does not escape it', async () => {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d: Buffer) => { text += d.toString(); });
+  const log = createLogger('info', 'json', out, { access: 'off', proxy: 'error', hickory_server: 'debug' });
+  assert.equal(scoped(log, 'access').isLevelEnabled('info'), false);
+  assert.equal(scoped(log, 'xds').isLevelEnabled('debug'), false, 'a target Skein has no scope for lowers nothing');
+  scoped(log, 'proxy').warn({ scope: 'inbound' }, 'refined');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(text, '');
+  changeLevels(log, { scopes: new Map([['proxy', 'warn']]), reset: false });
+  scoped(log, 'proxy').warn({ scope: 'inbound' }, 'refined');
+  await new Promise((r) => setImmediate(r));
+  assert.equal((JSON.parse(text) as { scope: string }).scope, 'inbound');
 });

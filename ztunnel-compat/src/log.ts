@@ -27,6 +27,15 @@ interface Levels {
   readonly initial: { readonly global: LogLevel; readonly scopes: ReadonlyMap<string, LogLevel> };
 }
 
+/**
+ * The scopes Skein logs under (a scoped logger's, or a call's `scope` on
+ * the root): what /logging and RUST_LOG targets name. A test keeps the list
+ * in step with the code.
+ */
+export const SCOPES: readonly string[] = ['accel', 'access', 'admin', 'app', 'ca', 'crl', 'dns', 'inpod', 'proxy', 'state', 'xds'];
+/** ztunnel's crate as a target: every scope but `access`. */
+const CRATE = 'ztunnel';
+
 const levelsOf = new WeakMap<Logger, Levels>();
 // Each scoped child's scope and root, so the hook and /logging find them.
 const scopeOf = new WeakMap<object, string>();
@@ -36,7 +45,7 @@ const children = new WeakMap<Logger, Map<string, Logger>>();
 
 function levelFor(levels: Levels, scope: string | undefined): LogLevel {
   if (scope === undefined) return levels.global;
-  return levels.scopes.get(scope) ?? (scope === 'access' ? undefined : levels.scopes.get('ztunnel')) ?? levels.global;
+  return levels.scopes.get(scope) ?? (scope === 'access' ? undefined : levels.scopes.get(CRATE)) ?? levels.global;
 }
 
 /**
@@ -52,10 +61,14 @@ export function createLogger(level: LogLevel, format: 'plain' | 'json', destinat
     level: pinoLevel(lowest(levels)),
     hooks: {
       logMethod(args, method, n) {
-        const first: unknown = args[0];
-        const field = typeof first === 'object' && first !== null ? (first as { scope?: unknown }).scope : undefined;
-        // The record shows the field's scope when a call names one; else its logger's.
-        const scope = typeof field === 'string' ? field : scopeOf.get(this);
+        // A scoped logger's own scope decides (a `scope` field on it only refines what the line shows,
+        // as ztunnel::proxy::inbound is still proxy); a call on the root names its scope in the field.
+        let scope = scopeOf.get(this);
+        if (scope === undefined) {
+          const first: unknown = args[0];
+          const field = typeof first === 'object' && first !== null ? (first as { scope?: unknown }).scope : undefined;
+          if (typeof field === 'string') scope = field;
+        }
         if (n >= RANK[levelFor(levels, scope)]) method.apply(this, args);
       },
     },
@@ -68,9 +81,10 @@ export function createLogger(level: LogLevel, format: 'plain' | 'json', destinat
   return log;
 }
 
+/** The root's level: the lowest any scope Skein has wants (calls on the root that name a scope are filtered by the hook). */
 function lowest(levels: Levels): LogLevel {
   let low: LogLevel = levels.global;
-  for (const l of levels.scopes.values()) if (RANK[l] < RANK[low]) low = l;
+  for (const [scope, l] of levels.scopes) if ((scope === CRATE || SCOPES.includes(scope)) && RANK[l] < RANK[low]) low = l;
   return low;
 }
 
@@ -96,9 +110,9 @@ export function changeLevels(log: Logger, change: LevelsChange): void {
   }
   if (change.global !== undefined) levels.global = change.global;
   for (const [scope, level] of change.scopes) levels.scopes.set(scope, level);
-  const floor = pinoLevel(lowest(levels));
-  root.level = floor;
-  for (const child of children.get(root)?.values() ?? []) child.level = floor;
+  root.level = pinoLevel(lowest(levels));
+  // A scoped logger runs at its scope's level exactly, so isLevelEnabled spares work (access-log.ts).
+  for (const [scope, child] of children.get(root) ?? []) child.level = pinoLevel(levelFor(levels, scope));
 }
 
 /** The levels in force: "info", or "info (access:off,proxy:debug)". */
@@ -159,6 +173,8 @@ export function scoped(log: Logger, scope: string): Logger {
   let child = byScope.get(scope);
   if (child === undefined) {
     child = root.child({ scope });
+    const levels = levelsOf.get(root);
+    if (levels !== undefined) child.level = pinoLevel(levelFor(levels, scope));
     scopeOf.set(child, scope);
     rootOf.set(child, root);
     byScope.set(scope, child);
@@ -166,8 +182,8 @@ export function scoped(log: Logger, scope: string): Logger {
   return child;
 }
 
-/** The scopes that have a logger so far, and those a level names. */
+/** The scopes a level may name: Skein's, any other that has a logger (tests), and ztunnel's crate. */
 export function knownScopes(log: Logger): Set<string> {
   const root = rootOf.get(log) ?? log;
-  return new Set([...(children.get(root)?.keys() ?? []), ...(levelsOf.get(root)?.scopes.keys() ?? [])]);
+  return new Set([...SCOPES, CRATE, ...(children.get(root)?.keys() ?? [])]);
 }

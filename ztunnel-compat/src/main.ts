@@ -7,7 +7,7 @@ import { startApp, StartupError } from './app.ts';
 import type { WaypointCommand } from '@skein/waypoint/args';
 import { parseArgs, usage, UsageError } from './cli.ts';
 import { ConfigError, parseConfig } from './config.ts';
-import { createLogger } from './log.ts';
+import { createLogger, knownScopes, scoped } from './log.ts';
 import { startMemoryRelease } from './memory-release.ts';
 import { installProcessPolicy } from './process-policy.ts';
 import { version } from './version.ts';
@@ -52,6 +52,9 @@ async function proxy(): Promise<number> {
   const config = readConfig();
   if (config === undefined) return 1;
   const log = createLogger(config.logLevel, config.logFormat, process.stderr, config.logTargets);
+  // tracing takes any word as a target, so a typo (`warning`) is one; say that it names nothing here.
+  const idle = Object.keys(config.logTargets).filter((t) => !knownScopes(log).has(t));
+  if (idle.length > 0) scoped(log, 'app').warn({ targets: idle.join(','), known: [...knownScopes(log)].sort().join(',') }, 'RUST_LOG names targets Skein has no logs for; they change nothing');
   // From here an error nothing caught is logged and counted, never fatal.
   const policy = installProcessPolicy(log);
   raiseOpenFiles(log);

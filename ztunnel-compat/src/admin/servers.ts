@@ -48,7 +48,7 @@ function adminHandler(d: AdminDeps): http.RequestListener {
           return;
         }
         const known = knownScopes(d.log);
-        const unknown = [...change.scopes.keys()].find((s) => !known.has(s) && s !== 'ztunnel');
+        const unknown = [...change.scopes.keys()].find((s) => !known.has(s));
         if (unknown !== undefined) {
           send(res, 400, `unknown target '${unknown}' (known: ${[...known].sort().join(', ')})\n`);
           return;

@@ -246,8 +246,8 @@ function resolveWaypoint(state: ProxyState, f: OutboundFacts, gw: GatewayAddress
 
 /**
  * ztunnel `check_from_waypoint`: the source is the destination's waypoint if
- * it has the identity of, and an IP of, the waypoint workload or any endpoint
- * (healthy or not) of the waypoint service.
+ * it has the identity of, and an IP of, the waypoint workload or an endpoint
+ * of the waypoint service that its health policy keeps (ztunnel stores no other).
  */
 function fromWaypoint(state: ProxyState, gw: GatewayAddress, srcId: Identity, srcIp: string): boolean {
   const isWaypoint = (w: Workload | undefined): boolean => w !== undefined

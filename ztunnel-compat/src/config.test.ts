@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { ConfigError, parseConfig, SKEIN_VARS } from './config.ts';
 import { parseDurationMs } from './config/duration.ts';
+import { capturesInSources } from './source-testing.ts';
 
 test('defaults match ztunnel outside a cluster', () => {
   const c = parseConfig({});
@@ -169,14 +168,8 @@ test('ZTUNNEL_WORKER_THREADS takes ztunnel\'s forms (a number, 0, N% of ZTUNNEL_
 });
 
 test('every SKEIN_* variable the daemon reads is one the validator knows (an unknown one stops the start)', () => {
-  const src = new URL('.', import.meta.url).pathname;
-  const files = (readdirSync(src, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('testing.ts'));
-  const read = new Set<string>();
-  for (const f of files) {
-    const text = readFileSync(join(src, f), 'utf8');
-    // process.env.SKEIN_X, env.SKEIN_X, and the config reader's p.str('SKEIN_X') and friends.
-    for (const m of text.matchAll(/\benv\.(SKEIN_[A-Z0-9_]+)|\bp\.\w+\('(SKEIN_[A-Z0-9_]+)'/g)) read.add(m[1] ?? m[2] ?? '');
-  }
+  // process.env.SKEIN_X, env.SKEIN_X, and the config reader's p.str('SKEIN_X') and friends.
+  const read = capturesInSources(/\benv\.(SKEIN_[A-Z0-9_]+)|\bp\.\w+\('(SKEIN_[A-Z0-9_]+)'/g);
   // The launcher's own, removed before the daemon starts (launch.ts, bin/skein).
   read.delete('SKEIN_NODE_FLAGS');
   assert.ok(read.size >= 10, `found the reads (${[...read].join(', ')})`);

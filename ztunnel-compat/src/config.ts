@@ -11,8 +11,9 @@ import { pqcUnavailable } from './identity/key-exchange.ts';
 export type RootCaSource = { kind: 'file'; path: string } | { kind: 'pem'; pem: string } | { kind: 'system' };
 export type TokenSource = { kind: 'file'; path: string } | { kind: 'literal'; token: string };
 export type ProxyMode = 'shared' | 'dedicated';
-export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'off';
-const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'off'];
+/** tracing's levels, as RUST_LOG and /logging write them. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'off'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface WorkloadInfo { namespace: string; name: string; serviceAccount: string }
 
@@ -488,7 +489,7 @@ class Reader {
   }
 }
 
-const isLogLevel = (x: string): x is LogLevel => LOG_LEVELS.includes(x);
+export const isLogLevel = (x: string): x is LogLevel => (LOG_LEVELS as readonly string[]).includes(x);
 
 /** ztunnel's modules whose logs Skein writes under another scope. */
 const SCOPE_OF_MODULE: Readonly<Record<string, string>> = { identity: 'ca', tls: 'crl' };

@@ -3,9 +3,8 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import { parseConfig } from './config.ts';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { changeLevels, createLogger, describeLevels, scoped, SCOPES } from './log.ts';
+import { capturesInSources } from './source-testing.ts';
 
 async function written(format: 'plain' | 'json', write: (log: ReturnType<typeof createLogger>) => void): Promise<string[]> {
   const out = new PassThrough();
@@ -95,13 +94,7 @@ test('levels change as ztunnel\'s set_level: a scope keeps its own level under a
 });
 
 test('SCOPES names every scope the daemon logs under, so /logging and RUST_LOG can reach each', () => {
-  const src = new URL('.', import.meta.url).pathname;
-  const files = (readdirSync(src, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('testing.ts'));
-  const used = new Set<string>();
-  for (const f of files) {
-    const text = readFileSync(join(src, f), 'utf8');
-    for (const m of text.matchAll(/scoped\([\w.#]+, '([a-z_-]+)'\)|\{ scope: '([a-z_-]+)'/g)) used.add(m[1] ?? m[2] ?? '');
-  }
+  const used = capturesInSources(/scoped\([\w.#]+, '([a-z_-]+)'\)|\{ scope: '([a-z_-]+)'/g);
   // 'inbound' only refines what a line on the proxy logger shows (ztunnel::proxy::inbound is proxy).
   used.delete('inbound');
   assert.ok(used.size >= 8, [...used].join(','));

@@ -35,10 +35,11 @@ interface Levels {
 export const SCOPES: readonly string[] = ['accel', 'access', 'admin', 'app', 'ca', 'crl', 'dns', 'inpod', 'proxy', 'state', 'xds'];
 /** ztunnel's crate as a target: every scope but `access`. */
 const CRATE = 'ztunnel';
+const isSkeinScope = (scope: string): boolean => scope === CRATE || SCOPES.includes(scope);
 
 const levelsOf = new WeakMap<Logger, Levels>();
-// Each scoped child's scope and root, so the hook and /logging find them.
-const scopeOf = new WeakMap<object, string>();
+// The scoped children (the hook lets them be) and each one's root (for /logging).
+const scopedLoggers = new WeakSet<object>();
 const rootOf = new WeakMap<Logger, Logger>();
 // One child per (root, scope): /logging reaches every one.
 const children = new WeakMap<Logger, Map<string, Logger>>();
@@ -50,9 +51,9 @@ function levelFor(levels: Levels, scope: string | undefined): LogLevel {
 
 /**
  * The root logger at `level`; `targets` (RUST_LOG's `access=off` and the
- * like, by scope) override it per scope. pino itself runs at the lowest
- * level any scope wants; a hook then drops what a record's scope (its
- * logger's, or the `scope` field of a call on the root) does not.
+ * like, by scope) override it per scope. Each scoped logger runs at its
+ * scope's level; the root runs at the lowest level any scope wants, and a
+ * hook drops what the `scope` field of a call on it does not.
  */
 export function createLogger(level: LogLevel, format: 'plain' | 'json', destination: NodeJS.WritableStream = process.stderr, targets: Readonly<Record<string, LogLevel>> = {}): Logger {
   const scopes = new Map(Object.entries(targets));
@@ -61,15 +62,15 @@ export function createLogger(level: LogLevel, format: 'plain' | 'json', destinat
     level: pinoLevel(lowest(levels)),
     hooks: {
       logMethod(args, method, n) {
-        // A scoped logger's own scope decides (a `scope` field on it only refines what the line shows,
-        // as ztunnel::proxy::inbound is still proxy); a call on the root names its scope in the field.
-        let scope = scopeOf.get(this);
-        if (scope === undefined) {
+        // A scoped logger already runs at its scope's level (a `scope` field on it only refines
+        // what the line shows, as ztunnel::proxy::inbound is still proxy). A call on the root,
+        // which runs at the lowest level any scope wants, names its scope in the field.
+        if (!scopedLoggers.has(this)) {
           const first: unknown = args[0];
           const field = typeof first === 'object' && first !== null ? (first as { scope?: unknown }).scope : undefined;
-          if (typeof field === 'string') scope = field;
+          if (n < RANK[levelFor(levels, typeof field === 'string' ? field : undefined)]) return;
         }
-        if (n >= RANK[levelFor(levels, scope)]) method.apply(this, args);
+        method.apply(this, args);
       },
     },
     base: undefined,
@@ -84,7 +85,7 @@ export function createLogger(level: LogLevel, format: 'plain' | 'json', destinat
 /** The root's level: the lowest any scope Skein has wants (calls on the root that name a scope are filtered by the hook). */
 function lowest(levels: Levels): LogLevel {
   let low: LogLevel = levels.global;
-  for (const [scope, l] of levels.scopes) if ((scope === CRATE || SCOPES.includes(scope)) && RANK[l] < RANK[low]) low = l;
+  for (const [scope, l] of levels.scopes) if (isSkeinScope(scope) && RANK[l] < RANK[low]) low = l;
   return low;
 }
 
@@ -175,7 +176,7 @@ export function scoped(log: Logger, scope: string): Logger {
     child = root.child({ scope });
     const levels = levelsOf.get(root);
     if (levels !== undefined) child.level = pinoLevel(levelFor(levels, scope));
-    scopeOf.set(child, scope);
+    scopedLoggers.add(child);
     rootOf.set(child, root);
     byScope.set(scope, child);
   }

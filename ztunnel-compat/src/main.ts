@@ -53,8 +53,9 @@ async function proxy(): Promise<number> {
   if (config === undefined) return 1;
   const log = createLogger(config.logLevel, config.logFormat, process.stderr, config.logTargets);
   // tracing takes any word as a target, so a typo (`warning`) is one; say that it names nothing here.
-  const idle = Object.keys(config.logTargets).filter((t) => !knownScopes(log).has(t));
-  if (idle.length > 0) scoped(log, 'app').warn({ targets: idle.join(','), known: [...knownScopes(log)].sort().join(',') }, 'RUST_LOG names targets Skein has no logs for; they change nothing');
+  const known = knownScopes(log);
+  const idle = Object.keys(config.logTargets).filter((t) => !known.has(t));
+  if (idle.length > 0) scoped(log, 'app').warn({ targets: idle.join(','), known: [...known].sort().join(',') }, 'RUST_LOG names targets Skein has no logs for; they change nothing');
   // From here an error nothing caught is logged and counted, never fatal.
   const policy = installProcessPolicy(log);
   raiseOpenFiles(log);

@@ -79,9 +79,7 @@ export class DnsProxy {
   #visible(hostname: string, namespace: string): Service | undefined {
     const candidates = this.#d.state.services.byHostname(hostname).filter((s) => s.vips.length > 0 && visibleTo(s, namespace));
     // ztunnel's DNS order: the client's namespace, then PREFERED_SERVICE_NAMESPACE, then its usual choice.
-    const preferred = this.#d.preferredNamespace;
-    const own = candidates.find((s) => s.namespace === namespace);
-    return own ?? (preferred === undefined ? undefined : candidates.find((s) => s.namespace === preferred)) ?? bestService(candidates, namespace);
+    return bestService(candidates, namespace, this.#d.preferredNamespace);
   }
 
   /** The handler for one pod's listeners; `source` finds the pod's workload (for the metrics' labels). */

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
-import type { PeerCertificate } from 'node:tls';
+import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { status } from '@grpc/grpc-js';
 import { IstiodDouble } from '../../../test/doubles/istiod/istiod-double.ts';
 import { TestCa } from '../../../test/doubles/istiod/test-ca.ts';
@@ -196,52 +196,53 @@ test('a CA that takes the call and never answers fails at the request deadline',
   }
 });
 
-test('TLS 1.3 only: a TLS 1.2 server is refused unless tls12 is set', async () => {
+/**
+ * A TLS server with istiod's certificate but other TLS settings: counts the
+ * handshakes that complete, then hangs up (it speaks no gRPC).
+ */
+async function oddServer(tls: TlsOptions): Promise<{ port: number; handshakes: () => number; close: () => Promise<void> }> {
   const { certPem, keyPem } = await istiod.ca.issueServerCert();
-  const seen = { handshakes: 0 };
-  const old = createTlsServer({ cert: certPem, key: keyPem, maxVersion: 'TLSv1.2', ALPNProtocols: ['h2'] }, (s) => {
-    seen.handshakes++;
+  let handshakes = 0;
+  const srv = createTlsServer({ cert: certPem, key: keyPem, ALPNProtocols: ['h2'], ...tls }, (s) => {
+    handshakes++;
     s.destroy();
   });
-  await new Promise<void>((resolve) => { old.listen(0, '127.0.0.1', resolve); });
-  const addr = old.address();
+  srv.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve) => { srv.listen(0, '127.0.0.1', resolve); });
+  const addr = srv.address();
   assert.ok(addr && typeof addr === 'object');
+  return { port: addr.port, handshakes: () => handshakes, close: () => new Promise<void>((resolve) => { srv.close(() => { resolve(); }); }) };
+}
+
+test('TLS 1.3 only: a TLS 1.2 server is refused unless tls12 is set', async () => {
+  const old = await oddServer({ maxVersion: 'TLSv1.2' });
   try {
-    const strict = client({ address: `127.0.0.1:${addr.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000 });
+    const strict = client({ address: `127.0.0.1:${old.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000 });
     const err = await failure(strict.fetch(SLEEP));
     assert.equal(grpcStatus(err)?.code, status.UNAVAILABLE);
     assert.match(err.message, /protocol version|unsupported protocol/i);
-    assert.equal(seen.handshakes, 0);
+    assert.equal(old.handshakes(), 0);
     // With TLS12_ENABLED the handshake completes (the server then hangs up).
-    const lax = client({ address: `127.0.0.1:${addr.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000, tls12: true });
+    const lax = client({ address: `127.0.0.1:${old.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000, tls12: true });
     await failure(lax.fetch(SLEEP));
-    assert.notEqual(seen.handshakes, 0, 'the TLS 1.2 handshake completed');
+    assert.notEqual(old.handshakes(), 0, 'the TLS 1.2 handshake completed');
   } finally {
-    await new Promise((resolve) => { old.close(resolve); });
+    await old.close();
   }
 });
 
 test('COMPLIANCE_POLICY=pqc: the CA connection offers X25519MLKEM768 alone, so a classical server is refused; istiod (OpenSSL defaults) is reached', async () => {
-  const { certPem, keyPem } = await istiod.ca.issueServerCert();
-  const seen = { handshakes: 0 };
-  const classical = createTlsServer({ cert: certPem, key: keyPem, ecdhCurve: 'X25519:P-256', ALPNProtocols: ['h2'] }, (s) => {
-    seen.handshakes++;
-    s.destroy();
-  });
-  classical.on('tlsClientError', () => undefined);
-  await new Promise<void>((resolve) => { classical.listen(0, '127.0.0.1', resolve); });
-  const addr = classical.address();
-  assert.ok(addr && typeof addr === 'object');
+  const classical = await oddServer({ ecdhCurve: 'X25519:P-256' });
   try {
-    const strict = client({ address: `127.0.0.1:${addr.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000, pqc: true });
+    const strict = client({ address: `127.0.0.1:${classical.port}`, token: { kind: 'literal', token: SLEEP_TOKEN }, connectTimeoutMs: 2000, pqc: true });
     const err = await failure(strict.fetch(SLEEP));
     assert.equal(grpcStatus(err)?.code, status.UNAVAILABLE);
     assert.match(err.message, /handshake failure/i);
-    assert.equal(seen.handshakes, 0);
+    assert.equal(classical.handshakes(), 0);
     const cert = await client({ token: { kind: 'literal', token: SLEEP_TOKEN }, pqc: true }).fetch(SLEEP);
     assert.equal(cert.identity.serviceAccount, 'sleep');
   } finally {
-    await new Promise((resolve) => { classical.close(resolve); });
+    await classical.close();
   }
 });
 

@@ -38,14 +38,21 @@ function swap(list: Service[], prev: Service, next: Service | undefined, emptied
   else list.splice(i, 1);
 }
 
-/** ztunnel `ServiceMatch::find_best_match` (its get_best_by_host): one in `clientNamespace`, else the (last) canonical one, else the first. */
-export function bestService(services: readonly Service[], clientNamespace: string | undefined): Service | undefined {
+/**
+ * ztunnel `ServiceMatch::find_best_match` (its get_best_by_host): one in
+ * `clientNamespace`, else the (last) canonical one, else the first. The DNS
+ * proxy also passes PREFERED_SERVICE_NAMESPACE, which then comes second, as
+ * in ztunnel's find_server.
+ */
+export function bestService(services: readonly Service[], clientNamespace: string | undefined, preferredNamespace?: string): Service | undefined {
   let canonical: Service | undefined;
+  let preferred: Service | undefined;
   for (const s of services) {
     if (clientNamespace !== undefined && s.namespace === clientNamespace) return s;
+    if (preferredNamespace !== undefined && s.namespace === preferredNamespace) preferred ??= s;
     if (s.canonical) canonical = s;
   }
-  return canonical ?? services[0];
+  return preferred ?? canonical ?? services[0];
 }
 
 interface CidrEntry {
